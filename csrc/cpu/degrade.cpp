@@ -1,0 +1,111 @@
+// CPU degradation kernel: one pass over each input plane produces every down level (cascading
+// from an earlier level where the level table says so) and every down-then-up image.
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "mrface/dtype_convert.h"
+#include "mrface/resize.h"
+
+#ifdef MRFACE_WITH_OPENMP
+#include <omp.h>
+#endif
+
+namespace mrface {
+namespace {
+
+// Resize rows: dst[r, j] = sum_t w[j, t] * src[r, idx[j, t]] for r < rows.
+void resize_rows(const float* src, int64_t rows, int64_t src_w, const int32_t* idx, const float* w,
+                 int64_t taps, int64_t out_w, float* dst) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* s = src + r * src_w;
+    float* d = dst + r * out_w;
+    for (int64_t j = 0; j < out_w; ++j) {
+      float acc = 0.0f;
+      for (int64_t t = 0; t < taps; ++t) acc += w[j * taps + t] * s[idx[j * taps + t]];
+      d[j] = acc;
+    }
+  }
+}
+
+// Resize columns of one output row: dst[j] = sum_t w[t] * src[idx[t], j] (contiguous in j, so the
+// inner loop vectorises).
+void resize_column_row(const float* src, int64_t width, const int32_t* idx, const float* w, int64_t taps,
+                       float* dst) {
+  std::fill(dst, dst + width, 0.0f);
+  for (int64_t t = 0; t < taps; ++t) {
+    const float weight = w[t];
+    if (weight == 0.0f) continue;
+    const float* s = src + static_cast<int64_t>(idx[t]) * width;
+    for (int64_t j = 0; j < width; ++j) dst[j] += weight * s[j];
+  }
+}
+
+template <typename T>
+void degrade_typed(const DegradeArgs& a) {
+  const int64_t planes = a.n * a.c;
+  const int64_t hw = a.h * a.w;
+  const T* input = static_cast<const T*>(a.input);
+
+#ifdef MRFACE_WITH_OPENMP
+#pragma omp parallel
+#endif
+  {
+    std::vector<float> plane(static_cast<size_t>(hw));
+    std::vector<float> levels(static_cast<size_t>(a.buffer_floats));
+    std::vector<float> tmp;
+    std::vector<float> row(static_cast<size_t>(a.w));
+#ifdef MRFACE_WITH_OPENMP
+#pragma omp for schedule(static)
+#endif
+    for (int64_t p = 0; p < planes; ++p) {
+      const int64_t image = p / a.c;
+      const int32_t* desc = a.levels + (a.per_image ? image * a.num_levels * kLevelFields : 0);
+      for (int64_t i = 0; i < hw; ++i) plane[i] = load_as_float(input, p * hw + i);
+
+      for (int k = 0; k < a.num_levels; ++k) {
+        const int32_t* L = desc + k * kLevelFields;
+        const int64_t out_h = L[kOutH], out_w = L[kOutW], src_h = L[kSrcH], src_w = L[kSrcW];
+        const float* src = L[kSource] < 0 ? plane.data() : levels.data() + desc[L[kSource] * kLevelFields + kBufOff];
+        float* level = levels.data() + L[kBufOff];
+
+        tmp.resize(static_cast<size_t>(std::max(src_h * out_w, out_h * a.w)));
+        resize_rows(src, src_h, src_w, a.tap_index + L[kXOff], a.tap_weight + L[kXOff], L[kXTaps], out_w, tmp.data());
+        for (int64_t i = 0; i < out_h; ++i) {
+          resize_column_row(tmp.data(), out_w, a.tap_index + L[kYOff] + i * L[kYTaps],
+                            a.tap_weight + L[kYOff] + i * L[kYTaps], L[kYTaps], level + i * out_w);
+        }
+        if (a.out.down[k] != nullptr) {
+          T* down = static_cast<T*>(a.out.down[k]) + p * out_h * out_w;
+          for (int64_t i = 0; i < out_h * out_w; ++i) store_from_float(down, i, level[i]);
+        }
+        if (a.out.up[k] != nullptr && L[kUpYTaps] > 0) {
+          T* up = static_cast<T*>(a.out.up[k]) + p * hw;
+          resize_rows(level, out_h, out_w, a.tap_index + L[kUpXOff], a.tap_weight + L[kUpXOff], L[kUpXTaps], a.w,
+                      tmp.data());
+          for (int64_t y = 0; y < a.h; ++y) {
+            resize_column_row(tmp.data(), a.w, a.tap_index + L[kUpYOff] + y * L[kUpYTaps],
+                              a.tap_weight + L[kUpYOff] + y * L[kUpYTaps], L[kUpYTaps], row.data());
+            for (int64_t x = 0; x < a.w; ++x) store_from_float(up, y * a.w + x, row[x]);
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void degrade_cpu(const DegradeArgs& args) {
+  check_arg(args.num_levels >= 1 && args.num_levels <= kMaxLevels,
+            "degrade_cpu: num_levels must be in [1, " + std::to_string(kMaxLevels) + "]");
+  switch (args.dtype) {
+    case DType::Float32: degrade_typed<float>(args); break;
+    case DType::UInt8: degrade_typed<uint8_t>(args); break;
+    default:
+      throw std::invalid_argument(std::string("degrade_cpu: dtype ") + dtype_name(args.dtype) +
+                                  " is not supported by the C++ CPU kernel (float32, uint8)");
+  }
+}
+
+}  // namespace mrface

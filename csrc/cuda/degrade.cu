@@ -1,0 +1,139 @@
+// CUDA degradation kernel: one block per (image, channel) plane. Every down level is kept in shared
+// memory, so a cascade (area 56 -> 28 -> 14 -> 7) reads the input plane from global memory once and
+// the down-then-up images are computed from shared memory.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "mrface/resize.h"
+
+namespace mrface {
+namespace {
+
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float to_float(uint8_t v) { return static_cast<float>(v); }
+
+template <typename T> __device__ __forceinline__ T from_float(float v);
+template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+template <> __device__ __forceinline__ uint8_t from_float<uint8_t>(float v) {
+  return static_cast<uint8_t>(fminf(fmaxf(floorf(v + 0.5f), 0.0f), 255.0f));
+}
+
+template <typename T>
+__global__ void degrade_kernel(const T* __restrict__ input, int c, int h, int w, const int32_t* __restrict__ level_table,
+                               int num_levels, int per_image, const int32_t* __restrict__ tap_index,
+                               const float* __restrict__ tap_weight, LevelPointers out, int64_t buffer_floats) {
+  extern __shared__ float shared[];
+  float* levels = shared;
+  float* tmp = shared + buffer_floats;
+
+  const int64_t plane = blockIdx.x;
+  const int64_t image = plane / c;
+  const int64_t hw = static_cast<int64_t>(h) * w;
+  const T* in = input + plane * hw;
+  const int32_t* desc = level_table + (per_image ? image * num_levels * kLevelFields : 0);
+
+  for (int k = 0; k < num_levels; ++k) {
+    const int32_t* L = desc + k * kLevelFields;
+    const int out_h = L[kOutH], out_w = L[kOutW], src_h = L[kSrcH], src_w = L[kSrcW];
+    const int source = L[kSource];
+    const float* src_level = source < 0 ? nullptr : levels + desc[source * kLevelFields + kBufOff];
+    float* level = levels + L[kBufOff];
+
+    // Horizontal pass: tmp[r, j] over source rows.
+    const int x_taps = L[kXTaps];
+    const int32_t* xi = tap_index + L[kXOff];
+    const float* xw = tap_weight + L[kXOff];
+    for (int e = threadIdx.x; e < src_h * out_w; e += blockDim.x) {
+      const int r = e / out_w, j = e - r * out_w;
+      float acc = 0.0f;
+      if (src_level == nullptr) {
+        for (int t = 0; t < x_taps; ++t) acc += xw[j * x_taps + t] * to_float(in[static_cast<int64_t>(r) * w + xi[j * x_taps + t]]);
+      } else {
+        for (int t = 0; t < x_taps; ++t) acc += xw[j * x_taps + t] * src_level[r * src_w + xi[j * x_taps + t]];
+      }
+      tmp[e] = acc;
+    }
+    __syncthreads();
+
+    // Vertical pass into the shared level plane (and the down output).
+    const int y_taps = L[kYTaps];
+    const int32_t* yi = tap_index + L[kYOff];
+    const float* yw = tap_weight + L[kYOff];
+    T* down = out.down[k] == nullptr ? nullptr : static_cast<T*>(out.down[k]) + plane * out_h * out_w;
+    for (int e = threadIdx.x; e < out_h * out_w; e += blockDim.x) {
+      const int i = e / out_w, j = e - i * out_w;
+      float acc = 0.0f;
+      for (int t = 0; t < y_taps; ++t) acc += yw[i * y_taps + t] * tmp[yi[i * y_taps + t] * out_w + j];
+      level[e] = acc;
+      if (down != nullptr) down[e] = from_float<T>(acc);
+    }
+    __syncthreads();
+
+    // Up pass straight from shared memory: at most 4 x 4 taps per output pixel.
+    const int uy_taps = L[kUpYTaps], ux_taps = L[kUpXTaps];
+    if (out.up[k] != nullptr && uy_taps > 0) {
+      T* up = static_cast<T*>(out.up[k]) + plane * hw;
+      const int32_t* uyi = tap_index + L[kUpYOff];
+      const float* uyw = tap_weight + L[kUpYOff];
+      const int32_t* uxi = tap_index + L[kUpXOff];
+      const float* uxw = tap_weight + L[kUpXOff];
+      for (int64_t e = threadIdx.x; e < hw; e += blockDim.x) {
+        const int y = static_cast<int>(e / w), x = static_cast<int>(e - static_cast<int64_t>(y) * w);
+        float acc = 0.0f;
+        for (int a = 0; a < uy_taps; ++a) {
+          const float* row = level + uyi[y * uy_taps + a] * out_w;
+          float racc = 0.0f;
+          for (int b = 0; b < ux_taps; ++b) racc += uxw[x * ux_taps + b] * row[uxi[x * ux_taps + b]];
+          acc += uyw[y * uy_taps + a] * racc;
+        }
+        up[e] = from_float<T>(acc);
+      }
+    }
+  }
+}
+
+void check_cuda(cudaError_t status, const char* what) {
+  if (status != cudaSuccess) {
+    throw std::runtime_error(std::string("degrade_cuda: ") + what + ": " + cudaGetErrorString(status));
+  }
+}
+
+template <typename T>
+void launch(const DegradeArgs& a, cudaStream_t stream) {
+  const size_t shared_bytes = static_cast<size_t>(a.buffer_floats + a.tmp_floats) * sizeof(float);
+  auto kernel = degrade_kernel<T>;
+  if (shared_bytes > 48 * 1024) {
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared_bytes)),
+               "requesting dynamic shared memory (input too large for one block per plane)");
+  }
+  const int64_t planes = a.n * a.c;
+  if (planes == 0) return;
+  kernel<<<static_cast<unsigned>(planes), 256, shared_bytes, stream>>>(
+      static_cast<const T*>(a.input), static_cast<int>(a.c), static_cast<int>(a.h), static_cast<int>(a.w), a.levels,
+      a.num_levels, a.per_image ? 1 : 0, a.tap_index, a.tap_weight, a.out, a.buffer_floats);
+  check_cuda(cudaGetLastError(), "kernel launch");
+}
+
+}  // namespace
+
+void degrade_cuda(const DegradeArgs& args, void* stream) {
+  check_arg(args.num_levels >= 1 && args.num_levels <= kMaxLevels,
+            "degrade_cuda: num_levels must be in [1, " + std::to_string(kMaxLevels) + "]");
+  auto s = static_cast<cudaStream_t>(stream);
+  switch (args.dtype) {
+    case DType::Float32: launch<float>(args, s); break;
+    case DType::Float16: launch<__half>(args, s); break;
+    case DType::BFloat16: launch<__nv_bfloat16>(args, s); break;
+    case DType::UInt8: launch<uint8_t>(args, s); break;
+  }
+}
+
+}  // namespace mrface

@@ -1,0 +1,1 @@
+"""Evaluation workflows: metrics, protocols, reports (installed as mrface.eval)."""

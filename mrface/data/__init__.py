@@ -1,0 +1,1 @@
+"""Datasets and formats: RecordIO, verification .bin, protocols, SynthFace."""

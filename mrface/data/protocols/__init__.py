@@ -1,0 +1,1 @@
+"""Benchmark protocol loaders: IJB-B/C, TinyFace, SCface, QMUL-SurvFace."""

@@ -1,0 +1,1 @@
+"""Deployment: ONNX export, TensorRT engines, runners."""

@@ -1,0 +1,1 @@
+"""Margin heads, Partial FC and distillation losses."""

@@ -1,0 +1,1 @@
+"""Model zoo: iResNet trunks, BTNet, DCR, MobileFaceNet (see mrface.models.get_model)."""

@@ -1,0 +1,409 @@
+"""``mrface.ops.degrade_resolution``: batched cross-resolution degradation (112 -> 56/28/14/7 and back).
+
+One call produces the down images for every target size and, optionally, each one resized back to
+the input size (the "down-then-up" images BTNet trains its trunk on), from one pass over the input:
+the C++ and CUDA kernels keep every level of a plane in a scratch buffer, so ``area`` with integer
+factors cascades (56 -> 28 -> 14 -> 7 from one read) and the up images never leave the kernel.
+
+Filters (REFERENCE.md §7): ``area`` (cv2 INTER_AREA, box for integer factors), ``bilinear_aa``
+(PIL BILINEAR = interpolate(antialias=True)), ``bilinear`` (cv2 INTER_LINEAR, no antialias),
+``bicubic_aa`` (PIL BICUBIC), ``bicubic`` (torch/cv2 a=-0.75, no antialias), ``nearest``.
+Up filters: ``bilinear``, ``bicubic`` (align_corners=False) or ``nearest``.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from mrface.ops.backend import backend_runs_on, choose_backend, compiled_extension, forced_backend
+from mrface.ops.reference.degrade import (
+    degrade_per_sample_reference,
+    degrade_reference,
+    per_sample_width,
+    resize_matrix,
+    up_filter_for,
+)
+
+DEGRADE_FILTERS = ("area", "bilinear", "bilinear_aa", "bicubic_aa", "bicubic", "nearest")
+UP_FILTERS = ("bilinear", "bicubic", "nearest")
+ADAFACE_FILTERS = ("nearest", "bilinear", "area", "bicubic")
+_FILTER_IDS = {"nearest": 0, "bilinear": 1, "bicubic": 2, "area": 3, "bilinear_aa": 4, "bicubic_aa": 5}
+_DTYPE_TAGS = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.uint8: 3}
+_CPP_DTYPES = (torch.float32, torch.uint8)
+_MAX_LEVELS = 8
+# Level table fields, in csrc/include/mrface/resize.h order.
+(F_SOURCE, F_OUT_H, F_OUT_W, F_SRC_H, F_SRC_W, F_Y_OFF, F_Y_TAPS, F_X_OFF, F_X_TAPS,
+ F_UP_Y_OFF, F_UP_Y_TAPS, F_UP_X_OFF, F_UP_X_TAPS, F_BUF_OFF, NUM_FIELDS) = range(15)  # fmt: skip
+
+
+class DegradedBatch(NamedTuple):
+    """Result of :func:`degrade_resolution`: ``down[k]`` (N, C, h_k, w_k); ``up[k]`` (N, C, H, W) or None."""
+
+    down: list[torch.Tensor]
+    up: list[torch.Tensor] | None
+
+
+# ----------------------------------------------------------------------------------------- plans
+class _TapBank:
+    """Flat tap arrays shared by all levels of a plan; each (in, out, filter) table is stored once."""
+
+    def __init__(self) -> None:
+        self._offsets: dict[tuple[int, int, str], tuple[int, int]] = {}
+        self._index: list[np.ndarray] = []
+        self._weight: list[np.ndarray] = []
+        self._size = 0
+
+    def add(self, in_size: int, out_size: int, filter: str) -> tuple[int, int]:
+        key = (in_size, out_size, filter)
+        if key not in self._offsets:
+            index, weight = compiled_extension().resize_taps(in_size, out_size, _FILTER_IDS[filter])
+            self._offsets[key] = (self._size, index.shape[1])
+            self._index.append(index.reshape(-1))
+            self._weight.append(weight.reshape(-1))
+            self._size += index.size
+        return self._offsets[key]
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(np.concatenate(self._index)), torch.from_numpy(np.concatenate(self._weight))
+
+
+@dataclass(frozen=True, eq=False)
+class _Plan:
+    levels: torch.Tensor  # int32 (sets, num_levels, NUM_FIELDS)
+    tap_index: torch.Tensor  # int32 flat
+    tap_weight: torch.Tensor  # float32 flat
+    buffer_floats: int  # per-plane scratch holding every level
+    tmp_floats: int  # per-plane scratch of the horizontal pass
+
+    def to(self, device: torch.device) -> _Plan:
+        return _Plan(self.levels.to(device), self.tap_index.to(device), self.tap_weight.to(device),
+                     self.buffer_floats, self.tmp_floats)  # fmt: skip
+
+
+def _cascade_source(k: int, sizes: tuple[tuple[int, int], ...], height: int, width: int, filter: str) -> int:
+    """Level k reads level k-1 when box averages compose exactly (integer factors all the way)."""
+    if filter != "area" or k == 0:
+        return -1
+    (ph, pw), (h, w) = sizes[k - 1], sizes[k]
+    exact_previous = height % ph == 0 and width % pw == 0
+    return k - 1 if exact_previous and ph % h == 0 and pw % w == 0 else -1
+
+
+def _level_row(bank: _TapBank, source: int, src: tuple[int, int], out: tuple[int, int], full: tuple[int, int],
+               filter: str, up: str | None, buf_off: int) -> list[int]:  # fmt: skip
+    y_off, y_taps = bank.add(src[0], out[0], filter)
+    x_off, x_taps = bank.add(src[1], out[1], filter)
+    up_rows = [*bank.add(out[0], full[0], up), *bank.add(out[1], full[1], up)] if up else [0, 0, 0, 0]
+    return [source, out[0], out[1], src[0], src[1], y_off, y_taps, x_off, x_taps, *up_rows, buf_off]
+
+
+@functools.lru_cache(maxsize=128)
+def _batched_plan(height: int, width: int, sizes: tuple[tuple[int, int], ...], filter: str, up: str | None) -> _Plan:
+    bank, rows, buffer_floats, tmp_floats = _TapBank(), [], 0, 0
+    for k, out in enumerate(sizes):
+        source = _cascade_source(k, sizes, height, width, filter)
+        src = (height, width) if source < 0 else sizes[source]
+        rows.append(_level_row(bank, source, src, out, (height, width), filter, up, buffer_floats))
+        buffer_floats += out[0] * out[1]
+        tmp_floats = max(tmp_floats, src[0] * out[1])
+    index, weight = bank.tensors()
+    return _Plan(torch.tensor([rows], dtype=torch.int32), index, weight, buffer_floats, tmp_floats)
+
+
+@functools.lru_cache(maxsize=16)
+def _per_sample_bank(height: int, width: int, filters: tuple[str, ...], up: str) -> _Plan:
+    """One single-level row per (side, filter), side in 1..height; row (side-1)*len(filters)+f."""
+    bank, rows, buffer_floats, tmp_floats = _TapBank(), [], 0, 0
+    for side in range(1, height + 1):
+        out = (side, per_sample_width(height, width, side))
+        for f in filters:
+            rows.append(_level_row(bank, -1, (height, width), out, (height, width), f, up_filter_for(f, up), 0))
+        buffer_floats = max(buffer_floats, out[0] * out[1])
+        tmp_floats = max(tmp_floats, height * out[1])
+    index, weight = bank.tensors()
+    return _Plan(torch.tensor(rows, dtype=torch.int32)[:, None, :], index, weight, buffer_floats, tmp_floats)
+
+
+@functools.lru_cache(maxsize=64)
+def _plan_on(device: torch.device, plan: _Plan) -> _Plan:
+    return plan.to(device)
+
+
+# -------------------------------------------------------------------------------------- backends
+def _cuda_fits(x: torch.Tensor, plan: _Plan) -> bool:
+    limit = torch.cuda.get_device_properties(x.device).shared_memory_per_block_optin
+    return (plan.buffer_floats + plan.tmp_floats) * 4 <= limit
+
+
+def _pick_backend(op: str, x: torch.Tensor, plan: _Plan) -> str:
+    backend = choose_backend(op, x.device)
+    if backend == "cuda" and not _cuda_fits(x, plan):
+        if forced_backend() == "cuda":
+            raise RuntimeError(f"{op}: input {tuple(x.shape)} needs more shared memory than one CUDA block has")
+        backend = "triton" if backend_runs_on("triton", "cuda") else "reference"
+    return backend
+
+
+def _run_kernel(backend: str, x: torch.Tensor, plan: _Plan, levels: torch.Tensor, per_image: bool,
+                downs: list[torch.Tensor | None], ups: list[torch.Tensor | None]) -> None:  # fmt: skip
+    """Fill ``downs``/``ups`` (None entries are not computed) with the C++, CUDA or Triton kernel."""
+    if backend == "triton":
+        from mrface.kernels.degrade import degrade_triton
+
+        degrade_triton(x, levels, plan.tap_index, plan.tap_weight, plan.buffer_floats, per_image, downs, ups)
+        return
+    n, c, h, w = x.shape
+    ext = compiled_extension()
+    args = (x.data_ptr(), _DTYPE_TAGS[x.dtype], n, c, h, w, levels.data_ptr(), levels.shape[1], per_image,
+            plan.tap_index.data_ptr(), plan.tap_weight.data_ptr(),
+            [0 if t is None else t.data_ptr() for t in downs], [0 if t is None else t.data_ptr() for t in ups],
+            plan.buffer_floats, plan.tmp_floats)  # fmt: skip
+    if backend == "cuda":
+        ext.degrade_cuda(*args, torch.cuda.current_stream(x.device).cuda_stream)
+    else:
+        ext.degrade_cpu(*args)
+
+
+def _compute_dtype(backend: str, dtype: torch.dtype) -> torch.dtype:
+    """The C++ CPU kernel takes float32/uint8; fp16/bf16 run through float32 there."""
+    return dtype if backend != "cpp" or dtype in _CPP_DTYPES else torch.float32
+
+
+# ---------------------------------------------------------------------------------- batched op
+def _pairs(flat: list[int]) -> tuple[tuple[int, int], ...]:
+    return tuple((int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2))
+
+
+@torch.library.custom_op("mrface::degrade_resolution", mutates_args=())
+def _degrade_op(x: torch.Tensor, sizes: list[int], filter: str, up: str) -> list[torch.Tensor]:
+    pairs = _pairs(sizes)
+    up_filter = None if up == "none" else up
+    n, c, height, width = x.shape
+    plan = _batched_plan(height, width, pairs, filter, up_filter)
+    backend = _pick_backend("degrade_resolution", x, plan)
+    if backend == "reference":
+        downs, ups = degrade_reference(x, list(pairs), filter, up_filter)
+        return downs + ups
+    work = x.contiguous().to(_compute_dtype(backend, x.dtype))
+    downs = [work.new_empty(n, c, h, w) for h, w in pairs]
+    ups = [work.new_empty(n, c, height, width) for _ in pairs] if up_filter else [None] * len(pairs)
+    device_plan = _plan_on(x.device, plan)
+    _run_kernel(backend, work, device_plan, device_plan.levels, False, downs, ups)
+    return [t.to(x.dtype) for t in downs + ups if t is not None]
+
+
+@_degrade_op.register_fake
+def _(x: torch.Tensor, sizes: list[int], filter: str, up: str) -> list[torch.Tensor]:
+    n, c, height, width = x.shape
+    pairs = _pairs(sizes)
+    downs = [x.new_empty(n, c, h, w) for h, w in pairs]
+    return downs + ([x.new_empty(n, c, height, width) for _ in pairs] if up != "none" else [])
+
+
+def _matrix(in_size: int, out_size: int, filter: str, device: torch.device) -> torch.Tensor:
+    return resize_matrix(in_size, out_size, filter).to(device=device, dtype=torch.float32)
+
+
+def _degrade_setup_context(ctx, inputs, output) -> None:
+    x, sizes, filter, up = inputs
+    ctx.shape, ctx.dtype, ctx.device = x.shape, x.dtype, x.device
+    ctx.pairs, ctx.filter, ctx.up = _pairs(sizes), filter, up
+
+
+def _degrade_backward(ctx, grads):
+    """The op is linear: d x = sum_k My_k^T g_k Mx_k (+ the same through the up matrices)."""
+    _, _, height, width = ctx.shape
+    grad = torch.zeros(ctx.shape, dtype=torch.float32, device=ctx.device)
+    n_levels = len(ctx.pairs)
+    for k, (h, w) in enumerate(ctx.pairs):
+        my, mx = _matrix(height, h, ctx.filter, ctx.device), _matrix(width, w, ctx.filter, ctx.device)
+        if grads[k] is not None:
+            grad = grad + my.T @ grads[k].float() @ mx
+        if ctx.up != "none" and grads[n_levels + k] is not None:
+            uy = _matrix(h, height, ctx.up, ctx.device) @ my
+            ux = _matrix(w, width, ctx.up, ctx.device) @ mx
+            grad = grad + uy.T @ grads[n_levels + k].float() @ ux
+    return grad.to(ctx.dtype), None, None, None
+
+
+_degrade_op.register_autograd(_degrade_backward, setup_context=_degrade_setup_context)
+
+
+# -------------------------------------------------------------------------------- per-sample op
+@torch.library.custom_op("mrface::degrade_per_sample", mutates_args=())
+def _degrade_per_sample_op(x: torch.Tensor, sides: torch.Tensor, filter_ids: torch.Tensor,
+                           filter_names: str, up: str) -> torch.Tensor:  # fmt: skip
+    """filter_names: comma-separated (custom ops take no list of strings)."""
+    filters = filter_names.split(",")
+    n, c, height, width = x.shape
+    bank = _per_sample_bank(height, width, tuple(filters), up)
+    backend = _pick_backend("degrade_per_sample", x, bank)
+    if backend == "reference":
+        return degrade_per_sample_reference(x, sides, [filters[int(i)] for i in filter_ids], up)
+    device_bank = _plan_on(x.device, bank)
+    rows = ((sides.to(x.device) - 1) * len(filters) + filter_ids.to(x.device)).long()
+    levels = device_bank.levels.index_select(0, rows).contiguous()
+    work = x.contiguous().to(_compute_dtype(backend, x.dtype))
+    out = torch.empty_like(work)
+    _run_kernel(backend, work, device_bank, levels, True, [None], [out])
+    return out.to(x.dtype)
+
+
+@_degrade_per_sample_op.register_fake
+def _(x, sides, filter_ids, filter_names, up):
+    return torch.empty_like(x)
+
+
+def _per_sample_setup_context(ctx, inputs, output) -> None:
+    x, sides, filter_ids, filter_names, up = inputs
+    ctx.dtype = x.dtype
+    ctx.save_for_backward(sides, filter_ids)
+    ctx.filters, ctx.up, ctx.size = filter_names.split(","), up, x.shape[-2:]
+
+
+def _per_sample_backward(ctx, grad):
+    sides, filter_ids = ctx.saved_tensors
+    height, width = ctx.size
+    combos = list(zip(sides.tolist(), filter_ids.tolist(), strict=True))
+    my, mx = [], []
+    cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+    for side, fid in combos:
+        if (side, fid) not in cache:
+            f, w = ctx.filters[fid], per_sample_width(height, width, side)
+            u = up_filter_for(f, ctx.up)
+            cache[side, fid] = (
+                _matrix(side, height, u, grad.device) @ _matrix(height, side, f, grad.device),
+                _matrix(w, width, u, grad.device) @ _matrix(width, w, f, grad.device),
+            )
+        my.append(cache[side, fid][0])
+        mx.append(cache[side, fid][1])
+    my_t, mx_t = torch.stack(my)[:, None], torch.stack(mx)[:, None]
+    grad_x = my_t.transpose(-1, -2) @ grad.float() @ mx_t
+    return grad_x.to(ctx.dtype), None, None, None, None
+
+
+_degrade_per_sample_op.register_autograd(_per_sample_backward, setup_context=_per_sample_setup_context)
+
+
+# ---------------------------------------------------------------------------------- public API
+def _check_image_batch(x: object, op: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{op}: x must be a torch.Tensor (N, C, H, W), got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"{op}: x must have rank 4 (N, C, H, W), got shape {tuple(x.shape)}")
+    if x.dtype not in _DTYPE_TAGS:
+        raise TypeError(f"{op}: x.dtype must be one of float32, float16, bfloat16, uint8; got {x.dtype}")
+    if x.dtype == torch.uint8 and x.requires_grad:
+        raise TypeError(f"{op}: uint8 input cannot require grad")
+    return x
+
+
+def _normalise_sizes(sizes: object, height: int, width: int) -> tuple[tuple[int, int], ...]:
+    if isinstance(sizes, int):
+        sizes = [sizes]
+    try:
+        items = list(sizes)  # type: ignore[arg-type]
+    except TypeError as err:
+        raise TypeError(f"degrade_resolution: sizes must be an int or a list of ints/(h, w) pairs, got {sizes!r}") from err
+    if not 1 <= len(items) <= _MAX_LEVELS:
+        raise ValueError(f"degrade_resolution: sizes must hold 1..{_MAX_LEVELS} targets, got {len(items)}")
+    pairs = []
+    for item in items:
+        h, w = (item, item) if isinstance(item, int) else tuple(item)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (h, w)):
+            raise TypeError(f"degrade_resolution: every size must be an int or an (h, w) pair of ints, got {item!r}")
+        if h <= 0 or w <= 0:
+            raise ValueError(f"degrade_resolution: sizes must be positive, got {item!r}")
+        if h > height or w > width:
+            raise ValueError(
+                f"degrade_resolution: target {item!r} is larger than the input {height}x{width}; only downsampling"
+            )
+        pairs.append((h, w))
+    return tuple(pairs)
+
+
+def _check_choice(value: str, allowed: tuple[str, ...], arg: str, op: str) -> str:
+    if value not in allowed:
+        raise ValueError(f"{op}: {arg}={value!r} is not one of {allowed}")
+    return value
+
+
+def degrade_resolution(
+    x: torch.Tensor,
+    sizes: int | list[int] | list[tuple[int, int]] = (56, 28, 14, 7),
+    filter: str = "area",
+    up: str | None = None,
+) -> DegradedBatch:
+    """Downsample a batch to every target size, optionally resizing each back up, in one pass.
+
+    Args:
+        x: (N, C, H, W) float32/float16/bfloat16, or uint8 (rounded half up, saturated).
+        sizes: target sizes; an int s means s x s, a pair (h, w) a rectangle. At most 8, each <= input.
+        filter: down filter, one of :data:`DEGRADE_FILTERS`.
+        up: None, or one of :data:`UP_FILTERS` to also return each level resized back to (H, W).
+
+    Returns:
+        DegradedBatch(down=[(N, C, h_k, w_k)], up=[(N, C, H, W)] or None), dtype of x. Differentiable
+        with respect to float inputs.
+    """
+    op = "degrade_resolution"
+    x = _check_image_batch(x, op)
+    pairs = _normalise_sizes(sizes, x.shape[-2], x.shape[-1])
+    _check_choice(filter, DEGRADE_FILTERS, "filter", op)
+    if up is not None:
+        _check_choice(up, UP_FILTERS, "up", op)
+    outputs = _degrade_op(x, [v for p in pairs for v in p], filter, up or "none")
+    k = len(pairs)
+    return DegradedBatch(list(outputs[:k]), list(outputs[k:]) if up else None)
+
+
+def degrade_per_sample(
+    x: torch.Tensor, sides: torch.Tensor, filter_ids: torch.Tensor,
+    filters: tuple[str, ...] = ADAFACE_FILTERS, up: str = "same",
+) -> torch.Tensor:  # fmt: skip
+    """Resize image n down to height ``sides[n]`` with ``filters[filter_ids[n]]`` and back to (H, W).
+
+    Args:
+        x: (N, C, H, W); sides: (N,) int in [1, H]; filter_ids: (N,) int indexing ``filters``.
+        up: an up filter, or ``same`` (nearest->nearest, bicubic->bicubic, area/bilinear->bilinear).
+    Returns: (N, C, H, W), dtype of x. The width keeps the aspect ratio.
+    """
+    op = "degrade_per_sample"
+    x = _check_image_batch(x, op)
+    for f in filters:
+        _check_choice(f, DEGRADE_FILTERS, "filters", op)
+    _check_choice(up, (*UP_FILTERS, "same"), "up", op)
+    for name, t in (("sides", sides), ("filter_ids", filter_ids)):
+        if not isinstance(t, torch.Tensor) or t.shape != (x.shape[0],) or t.dtype.is_floating_point:
+            raise ValueError(f"{op}: {name} must be an integer tensor of shape ({x.shape[0]},)")
+    if x.shape[0] and (int(sides.min()) < 1 or int(sides.max()) > x.shape[-2]):
+        raise ValueError(f"{op}: sides must lie in [1, {x.shape[-2]}], got [{int(sides.min())}, {int(sides.max())}]")
+    if x.shape[0] and (int(filter_ids.min()) < 0 or int(filter_ids.max()) >= len(filters)):
+        raise ValueError(f"{op}: filter_ids must index filters (0..{len(filters) - 1})")
+    return _degrade_per_sample_op(x, sides.long(), filter_ids.long(), ",".join(filters), up)
+
+
+def degrade_resolution_random(
+    x: torch.Tensor, min_size: int = 22, max_size: int | None = None,
+    filters: tuple[str, ...] = ADAFACE_FILTERS, up: str = "same",
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """AdaFace-style augmentation: each image gets its own side in [min_size, max_size] and filter.
+
+    Sides and filters are drawn on the CPU from ``generator`` (reproducible for a seed, whatever the
+    device). Returns (images (N, C, H, W), sides (N,) int64, filter_ids (N,) int64).
+    """
+    x = _check_image_batch(x, "degrade_resolution_random")
+    max_size = x.shape[-2] if max_size is None else max_size
+    if not 1 <= min_size <= max_size <= x.shape[-2]:
+        raise ValueError(f"degrade_resolution_random: need 1 <= min_size <= max_size <= {x.shape[-2]}, "
+                         f"got min_size={min_size}, max_size={max_size}")  # fmt: skip
+    n = x.shape[0]
+    sides = torch.randint(min_size, max_size + 1, (n,), generator=generator)
+    filter_ids = torch.randint(0, len(filters), (n,), generator=generator)
+    return degrade_per_sample(x, sides, filter_ids, filters, up), sides, filter_ids

@@ -1,0 +1,1 @@
+"""Plain-PyTorch references of every mrface op, written for clarity, not speed."""

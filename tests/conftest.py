@@ -1,0 +1,25 @@
+"""Shared pytest configuration: GPU tests skip without CUDA; Triton-interpreter tests need triton."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+
+def pytest_collection_modifyitems(config, items):
+    no_cuda = pytest.mark.skip(reason="needs a CUDA device")
+    no_triton = pytest.mark.skip(reason="needs the triton package")
+    have_triton = importlib.util.find_spec("triton") is not None
+    for item in items:
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(no_cuda)
+        if "triton_interpreter" in item.keywords and not have_triton:
+            item.add_marker(no_triton)
+
+
+@pytest.fixture
+def generator() -> torch.Generator:
+    """A freshly seeded CPU generator per test."""
+    return torch.Generator().manual_seed(0)

@@ -1,0 +1,1 @@
+"""Training workflows: trainer, distributed setup, recipes, checkpoints (installed as mrface.training)."""
