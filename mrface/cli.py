@@ -1,0 +1,89 @@
+"""The ``mrface`` command line: ``mrface info`` plus the subcommands each area registers.
+
+An area adds a subcommand by providing a module with ``register(subparsers)`` that adds its parser
+and sets ``func`` (called with the parsed namespace, returning an exit code) and listing it in
+:data:`SUBCOMMAND_MODULES`. Modules are imported only when present, so a missing optional
+dependency of one area never breaks the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.metadata
+import importlib.util
+import platform
+import sys
+
+# name -> module providing register(subparsers); imported lazily.
+SUBCOMMAND_MODULES = {
+    "data": "mrface.data.cli",
+    "demo": "mrface.training.demo",
+    "train": "mrface.training.cli",
+    "eval": "mrface.eval.cli",
+    "export": "mrface.export.cli",
+    "bench": "mrface.bench",
+}
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def info_lines() -> list[str]:
+    """Versions, compiled backends and visible GPUs, one 'key: value' per line."""
+    import torch
+
+    import mrface
+    from mrface.ops import available_backends, build_info
+
+    lines = [
+        f"mrface: {mrface.__version__}",
+        f"python: {platform.python_version()} ({platform.machine()})",
+        f"torch: {torch.__version__} (CUDA runtime {torch.version.cuda or 'none'})",
+    ]
+    lines += [f"{pkg}: {_version(pkg)}" for pkg in ("triton", "onnx", "onnxruntime", "tensorrt", "faiss-cpu")]
+    info = build_info()
+    if info:
+        cuda = f"yes (archs {info['cuda_archs']}, nvcc {info['cuda_version']})" if info["cuda"] else "no"
+        lines.append(f"mrface._C: compiled with {info['compiler']}; OpenMP {'yes' if info['openmp'] else 'no'}; "
+                     f"CUDA kernels {cuda}")  # fmt: skip
+    else:
+        lines.append("mrface._C: NOT BUILT (reinstall with `pip install .`; only reference backends run)")
+    lines.append(f"backends available: {', '.join(available_backends())}")
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            lines.append(f"gpu {i}: {p.name}, {p.total_memory / 2**30:.1f} GiB, sm_{p.major}{p.minor}")
+    else:
+        lines.append("gpus: none visible")
+    return lines
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    print("\n".join(info_lines()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mrface", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    info = subparsers.add_parser("info", help="versions, compiled backends and visible GPUs")
+    info.set_defaults(func=_cmd_info)
+    for module_name in SUBCOMMAND_MODULES.values():
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
