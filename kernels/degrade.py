@@ -95,7 +95,7 @@ def degrade_triton(
         if source < 0:
             src, src_stride = x, height * width
         else:
-            src, src_stride = scratch[:, int(host_levels[source, _BUF_OFF]):], buffer_floats
+            src, src_stride = scratch[:, int(host_levels[source, _BUF_OFF]) :], buffer_floats
         level_row = levels[:, k:]
         down_elems = max_down if per_image else out_h * out_w
         grid = (planes, triton.cdiv(down_elems, BLOCK))

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
 import torch
+
+# Without a GPU, Triton kernels can only run interpreted; the flag must be set before any
+# @triton.jit function is defined, i.e. before mrface.kernels modules are imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def pytest_collection_modifyitems(config, items):

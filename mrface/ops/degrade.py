@@ -211,24 +211,38 @@ def _matrix(in_size: int, out_size: int, filter: str, device: torch.device) -> t
 
 def _degrade_setup_context(ctx, inputs, output) -> None:
     x, sizes, filter, up = inputs
-    ctx.shape, ctx.dtype, ctx.device = x.shape, x.dtype, x.device
-    ctx.pairs, ctx.filter, ctx.up = _pairs(sizes), filter, up
+    ctx.shape, ctx.dtype = list(x.shape), x.dtype
+    ctx.sizes, ctx.filter, ctx.up = sizes, filter, up
+
+
+@torch.library.custom_op("mrface::degrade_resolution_backward", mutates_args=())
+def _degrade_backward_op(grads: list[torch.Tensor | None], shape: list[int], dtype: torch.dtype, sizes: list[int],
+                         filter: str, up: str) -> torch.Tensor:  # fmt: skip
+    """The op is linear: d x = sum_k My_k^T g_k Mx_k (+ the same through the up matrices)."""
+    _, _, height, width = shape
+    device = next(g.device for g in grads if g is not None)
+    grad = torch.zeros(shape, dtype=torch.float32, device=device)
+    pairs = _pairs(sizes)
+    for k, (h, w) in enumerate(pairs):
+        my, mx = _matrix(height, h, filter, device), _matrix(width, w, filter, device)
+        if grads[k] is not None:
+            grad = grad + my.T @ grads[k].float() @ mx
+        if up != "none" and grads[len(pairs) + k] is not None:
+            uy = _matrix(h, height, up, device) @ my
+            ux = _matrix(w, width, up, device) @ mx
+            grad = grad + uy.T @ grads[len(pairs) + k].float() @ ux
+    return grad.to(dtype)
+
+
+@_degrade_backward_op.register_fake
+def _(grads, shape, dtype, sizes, filter, up):
+    device = next(g.device for g in grads if g is not None)
+    return torch.empty(shape, dtype=dtype, device=device)
 
 
 def _degrade_backward(ctx, grads):
-    """The op is linear: d x = sum_k My_k^T g_k Mx_k (+ the same through the up matrices)."""
-    _, _, height, width = ctx.shape
-    grad = torch.zeros(ctx.shape, dtype=torch.float32, device=ctx.device)
-    n_levels = len(ctx.pairs)
-    for k, (h, w) in enumerate(ctx.pairs):
-        my, mx = _matrix(height, h, ctx.filter, ctx.device), _matrix(width, w, ctx.filter, ctx.device)
-        if grads[k] is not None:
-            grad = grad + my.T @ grads[k].float() @ mx
-        if ctx.up != "none" and grads[n_levels + k] is not None:
-            uy = _matrix(h, height, ctx.up, ctx.device) @ my
-            ux = _matrix(w, width, ctx.up, ctx.device) @ mx
-            grad = grad + uy.T @ grads[n_levels + k].float() @ ux
-    return grad.to(ctx.dtype), None, None, None
+    grad = _degrade_backward_op(list(grads), ctx.shape, ctx.dtype, ctx.sizes, ctx.filter, ctx.up)
+    return grad, None, None, None
 
 
 _degrade_op.register_autograd(_degrade_backward, setup_context=_degrade_setup_context)
@@ -263,19 +277,21 @@ def _per_sample_setup_context(ctx, inputs, output) -> None:
     x, sides, filter_ids, filter_names, up = inputs
     ctx.dtype = x.dtype
     ctx.save_for_backward(sides, filter_ids)
-    ctx.filters, ctx.up, ctx.size = filter_names.split(","), up, x.shape[-2:]
+    ctx.filter_names, ctx.up = filter_names, up
 
 
-def _per_sample_backward(ctx, grad):
-    sides, filter_ids = ctx.saved_tensors
-    height, width = ctx.size
-    combos = list(zip(sides.tolist(), filter_ids.tolist(), strict=True))
-    my, mx = [], []
+@torch.library.custom_op("mrface::degrade_per_sample_backward", mutates_args=())
+def _per_sample_backward_op(grad: torch.Tensor, sides: torch.Tensor, filter_ids: torch.Tensor,
+                            filter_names: str, up: str) -> torch.Tensor:  # fmt: skip
+    """d x_n = (Uy_n My_n)^T g_n (Ux_n Mx_n), one pair of combined matrices per (side, filter)."""
+    filters = filter_names.split(",")
+    height, width = grad.shape[-2:]
     cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
-    for side, fid in combos:
+    my, mx = [], []
+    for side, fid in zip(sides.tolist(), filter_ids.tolist(), strict=True):
         if (side, fid) not in cache:
-            f, w = ctx.filters[fid], per_sample_width(height, width, side)
-            u = up_filter_for(f, ctx.up)
+            f, w = filters[fid], per_sample_width(height, width, side)
+            u = up_filter_for(f, up)
             cache[side, fid] = (
                 _matrix(side, height, u, grad.device) @ _matrix(height, side, f, grad.device),
                 _matrix(w, width, u, grad.device) @ _matrix(width, w, f, grad.device),
@@ -283,7 +299,17 @@ def _per_sample_backward(ctx, grad):
         my.append(cache[side, fid][0])
         mx.append(cache[side, fid][1])
     my_t, mx_t = torch.stack(my)[:, None], torch.stack(mx)[:, None]
-    grad_x = my_t.transpose(-1, -2) @ grad.float() @ mx_t
+    return (my_t.transpose(-1, -2) @ grad.float() @ mx_t).to(grad.dtype)
+
+
+@_per_sample_backward_op.register_fake
+def _(grad, sides, filter_ids, filter_names, up):
+    return torch.empty_like(grad)
+
+
+def _per_sample_backward(ctx, grad):
+    sides, filter_ids = ctx.saved_tensors
+    grad_x = _per_sample_backward_op(grad, sides, filter_ids, ctx.filter_names, ctx.up)
     return grad_x.to(ctx.dtype), None, None, None, None
 
 
@@ -309,12 +335,14 @@ def _normalise_sizes(sizes: object, height: int, width: int) -> tuple[tuple[int,
     try:
         items = list(sizes)  # type: ignore[arg-type]
     except TypeError as err:
-        raise TypeError(f"degrade_resolution: sizes must be an int or a list of ints/(h, w) pairs, got {sizes!r}") from err
+        raise TypeError(
+            f"degrade_resolution: sizes must be an int or a list of ints/(h, w) pairs, got {sizes!r}"
+        ) from err
     if not 1 <= len(items) <= _MAX_LEVELS:
         raise ValueError(f"degrade_resolution: sizes must hold 1..{_MAX_LEVELS} targets, got {len(items)}")
     pairs = []
     for item in items:
-        h, w = (item, item) if isinstance(item, int) else tuple(item)
+        h, w = (item, item) if not isinstance(item, (tuple, list)) or len(item) != 2 else item
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in (h, w)):
             raise TypeError(f"degrade_resolution: every size must be an int or an (h, w) pair of ints, got {item!r}")
         if h <= 0 or w <= 0:

@@ -108,9 +108,7 @@ def per_sample_width(height: int, width: int, side: int) -> int:
     return max(1, min(width, int(math.floor(width * side / height + 0.5))))
 
 
-def degrade_per_sample_reference(
-    x: torch.Tensor, sides: torch.Tensor, filters: list[str], up: str
-) -> torch.Tensor:
+def degrade_per_sample_reference(x: torch.Tensor, sides: torch.Tensor, filters: list[str], up: str) -> torch.Tensor:
     """Each image n down to height sides[n] with filter filters[n], then back to (H, W)."""
     _, _, height, width = x.shape
     out = torch.empty_like(x)
