@@ -8,6 +8,7 @@
 namespace py = pybind11;
 
 void register_resize(py::module_& m);
+void register_gumbel_fps(py::module_& m);
 
 namespace {
 
@@ -37,4 +38,5 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "mrface compiled kernels (C++ CPU and optional CUDA), framework-free";
   m.def("build_info", &build_info, "What this build of mrface._C contains: CUDA, archs, OpenMP, compiler.");
   register_resize(m);
+  register_gumbel_fps(m);
 }
