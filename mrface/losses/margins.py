@@ -1,0 +1,405 @@
+"""Margin functions: cosine logits + labels (+ embedding norms) -> scaled margin logits.
+
+Every margin splits into two pieces so that a fused margin-softmax kernel (which never holds the
+B x C logits) can reuse them:
+
+* :meth:`Margin.rows` runs once per row and returns a :class:`RowTransform`: the scaled target
+  logit ``z_y`` (B,) as a differentiable function of the target cosine (and norms), plus the
+  per-row constants of the non-target transform. It is also the only place where EMA state is
+  updated (once per call, in training mode).
+* :func:`apply_nontarget` is the element-wise non-target transform, the same closed form for all
+  margins, with per-row constants that carry no gradient::
+
+      c' = clamp(c, cos_lo, cos_hi)
+      z  = row_scale * (c' * (hard_t + c')  if c' > hard_threshold  else  c')
+
+  (``hard_threshold = +inf`` except for CurricularFace; ``row_scale = s`` except for QGFace's gate.)
+
+A kernel computes ``cos_y`` by one dot product per row, calls ``rows``, and receives ``z_y`` with
+its autograd graph: its backward only needs ``dL/dz_y = p_y - 1`` per row, which autograd carries
+through the margin to the embeddings and centres.
+
+All arithmetic is float32 whatever the input dtype (DESIGN.md §4); formulas: REFERENCE.md §4.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "AdaFace",
+    "CombinedMargin",
+    "CurricularFace",
+    "MagFace",
+    "Margin",
+    "QGFace",
+    "RowTransform",
+    "apply_nontarget",
+    "magface_min_lambda_g",
+]
+
+_SIN_EPS = 1e-7  # floor of 1 - cos^2: keeps d sin(theta)/d cos finite at cos = +-1
+
+
+@dataclass
+class RowTransform:
+    """Per-row quantities of a margin for B rows (see the module docstring).
+
+    Attributes:
+        target_logit: (B,) float32, scaled target logit; differentiable. Undefined (but finite) for
+            rows without a target (ignored labels).
+        row_scale: (B,) float32, scale of the non-target logits (no gradient).
+        hard_threshold: (B,) float32, non-targets with clamped cosine above it are "hard" (no grad).
+        hard_t: () float32, hard non-target cosine c becomes c * (hard_t + c).
+        cos_lo, cos_hi: clamp range applied to non-target cosines.
+        stats: detached scalars worth logging (margin statistics).
+    """
+
+    target_logit: Tensor
+    row_scale: Tensor
+    hard_threshold: Tensor
+    hard_t: Tensor
+    cos_lo: float = -1.0
+    cos_hi: float = 1.0
+    stats: dict[str, Tensor] = field(default_factory=dict)
+
+
+def apply_nontarget(cos: Tensor, rows: RowTransform) -> Tensor:
+    """Non-target logits from cosines.
+
+    Args:
+        cos: (B, K) cosines between embeddings and (a subset of) class centres, any float dtype.
+        rows: per-row constants from :meth:`Margin.rows` for the same B rows.
+
+    Returns:
+        (B, K) float32 logits; the target column is *not* special-cased here (callers overwrite it
+        with ``rows.target_logit``).
+    """
+    c = cos.float().clamp(rows.cos_lo, rows.cos_hi)
+    thr = rows.hard_threshold[:, None]
+    if torch.isfinite(rows.hard_threshold).any():
+        c = torch.where(c > thr, c * (rows.hard_t + c), c)
+    return c * rows.row_scale[:, None]
+
+
+def _sin_from_cos(c: Tensor) -> Tensor:
+    return torch.sqrt((1.0 - c * c).clamp_min(_SIN_EPS))
+
+
+def _arc_with_fallback(c: Tensor, m: Tensor | float, fallback: str) -> Tensor:
+    """cos(theta + m) with the fallback for theta + m > pi ("linear": cos theta - m sin m)."""
+    m = torch.as_tensor(m, dtype=torch.float32, device=c.device)
+    cos_m = c * torch.cos(m) - _sin_from_cos(c) * torch.sin(m)
+    if fallback == "linear":
+        return torch.where(c > torch.cos(math.pi - m), cos_m, c - torch.sin(m) * m)
+    if fallback == "easy":
+        return torch.where(c > 0, cos_m, c)
+    return cos_m
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+
+
+class Margin(nn.Module):
+    """Base class. Subclasses implement :meth:`rows`; EMA state lives in buffers.
+
+    ``needs_norms``: whether :meth:`rows` needs the (un-normalised) embedding norms.
+    """
+
+    needs_norms: bool = False
+
+    def __init__(self, s: float) -> None:
+        super().__init__()
+        _check_positive("s", s)
+        self.s = float(s)
+
+    def rows(self, cos_y: Tensor, valid: Tensor, norms: Tensor | None = None) -> RowTransform:
+        """Per-row transform.
+
+        Args:
+            cos_y: (B,) cosine of each row's target class (any value where ``valid`` is False).
+            valid: (B,) bool, rows that have a target (labels other than the ignore value).
+            norms: (B,) embedding norms (before normalisation), for margins with ``needs_norms``.
+        """
+        raise NotImplementedError
+
+    def regularizer(self, norms: Tensor) -> Tensor | None:
+        """Extra per-batch loss term from the norms (B,) or None; MagFace's lambda_g * g(a)."""
+        return None
+
+    def _constant_rows(self, target_logit: Tensor, **kw) -> RowTransform:
+        b = target_logit.shape[0]
+        dev = target_logit.device
+        return RowTransform(
+            target_logit=target_logit,
+            row_scale=kw.pop("row_scale", torch.full((b,), self.s, device=dev)),
+            hard_threshold=kw.pop("hard_threshold", torch.full((b,), math.inf, device=dev)),
+            hard_t=kw.pop("hard_t", torch.zeros((), device=dev)),
+            **kw,
+        )
+
+    def forward(self, cos: Tensor, labels: Tensor, norms: Tensor | None = None) -> Tensor:
+        """Full margin logits (reference path).
+
+        Args:
+            cos: (B, C) cosines; labels: (B,) int64 class ids, negative = ignored row.
+            norms: (B,) embedding norms when ``needs_norms``.
+
+        Returns:
+            (B, C) float32 logits.
+        """
+        if cos.dim() != 2 or labels.shape != (cos.shape[0],):
+            raise ValueError(f"cos must be (B, C) and labels (B,), got {tuple(cos.shape)} and "
+                             f"{tuple(labels.shape)}")
+        if self.needs_norms and (norms is None or norms.shape != labels.shape):
+            raise ValueError(f"{type(self).__name__} needs norms of shape (B,)")
+        valid = labels >= 0
+        idx = labels.clamp_min(0)[:, None]
+        cos32 = cos.float()
+        cos_y = cos32.gather(1, idx)[:, 0]
+        rows = self.rows(cos_y, valid, norms)
+        logits = apply_nontarget(cos32, rows)
+        tgt = torch.where(valid, rows.target_logit, logits.gather(1, idx)[:, 0])
+        return logits.scatter(1, idx, tgt[:, None])
+
+
+class CombinedMargin(Margin):
+    """target = s * (cos(m1 * theta_y + m2) - m3); non-targets s * cos theta_j.
+
+    ArcFace (1, 0.5, 0), CosFace (1, 0, 0.35). ``gradient="straight_through"`` keeps the forward
+    value but back-propagates ``dz_y/dcos_y = s`` (InsightFace's no-grad transform);
+    ``"exact"`` differentiates through the margin. ``fallback`` for m1*theta + m2 > pi:
+    "linear" (cos theta - m3 - m2 sin m2, InsightFace default), "easy" (cos theta - m3 where
+    cos theta <= 0), "none" (the raw formula; InsightFace's straight-through code path does this).
+    """
+
+    def __init__(self, s: float = 64.0, m1: float = 1.0, m2: float = 0.5, m3: float = 0.0,
+                 gradient: str = "exact", fallback: str = "linear") -> None:
+        super().__init__(s)
+        _check_positive("m1", m1)
+        if m2 < 0 or m3 < 0:
+            raise ValueError(f"m2 and m3 must be >= 0, got m2={m2}, m3={m3}")
+        _check_choice("gradient", gradient, ("exact", "straight_through"))
+        _check_choice("fallback", fallback, ("linear", "easy", "none"))
+        self.m1, self.m2, self.m3 = float(m1), float(m2), float(m3)
+        self.gradient, self.fallback = gradient, fallback
+
+    def _angular(self, c: Tensor) -> Tensor:
+        if self.m1 == 1.0:
+            if self.m2 == 0.0:
+                return c
+            return _arc_with_fallback(c, self.m2, self.fallback)
+        theta = torch.acos(c.clamp(-1 + _SIN_EPS, 1 - _SIN_EPS))
+        raw = torch.cos(self.m1 * theta + self.m2)
+        if self.fallback == "linear":
+            return torch.where(self.m1 * theta + self.m2 < math.pi, raw,
+                               c - math.sin(self.m2) * self.m2)
+        if self.fallback == "easy":
+            return torch.where(c > 0, raw, c)
+        return raw
+
+    def rows(self, cos_y: Tensor, valid: Tensor, norms: Tensor | None = None) -> RowTransform:
+        c = cos_y.float().clamp(-1.0, 1.0)
+        f = self._angular(c) - self.m3
+        if self.gradient == "straight_through":
+            f = c + (f - c).detach()
+        return self._constant_rows(self.s * f, stats={"margin/m": torch.tensor(self.m2 + self.m3)})
+
+    def extra_repr(self) -> str:
+        return (f"s={self.s}, m1={self.m1}, m2={self.m2}, m3={self.m3}, gradient={self.gradient}, "
+                f"fallback={self.fallback}")
+
+
+class CurricularFace(Margin):
+    """CurricularFace: ArcFace target; a non-target with cos theta_j > cos(theta_y + m) becomes
+    cos theta_j * (t + cos theta_j), t an EMA (``momentum``, start 0) of the mean target cosine,
+    updated before use as in the public code. Buffer: ``t`` ()."""
+
+    def __init__(self, s: float = 64.0, m: float = 0.5, momentum: float = 0.01) -> None:
+        super().__init__(s)
+        _check_positive("m", m)
+        if not 0 <= momentum <= 1:
+            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        self.m, self.momentum = float(m), float(momentum)
+        self.register_buffer("t", torch.zeros(()))
+
+    def rows(self, cos_y: Tensor, valid: Tensor, norms: Tensor | None = None) -> RowTransform:
+        c = cos_y.float().clamp(-1.0, 1.0)
+        cos_m = c * math.cos(self.m) - _sin_from_cos(c) * math.sin(self.m)
+        target = torch.where(c > math.cos(math.pi - self.m), cos_m, c - math.sin(self.m) * self.m)
+        if self.training and bool(valid.any()):
+            with torch.no_grad():
+                mean_cos = c.detach()[valid].mean()
+                self.t.mul_(1 - self.momentum).add_(self.momentum * mean_cos)
+        thr = torch.where(valid, cos_m.detach(), torch.full_like(c, math.inf))
+        return self._constant_rows(self.s * target, hard_threshold=thr, hard_t=self.t.clone(),
+                                   stats={"curricular/t": self.t.detach().clone()})
+
+    def extra_repr(self) -> str:
+        return f"s={self.s}, m={self.m}, momentum={self.momentum}"
+
+
+class AdaFace(Margin):
+    """AdaFace: z_hat = clip(h (||z|| - mu) / (sigma + eps), -1, 1) with mu, sigma EMAs of the
+    batch norm mean / (unbiased) std (``momentum``, start 20 and 100), norms detached and clipped
+    to [1e-3, 100]; target = s (cos(clip(theta_y - m z_hat, eps, pi - eps)) - (m + m z_hat));
+    all cosines are clamped to [-1 + eps, 1 - eps] as in the public code.
+
+    z_hat = -1 gives ArcFace (m), 0 CosFace (m), +1 the hard regime (angle -m, additive 2m).
+    Buffers: ``batch_mean``, ``batch_std``.
+    """
+
+    needs_norms = True
+
+    def __init__(self, s: float = 64.0, m: float = 0.4, h: float = 0.333, momentum: float = 0.01,
+                 eps: float = 1e-3) -> None:
+        super().__init__(s)
+        _check_positive("m", m)
+        _check_positive("h", h)
+        self.m, self.h, self.momentum, self.eps = float(m), float(h), float(momentum), float(eps)
+        self.register_buffer("batch_mean", torch.tensor(20.0))
+        self.register_buffer("batch_std", torch.tensor(100.0))
+
+    def z_hat(self, norms: Tensor) -> Tensor:
+        """(B,) normalised norm in [-1, 1] (no gradient); updates the EMAs in training mode."""
+        safe = norms.detach().float().clamp(1e-3, 100.0)
+        if self.training and safe.numel() > 1:
+            with torch.no_grad():
+                a = self.momentum
+                self.batch_mean.mul_(1 - a).add_(a * safe.mean())
+                self.batch_std.mul_(1 - a).add_(a * safe.std())
+        return (self.h * (safe - self.batch_mean) / (self.batch_std + self.eps)).clamp(-1.0, 1.0)
+
+    def target_from_z_hat(self, cos_y: Tensor, z_hat: Tensor) -> Tensor:
+        """(B,) unscaled AdaFace target cosine for given z_hat (B,)."""
+        c = cos_y.float().clamp(-1 + self.eps, 1 - self.eps)
+        theta = torch.acos(c) - self.m * z_hat
+        return torch.cos(theta.clamp(self.eps, math.pi - self.eps)) - (self.m + self.m * z_hat)
+
+    def rows(self, cos_y: Tensor, valid: Tensor, norms: Tensor | None = None) -> RowTransform:
+        if norms is None:
+            raise ValueError("AdaFace needs norms (B,)")
+        zh = self.z_hat(norms)
+        target = self.s * self.target_from_z_hat(cos_y, zh)
+        return self._constant_rows(target, cos_lo=-1 + self.eps, cos_hi=1 - self.eps,
+                                   stats=self._stats(zh))
+
+    def _stats(self, zh: Tensor) -> dict[str, Tensor]:
+        return {"adaface/z_hat": zh.mean().detach(), "adaface/norm_mean": self.batch_mean.clone(),
+                "adaface/norm_std": self.batch_std.clone()}
+
+    def extra_repr(self) -> str:
+        return f"s={self.s}, m={self.m}, h={self.h}, momentum={self.momentum}, eps={self.eps}"
+
+
+def magface_min_lambda_g(s: float, l_a: float, u_a: float, l_m: float, u_m: float) -> float:
+    """Smallest lambda_g for which MagFace's loss has a unique optimal norm:
+    s * k * u_a^2 l_a^2 / (u_a^2 - l_a^2), k = (u_m - l_m) / (u_a - l_a)."""
+    k = (u_m - l_m) / (u_a - l_a)
+    return s * k * u_a**2 * l_a**2 / (u_a**2 - l_a**2)
+
+
+class MagFace(Margin):
+    """MagFace: a = clamp(||z||, l_a, u_a), m(a) = l_m + (u_m - l_m)(a - l_a)/(u_a - l_a);
+    target s cos(theta_y + m(a)) (``kind="arc"``, linear fallback as ArcFace) or
+    s (cos theta_y - m(a)) (``kind="cos"``, Mag-CosFace). The margin is differentiable in a.
+    :meth:`regularizer` returns lambda_g * mean(a / u_a^2 + 1 / a). Warns when lambda_g is below
+    :func:`magface_min_lambda_g` (22.6 for the defaults)."""
+
+    needs_norms = True
+
+    def __init__(self, s: float = 64.0, l_a: float = 10.0, u_a: float = 110.0, l_m: float = 0.45,
+                 u_m: float = 0.8, lambda_g: float = 35.0, kind: str = "arc",
+                 fallback: str = "linear") -> None:
+        super().__init__(s)
+        if not 0 < l_a < u_a:
+            raise ValueError(f"need 0 < l_a < u_a, got l_a={l_a}, u_a={u_a}")
+        if not 0 <= l_m <= u_m:
+            raise ValueError(f"need 0 <= l_m <= u_m, got l_m={l_m}, u_m={u_m}")
+        if lambda_g < 0:
+            raise ValueError(f"lambda_g must be >= 0, got {lambda_g}")
+        _check_choice("kind", kind, ("arc", "cos"))
+        _check_choice("fallback", fallback, ("linear", "easy", "none"))
+        self.l_a, self.u_a, self.l_m, self.u_m = float(l_a), float(u_a), float(l_m), float(u_m)
+        self.lambda_g, self.kind, self.fallback = float(lambda_g), kind, fallback
+        bound = magface_min_lambda_g(s, l_a, u_a, l_m, u_m)
+        if self.lambda_g < bound:
+            warnings.warn(f"MagFace lambda_g={lambda_g} is below the feasibility bound "
+                          f"s*k*u_a^2*l_a^2/(u_a^2-l_a^2) = {bound:.2f}; the optimal norm is not "
+                          "unique and the magnitude loses its meaning as quality", stacklevel=2)
+
+    def clamped_norm(self, norms: Tensor) -> Tensor:
+        return norms.float().clamp(self.l_a, self.u_a)
+
+    def margin_of(self, norms: Tensor) -> Tensor:
+        """(B,) margin m(a) from norms (B,), differentiable."""
+        a = self.clamped_norm(norms)
+        return self.l_m + (self.u_m - self.l_m) * (a - self.l_a) / (self.u_a - self.l_a)
+
+    def rows(self, cos_y: Tensor, valid: Tensor, norms: Tensor | None = None) -> RowTransform:
+        if norms is None:
+            raise ValueError("MagFace needs norms (B,)")
+        c = cos_y.float().clamp(-1.0, 1.0)
+        m = self.margin_of(norms)
+        f = _arc_with_fallback(c, m, self.fallback) if self.kind == "arc" else c - m
+        return self._constant_rows(self.s * f, stats={"magface/margin": m.detach().mean()})
+
+    def regularizer(self, norms: Tensor) -> Tensor:
+        a = self.clamped_norm(norms)
+        return self.lambda_g * (a / self.u_a**2 + 1.0 / a).mean()
+
+    def extra_repr(self) -> str:
+        return (f"s={self.s}, l_a={self.l_a}, u_a={self.u_a}, l_m={self.l_m}, u_m={self.u_m}, "
+                f"lambda_g={self.lambda_g}, kind={self.kind}")
+
+
+class QGFace(AdaFace):
+    """QGFace identity head: AdaFace margin with every logit of a row (target and non-targets)
+    multiplied by a quality gate g = sigmoid(steepness * (q - threshold)), q = (z_hat + 1) / 2.
+
+    The public configs do not give the gate constants; our defaults are ``gate_threshold=0.25``
+    (q = 0.25 is z_hat = -0.5, about 1.5 EMA standard deviations below the mean norm at h = 0.333)
+    and ``gate_steepness=40`` (g = 0.12 at q = 0.2, 0.88 at q = 0.3): high-quality rows keep the
+    full AdaFace logits, low-quality rows have their identity logits (and gradients) switched off
+    and learn through :class:`mrface.losses.contrastive.QGFaceContrastive` instead.
+    """
+
+    def __init__(self, s: float = 64.0, m: float = 0.4, h: float = 0.333, momentum: float = 0.01,
+                 eps: float = 1e-3, gate_threshold: float = 0.25, gate_steepness: float = 40.0
+                 ) -> None:
+        super().__init__(s, m, h, momentum, eps)
+        if not 0 <= gate_threshold <= 1:
+            raise ValueError(f"gate_threshold must be in [0, 1], got {gate_threshold}")
+        _check_positive("gate_steepness", gate_steepness)
+        self.gate_threshold, self.gate_steepness = float(gate_threshold), float(gate_steepness)
+
+    def gate(self, z_hat: Tensor) -> Tensor:
+        """(B,) gate in (0, 1) from z_hat (B,)."""
+        return torch.sigmoid(self.gate_steepness * ((z_hat + 1) / 2 - self.gate_threshold))
+
+    def rows(self, cos_y: Tensor, valid: Tensor, norms: Tensor | None = None) -> RowTransform:
+        if norms is None:
+            raise ValueError("QGFace needs norms (B,)")
+        zh = self.z_hat(norms)
+        g = self.gate(zh)
+        target = self.s * g * self.target_from_z_hat(cos_y, zh)
+        stats = self._stats(zh)
+        stats["qgface/gate"] = g.mean().detach()
+        return self._constant_rows(target, row_scale=self.s * g, cos_lo=-1 + self.eps,
+                                   cos_hi=1 - self.eps, stats=stats)
+
+    def extra_repr(self) -> str:
+        return (super().extra_repr()
+                + f", gate_threshold={self.gate_threshold}, gate_steepness={self.gate_steepness}")
