@@ -2,6 +2,7 @@
 // from an earlier level where the level table says so) and every down-then-up image.
 #include <algorithm>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "mrface/dtype_convert.h"
@@ -51,7 +52,7 @@ void degrade_typed(const DegradeArgs& a) {
 #pragma omp parallel
 #endif
   {
-    std::vector<float> plane(static_cast<size_t>(hw));
+    std::vector<float> plane(std::is_same_v<T, float> ? 0 : static_cast<size_t>(hw));
     std::vector<float> levels(static_cast<size_t>(a.buffer_floats));
     std::vector<float> tmp;
     std::vector<float> row(static_cast<size_t>(a.w));
@@ -61,12 +62,17 @@ void degrade_typed(const DegradeArgs& a) {
     for (int64_t p = 0; p < planes; ++p) {
       const int64_t image = p / a.c;
       const int32_t* desc = a.levels + (a.per_image ? image * a.num_levels * kLevelFields : 0);
-      for (int64_t i = 0; i < hw; ++i) plane[i] = load_as_float(input, p * hw + i);
+      const float* source_plane = plane.data();
+      if constexpr (std::is_same_v<T, float>) {
+        source_plane = input + p * hw;  // float32 input is read in place
+      } else {
+        for (int64_t i = 0; i < hw; ++i) plane[i] = load_as_float(input, p * hw + i);
+      }
 
       for (int k = 0; k < a.num_levels; ++k) {
         const int32_t* L = desc + k * kLevelFields;
         const int64_t out_h = L[kOutH], out_w = L[kOutW], src_h = L[kSrcH], src_w = L[kSrcW];
-        const float* src = L[kSource] < 0 ? plane.data() : levels.data() + desc[L[kSource] * kLevelFields + kBufOff];
+        const float* src = L[kSource] < 0 ? source_plane : levels.data() + desc[L[kSource] * kLevelFields + kBufOff];
         float* level = levels.data() + L[kBufOff];
 
         tmp.resize(static_cast<size_t>(std::max(src_h * out_w, out_h * a.w)));
@@ -84,9 +90,14 @@ void degrade_typed(const DegradeArgs& a) {
           resize_rows(level, out_h, out_w, a.tap_index + L[kUpXOff], a.tap_weight + L[kUpXOff], L[kUpXTaps], a.w,
                       tmp.data());
           for (int64_t y = 0; y < a.h; ++y) {
-            resize_column_row(tmp.data(), a.w, a.tap_index + L[kUpYOff] + y * L[kUpYTaps],
-                              a.tap_weight + L[kUpYOff] + y * L[kUpYTaps], L[kUpYTaps], row.data());
-            for (int64_t x = 0; x < a.w; ++x) store_from_float(up, y * a.w + x, row[x]);
+            const int32_t* idx = a.tap_index + L[kUpYOff] + y * L[kUpYTaps];
+            const float* w = a.tap_weight + L[kUpYOff] + y * L[kUpYTaps];
+            if constexpr (std::is_same_v<T, float>) {
+              resize_column_row(tmp.data(), a.w, idx, w, L[kUpYTaps], up + y * a.w);  // straight into the output
+            } else {
+              resize_column_row(tmp.data(), a.w, idx, w, L[kUpYTaps], row.data());
+              for (int64_t x = 0; x < a.w; ++x) store_from_float(up, y * a.w + x, row[x]);
+            }
           }
         }
       }

@@ -43,7 +43,8 @@ ResizeTaps resize_taps(int64_t in_size, int64_t out_size, ResizeFilter filter) {
     case ResizeFilter::Area:
       check_arg(in_size >= out_size, "resize_taps: the area filter only downsamples (in=" +
                                          std::to_string(in_size) + " < out=" + std::to_string(out_size) + ")");
-      t.taps = static_cast<int64_t>(std::ceil(scale)) + 1;
+      // An integer factor covers exactly `scale` cells; otherwise at most ceil(scale) + 1.
+      t.taps = in_size % out_size == 0 ? in_size / out_size : static_cast<int64_t>(std::ceil(scale)) + 1;
       break;
     case ResizeFilter::BilinearAA:
     case ResizeFilter::BicubicAA: {
