@@ -8,6 +8,7 @@ the memory-bandwidth floor) and writes JSON. Example:
 from __future__ import annotations
 
 import argparse
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -26,13 +27,20 @@ def naive_loop(x: torch.Tensor, filter: str, up: bool) -> list[torch.Tensor]:
     mode, antialias = _TORCH_MODE[filter]
     outs = []
     for s in SIZES:
-        down = F.interpolate(x, size=(s, s), mode=mode, antialias=antialias) if mode != "area" else F.avg_pool2d(
-            x, x.shape[-1] // s
+        down = (
+            F.interpolate(x, size=(s, s), mode=mode, antialias=antialias)
+            if mode != "area"
+            else F.avg_pool2d(x, x.shape[-1] // s)
         )
         outs.append(down)
         if up:
             outs.append(F.interpolate(down, size=x.shape[-2:], mode="bilinear", align_corners=False))
     return outs
+
+
+def run_op(x: torch.Tensor, filter: str, up: bool, backend: str) -> object:
+    with use_backend(backend):
+        return degrade_resolution(x, SIZES, filter, "bilinear" if up else None)
 
 
 def bytes_moved(x: torch.Tensor, up: bool) -> int:
@@ -63,15 +71,12 @@ def main() -> None:
                 x = torch.rand(n, 3, 112, 112, device=device)
                 x = (x * 255).to(torch.uint8) if dtype == torch.uint8 else x.to(dtype)
                 loop_ok = dtype != torch.uint8
-                loop_s = median_time(lambda x=x: naive_loop(x, filter, up), device, args.repeats) if loop_ok else None
-                loop_mib = peak_memory(lambda x=x: naive_loop(x, filter, up), device) if loop_ok else None
+                loop = functools.partial(naive_loop, x, filter, up)
+                loop_s = median_time(loop, device, args.repeats) if loop_ok else None
+                loop_mib = peak_memory(loop, device) if loop_ok else None
                 floor_s = bytes_moved(x, up) / bandwidth if bandwidth else None
                 for backend in backends:
-
-                    def run(x=x, backend=backend):
-                        with use_backend(backend):
-                            return degrade_resolution(x, SIZES, filter, "bilinear" if up else None)
-
+                    run = functools.partial(run_op, x, filter, up, backend)
                     ours_s = median_time(run, device, args.repeats)
                     row = {
                         "filter": filter,
