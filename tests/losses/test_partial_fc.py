@@ -1,0 +1,233 @@
+"""Partial FC: world size 1 against F.cross_entropy on full margin logits, sampling, state dicts,
+and 2 gloo processes against one process on the concatenated batch (REFERENCE.md §5)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mrface.losses import PartialFC, get_head, reshard_centres, reshard_state_dicts, shard_range
+
+sys.path.insert(0, str(Path(__file__).parent))
+import losses_dist_worker as cases  # noqa: E402
+
+
+def test_shard_range_formula():
+    assert [shard_range(10, 4, r) for r in range(4)] == [(0, 3), (3, 3), (6, 2), (8, 2)]
+    for c, w in [(23, 2), (100, 7), (5, 5), (1000, 8)]:
+        spans = [shard_range(c, w, r) for r in range(w)]
+        owned = [k for s, n in spans for k in range(s, s + n)]
+        assert owned == list(range(c))
+        assert max(n for _, n in spans) - min(n for _, n in spans) <= 1
+    with pytest.raises(ValueError, match="num_classes"):
+        shard_range(3, 4, 0)
+    with pytest.raises(ValueError, match="rank"):
+        shard_range(10, 2, 2)
+
+
+def _reference(head: PartialFC, weight, emb, labels):
+    """Plain autograd: margin logits over all classes + F.cross_entropy (+ MagFace's g)."""
+    margin = copy.deepcopy(head.margin)
+    x = emb.clone().requires_grad_(True)
+    w = weight.clone().requires_grad_(True)
+    norms = x.norm(dim=1)
+    cos = F.normalize(x, dim=1) @ F.normalize(w, dim=1).T
+    logits = margin(cos, labels, norms if margin.needs_norms else None)
+    loss = F.cross_entropy(logits, labels, ignore_index=-1)
+    reg = margin.regularizer(norms)
+    if reg is not None:
+        loss = loss + reg
+    loss.backward()
+    return {"loss": loss.detach(), "emb_grad": x.grad, "weight_grad": w.grad,
+            "buffers": dict(margin.named_buffers())}
+
+
+@pytest.mark.parametrize("case", cases.CASES, ids=[c[0] for c in cases.CASES])
+def test_world_size_1_equals_cross_entropy(case):
+    _, name, kw, buffers = case
+    weight, emb, labels = cases.global_inputs()
+    head = cases.build(name, kw, buffers, weight)
+    ref = _reference(head, weight, emb, labels)
+    got = cases.run_step(head, emb, labels)
+    torch.testing.assert_close(got["loss"], ref["loss"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got["emb_grad"], ref["emb_grad"], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(got["weight_grad"], ref["weight_grad"], rtol=1e-4, atol=1e-6)
+    for k, v in ref["buffers"].items():
+        torch.testing.assert_close(got["buffers"][k], v)
+    assert got["weight_grad"].abs().sum() > 0
+
+
+def test_sampling_keeps_positives_with_exact_counts_and_matches_subset_ce():
+    torch.manual_seed(0)
+    weight = torch.randn(40, 8)
+    head = PartialFC(8, 40, cases.get_head("arcface", 8, 40).margin, sample_rate=0.25)
+    with torch.no_grad():
+        head.weight.copy_(weight)
+    emb = torch.randn(9, 8) * 10
+    labels = torch.tensor([3, 3, 17, 39, 0, -1, 17, 3, 0])
+    x = emb.clone().requires_grad_(True)
+    loss, logs = head(x, labels)
+    loss.backward()
+    index = head.last_sampled_index
+    assert index.numel() == 10 == int(0.25 * 40) and logs["partial_fc/num_sampled"].item() == 10
+    assert set(labels[labels >= 0].tolist()) <= set(index.tolist())
+    assert index.unique().numel() == 10
+
+    # Loss and gradients equal plain CE over the sampled columns.
+    ref = _reference(head, weight[index], emb, torch.where(
+        labels >= 0, torch.searchsorted(index, labels.clamp_min(0)), -1))
+    torch.testing.assert_close(loss.detach(), ref["loss"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x.grad, ref["emb_grad"], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(head.weight.grad[index], ref["weight_grad"], rtol=1e-4, atol=1e-6)
+    others = torch.ones(40, dtype=torch.bool)
+    others[index] = False
+    assert (head.weight.grad[others] == 0).all()
+
+    many = torch.arange(12) * 3  # 12 positives > int(0.25 * 40)
+    head(torch.randn(12, 8), many)
+    assert head.last_sampled_index.tolist() == many.tolist()
+
+    head.eval()  # no sampling outside training
+    head(emb, labels)
+    assert head.last_sampled_index is None
+
+
+def test_state_dict_roundtrip_and_reshard():
+    torch.manual_seed(0)
+    full = torch.randn(23, 4)
+    states = []
+    for r in range(3):
+        start, n = shard_range(23, 3, r)
+        head = get_head("curricularface", 4, 23)
+        head.world_size, head.rank, head.class_start, head.num_local = 3, r, start, n
+        head.weight = torch.nn.Parameter(full[start:start + n].clone())
+        head.margin.t.fill_(0.4)
+        states.append(head.state_dict())
+    assert states[1]["_extra_state"] == {"num_classes": 23, "world_size": 3, "rank": 1,
+                                         "start": 8, "embedding_size": 4}
+    new = reshard_state_dicts(states, 1)
+    fresh = get_head("curricularface", 4, 23)
+    fresh.load_state_dict(new[0])
+    torch.testing.assert_close(fresh.weight.detach(), full)
+    assert fresh.margin.t.item() == pytest.approx(0.4)
+    two = reshard_centres([s["weight"] for s in states], 2)
+    torch.testing.assert_close(two[0], full[:12])
+    torch.testing.assert_close(two[1], full[12:])
+    with pytest.raises(ValueError, match="shard mismatch"):
+        fresh.load_state_dict(states[1])
+    with pytest.raises(ValueError, match="rank order"):
+        reshard_state_dicts(states[::-1], 2)
+
+
+@pytest.mark.parametrize("emb, labels, match", [
+    (torch.randn(4, 8), torch.tensor([0, 1, 2, 10]), r"labels must be in \[0, 10\)"),
+    (torch.randn(4, 8), torch.tensor([0, 1, -2, 3]), "ignore_index=-1"),
+    (torch.randn(4, 7), torch.tensor([0, 1, 2, 3]), "D=8"),
+    (torch.randn(4, 8), torch.tensor([0, 1, 2]), "labels must be a \\(B,\\) tensor with B=4"),
+    (torch.randn(4, 8), torch.tensor([0.0, 1, 2, 3]), "int64 or int32"),
+    (torch.randn(8), torch.tensor([0]), r"embeddings must be a \(B, D\)"),
+    (torch.randint(0, 3, (4, 8)), torch.tensor([0, 1, 2, 3]), "floating point"),
+])
+def test_bad_inputs(emb, labels, match):
+    head = get_head("arcface", 8, 10)
+    with pytest.raises(ValueError, match=match):
+        head(emb, labels)
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(ValueError, match="sample_rate"):
+        get_head("arcface", 8, 10, sample_rate=0.0)
+    with pytest.raises(ValueError, match="num_classes"):
+        get_head("arcface", 8, 0)
+    with pytest.raises(ValueError, match="ignore_index"):
+        get_head("arcface", 8, 10, ignore_index=3)
+    with pytest.raises(TypeError, match="margin"):
+        PartialFC(8, 10, margin=None)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_rank_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pfc")
+    port = _free_port()
+    worker = str(Path(cases.__file__))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, worker, str(r), "2", str(port), str(out)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for r in range(2)]
+    logs = [p.communicate(timeout=240)[0].decode() for p in procs]
+    for p, log in zip(procs, logs, strict=True):
+        assert p.returncode == 0, log
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("case", cases.CASES, ids=[c[0] for c in cases.CASES])
+def test_two_gloo_ranks_equal_one_process(two_rank_results, case):
+    """Same loss on both ranks as one process on the concatenated batch; centre shard gradients
+    equal the matching rows; embedding gradients are W = 2 times the single-process ones (DDP's
+    average over ranks restores them); margin EMAs identical."""
+    name, head_name, kw, buffers = case
+    weight, emb, labels = cases.global_inputs()
+    torch.manual_seed(0)
+    ref = cases.run_step(cases.build(head_name, kw, buffers, weight), emb, labels)
+    b = cases.N // 2
+    for r, res in enumerate(two_rank_results):
+        got = res["cases"][name]
+        s, n = got["start"], got["num_local"]
+        assert (s, n) == shard_range(cases.C, 2, r)
+        torch.testing.assert_close(got["loss"], ref["loss"], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got["weight_grad"], ref["weight_grad"][s:s + n],
+                                   rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(got["emb_grad"], 2 * ref["emb_grad"][r * b:(r + 1) * b],
+                                   rtol=1e-4, atol=1e-6)
+        for k, v in ref["buffers"].items():
+            torch.testing.assert_close(got["buffers"][k], v)
+
+
+@pytest.mark.distributed
+def test_two_gloo_ranks_sampling(two_rank_results):
+    labels = cases.sampling_labels()
+    weight, emb, _ = cases.global_inputs()
+    expected_counts = [3, 5]  # max(int(0.3 * 12), 2 positives), max(int(0.3 * 11), 5 positives)
+    global_index = []
+    for r, res in enumerate(two_rank_results):
+        got = res["sampling"]
+        s, n = got["start"], got["num_local"]
+        positives = {int(y) - s for y in labels if s <= y < s + n}
+        index = got["index"].tolist()
+        assert len(index) == expected_counts[r] and len(set(index)) == len(index)
+        assert positives <= set(index)
+        assert torch.isfinite(got["loss"])
+        global_index += [s + i for i in index]
+    # Both ranks agree on the loss, which is CE over the union of the sampled classes.
+    torch.testing.assert_close(two_rank_results[0]["sampling"]["loss"],
+                               two_rank_results[1]["sampling"]["loss"])
+    idx = torch.tensor(global_index)
+    head = cases.build("arcface", {}, {}, weight)
+    ref = _reference(head, weight[idx], emb, torch.where(
+        labels >= 0, torch.searchsorted(idx, labels.clamp_min(0)), -1))
+    torch.testing.assert_close(two_rank_results[0]["sampling"]["loss"], ref["loss"],
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.distributed
+def test_two_gloo_ranks_bad_inputs_raise_everywhere(two_rank_results):
+    r0, r1 = two_rank_results
+    assert "same batch size on every rank, got [5, 4]" in r0["err_batch"]
+    assert "same batch size on every rank, got [5, 4]" in r1["err_batch"]
+    assert "labels must be in [0, 23)" in r1["err_label"]
+    assert "bad input on rank(s) [1]" in r0["err_label"]
+    assert "D=16" in r1["err_dim"] and "bad input on rank(s) [1]" in r0["err_dim"]
