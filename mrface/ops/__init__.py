@@ -13,9 +13,11 @@ from mrface.ops.degrade import (
     degrade_resolution,
     degrade_resolution_random,
 )
+from mrface.ops.gumbel_fps import CoresetSelection, gumbel_fps
 
 __all__ = [
     "BACKENDS",
+    "CoresetSelection",
     "DEGRADE_FILTERS",
     "UP_FILTERS",
     "DegradedBatch",
@@ -24,5 +26,6 @@ __all__ = [
     "degrade_per_sample",
     "degrade_resolution",
     "degrade_resolution_random",
+    "gumbel_fps",
     "use_backend",
 ]
