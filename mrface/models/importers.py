@@ -1,0 +1,223 @@
+"""Import checkpoints made by other projects (always ``torch.load(..., weights_only=True)``).
+
+* :func:`import_insightface`: arcface_torch backbone ``.pth`` (plain state dict, optional
+  ``module.`` prefix) into :class:`~mrface.models.iresnet.IResNet` / MobileFaceNet.
+* :func:`import_adaface`: AdaFace lightning ``.ckpt`` (``state_dict`` with ``model.`` prefix,
+  IR-net names ``input_layer``/``body.i.res_layer``/``shortcut_layer``/``output_layer``) into
+  ``adaface_ir*`` models; :func:`adaface_to_insightface` is the pure key mapping.
+  ``argparse.Namespace`` (AdaFace's saved hyper-parameters) is the only extra global allowed.
+* :func:`import_magface`: MagFace checkpoints (``state_dict`` with ``features.module.`` /
+  ``module.features.`` prefixes; the MagFace classifier is dropped).
+* :func:`import_btnet_branch`: a public BTNet branch checkpoint (a full iResNet built for the
+  branch resolution) -> the branch's owned layers plus its tail BatchNorm copies; the shared conv /
+  PReLU / fc weights must equal the trunk's (checked unless ``check_shared=False``).
+
+Errors raise :class:`~mrface.models.checkpoint.CheckpointError` naming the file and the missing /
+unexpected keys and shapes; unreadable or truncated files are reported as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import zipfile
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+import torch
+
+from mrface.models.btnet import BTNet, norm_key
+from mrface.models.checkpoint import CheckpointError, load_state_dict_checked
+from mrface.models.iresnet import IResNet
+
+_NESTED_KEYS = ("state_dict", "model", "backbone", "state_dict_backbone", "net")
+
+
+def read_torch_file(path: str | os.PathLike, safe_globals: Iterable[Any] = ()) -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with clear errors."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with torch.serialization.safe_globals(list(safe_globals)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path}: refused by the weights-only unpickler (it holds objects other than tensors and "
+            f"plain containers): {str(exc).splitlines()[0]}"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {exc}") from None
+
+
+def find_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
+    """The tensor mapping inside a loaded checkpoint (itself, or under state_dict/model/backbone/...)."""
+    if isinstance(obj, Mapping):
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return dict(obj)
+        for key in _NESTED_KEYS:
+            if key in obj and isinstance(obj[key], Mapping):
+                return find_state_dict(obj[key], source)
+    raise CheckpointError(
+        f"{source}: no state dict found (expected a mapping of tensors, possibly under one of {_NESTED_KEYS})"
+    )
+
+
+def strip_prefix(state: Mapping[str, torch.Tensor], prefixes: Iterable[str]) -> dict[str, torch.Tensor]:
+    """Remove the first matching prefix from every key (keys without one are kept as they are)."""
+    prefixes = tuple(prefixes)
+    out = {}
+    for k, v in state.items():
+        for p in prefixes:
+            if k.startswith(p):
+                k = k[len(p) :]
+                break
+        out[k] = v
+    return out
+
+
+# ---------------------------------------------------------------------------------- InsightFace
+def import_insightface(model: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
+    """Load an arcface_torch backbone checkpoint into ``model`` (strict)."""
+    state = find_state_dict(read_torch_file(path), os.fspath(path))
+    load_state_dict_checked(model, strip_prefix(state, ("module.",)), os.fspath(path))
+    return model
+
+
+# -------------------------------------------------------------------------------------- AdaFace
+_ADAFACE_RES = {"0": "bn1", "1": "conv1", "2": "bn2", "3": "prelu", "4": "conv2", "5": "bn3"}
+_ADAFACE_STEM = {"0": "conv1", "1": "bn1", "2": "prelu"}
+_ADAFACE_HEAD = {"0": "bn2", "3": "fc", "4": "features"}
+
+
+def adaface_to_insightface(state: Mapping[str, torch.Tensor], layers: Iterable[int]) -> dict[str, torch.Tensor]:
+    """AdaFace IR-net keys (``model.`` prefix stripped, head keys dropped) -> our IResNet names.
+
+    ``layers``: blocks per stage, to map ``body.i`` to ``layer{s}.{b}``. Unknown keys are kept
+    unchanged so the strict load reports them.
+    """
+    index = [(s + 1, b) for s, n in enumerate(layers) for b in range(n)]
+    out = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        new = key
+        if parts[0] == "input_layer" and parts[1] in _ADAFACE_STEM:
+            new = ".".join([_ADAFACE_STEM[parts[1]], *parts[2:]])
+        elif parts[0] == "output_layer" and parts[1] in _ADAFACE_HEAD:
+            new = ".".join([_ADAFACE_HEAD[parts[1]], *parts[2:]])
+        elif parts[0] == "body" and parts[1].isdigit() and int(parts[1]) < len(index):
+            stage, block = index[int(parts[1])]
+            prefix = f"layer{stage}.{block}"
+            if parts[2] == "res_layer" and parts[3] in _ADAFACE_RES:
+                new = ".".join([prefix, _ADAFACE_RES[parts[3]], *parts[4:]])
+            elif parts[2] == "shortcut_layer":
+                new = ".".join([prefix, "downsample", *parts[3:]])
+        out[new] = value
+    return out
+
+
+def import_adaface(model: IResNet, path: str | os.PathLike) -> IResNet:
+    """Load an AdaFace ``.ckpt`` into an ``adaface_ir*`` model (strict; the margin head is dropped)."""
+    source = os.fspath(path)
+    state = find_state_dict(read_torch_file(path, safe_globals=[argparse.Namespace]), source)
+    if any(k.startswith("model.") for k in state):
+        state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+    load_state_dict_checked(model, adaface_to_insightface(state, model.layers), source)
+    return model
+
+
+# -------------------------------------------------------------------------------------- MagFace
+_MAGFACE_PREFIXES = ("features.module.", "module.features.", "features.")
+
+
+def import_magface(model: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
+    """Load a MagFace checkpoint's backbone (keys under ``features.module.`` etc.) into ``model``."""
+    source = os.fspath(path)
+    state = find_state_dict(read_torch_file(path), source)
+    for prefix in _MAGFACE_PREFIXES:
+        picked = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if picked:
+            state = picked
+            break
+    else:
+        state = strip_prefix(state, ("module.",))
+    load_state_dict_checked(model, state, source)
+    return model
+
+
+# ---------------------------------------------------------------------------------------- BTNet
+class BranchImport(NamedTuple):
+    """What :func:`split_btnet_branch` made of a full-branch state dict."""
+
+    branch_state: dict[str, torch.Tensor]  # keys of BTNet.state_dict() under branches.<r>.
+    dropped_norms: list[str]  # tail BN keys not kept (branch_bn=False)
+
+
+def split_btnet_branch(
+    model: BTNet,
+    resolution: int,
+    state: Mapping[str, torch.Tensor],
+    *,
+    source: str = "<state>",
+    check_shared: bool = True,
+    atol: float = 0.0,
+) -> BranchImport:
+    """Full-branch network state (InsightFace names) -> owned part + tail BN copies of branch ``resolution``."""
+    branch = model.branch(resolution)
+    trunk = model.trunk
+    trunk_state = trunk.state_dict()
+    norms = set(model.tail_norm_names(resolution))
+    prefix = f"branches.{int(resolution)}."
+    out, dropped, differing = {}, [], []
+    for key, value in state.items():
+        module, _, pname = key.rpartition(".")
+        unit = trunk.module_unit(module) if module else None
+        if unit is not None and unit <= branch.implant_unit:
+            out[f"{prefix}net.{key}"] = value
+        elif module in norms:
+            if model.branch_bn:
+                out[f"{prefix}norms.{norm_key(module)}.{pname}"] = value
+            else:
+                dropped.append(key)
+        elif key in trunk_state:
+            ref = trunk_state[key]
+            if tuple(ref.shape) != tuple(value.shape):
+                differing.append(f"{key}: file {tuple(value.shape)} vs trunk {tuple(ref.shape)}")
+            elif check_shared and not torch.allclose(ref.float(), value.float(), rtol=0.0, atol=atol):
+                differing.append(f"{key}: max |diff| {float((ref.float() - value.float()).abs().max()):.3g}")
+        else:
+            out[key] = value  # reported as unexpected below
+    if differing:
+        raise CheckpointError(
+            f"{source}: shared weights differ from the trunk's ({len(differing)}): {', '.join(differing[:8])}; "
+            "load the matching TNet first, or pass check_shared=False"
+        )
+    expected = {k: v for k, v in model.state_dict().items() if k.startswith(prefix)}
+    missing = sorted(set(expected) - set(out))
+    unexpected = sorted(set(out) - set(expected))
+    shapes = [f"{k}: file {tuple(out[k].shape)} vs model {tuple(v.shape)}" for k, v in expected.items()
+              if k in out and tuple(out[k].shape) != tuple(v.shape)]  # fmt: skip
+    if missing or unexpected or shapes:
+        raise CheckpointError(
+            f"{source}: not a full BTNet branch-{resolution} network for this model; "
+            f"missing: {missing[:8]}; unexpected: {unexpected[:8]}; shapes: {shapes[:8]}"
+        )
+    return BranchImport(out, dropped)
+
+
+def import_btnet_branch(
+    model: BTNet, resolution: int, path: str | os.PathLike, *, check_shared: bool = True, atol: float = 0.0
+) -> BranchImport:
+    """Load a public BTNet branch checkpoint (full network) into branch ``resolution`` of ``model``."""
+    source = os.fspath(path)
+    state = strip_prefix(find_state_dict(read_torch_file(path), source), ("module.",))
+    result = split_btnet_branch(model, resolution, state, source=source, check_shared=check_shared, atol=atol)
+    model.load_state_dict(result.branch_state, strict=False)
+    return result
+
+
+def import_btnet_trunk(model: BTNet, path: str | os.PathLike) -> BTNet:
+    """Load a TNet checkpoint (an InsightFace-named iResNet) into ``model.trunk``."""
+    import_insightface(model.trunk, path)
+    return model
