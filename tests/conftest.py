@@ -17,12 +17,17 @@ if not torch.cuda.is_available():
 def pytest_collection_modifyitems(config, items):
     no_cuda = pytest.mark.skip(reason="needs a CUDA device")
     no_triton = pytest.mark.skip(reason="needs the triton package")
+    # On a GPU machine Triton runs compiled; its kernels are tested there by the gpu-marked tests.
+    compiled_triton = pytest.mark.skip(reason="TRITON_INTERPRET is off (GPU machine): covered by gpu tests")
     have_triton = importlib.util.find_spec("triton") is not None
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
     for item in items:
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(no_cuda)
         if "triton_interpreter" in item.keywords and not have_triton:
             item.add_marker(no_triton)
+        elif "triton_interpreter" in item.keywords and not interpreted:
+            item.add_marker(compiled_triton)
 
 
 @pytest.fixture

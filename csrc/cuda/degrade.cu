@@ -1,6 +1,6 @@
 // CUDA degradation kernel: one block per (image, channel) plane. Every down level is kept in shared
 // memory, so a cascade (area 56 -> 28 -> 14 -> 7) reads the input plane from global memory once and
-// the down-then-up images are computed from shared memory.
+// the down-then-up images are computed from shared memory (separably, through the scratch `tmp`).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -26,6 +26,7 @@ template <> __device__ __forceinline__ uint8_t from_float<uint8_t>(float v) {
   return static_cast<uint8_t>(fminf(fmaxf(floorf(v + 0.5f), 0.0f), 255.0f));
 }
 
+// Work is spread as rows over warps and columns over lanes: no integer division per element.
 template <typename T>
 __global__ void degrade_kernel(const T* __restrict__ input, int c, int h, int w, const int32_t* __restrict__ level_table,
                                int num_levels, int per_image, const int32_t* __restrict__ tap_index,
@@ -34,10 +35,10 @@ __global__ void degrade_kernel(const T* __restrict__ input, int c, int h, int w,
   float* levels = shared;
   float* tmp = shared + buffer_floats;
 
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   const int64_t plane = blockIdx.x;
   const int64_t image = plane / c;
-  const int64_t hw = static_cast<int64_t>(h) * w;
-  const T* in = input + plane * hw;
+  const T* in = input + plane * static_cast<int64_t>(h) * w;
   const int32_t* desc = level_table + (per_image ? image * num_levels * kLevelFields : 0);
 
   for (int k = 0; k < num_levels; ++k) {
@@ -47,55 +48,64 @@ __global__ void degrade_kernel(const T* __restrict__ input, int c, int h, int w,
     const float* src_level = source < 0 ? nullptr : levels + desc[source * kLevelFields + kBufOff];
     float* level = levels + L[kBufOff];
 
-    // Horizontal pass: tmp[r, j] over source rows.
+    // Down, horizontal: tmp[r, j] over source rows.
     const int x_taps = L[kXTaps];
     const int32_t* xi = tap_index + L[kXOff];
     const float* xw = tap_weight + L[kXOff];
-    for (int e = threadIdx.x; e < src_h * out_w; e += blockDim.x) {
-      const int r = e / out_w, j = e - r * out_w;
-      float acc = 0.0f;
-      if (src_level == nullptr) {
-        for (int t = 0; t < x_taps; ++t) acc += xw[j * x_taps + t] * to_float(in[static_cast<int64_t>(r) * w + xi[j * x_taps + t]]);
-      } else {
-        for (int t = 0; t < x_taps; ++t) acc += xw[j * x_taps + t] * src_level[r * src_w + xi[j * x_taps + t]];
+    for (int r = warp; r < src_h; r += warps) {
+      for (int j = lane; j < out_w; j += 32) {
+        float acc = 0.0f;
+        if (src_level == nullptr) {
+          const T* row = in + r * w;
+          for (int t = 0; t < x_taps; ++t) acc += xw[j * x_taps + t] * to_float(row[xi[j * x_taps + t]]);
+        } else {
+          const float* row = src_level + r * src_w;
+          for (int t = 0; t < x_taps; ++t) acc += xw[j * x_taps + t] * row[xi[j * x_taps + t]];
+        }
+        tmp[r * out_w + j] = acc;
       }
-      tmp[e] = acc;
     }
     __syncthreads();
 
-    // Vertical pass into the shared level plane (and the down output).
+    // Down, vertical: into the shared level plane (and the down output).
     const int y_taps = L[kYTaps];
     const int32_t* yi = tap_index + L[kYOff];
     const float* yw = tap_weight + L[kYOff];
     T* down = out.down[k] == nullptr ? nullptr : static_cast<T*>(out.down[k]) + plane * out_h * out_w;
-    for (int e = threadIdx.x; e < out_h * out_w; e += blockDim.x) {
-      const int i = e / out_w, j = e - i * out_w;
-      float acc = 0.0f;
-      for (int t = 0; t < y_taps; ++t) acc += yw[i * y_taps + t] * tmp[yi[i * y_taps + t] * out_w + j];
-      level[e] = acc;
-      if (down != nullptr) down[e] = from_float<T>(acc);
+    for (int i = warp; i < out_h; i += warps) {
+      for (int j = lane; j < out_w; j += 32) {
+        float acc = 0.0f;
+        for (int t = 0; t < y_taps; ++t) acc += yw[i * y_taps + t] * tmp[yi[i * y_taps + t] * out_w + j];
+        level[i * out_w + j] = acc;
+        if (down != nullptr) down[i * out_w + j] = from_float<T>(acc);
+      }
     }
     __syncthreads();
 
-    // Up pass straight from shared memory: at most 4 x 4 taps per output pixel.
+    // Up, separable through tmp: horizontal (out_h x W), then vertical straight to global memory.
     const int uy_taps = L[kUpYTaps], ux_taps = L[kUpXTaps];
     if (out.up[k] != nullptr && uy_taps > 0) {
-      T* up = static_cast<T*>(out.up[k]) + plane * hw;
-      const int32_t* uyi = tap_index + L[kUpYOff];
-      const float* uyw = tap_weight + L[kUpYOff];
       const int32_t* uxi = tap_index + L[kUpXOff];
       const float* uxw = tap_weight + L[kUpXOff];
-      for (int64_t e = threadIdx.x; e < hw; e += blockDim.x) {
-        const int y = static_cast<int>(e / w), x = static_cast<int>(e - static_cast<int64_t>(y) * w);
-        float acc = 0.0f;
-        for (int a = 0; a < uy_taps; ++a) {
-          const float* row = level + uyi[y * uy_taps + a] * out_w;
-          float racc = 0.0f;
-          for (int b = 0; b < ux_taps; ++b) racc += uxw[x * ux_taps + b] * row[uxi[x * ux_taps + b]];
-          acc += uyw[y * uy_taps + a] * racc;
+      for (int r = warp; r < out_h; r += warps) {
+        for (int x = lane; x < w; x += 32) {
+          float acc = 0.0f;
+          for (int b = 0; b < ux_taps; ++b) acc += uxw[x * ux_taps + b] * level[r * out_w + uxi[x * ux_taps + b]];
+          tmp[r * w + x] = acc;
         }
-        up[e] = from_float<T>(acc);
       }
+      __syncthreads();
+      T* up = static_cast<T*>(out.up[k]) + plane * static_cast<int64_t>(h) * w;
+      const int32_t* uyi = tap_index + L[kUpYOff];
+      const float* uyw = tap_weight + L[kUpYOff];
+      for (int y = warp; y < h; y += warps) {
+        for (int x = lane; x < w; x += 32) {
+          float acc = 0.0f;
+          for (int a = 0; a < uy_taps; ++a) acc += uyw[y * uy_taps + a] * tmp[uyi[y * uy_taps + a] * w + x];
+          up[y * w + x] = from_float<T>(acc);
+        }
+      }
+      __syncthreads();  // the next level overwrites tmp
     }
   }
 }

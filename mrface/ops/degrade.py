@@ -78,7 +78,7 @@ class _Plan:
     tap_index: torch.Tensor  # int32 flat
     tap_weight: torch.Tensor  # float32 flat
     buffer_floats: int  # per-plane scratch holding every level
-    tmp_floats: int  # per-plane scratch of the horizontal pass
+    tmp_floats: int  # per-plane scratch of the horizontal passes (down, and up when asked)
 
     def to(self, device: torch.device) -> _Plan:
         return _Plan(self.levels.to(device), self.tap_index.to(device), self.tap_weight.to(device),
@@ -110,7 +110,7 @@ def _batched_plan(height: int, width: int, sizes: tuple[tuple[int, int], ...], f
         src = (height, width) if source < 0 else sizes[source]
         rows.append(_level_row(bank, source, src, out, (height, width), filter, up, buffer_floats))
         buffer_floats += out[0] * out[1]
-        tmp_floats = max(tmp_floats, src[0] * out[1])
+        tmp_floats = max(tmp_floats, src[0] * out[1], out[0] * width if up else 0)
     index, weight = bank.tensors()
     return _Plan(torch.tensor([rows], dtype=torch.int32), index, weight, buffer_floats, tmp_floats)
 
@@ -124,7 +124,7 @@ def _per_sample_bank(height: int, width: int, filters: tuple[str, ...], up: str)
         for f in filters:
             rows.append(_level_row(bank, -1, (height, width), out, (height, width), f, up_filter_for(f, up), 0))
         buffer_floats = max(buffer_floats, out[0] * out[1])
-        tmp_floats = max(tmp_floats, height * out[1])
+        tmp_floats = max(tmp_floats, height * out[1], out[0] * width)
     index, weight = bank.tensors()
     return _Plan(torch.tensor(rows, dtype=torch.int32)[:, None, :], index, weight, buffer_floats, tmp_floats)
 
@@ -135,9 +135,13 @@ def _plan_on(device: torch.device, plan: _Plan) -> _Plan:
 
 
 # -------------------------------------------------------------------------------------- backends
+@functools.cache
+def _shared_memory_limit(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).shared_memory_per_block_optin
+
+
 def _cuda_fits(x: torch.Tensor, plan: _Plan) -> bool:
-    limit = torch.cuda.get_device_properties(x.device).shared_memory_per_block_optin
-    return (plan.buffer_floats + plan.tmp_floats) * 4 <= limit
+    return (plan.buffer_floats + plan.tmp_floats) * 4 <= _shared_memory_limit(x.device)
 
 
 def _pick_backend(op: str, x: torch.Tensor, plan: _Plan) -> str:
