@@ -3,6 +3,8 @@
 One interface: ``loss, logs = head(embeddings, labels)``; build heads with :func:`get_head`.
 """
 
+from mrface.losses.contrastive import QGFaceContrastive
+from mrface.losses.distill import BTNetDistillLoss, CentreLoss, DCRLoss
 from mrface.losses.margins import (
     AdaFace,
     CombinedMargin,
@@ -19,12 +21,16 @@ from mrface.losses.registry import get_head, get_margin, list_heads
 
 __all__ = [
     "AdaFace",
+    "BTNetDistillLoss",
+    "CentreLoss",
     "CombinedMargin",
     "CurricularFace",
+    "DCRLoss",
     "MagFace",
     "Margin",
     "PartialFC",
     "QGFace",
+    "QGFaceContrastive",
     "RowTransform",
     "apply_nontarget",
     "get_head",

@@ -81,9 +81,7 @@ def apply_nontarget(cos: Tensor, rows: RowTransform) -> Tensor:
         with ``rows.target_logit``).
     """
     c = cos.float().clamp(rows.cos_lo, rows.cos_hi)
-    thr = rows.hard_threshold[:, None]
-    if torch.isfinite(rows.hard_threshold).any():
-        c = torch.where(c > thr, c * (rows.hard_t + c), c)
+    c = torch.where(c > rows.hard_threshold[:, None], c * (rows.hard_t + c), c)
     return c * rows.row_scale[:, None]
 
 
@@ -239,10 +237,12 @@ class CurricularFace(Margin):
         c = cos_y.float().clamp(-1.0, 1.0)
         cos_m = c * math.cos(self.m) - _sin_from_cos(c) * math.sin(self.m)
         target = torch.where(c > math.cos(math.pi - self.m), cos_m, c - math.sin(self.m) * self.m)
-        if self.training and bool(valid.any()):
+        if self.training:
             with torch.no_grad():
-                mean_cos = c.detach()[valid].mean()
-                self.t.mul_(1 - self.momentum).add_(self.momentum * mean_cos)
+                n = valid.sum()
+                mean_cos = (c.detach() * valid).sum() / n.clamp_min(1)
+                new_t = (1 - self.momentum) * self.t + self.momentum * mean_cos
+                self.t.copy_(torch.where(n > 0, new_t, self.t))
         thr = torch.where(valid, cos_m.detach(), torch.full_like(c, math.inf))
         return self._constant_rows(self.s * target, hard_threshold=thr, hard_t=self.t.clone(),
                                    stats={"curricular/t": self.t.detach().clone()})

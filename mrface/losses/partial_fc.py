@@ -214,6 +214,17 @@ class PartialFC(nn.Module):
         remapped = torch.where(has, torch.searchsorted(index, local_labels.clamp_min(0)), -1)
         return index, remapped
 
+    @torch.no_grad()
+    def centres_for(self, labels: Tensor) -> Tensor:
+        """(n, D) float32 centres of global class ids ``labels`` (n,), zeros for negative ids.
+
+        Collective under a process group: every rank must call it with the same n.
+        """
+        out = torch.zeros(labels.shape[0], self.embedding_size, device=self.weight.device)
+        mine = (labels >= self.class_start) & (labels < self.class_start + self.num_local)
+        out[mine] = self.weight[labels[mine] - self.class_start].float()
+        return _dist.all_reduce(out, "sum", self.group)
+
     # -- forward -----------------------------------------------------------------------------
     def centre_cosines(self, embeddings: Tensor, centres: Tensor) -> tuple[Tensor, Tensor]:
         """float32 (cosines (N, K), norms (N,)) of embeddings (N, D) against centres (K, D)."""
