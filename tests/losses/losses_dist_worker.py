@@ -101,6 +101,8 @@ def main(rank: int, world: int, port: int, outdir: str) -> None:
     res["index"] = head.last_sampled_index.clone()
     out["sampling"] = res
 
+    out["centres_for"] = head.centres_for(torch.tensor([0, 22, -1, 11, 12]))
+
     centres, cemb, clabels = centre_inputs()
     out["centres"] = centre_update(centres, cemb[sl], clabels[sl])
 

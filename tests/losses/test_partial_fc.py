@@ -97,6 +97,23 @@ def test_sampling_keeps_positives_with_exact_counts_and_matches_subset_ce():
     assert head.last_sampled_index is None
 
 
+def test_autocast_keeps_logits_float32():
+    weight, emb, labels = cases.global_inputs()
+    head = cases.build("arcface", {}, {}, weight)
+    plain, _ = head(emb, labels)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed, _ = head(emb, labels)
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, plain)
+
+
+def test_centres_for_single_process():
+    weight, _, _ = cases.global_inputs()
+    head = cases.build("arcface", {}, {}, weight)
+    got = head.centres_for(torch.tensor([4, -1, 22]))
+    torch.testing.assert_close(got, torch.stack([weight[4], torch.zeros(cases.D), weight[22]]))
+
+
 def test_state_dict_roundtrip_and_reshard():
     torch.manual_seed(0)
     full = torch.randn(23, 4)
@@ -198,6 +215,14 @@ def test_two_gloo_ranks_sampling(two_rank_results):
         labels >= 0, torch.searchsorted(idx, labels.clamp_min(0)), -1))
     torch.testing.assert_close(two_rank_results[0]["sampling"]["loss"], ref["loss"],
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.distributed
+def test_two_gloo_ranks_centres_for(two_rank_results):
+    weight, _, _ = cases.global_inputs()
+    expected = torch.stack([weight[0], weight[22], torch.zeros(cases.D), weight[11], weight[12]])
+    for res in two_rank_results:
+        torch.testing.assert_close(res["centres_for"], expected)
 
 
 @pytest.mark.distributed
