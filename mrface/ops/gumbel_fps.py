@@ -232,6 +232,7 @@ def _reference_indices(rows2d: torch.Tensor, norms: torch.Tensor, starts: torch.
 def _gumbel_fps_op(features: torch.Tensor, norms: torch.Tensor, lengths_or_offsets: torch.Tensor, k: int,
                    gamma: torch.Tensor, tau: float, training: bool, seed: int,
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Returns (weights, coreset, indices): the integer output last, as opcheck's autograd test expects."""
     dim = features.shape[-1]
     rows2d = features.reshape(-1, dim)
     starts, lengths = _starts_lengths(features, lengths_or_offsets)
@@ -251,7 +252,7 @@ def _gumbel_fps_op(features: torch.Tensor, norms: torch.Tensor, lengths_or_offse
         weights = features.new_zeros(k, features.shape[0])
         steps = torch.arange(k, device=features.device).expand_as(indices)
         weights.index_put_((steps[picked], rows[picked]), features.new_ones(()))
-    return indices, weights, coreset
+    return weights, coreset, indices
 
 
 @_gumbel_fps_op.register_fake
@@ -262,7 +263,7 @@ def _(features, norms, lengths_or_offsets, k, gamma, tau, training, seed):
         weights = features.new_empty(num_sets, k, features.shape[1])
     else:
         weights = features.new_empty(k, features.shape[0])
-    return indices, weights, features.new_empty(num_sets, k, features.shape[-1])
+    return weights, features.new_empty(num_sets, k, features.shape[-1]), indices
 
 
 @torch.library.custom_op("mrface::gumbel_fps_backward", mutates_args=())
@@ -301,12 +302,12 @@ def _(grad_weights, grad_coreset, features, norms, lengths_or_offsets, indices, 
 
 def _setup_context(ctx, inputs, output) -> None:
     features, norms, lengths_or_offsets, k, gamma, tau, training, seed = inputs
-    ctx.save_for_backward(features, norms, lengths_or_offsets, gamma, output[0])
+    ctx.save_for_backward(features, norms, lengths_or_offsets, gamma, output[2])
     ctx.tau, ctx.training, ctx.seed = tau, training, seed
-    ctx.weights_shape, ctx.coreset_shape = output[1].shape, output[2].shape
+    ctx.weights_shape, ctx.coreset_shape = output[0].shape, output[1].shape
 
 
-def _backward(ctx, grad_indices, grad_weights, grad_coreset):
+def _backward(ctx, grad_weights, grad_coreset, grad_indices):
     features, norms, lengths_or_offsets, gamma, indices = ctx.saved_tensors
     if grad_weights is None:
         grad_weights = features.new_zeros(ctx.weights_shape)
@@ -401,7 +402,7 @@ def gumbel_fps(
         seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=device))
     if forced_backend() is not None:
         choose_backend("gumbel_fps", features.device, _SUPPORTED)  # fail before the op for a clear error
-    indices, weights, coreset = _gumbel_fps_op(
+    weights, coreset, indices = _gumbel_fps_op(
         features, norms, lengths_or_offsets, k, gamma.reshape(()), float(tau), bool(training), seed
     )
     return CoresetSelection(indices, weights, coreset)
