@@ -151,7 +151,7 @@ class BranchImport(NamedTuple):
     """What :func:`split_btnet_branch` made of a full-branch state dict."""
 
     branch_state: dict[str, torch.Tensor]  # keys of BTNet.state_dict() under branches.<r>.
-    dropped_norms: list[str]  # tail BN keys not kept (branch_bn=False)
+    dropped_norms: list[str]  # tail BN keys that differ from the trunk's and were not kept (branch_bn=False)
 
 
 def split_btnet_branch(
@@ -178,8 +178,8 @@ def split_btnet_branch(
         elif module in norms:
             if model.branch_bn:
                 out[f"{prefix}norms.{norm_key(module)}.{pname}"] = value
-            else:
-                dropped.append(key)
+            elif key not in trunk_state or not torch.equal(trunk_state[key].float(), value.float()):
+                dropped.append(key)  # fully shared tail: the branch's own statistics cannot be kept
         elif key in trunk_state:
             ref = trunk_state[key]
             if tuple(ref.shape) != tuple(value.shape):
