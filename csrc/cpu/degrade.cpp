@@ -48,8 +48,11 @@ void degrade_typed(const DegradeArgs& a) {
   const int64_t hw = a.h * a.w;
   const T* input = static_cast<const T*>(a.input);
 
+  // Small batches stay on one thread: starting a parallel region costs more than they take.
+  const bool parallel = planes > 1 && planes * hw >= (1 << 16);
+  const int threads = a.num_threads > 0 ? a.num_threads : 1;
 #ifdef MRFACE_WITH_OPENMP
-#pragma omp parallel
+#pragma omp parallel num_threads(threads) if (parallel)
 #endif
   {
     std::vector<float> plane(std::is_same_v<T, float> ? 0 : static_cast<size_t>(hw));

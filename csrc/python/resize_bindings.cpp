@@ -55,9 +55,10 @@ void register_resize(py::module_& m) {
       "degrade_cpu",
       [](uintptr_t input, int dtype, int64_t n, int64_t c, int64_t h, int64_t w, uintptr_t levels, int num_levels,
          bool per_image, uintptr_t tap_index, uintptr_t tap_weight, const std::vector<uintptr_t>& down,
-         const std::vector<uintptr_t>& up, int64_t buffer_floats, int64_t tmp_floats) {
+         const std::vector<uintptr_t>& up, int64_t buffer_floats, int64_t tmp_floats, int num_threads) {
         DegradeArgs a = make_args(input, dtype, n, c, h, w, levels, num_levels, per_image, tap_index, tap_weight, down,
                                   up, buffer_floats, tmp_floats);
+        a.num_threads = num_threads;
         py::gil_scoped_release release;
         degrade_cpu(a);
       },

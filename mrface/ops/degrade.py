@@ -170,7 +170,7 @@ def _run_kernel(backend: str, x: torch.Tensor, plan: _Plan, levels: torch.Tensor
     if backend == "cuda":
         ext.degrade_cuda(*args, torch.cuda.current_stream(x.device).cuda_stream)
     else:
-        ext.degrade_cpu(*args)
+        ext.degrade_cpu(*args, torch.get_num_threads())
 
 
 def _compute_dtype(backend: str, dtype: torch.dtype) -> torch.dtype:

@@ -66,6 +66,7 @@ struct DegradeArgs {
   const float* tap_weight;
   LevelPointers out;
   int64_t buffer_floats;      // per-plane scratch: sum of level planes (kBufOff + out_h * out_w)
+  int num_threads;            // CPU only: OpenMP threads (callers pass torch.get_num_threads())
   int64_t tmp_floats;         // per-plane scratch of the horizontal passes: max(src_h * out_w, out_h * W if up)
 };
 
