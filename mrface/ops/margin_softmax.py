@@ -1,0 +1,365 @@
+"""``mrface.ops.margin_softmax_loss``: fused margin softmax cross-entropy that never holds (B, C) logits.
+
+Split of the work (the margin pieces come from :mod:`mrface.losses.margins`):
+
+1. Per row, in plain torch on (B,) / (B, D) tensors: embedding norms, unit rows ``emb_hat``, the
+   target cosine (one gathered dot product per row, no gradient), then ``margin.rows`` once
+   (target logit z_y with its autograd graph, the non-target constants, the EMA updates) and the
+   derivative dz_y/dcos_y by autograd on that (B,)-sized graph.
+2. The kernel op ``mrface::margin_softmax_fwd`` streams the local classes in tiles: cosine GEMM
+   against the raw centres (their norms are computed on the fly, no normalised copy), the
+   non-target transform, an online log-sum-exp over the non-target columns. It returns per-row
+   statistics only: ``lse`` (B,) and the target cosine ``cos_y`` (B,).
+3. Across ranks the per-row ``lse`` vectors are merged with two all-reduces (max, sum of exp).
+   Loss per row: ``logaddexp(lse_nt, z_y) - z_y``.
+4. Backward (``mrface::margin_softmax_bwd``) recomputes the cosines tile by tile with the global
+   statistics and accumulates d emb_hat and d weight in float32; the target term enters the same
+   tiles through the gradient of ``cos_y`` (z_y reaches it through a first-order link
+   ``z_y + dz_y/dcos_y * (cos_y - cos_y.detach())``), so the centres get one dense gradient.
+
+Backends (:func:`_pick_backend`): ``triton`` (kernels/margin_softmax.py) for CUDA tensors, the
+chunked torch path for CPU tensors and as the CUDA fallback (it takes the C++ slot of the backend
+order: ``MRFACE_BACKEND=cpp`` forces it on any device), and ``reference`` (materialises (B, C)).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mrface.losses import _dist
+from mrface.losses.margins import Margin, RowTransform
+from mrface.ops.backend import forced_backend, triton_interpreted
+from mrface.ops.reference.margin_softmax import (
+    NORM_EPS,
+    margin_softmax_bwd_reference,
+    margin_softmax_fwd_reference,
+)
+
+__all__ = ["MarginSoftmaxRows", "margin_softmax_loss", "margin_softmax_per_row"]
+
+_CHUNK_ELEMENTS = 1 << 20  # (B, chunk) float32 tile of the CPU path: 4 MiB
+
+
+# ------------------------------------------------------------------------------------ backends
+def _triton_runs_on(device: torch.device) -> bool:
+    if importlib.util.find_spec("triton") is None:
+        return False
+    return device.type == "cuda" or (device.type == "cpu" and triton_interpreted())
+
+
+def _pick_backend(device: torch.device) -> str:
+    """``triton``, ``chunked`` or ``reference`` for tensors on ``device`` (see module docstring)."""
+    forced = forced_backend()
+    if forced == "reference":
+        return "reference"
+    if forced == "cpp":
+        return "chunked"
+    if forced == "triton":
+        if not _triton_runs_on(device):
+            raise RuntimeError(f"margin_softmax: backend 'triton' was forced but cannot run on {device.type} "
+                               "tensors here (needs triton and CUDA, or TRITON_INTERPRET=1 on CPU)")
+        return "triton"
+    if forced == "cuda":
+        raise RuntimeError("margin_softmax: backend 'cuda' was forced but this op has no CUDA-extension "
+                           "kernel; available: triton, cpp (chunked torch path), reference")
+    return "triton" if device.type == "cuda" and _triton_runs_on(device) else "chunked"
+
+
+def default_chunk(batch: int, num_classes: int) -> int:
+    """Classes per tile of the chunked path: about 1 Mi logits per tile, at least 64 columns."""
+    return max(1, min(num_classes, max(64, _CHUNK_ELEMENTS // max(batch, 1))))
+
+
+# ------------------------------------------------------------------------ chunked torch path
+def _chunk_cosines(e: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Raw cosines (B, k) of unit rows e (B, D) with centres w (k, D) float32, their inverse norms
+    (k,) and norms (k,)."""
+    norm = w.norm(dim=1)
+    inv = 1.0 / norm.clamp_min(NORM_EPS)
+    return torch.mm(e, w.T).mul_(inv), inv, norm
+
+
+def _targets_in(target: Tensor, c0: int, c1: int) -> tuple[Tensor, Tensor]:
+    """Rows whose target column lies in [c0, c1) and that column relative to c0."""
+    rows = ((target >= c0) & (target < c1)).nonzero()[:, 0]
+    return rows, target[rows] - c0
+
+
+def _fwd_chunked(emb_hat: Tensor, weight: Tensor, target: Tensor, row_scale: Tensor, hard_threshold: Tensor,
+                 hard_t: Tensor, cos_lo: float, cos_hi: float) -> tuple[Tensor, Tensor]:
+    b, c = emb_hat.shape[0], weight.shape[0]
+    e = emb_hat.float()
+    lo, hi = max(cos_lo, -1.0), min(cos_hi, 1.0)
+    hard = bool(torch.isfinite(hard_threshold).any())
+    run_max = torch.full((b,), -torch.inf, device=e.device)
+    run_sum = torch.zeros(b, device=e.device)
+    cos_y = torch.zeros(b, device=e.device)
+    chunk = default_chunk(b, c)
+    for c0 in range(0, c, chunk):
+        c1 = min(c, c0 + chunk)
+        z, _, _ = _chunk_cosines(e, weight[c0:c1].float())
+        rows, cols = _targets_in(target, c0, c1)
+        cos_y[rows] = z[rows, cols].clamp(-1.0, 1.0)
+        z.clamp_(lo, hi)
+        if hard:
+            z = torch.where(z > hard_threshold[:, None], z * (hard_t + z), z)
+        z.mul_(row_scale[:, None])
+        z[rows, cols] = -torch.inf
+        new_max = torch.maximum(run_max, z.amax(dim=1))
+        shift = torch.where(torch.isfinite(new_max), new_max, 0.0)
+        run_sum = run_sum * torch.exp(run_max - shift) + z.sub_(shift[:, None]).exp_().sum(dim=1)
+        run_max = new_max
+    shift = torch.where(torch.isfinite(run_max), run_max, 0.0)
+    lse = torch.where(run_sum > 0, shift + torch.log(run_sum), -torch.inf)
+    return lse, cos_y
+
+
+def _bwd_chunked(grad_lse: Tensor, grad_cos_y: Tensor, emb_hat: Tensor, weight: Tensor, target: Tensor,
+                 row_scale: Tensor, hard_threshold: Tensor, hard_t: Tensor, lse: Tensor, cos_lo: float,
+                 cos_hi: float) -> tuple[Tensor, Tensor]:
+    b, c = emb_hat.shape[0], weight.shape[0]
+    e = emb_hat.float()
+    lo, hi = max(cos_lo, -1.0), min(cos_hi, 1.0)
+    hard = bool(torch.isfinite(hard_threshold).any())
+    lse_safe = torch.where(torch.isfinite(lse), lse, 0.0)[:, None]
+    g_lse, scale = grad_lse.float()[:, None], row_scale[:, None]
+    d_e = torch.zeros_like(e)
+    d_w = torch.empty(weight.shape, dtype=torch.float32, device=e.device)
+    chunk = default_chunk(b, c)
+    for c0 in range(0, c, chunk):
+        c1 = min(c, c0 + chunk)
+        w = weight[c0:c1].float()
+        cos, inv, norm = _chunk_cosines(e, w)
+        rows, cols = _targets_in(target, c0, c1)
+        cl = cos.clamp(lo, hi)
+        if hard:
+            is_hard = cl > hard_threshold[:, None]
+            dz_dc = torch.where(is_hard, hard_t + 2 * cl, 1.0).mul_(scale)
+            z = torch.where(is_hard, cl * (hard_t + cl), cl).mul_(scale)
+        else:
+            dz_dc, z = scale, cl.mul_(scale)
+        # d lse / d z = exp(z - lse); the clamp passes gradient only inside [lo, hi].
+        grad = z.sub_(lse_safe).exp_().mul_(g_lse).mul_(dz_dc)
+        grad.masked_fill_((cos < lo) | (cos > hi), 0.0)
+        target_cos = cos[rows, cols]
+        grad[rows, cols] = grad_cos_y[rows].float() * (target_cos.abs() <= 1.0)
+        col_dot = (grad * cos).sum(dim=0)  # sum_i G_ij cos_ij: the normalisation term of d w_j
+        d_w[c0:c1] = torch.mm(grad.T, e).mul_(inv[:, None]).sub_(
+            w * (col_dot * inv * inv * (norm >= NORM_EPS))[:, None])
+        d_e.addmm_(grad.mul_(inv), w)
+    return d_e, d_w
+
+
+# ---------------------------------------------------------------------------------- the ops
+def _run_fwd(*args) -> tuple[Tensor, Tensor]:
+    backend = _pick_backend(args[0].device)
+    if backend == "reference":
+        return margin_softmax_fwd_reference(*args)
+    if backend == "triton":
+        from mrface.kernels.margin_softmax import margin_softmax_fwd_triton
+
+        return margin_softmax_fwd_triton(*args)
+    return _fwd_chunked(*args)
+
+
+def _run_bwd(*args) -> tuple[Tensor, Tensor]:
+    backend = _pick_backend(args[2].device)
+    if backend == "reference":
+        return margin_softmax_bwd_reference(*args)
+    if backend == "triton":
+        from mrface.kernels.margin_softmax import margin_softmax_bwd_triton
+
+        return margin_softmax_bwd_triton(*args)
+    return _bwd_chunked(*args)
+
+
+@torch.library.custom_op("mrface::margin_softmax_fwd", mutates_args=())
+def _fwd_op(emb_hat: Tensor, weight: Tensor, target: Tensor, row_scale: Tensor, hard_threshold: Tensor,
+            hard_t: Tensor, cos_lo: float, cos_hi: float) -> tuple[Tensor, Tensor]:
+    """(lse (B,), cos_y (B,)) float32 per-row statistics of the local shard (see module docstring)."""
+    return _run_fwd(emb_hat, weight, target, row_scale, hard_threshold, hard_t, cos_lo, cos_hi)
+
+
+@_fwd_op.register_fake
+def _(emb_hat, weight, target, row_scale, hard_threshold, hard_t, cos_lo, cos_hi):
+    b = emb_hat.shape[0]
+    return emb_hat.new_empty(b, dtype=torch.float32), emb_hat.new_empty(b, dtype=torch.float32)
+
+
+@torch.library.custom_op("mrface::margin_softmax_bwd", mutates_args=())
+def _bwd_op(grad_lse: Tensor, grad_cos_y: Tensor, emb_hat: Tensor, weight: Tensor, target: Tensor,
+            row_scale: Tensor, hard_threshold: Tensor, hard_t: Tensor, lse: Tensor, cos_lo: float,
+            cos_hi: float) -> tuple[Tensor, Tensor]:
+    """(d emb_hat (B, D), d weight (C, D)) float32, recomputing the cosines tile by tile."""
+    return _run_bwd(grad_lse, grad_cos_y, emb_hat, weight, target, row_scale, hard_threshold, hard_t, lse,
+                    cos_lo, cos_hi)
+
+
+@_bwd_op.register_fake
+def _(grad_lse, grad_cos_y, emb_hat, weight, target, row_scale, hard_threshold, hard_t, lse, cos_lo, cos_hi):
+    return (emb_hat.new_empty(emb_hat.shape, dtype=torch.float32),
+            weight.new_empty(weight.shape, dtype=torch.float32))
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    emb_hat, weight, target, row_scale, hard_threshold, hard_t, cos_lo, cos_hi = inputs
+    ctx.save_for_backward(emb_hat, weight, target, row_scale, hard_threshold, hard_t, output[0])
+    ctx.cos_lo, ctx.cos_hi = cos_lo, cos_hi
+
+
+def _backward(ctx, grad_lse, grad_cos_y):
+    emb_hat, weight, target, row_scale, hard_threshold, hard_t, lse = ctx.saved_tensors
+    grad_lse = torch.zeros_like(lse) if grad_lse is None else grad_lse
+    grad_cos_y = torch.zeros_like(lse) if grad_cos_y is None else grad_cos_y
+    d_e, d_w = _bwd_op(grad_lse, grad_cos_y, emb_hat, weight, target, row_scale, hard_threshold, hard_t, lse,
+                       ctx.cos_lo, ctx.cos_hi)
+    return d_e.to(emb_hat.dtype), d_w.to(weight.dtype), None, None, None, None, None, None
+
+
+_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _MergeLSE(torch.autograd.Function):
+    """Per-row log-sum-exp over the ranks' shards: all-reduce max, then sum of exp (B,) vectors.
+    Backward: d lse / d lse_r = exp(lse_r - lse), local, no communication."""
+
+    @staticmethod
+    def forward(ctx, lse_local: Tensor, group) -> Tensor:
+        top = _dist.all_reduce(lse_local.clone(), "max", group)
+        shift = torch.where(torch.isfinite(top), top, 0.0)
+        total = _dist.all_reduce(torch.exp(lse_local - shift), "sum", group)
+        lse = torch.where(total > 0, shift + torch.log(total), -torch.inf)
+        ctx.save_for_backward(lse_local, lse)
+        return lse
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        lse_local, lse = ctx.saved_tensors
+        share = torch.exp(lse_local - torch.where(torch.isfinite(lse), lse, 0.0))
+        return grad * share, None
+
+
+# ---------------------------------------------------------------------------------- public API
+class MarginSoftmaxRows(NamedTuple):
+    """Per-row result of :func:`margin_softmax_per_row` for the N rows given.
+
+    loss: (N,) float32 cross-entropy per row, 0 for rows that are not valid.
+    rows: the margin's :class:`~mrface.losses.margins.RowTransform` (stats for logging).
+    cos_y: (N,) float32 target cosine (global over the shards, detached).
+    norms: (N,) float32 embedding norms (differentiable).
+    valid: (N,) bool rows that take part in the loss.
+    """
+
+    loss: Tensor
+    rows: RowTransform
+    cos_y: Tensor
+    norms: Tensor
+    valid: Tensor
+
+
+def _check_inputs(embeddings: object, weight: object, target: object, margin: object, valid: object) -> None:
+    op = "margin_softmax_loss"
+    if not isinstance(embeddings, Tensor) or embeddings.dim() != 2 or not embeddings.is_floating_point():
+        raise ValueError(f"{op}: embeddings must be a floating-point (B, D) tensor, got "
+                         f"{getattr(embeddings, 'dtype', type(embeddings).__name__)} of shape "
+                         f"{tuple(getattr(embeddings, 'shape', ()))}")
+    b, d = embeddings.shape
+    if not isinstance(weight, Tensor) or weight.dim() != 2 or not weight.is_floating_point() or weight.shape[1] != d:
+        raise ValueError(f"{op}: weight must be a floating-point (C, D={d}) tensor, got shape "
+                         f"{tuple(getattr(weight, 'shape', ()))}")
+    if weight.device != embeddings.device:
+        raise ValueError(f"{op}: weight is on {weight.device} but embeddings on {embeddings.device}")
+    if not isinstance(target, Tensor) or target.shape != (b,) or target.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"{op}: labels must be an int64/int32 tensor of shape ({b},), got "
+                         f"{getattr(target, 'dtype', None)} of shape {tuple(getattr(target, 'shape', ()))}")
+    if b and (int(target.max()) >= weight.shape[0] or int(target.min()) < -1):
+        raise ValueError(f"{op}: labels must be local columns in [0, {weight.shape[0]}) or -1, got range "
+                         f"[{int(target.min())}, {int(target.max())}]")
+    if not isinstance(margin, Margin):
+        raise TypeError(f"{op}: margin must be a mrface.losses.margins.Margin, got {type(margin).__name__}")
+    if valid is not None and (not isinstance(valid, Tensor) or valid.shape != (b,) or valid.dtype != torch.bool):
+        raise ValueError(f"{op}: valid must be a bool tensor of shape ({b},) or None")
+
+
+def _target_cosine(e_hat: Tensor, weight: Tensor, target: Tensor) -> Tensor:
+    """(N,) clamped cosine of each row with its local target centre, 0 without one (no gradient)."""
+    w = weight[target.clamp_min(0)].float()
+    cos = (e_hat * w).sum(dim=1) / w.norm(dim=1).clamp_min(NORM_EPS)
+    return torch.where(target >= 0, cos.clamp(-1.0, 1.0), 0.0)
+
+
+def margin_softmax_per_row(embeddings: Tensor, weight: Tensor, labels: Tensor, margin: Margin, *,
+                           valid: Tensor | None = None, process_group=None) -> MarginSoftmaxRows:
+    """Fused margin cross-entropy per row against a class shard (see the module docstring).
+
+    Args:
+        embeddings: (N, D) un-normalised, any float dtype; the same N rows on every rank of the group.
+        weight: (C_local, D) centres of this rank's shard (or its sampled rows), any float dtype.
+        labels: (N,) int local column of each row's class, -1 when it is not in this shard.
+        margin: the margin; ``margin.rows`` runs once (EMAs update once per call in training mode).
+        valid: (N,) bool rows taking part; default: rows whose class is in some rank's shard.
+        process_group: the group the classes are sharded over; None: the default group when
+            torch.distributed is initialised, else one process.
+
+    Returns:
+        :class:`MarginSoftmaxRows`; ``loss`` is identical on every rank. Each rank's gradients are
+        those of its own shard's share: centres exact, embeddings to be summed over the ranks.
+    """
+    _check_inputs(embeddings, weight, labels, margin, valid)
+    target = labels.long()
+    group = process_group
+    distributed = _dist.world_size(group) > 1
+    with torch.autocast(embeddings.device.type, enabled=False):
+        e = embeddings.float()
+        norms = e.norm(dim=1)
+        e_hat = F.normalize(e, dim=1)
+        with torch.no_grad():
+            cos_y = _target_cosine(e_hat, weight, target)
+            if distributed:
+                cos_y = _dist.all_reduce(cos_y, "sum", group)
+            if valid is None:
+                has = (target >= 0).to(torch.int32)
+                valid = (_dist.all_reduce(has, "sum", group) if distributed else has) > 0
+        need_grad = torch.is_grad_enabled() and (embeddings.requires_grad or weight.requires_grad)
+        margin_norms = norms if margin.needs_norms else None
+        if need_grad:
+            cy = cos_y.clone().requires_grad_(True)
+            rows = margin.rows(cy, valid, margin_norms)
+            (dz_dc,) = torch.autograd.grad(rows.target_logit, cy, torch.ones_like(cy), retain_graph=True,
+                                           allow_unused=True, materialize_grads=True)
+        else:
+            rows = margin.rows(cos_y, valid, margin_norms)
+        lse_local, cos_y_op = _fwd_op(
+            e_hat, weight, target, rows.row_scale.detach().float().contiguous(),
+            rows.hard_threshold.detach().float().contiguous(), rows.hard_t.detach().float(),
+            float(rows.cos_lo), float(rows.cos_hi))
+        z = rows.target_logit.float()
+        if need_grad:
+            z = z + dz_dc.detach() * (cos_y_op - cos_y_op.detach())
+        lse_nt = _MergeLSE.apply(lse_local, group) if distributed else lse_local
+        loss = torch.where(valid, torch.logaddexp(lse_nt, z) - z, 0.0)
+    return MarginSoftmaxRows(loss, rows, cos_y, norms, valid)
+
+
+def margin_softmax_loss(embeddings: Tensor, weight: Tensor, labels: Tensor, margin: Margin, *,
+                        valid: Tensor | None = None, process_group=None, reduction: str = "mean") -> Tensor:
+    """Margin softmax cross-entropy (ArcFace, CosFace, CurricularFace, AdaFace, MagFace, QGFace, ...)
+    without materialising the (B, C) logits. The scale s and the margins come from ``margin``.
+
+    Args: as :func:`margin_softmax_per_row`; ``reduction``: ``"mean"`` over the valid rows (a ()
+    float32 tensor; 0 with none), ``"sum"`` or ``"none"`` ((N,) float32, 0 for invalid rows).
+    MagFace's norm regulariser is not included (``margin.regularizer(norms)``; PartialFC adds it).
+    """
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"margin_softmax_loss: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    out = margin_softmax_per_row(embeddings, weight, labels, margin, valid=valid, process_group=process_group)
+    if reduction == "none":
+        return out.loss
+    if reduction == "sum":
+        return out.loss.sum()
+    return out.loss.sum() / out.valid.sum().clamp_min(1)
