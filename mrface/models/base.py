@@ -32,6 +32,13 @@ def trunk_autocast(x: torch.Tensor, dtype: torch.dtype | None) -> contextlib.Abs
     return torch.autocast(x.device.type, dtype=dtype)
 
 
+def float32_region(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Disable autocast on ``x``'s device (a no-op context where autocast does not exist, e.g. meta)."""
+    if not torch.amp.is_autocast_available(x.device.type):
+        return contextlib.nullcontext()
+    return torch.autocast(x.device.type, enabled=False)
+
+
 class FaceModel(nn.Module):
     """An ``nn.Module`` mapping (N, 3, S, S) float images to (N, E) embeddings, with metadata."""
 

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from mrface.models.base import FaceModel, amp_dtype_from, trunk_autocast
+from mrface.models.base import FaceModel, amp_dtype_from, float32_region, trunk_autocast
 
 STAGE_WIDTHS = (64, 128, 256, 512)
 DEPTHS = {
@@ -235,7 +235,7 @@ class IResNet(FaceModel):
         """(N, C, 7, 7) feature map -> (N, E) embedding; ``fc`` and ``features`` run in float32."""
         with trunk_autocast(x, self.amp_dtype):
             x = self.dropout(torch.flatten(self.bn2(x), 1))
-        with torch.autocast(x.device.type, enabled=False):
+        with float32_region(x):
             return self.features(self.fc(x.float()))
 
     def forward(self, x: torch.Tensor, start_unit: int = 0) -> torch.Tensor:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mrface.models.base import FaceModel, amp_dtype_from, trunk_autocast
+from mrface.models.base import FaceModel, amp_dtype_from, float32_region, trunk_autocast
 from mrface.models.iresnet import FINAL_SIZE, stage_strides
 
 
@@ -173,7 +173,7 @@ class MobileFaceNet(FaceModel):
         return x
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, enabled=False):
+        with float32_region(x):
             return self.features(self.conv_sep(x.float()))
 
     def forward(self, x: torch.Tensor, start_unit: int = 0) -> torch.Tensor:

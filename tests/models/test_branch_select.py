@@ -1,0 +1,76 @@
+"""Branch choice: the 9 indicator x strategy combinations at the interval boundaries
+(REFERENCE.md §2), and the resolution-aware wrapper against running the branches by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mrface.models import MultiResolutionFaceModel, choose_branches, get_model
+
+BRANCHES = (112, 28, 14, 7)
+# Intervals copied from REFERENCE.md §2: (lowest size, branch) from the top down.
+TABLE = {
+    "ceil": [(29, 112), (15, 28), (8, 14), (0, 7)],
+    "near": [(71, 112), (22, 28), (11, 14), (0, 7)],
+    "floor": [(112, 112), (28, 28), (14, 14), (0, 7)],
+}
+BOUNDARIES = [1, 7, 8, 10, 11, 13, 14, 15, 21, 22, 27, 28, 29, 70, 71, 111, 112, 200]
+
+
+def _expected(size: float, strategy: str) -> int:
+    return next(branch for low, branch in TABLE[strategy] if size >= low)
+
+
+def _probe(size: int, indicator: str) -> tuple[int, int]:
+    """A non-square (w, h) whose indicator equals ``size``."""
+    if indicator == "max":
+        return (size, max(size - 3, 1))
+    if indicator == "min":
+        return (size + 5, size)
+    return (size - 1, size + 1) if size > 1 else (1, 1)
+
+
+@pytest.mark.parametrize("strategy", ["ceil", "near", "floor"])
+@pytest.mark.parametrize("indicator", ["max", "mean", "min"])
+def test_intervals_at_boundaries(indicator, strategy):
+    probes = [_probe(s, indicator) for s in BOUNDARIES]
+    got = choose_branches(probes, BRANCHES, indicator, strategy)
+    assert got == [_expected(s, strategy) for s in BOUNDARIES]
+
+
+def test_indicators_differ_on_the_same_probe():
+    probe = [(20, 40)]  # max 40, mean 30, min 20
+    assert choose_branches(probe, BRANCHES, "max", "ceil") == [112]
+    assert choose_branches(probe, BRANCHES, "mean", "ceil") == [112]
+    assert choose_branches(probe, BRANCHES, "min", "ceil") == [28]
+    assert choose_branches([(28, 29)], BRANCHES, "mean", "floor") == [28]  # 28.5
+    assert choose_branches([(28, 29)], BRANCHES, "mean", "ceil") == [112]
+
+
+def test_unknown_indicator_or_strategy():
+    with pytest.raises(ValueError, match="indicator='median'"):
+        choose_branches([(7, 7)], BRANCHES, "median", "ceil")
+    with pytest.raises(ValueError, match="strategy='round'"):
+        choose_branches([(7, 7)], BRANCHES, "max", "round")
+
+
+def test_multi_resolution_model_groups_by_branch_and_keeps_order(generator):
+    torch.manual_seed(0)
+    model = get_model("btnet_tiny").eval()
+    rng = np.random.default_rng(0)
+    shapes = [(112, 112), (20, 24), (9, 6), (120, 100), (28, 28), (5, 7)]  # (h, w)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in shapes]
+    wrapper = MultiResolutionFaceModel(model, indicator="max", strategy="ceil", color_order="BGR")
+    with torch.no_grad():
+        out = wrapper(images)
+        assert out.branches == [112, 28, 14, 112, 28, 7]
+        for im, r, emb in zip(images, out.branches, out.embeddings, strict=True):
+            # by hand: BGR -> RGB, (x/255 - 0.5)/0.5, bilinear resize to the branch side, run that path
+            t = torch.from_numpy(im[:, :, ::-1].copy()).permute(2, 0, 1).float() / 255.0
+            t = (t - 0.5) / 0.5
+            if t.shape[1:] != (r, r):
+                t = F.interpolate(t[None], size=(r, r), mode="bilinear", align_corners=False)[0]
+            torch.testing.assert_close(emb, model(t[None], resolution=r)[0], rtol=1e-5, atol=1e-5)
