@@ -83,7 +83,7 @@ class _Identity:
         c = lambda x: x[:, None, None].astype(np.float32)  # noqa: E731
         self.head_a, self.head_b = c(_lerp(u[:, 0], 33, 41)), c(_lerp(u[:, 1], 44, 54))
         self.head_cy = c(_lerp(u[:, 2], 58, 65))
-        tone = u[:, 3:4] ** 0.8
+        tone = 0.25 + 0.5 * u[:, 3:4]
         warmth = _lerp(u[:, 4], -0.06, 0.06)[:, None] * np.array([1.0, 0.0, -1.0])
         self.skin = (_SKIN_DARK + (_SKIN_LIGHT - _SKIN_DARK) * tone + warmth).astype(np.float32)
         hair = _HAIR[(u[:, 5] * len(_HAIR)).astype(int)] * _lerp(u[:, 6], 0.7, 1.3)[:, None]
@@ -104,7 +104,7 @@ class _Identity:
         self.lip_h = c(_lerp(u[:, 25], 1.4, 3.6))
         lip = self.skin * np.array([0.85, 0.55, 0.55]) + _lerp(u[:, 26], 0.0, 0.15)[:, None] * np.array([1, 0, 0])
         self.lip = np.clip(lip, 0, 1).astype(np.float32)
-        self.texture_amp = c(_lerp(u[:, 27], 0.10, 0.20))
+        self.texture_amp = c(_lerp(u[:, 27], 0.8, 1.2))
         self.jaw = c(_lerp(u[:, 28], 0.0, 0.35))  # narrows the lower face
 
 
@@ -113,9 +113,9 @@ class _Nuisance:
 
     def __init__(self, u: np.ndarray) -> None:
         c = lambda x: x[:, None, None].astype(np.float32)  # noqa: E731
-        self.angle = _lerp(u[:, 0], -0.14, 0.14)  # radians (~ +-8 deg)
-        self.scale = _lerp(u[:, 1], 0.94, 1.06)
-        self.tx, self.ty = _lerp(u[:, 2], -2.5, 2.5), _lerp(u[:, 3], -2.5, 2.5)
+        self.angle = _lerp(u[:, 0], -0.05, 0.05)  # radians (~ +-3 deg)
+        self.scale = _lerp(u[:, 1], 0.96, 1.04)
+        self.tx, self.ty = _lerp(u[:, 2], -1.0, 1.0), _lerp(u[:, 3], -1.0, 1.0)
         phi = _lerp(u[:, 4], 0, 2 * np.pi)
         strength = _lerp(u[:, 5], 0.0, 0.8)
         self.light = np.stack([np.cos(phi) * strength, np.sin(phi) * strength], 1).astype(np.float32)
@@ -208,7 +208,7 @@ class SynthFace:
         fy = np.fft.fftfreq(SIZE)[:, None]
         fx = np.fft.rfftfreq(SIZE)[None, :]
         f = np.sqrt(fx**2 + fy**2)
-        band = ((f >= 1 / 6.0) & (f <= 1 / 2.5)).astype(np.float32)
+        band = ((f >= 1 / 8.0) & (f <= 1 / 3.5)).astype(np.float32)
         tex = np.fft.irfft2(spec * band, s=(SIZE, SIZE)).astype(np.float32)
         tex /= tex.std(axis=(1, 2), keepdims=True) + 1e-6
         # moles: 3-9 dark spots of radius 0.8-1.8 px inside the face area
@@ -218,7 +218,7 @@ class SynthFace:
             count = 3 + int(u[i, 0] * 7)
             for m in range(count):
                 cx, cy = 30 + 52 * u[i, 1 + 4 * m], 40 + 60 * u[i, 2 + 4 * m]
-                r, depth = 0.8 + u[i, 3 + 4 * m], 4 + 4 * u[i, 4 + 4 * m]
+                r, depth = 1.2 + 1.2 * u[i, 3 + 4 * m], 3 + 3 * u[i, 4 + 4 * m]
                 d2 = ((xx - cx) ** 2 + (yy - cy) ** 2) / (r * r)
                 tex[i] -= depth * np.clip(1.5 - d2, 0, 1)
         return tex.reshape(n, -1).astype(np.float16)
