@@ -1,0 +1,144 @@
+"""torch Datasets over RecordIO, image folders and list files, plus a DataLoader factory.
+
+Every dataset yields ``(image, label)``: image (3, H, W) float32 in the requested colour order,
+``(x / 255 - mean) / std`` after the optional ``transform`` (which sees the uint8 (3, H, W) tensor,
+see :mod:`mrface.data.transforms`); label an int.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from mrface.data.images import decode_image
+from mrface.data.insightface import InsightFaceRecord
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+class _ImageDataset(Dataset):
+    def __init__(self, color: str, transform: Callable | None, mean: float, std: float) -> None:
+        if color not in ("RGB", "BGR"):
+            raise ValueError(f"color must be 'RGB' or 'BGR', got {color!r}")
+        self.color, self.transform, self.mean, self.std = color, transform, mean, std
+
+    def _finish(self, image: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        if self.transform is not None:
+            x = self.transform(x)
+        return (x.float() / 255 - self.mean) / self.std
+
+
+class RecordDataset(_ImageDataset):
+    """Images of an InsightFace or header-less ``.rec``; the file is memory-mapped lazily per worker.
+
+    Args:
+        path: the ``.rec`` (with ``.idx`` beside it).
+        color: ``RGB`` or ``BGR`` (from the model metadata).
+        transform: applied to the uint8 (3, H, W) tensor before normalisation.
+        skip_corrupt: drop corrupt records at open (see :class:`InsightFaceRecord`); ``skipped`` lists them.
+    """
+
+    def __init__(self, path: str | os.PathLike, color: str = "RGB", transform: Callable | None = None,
+                 mean: float = 0.5, std: float = 0.5, skip_corrupt: bool = False) -> None:  # fmt: skip
+        super().__init__(color, transform, mean, std)
+        self.record = InsightFaceRecord(path, skip_corrupt=skip_corrupt)
+        self.skipped = self.record.skipped
+
+    def __len__(self) -> int:
+        return len(self.record)
+
+    @property
+    def num_classes(self) -> int:
+        return self.record.num_classes
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        header, data = self.record.read(index)
+        try:
+            image = decode_image(data, self.color)
+        except ValueError as err:
+            key = self.record.image_keys[index]
+            raise ValueError(f"{self.record.path}: record key {key} at byte offset "
+                             f"{self.record.reader.offset(key)}: {err}") from None  # fmt: skip
+        return self._finish(image), header.class_label
+
+
+def scan_image_folder(root: str | os.PathLike) -> tuple[list[tuple[Path, int]], list[str]]:
+    """``root/<identity>/*.jpg`` -> ([(path, label)], class names); labels follow sorted folder names."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder not found: {root}")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not classes:
+        raise ValueError(f"{root}: no identity sub-folders (expected root/<identity>/*.jpg)")
+    samples = []
+    for label, name in enumerate(classes):
+        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        samples += [(p, label) for p in files]
+    return samples, classes
+
+
+def read_list_file(path: str | os.PathLike) -> list[tuple[Path, int]]:
+    """A list file of ``relative/or/absolute/path label`` lines (paths relative to the list's folder)."""
+    path = Path(path)
+    samples = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.rsplit(maxsplit=1)
+        try:
+            label = int(parts[1])
+        except (IndexError, ValueError):
+            raise ValueError(f"{path}: line {lineno}: expected 'path label', got {line!r}") from None
+        p = Path(parts[0])
+        samples.append((p if p.is_absolute() else path.parent / p, label))
+    return samples
+
+
+class ImageFolderDataset(_ImageDataset):
+    """``root/<identity>/*.jpg`` (or explicit ``samples``) decoded with OpenCV."""
+
+    def __init__(self, root: str | os.PathLike | None = None, samples: list[tuple[Path, int]] | None = None,
+                 color: str = "RGB", transform: Callable | None = None, mean: float = 0.5,
+                 std: float = 0.5) -> None:  # fmt: skip
+        super().__init__(color, transform, mean, std)
+        if (root is None) == (samples is None):
+            raise ValueError("ImageFolderDataset: give exactly one of root or samples")
+        if root is not None:
+            self.samples, self.classes = scan_image_folder(root)
+        else:
+            self.samples, self.classes = list(samples), None
+
+    @classmethod
+    def from_list(cls, list_file: str | os.PathLike, **kwargs: object) -> ImageFolderDataset:
+        return cls(samples=read_list_file(list_file), **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[index]
+        try:
+            image = decode_image(Path(path).read_bytes(), self.color)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path}: {err}") from None
+        return self._finish(image), label
+
+
+def make_loader(dataset: Dataset, batch_size: int, workers: int = 0, shuffle: bool = True, drop_last: bool = True,
+                seed: int = 0, pin_memory: bool | None = None, prefetch_factor: int = 2) -> DataLoader:  # fmt: skip
+    """A DataLoader with a DistributedSampler when torch.distributed is initialised, persistent workers
+    and pinned memory when CUDA is available. Shuffling is seeded by ``seed`` (and the epoch via
+    ``loader.sampler.set_epoch`` in distributed runs)."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last) if distributed else None
+    generator = torch.Generator().manual_seed(seed)
+    kwargs = {"persistent_workers": True, "prefetch_factor": prefetch_factor} if workers > 0 else {}
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                      num_workers=workers, drop_last=drop_last, generator=generator,
+                      pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory, **kwargs)  # fmt: skip
