@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mrface.losses import _dist
-from mrface.losses.margins import Margin, apply_nontarget
+from mrface.losses.margins import Margin, RowTransform, apply_nontarget
+from mrface.ops.margin_softmax import margin_softmax_per_row
 
 __all__ = ["PartialFC", "reshard_centres", "reshard_state_dicts", "shard_range"]
 
@@ -110,6 +111,9 @@ class PartialFC(nn.Module):
         process_group: the group the centres are sharded over; None = default group if
             torch.distributed is initialised, else a single process.
         ignore_index: label value of rows that take no part in the loss.
+        fused: compute the softmax with :func:`mrface.ops.margin_softmax.margin_softmax_per_row`,
+            which never holds the (N, K) logits (the default); False: the materialising reference
+            path (same results up to float32 rounding).
 
     Call: ``loss, logs = head(embeddings, labels)`` with embeddings (B, D) any float dtype and
     labels (B,) int64; B must be the same on every rank. ``loss`` is a float32 scalar.
@@ -119,7 +123,8 @@ class PartialFC(nn.Module):
     """
 
     def __init__(self, embedding_size: int, num_classes: int, margin: Margin,
-                 sample_rate: float = 1.0, process_group=None, ignore_index: int = -1) -> None:
+                 sample_rate: float = 1.0, process_group=None, ignore_index: int = -1,
+                 fused: bool = True) -> None:
         super().__init__()
         if not (isinstance(embedding_size, int) and embedding_size > 0):
             raise ValueError(f"embedding_size must be a positive int, got {embedding_size!r}")
@@ -136,6 +141,7 @@ class PartialFC(nn.Module):
         self.embedding_size, self.num_classes = embedding_size, num_classes
         self.class_start, self.num_local = shard_range(num_classes, self.world_size, self.rank)
         self.sample_rate, self.ignore_index = float(sample_rate), ignore_index
+        self.fused = bool(fused)
         self.margin = margin
         self.weight = nn.Parameter(torch.normal(0.0, 0.01, (self.num_local, embedding_size)))
         self.last_sampled_index: Tensor | None = None  # local ids used in the last forward
@@ -234,6 +240,27 @@ class PartialFC(nn.Module):
             cos = F.normalize(e, dim=1) @ F.normalize(centres.float(), dim=1).T
         return cos.clamp(-1.0, 1.0), norms
 
+    def _reference_rows(self, emb_all: Tensor, weight: Tensor, local_labels: Tensor,
+                        valid: Tensor) -> tuple[Tensor, Tensor, Tensor, RowTransform]:
+        """Materialising path: per-row loss (N,), target cosines (N,), norms (N,), row transform."""
+        group = self.group
+        cos, norms = self.centre_cosines(emb_all, weight)
+        has = local_labels >= 0
+        idx = local_labels.clamp_min(0)[:, None]
+        cos_y_local = torch.where(has, cos.gather(1, idx)[:, 0], 0.0)
+        cos_y = cos_y_local
+        if self.world_size > 1:  # every rank needs every row's target cosine (thresholds, EMAs)
+            reduced = _dist.all_reduce(cos_y_local.detach().clone(), "sum", group)
+            cos_y = cos_y_local + (reduced - cos_y_local.detach())
+        rows = self.margin.rows(cos_y, valid, norms if self.margin.needs_norms else None)
+
+        logits = apply_nontarget(cos, rows)
+        tgt = torch.where(has, rows.target_logit, logits.gather(1, idx)[:, 0])
+        logits = logits.scatter(1, idx, tgt[:, None])
+        per_row = _ShardedSoftmaxCE.apply(logits, local_labels, valid, group)
+        return per_row, cos_y, norms, rows
+
+
     def forward(self, embeddings: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         self._check(embeddings, labels)
         labels = labels.long()
@@ -253,20 +280,12 @@ class PartialFC(nn.Module):
         else:
             self.last_sampled_index = None
 
-        cos, norms = self.centre_cosines(emb_all, weight)
-        has = local_labels >= 0
-        idx = local_labels.clamp_min(0)[:, None]
-        cos_y_local = torch.where(has, cos.gather(1, idx)[:, 0], 0.0)
-        cos_y = cos_y_local
-        if self.world_size > 1:  # every rank needs every row's target cosine (thresholds, EMAs)
-            reduced = _dist.all_reduce(cos_y_local.detach().clone(), "sum", group)
-            cos_y = cos_y_local + (reduced - cos_y_local.detach())
-        rows = self.margin.rows(cos_y, valid, norms if self.margin.needs_norms else None)
-
-        logits = apply_nontarget(cos, rows)
-        tgt = torch.where(has, rows.target_logit, logits.gather(1, idx)[:, 0])
-        logits = logits.scatter(1, idx, tgt[:, None])
-        per_row = _ShardedSoftmaxCE.apply(logits, local_labels, valid, group)
+        if self.fused:
+            out = margin_softmax_per_row(emb_all, weight, local_labels, self.margin, valid=valid,
+                                         process_group=group)
+            per_row, cos_y, norms, rows = out.loss, out.cos_y, out.norms, out.rows
+        else:
+            per_row, cos_y, norms, rows = self._reference_rows(emb_all, weight, local_labels, valid)
         n_valid = valid.sum().clamp_min(1)
         loss = per_row.sum() / n_valid
 
@@ -290,4 +309,4 @@ class PartialFC(nn.Module):
     def extra_repr(self) -> str:
         return (f"embedding_size={self.embedding_size}, num_classes={self.num_classes}, "
                 f"shard=[{self.class_start}, {self.class_start + self.num_local}), "
-                f"world_size={self.world_size}, sample_rate={self.sample_rate}")
+                f"world_size={self.world_size}, sample_rate={self.sample_rate}, fused={self.fused}")

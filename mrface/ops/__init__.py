@@ -14,6 +14,7 @@ from mrface.ops.degrade import (
     degrade_resolution_random,
 )
 from mrface.ops.gumbel_fps import CoresetSelection, gumbel_fps
+from mrface.ops.margin_softmax import margin_softmax_loss
 
 __all__ = [
     "BACKENDS",
@@ -27,5 +28,6 @@ __all__ = [
     "degrade_resolution",
     "degrade_resolution_random",
     "gumbel_fps",
+    "margin_softmax_loss",
     "use_backend",
 ]

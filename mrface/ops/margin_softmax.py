@@ -25,20 +25,21 @@ order: ``MRFACE_BACKEND=cpp`` forces it on any device), and ``reference`` (mater
 from __future__ import annotations
 
 import importlib.util
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mrface.losses import _dist
-from mrface.losses.margins import Margin, RowTransform
 from mrface.ops.backend import forced_backend, triton_interpreted
 from mrface.ops.reference.margin_softmax import (
     NORM_EPS,
     margin_softmax_bwd_reference,
     margin_softmax_fwd_reference,
 )
+
+if TYPE_CHECKING:  # mrface.losses imports this module (PartialFC's fused path): import it lazily
+    from mrface.losses.margins import Margin, RowTransform
 
 __all__ = ["MarginSoftmaxRows", "margin_softmax_loss", "margin_softmax_per_row"]
 
@@ -230,6 +231,8 @@ class _MergeLSE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, lse_local: Tensor, group) -> Tensor:
+        from mrface.losses import _dist
+
         top = _dist.all_reduce(lse_local.clone(), "max", group)
         shift = torch.where(torch.isfinite(top), top, 0.0)
         total = _dist.all_reduce(torch.exp(lse_local - shift), "sum", group)
@@ -263,6 +266,8 @@ class MarginSoftmaxRows(NamedTuple):
 
 
 def _check_inputs(embeddings: object, weight: object, target: object, margin: object, valid: object) -> None:
+    from mrface.losses.margins import Margin
+
     op = "margin_softmax_loss"
     if not isinstance(embeddings, Tensor) or embeddings.dim() != 2 or not embeddings.is_floating_point():
         raise ValueError(f"{op}: embeddings must be a floating-point (B, D) tensor, got "
@@ -310,6 +315,8 @@ def margin_softmax_per_row(embeddings: Tensor, weight: Tensor, labels: Tensor, m
         :class:`MarginSoftmaxRows`; ``loss`` is identical on every rank. Each rank's gradients are
         those of its own shard's share: centres exact, embeddings to be summed over the ranks.
     """
+    from mrface.losses import _dist
+
     _check_inputs(embeddings, weight, labels, margin, valid)
     target = labels.long()
     group = process_group
@@ -340,7 +347,8 @@ def margin_softmax_per_row(embeddings: Tensor, weight: Tensor, labels: Tensor, m
             float(rows.cos_lo), float(rows.cos_hi))
         z = rows.target_logit.float()
         if need_grad:
-            z = z + dz_dc.detach() * (cos_y_op - cos_y_op.detach())
+            # Every rank computes the same z_y; only the rank owning the target passes its gradient on.
+            z = torch.where(target >= 0, z, z.detach()) + dz_dc.detach() * (cos_y_op - cos_y_op.detach())
         lse_nt = _MergeLSE.apply(lse_local, group) if distributed else lse_local
         loss = torch.where(valid, torch.logaddexp(lse_nt, z) - z, 0.0)
     return MarginSoftmaxRows(loss, rows, cos_y, norms, valid)

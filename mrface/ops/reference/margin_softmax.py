@@ -15,11 +15,14 @@ each row's class or -1; per-row constants as in :class:`mrface.losses.margins.Ro
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mrface.losses.margins import Margin
+if TYPE_CHECKING:
+    from mrface.losses.margins import Margin
 
 NORM_EPS = 1e-12  # F.normalize's clamp of the centre norms
 
