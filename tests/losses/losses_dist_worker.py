@@ -91,15 +91,19 @@ def main(rank: int, world: int, port: int, outdir: str) -> None:
     b = N // world
     sl = slice(rank * b, (rank + 1) * b)
     out: dict = {"cases": {}}
+    out["cases_unfused"] = {}
     for case, name, kw, buffers in CASES:
         torch.manual_seed(0)
         out["cases"][case] = run_step(build(name, kw, buffers, weight), emb[sl], labels[sl])
+        out["cases_unfused"][case] = run_step(build(name, kw, buffers, weight, fused=False), emb[sl],
+                                              labels[sl])
 
-    torch.manual_seed(rank)
-    head = build("arcface", {}, {}, weight, sample_rate=0.3)
-    res = run_step(head, emb[sl], sampling_labels()[sl])
-    res["index"] = head.last_sampled_index.clone()
-    out["sampling"] = res
+    for key, fused in (("sampling", True), ("sampling_unfused", False)):
+        torch.manual_seed(rank)
+        head = build("arcface", {}, {}, weight, sample_rate=0.3, fused=fused)
+        res = run_step(head, emb[sl], sampling_labels()[sl])
+        res["index"] = head.last_sampled_index.clone()
+        out[key] = res
 
     out["centres_for"] = head.centres_for(torch.tensor([0, 22, -1, 11, 12]))
 

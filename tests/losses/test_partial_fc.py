@@ -47,11 +47,13 @@ def _reference(head: PartialFC, weight, emb, labels):
             "buffers": dict(margin.named_buffers())}
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
 @pytest.mark.parametrize("case", cases.CASES, ids=[c[0] for c in cases.CASES])
-def test_world_size_1_equals_cross_entropy(case):
+def test_world_size_1_equals_cross_entropy(case, fused):
     _, name, kw, buffers = case
     weight, emb, labels = cases.global_inputs()
-    head = cases.build(name, kw, buffers, weight)
+    head = cases.build(name, kw, buffers, weight, fused=fused)
+    assert head.fused is fused
     ref = _reference(head, weight, emb, labels)
     got = cases.run_step(head, emb, labels)
     torch.testing.assert_close(got["loss"], ref["loss"], rtol=1e-5, atol=1e-5)
@@ -62,10 +64,15 @@ def test_world_size_1_equals_cross_entropy(case):
     assert got["weight_grad"].abs().sum() > 0
 
 
-def test_sampling_keeps_positives_with_exact_counts_and_matches_subset_ce():
+def test_fused_is_the_default():
+    assert get_head("arcface", 8, 10).fused and PartialFC(8, 10, get_head("arcface", 8, 10).margin).fused
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
+def test_sampling_keeps_positives_with_exact_counts_and_matches_subset_ce(fused):
     torch.manual_seed(0)
     weight = torch.randn(40, 8)
-    head = PartialFC(8, 40, cases.get_head("arcface", 8, 40).margin, sample_rate=0.25)
+    head = PartialFC(8, 40, cases.get_head("arcface", 8, 40).margin, sample_rate=0.25, fused=fused)
     with torch.no_grad():
         head.weight.copy_(weight)
     emb = torch.randn(9, 8) * 10
@@ -97,9 +104,10 @@ def test_sampling_keeps_positives_with_exact_counts_and_matches_subset_ce():
     assert head.last_sampled_index is None
 
 
-def test_autocast_keeps_logits_float32():
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
+def test_autocast_keeps_logits_float32(fused):
     weight, emb, labels = cases.global_inputs()
-    head = cases.build("arcface", {}, {}, weight)
+    head = cases.build("arcface", {}, {}, weight, fused=fused)
     plain, _ = head(emb, labels)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         mixed, _ = head(emb, labels)
@@ -168,18 +176,20 @@ def test_bad_constructor_arguments():
 
 
 @pytest.mark.distributed
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
 @pytest.mark.parametrize("case", cases.CASES, ids=[c[0] for c in cases.CASES])
-def test_two_gloo_ranks_equal_one_process(two_rank_results, case):
+def test_two_gloo_ranks_equal_one_process(two_rank_results, case, fused):
     """Same loss on both ranks as one process on the concatenated batch; centre shard gradients
     equal the matching rows; embedding gradients are W = 2 times the single-process ones (DDP's
-    average over ranks restores them); margin EMAs identical."""
+    average over ranks restores them); margin EMAs identical. The one-process run uses the
+    unfused path, so the fused 2-rank run is checked against the materialised logits."""
     name, head_name, kw, buffers = case
     weight, emb, labels = cases.global_inputs()
     torch.manual_seed(0)
-    ref = cases.run_step(cases.build(head_name, kw, buffers, weight), emb, labels)
+    ref = cases.run_step(cases.build(head_name, kw, buffers, weight, fused=False), emb, labels)
     b = cases.N // 2
     for r, res in enumerate(two_rank_results):
-        got = res["cases"][name]
+        got = res["cases" if fused else "cases_unfused"][name]
         s, n = got["start"], got["num_local"]
         assert (s, n) == shard_range(cases.C, 2, r)
         torch.testing.assert_close(got["loss"], ref["loss"], rtol=1e-5, atol=1e-5)
@@ -192,13 +202,14 @@ def test_two_gloo_ranks_equal_one_process(two_rank_results, case):
 
 
 @pytest.mark.distributed
-def test_two_gloo_ranks_sampling(two_rank_results):
+@pytest.mark.parametrize("key", ["sampling", "sampling_unfused"])
+def test_two_gloo_ranks_sampling(two_rank_results, key):
     labels = cases.sampling_labels()
     weight, emb, _ = cases.global_inputs()
     expected_counts = [3, 5]  # max(int(0.3 * 12), 2 positives), max(int(0.3 * 11), 5 positives)
     global_index = []
     for r, res in enumerate(two_rank_results):
-        got = res["sampling"]
+        got = res[key]
         s, n = got["start"], got["num_local"]
         positives = {int(y) - s for y in labels if s <= y < s + n}
         index = got["index"].tolist()
@@ -207,14 +218,12 @@ def test_two_gloo_ranks_sampling(two_rank_results):
         assert torch.isfinite(got["loss"])
         global_index += [s + i for i in index]
     # Both ranks agree on the loss, which is CE over the union of the sampled classes.
-    torch.testing.assert_close(two_rank_results[0]["sampling"]["loss"],
-                               two_rank_results[1]["sampling"]["loss"])
+    torch.testing.assert_close(two_rank_results[0][key]["loss"], two_rank_results[1][key]["loss"])
     idx = torch.tensor(global_index)
     head = cases.build("arcface", {}, {}, weight)
     ref = _reference(head, weight[idx], emb, torch.where(
         labels >= 0, torch.searchsorted(idx, labels.clamp_min(0)), -1))
-    torch.testing.assert_close(two_rank_results[0]["sampling"]["loss"], ref["loss"],
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(two_rank_results[0][key]["loss"], ref["loss"], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.distributed
