@@ -44,7 +44,7 @@ def test_file_readable_by_plain_pickle_like_insightface(tmp_path):
 
 def _py2_pickle(blobs: list[bytes], flags: list[bool]) -> bytes:
     """Hand-assembled protocol-2 pickle as Python 2 writes it: str objects as BINSTRING opcodes."""
-    out = b"\x80\x02](" 
+    out = b"\x80\x02]("
     for b in blobs:
         out += b"T" + struct.pack("<i", len(b)) + b
     out += b"e](" + b"".join(b"\x88" if f else b"\x89" for f in flags) + b"e\x86."
