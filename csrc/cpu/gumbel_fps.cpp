@@ -15,10 +15,16 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
+// Eight independent partial sums: vectorisable without -ffast-math.
 float dot(const float* a, const float* b, int64_t dim) {
-  float acc = 0.0f;
-  for (int64_t j = 0; j < dim; ++j) acc += a[j] * b[j];
-  return acc;
+  float acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+  int64_t j = 0;
+  for (; j + 8 <= dim; j += 8) {
+    for (int l = 0; l < 8; ++l) acc[l] += a[j + l] * b[j + l];
+  }
+  float total = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  for (; j < dim; ++j) total += a[j] * b[j];
+  return total;
 }
 
 // Index of the largest score + noise among items whose score is not -inf (picked); ties -> lowest.

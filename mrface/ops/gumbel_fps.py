@@ -358,7 +358,8 @@ def _check_inputs(features: object, norms: object, lengths_or_offsets: object, k
             raise ValueError(f"{op}: packed input needs offsets (B + 1,) from 0 to T={features.shape[0]}")
         if bounds.shape[0] > 1 and not bool((bounds[1:] > bounds[:-1]).all()):
             raise ValueError(f"{op}: offsets must be strictly increasing (every set needs at least one item)")
-    if not bool(torch.isfinite(features).all()):
+    # One reduction pass; the element-wise check only runs when the sum is not finite (or overflowed).
+    if not bool(torch.isfinite(features.sum())) and not bool(torch.isfinite(features).all()):
         raise ValueError(f"{op}: features contain NaN or infinite values")
     if not bool((torch.isfinite(norms) & (norms > 0)).all()):
         raise ValueError(f"{op}: norms must be finite and > 0")
