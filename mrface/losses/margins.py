@@ -19,7 +19,8 @@ A kernel computes ``cos_y`` by one dot product per row, calls ``rows``, and rece
 its autograd graph: its backward only needs ``dL/dz_y = p_y - 1`` per row, which autograd carries
 through the margin to the embeddings and centres.
 
-All arithmetic is float32 whatever the input dtype (DESIGN.md §4); formulas: REFERENCE.md §4.
+All arithmetic is float32 whatever the input dtype (DESIGN.md §4), except that float64 inputs stay
+float64 (the ground truth of the tests); formulas: REFERENCE.md §4.
 """
 
 from __future__ import annotations
@@ -80,9 +81,14 @@ def apply_nontarget(cos: Tensor, rows: RowTransform) -> Tensor:
         (B, K) float32 logits; the target column is *not* special-cased here (callers overwrite it
         with ``rows.target_logit``).
     """
-    c = cos.float().clamp(rows.cos_lo, rows.cos_hi)
+    c = _f32(cos).clamp(rows.cos_lo, rows.cos_hi)
     c = torch.where(c > rows.hard_threshold[:, None], c * (rows.hard_t + c), c)
     return c * rows.row_scale[:, None]
+
+
+def _f32(x: Tensor) -> Tensor:
+    """float32 copy/view of x, float64 kept as is."""
+    return x if x.dtype == torch.float64 else x.float()
 
 
 def _sin_from_cos(c: Tensor) -> Tensor:
@@ -91,7 +97,7 @@ def _sin_from_cos(c: Tensor) -> Tensor:
 
 def _arc_with_fallback(c: Tensor, m: Tensor | float, fallback: str) -> Tensor:
     """cos(theta + m) with the fallback for theta + m > pi ("linear": cos theta - m sin m)."""
-    m = torch.as_tensor(m, dtype=torch.float32, device=c.device)
+    m = torch.as_tensor(m, dtype=c.dtype, device=c.device)
     cos_m = c * torch.cos(m) - _sin_from_cos(c) * torch.sin(m)
     if fallback == "linear":
         return torch.where(c > torch.cos(math.pi - m), cos_m, c - torch.sin(m) * m)
@@ -165,7 +171,7 @@ class Margin(nn.Module):
             raise ValueError(f"{type(self).__name__} needs norms of shape (B,)")
         valid = labels >= 0
         idx = labels.clamp_min(0)[:, None]
-        cos32 = cos.float()
+        cos32 = _f32(cos)
         cos_y = cos32.gather(1, idx)[:, 0]
         rows = self.rows(cos_y, valid, norms)
         logits = apply_nontarget(cos32, rows)
@@ -209,7 +215,7 @@ class CombinedMargin(Margin):
         return raw
 
     def rows(self, cos_y: Tensor, valid: Tensor, norms: Tensor | None = None) -> RowTransform:
-        c = cos_y.float().clamp(-1.0, 1.0)
+        c = _f32(cos_y).clamp(-1.0, 1.0)
         f = self._angular(c) - self.m3
         if self.gradient == "straight_through":
             f = c + (f - c).detach()
@@ -234,7 +240,7 @@ class CurricularFace(Margin):
         self.register_buffer("t", torch.zeros(()))
 
     def rows(self, cos_y: Tensor, valid: Tensor, norms: Tensor | None = None) -> RowTransform:
-        c = cos_y.float().clamp(-1.0, 1.0)
+        c = _f32(cos_y).clamp(-1.0, 1.0)
         cos_m = c * math.cos(self.m) - _sin_from_cos(c) * math.sin(self.m)
         target = torch.where(c > math.cos(math.pi - self.m), cos_m, c - math.sin(self.m) * self.m)
         if self.training:
@@ -274,7 +280,7 @@ class AdaFace(Margin):
 
     def z_hat(self, norms: Tensor) -> Tensor:
         """(B,) normalised norm in [-1, 1] (no gradient); updates the EMAs in training mode."""
-        safe = norms.detach().float().clamp(1e-3, 100.0)
+        safe = _f32(norms.detach()).clamp(1e-3, 100.0)
         if self.training and safe.numel() > 1:
             with torch.no_grad():
                 a = self.momentum
@@ -284,7 +290,7 @@ class AdaFace(Margin):
 
     def target_from_z_hat(self, cos_y: Tensor, z_hat: Tensor) -> Tensor:
         """(B,) unscaled AdaFace target cosine for given z_hat (B,)."""
-        c = cos_y.float().clamp(-1 + self.eps, 1 - self.eps)
+        c = _f32(cos_y).clamp(-1 + self.eps, 1 - self.eps)
         theta = torch.acos(c) - self.m * z_hat
         return torch.cos(theta.clamp(self.eps, math.pi - self.eps)) - (self.m + self.m * z_hat)
 
@@ -341,7 +347,7 @@ class MagFace(Margin):
                           "unique and the magnitude loses its meaning as quality", stacklevel=2)
 
     def clamped_norm(self, norms: Tensor) -> Tensor:
-        return norms.float().clamp(self.l_a, self.u_a)
+        return _f32(norms).clamp(self.l_a, self.u_a)
 
     def margin_of(self, norms: Tensor) -> Tensor:
         """(B,) margin m(a) from norms (B,), differentiable."""
@@ -351,7 +357,7 @@ class MagFace(Margin):
     def rows(self, cos_y: Tensor, valid: Tensor, norms: Tensor | None = None) -> RowTransform:
         if norms is None:
             raise ValueError("MagFace needs norms (B,)")
-        c = cos_y.float().clamp(-1.0, 1.0)
+        c = _f32(cos_y).clamp(-1.0, 1.0)
         m = self.margin_of(norms)
         f = _arc_with_fallback(c, m, self.fallback) if self.kind == "arc" else c - m
         return self._constant_rows(self.s * f, stats={"magface/margin": m.detach().mean()})

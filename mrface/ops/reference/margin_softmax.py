@@ -38,14 +38,16 @@ def margin_softmax_loss_reference(embeddings: Tensor, weight: Tensor, labels: Te
             "reference path in the same dtype" of mixed-precision training.
 
     Returns:
-        () float32 loss. Differentiable in embeddings and weight.
+        () float32 loss (float64 for float64 inputs: the tests' ground truth). Differentiable in
+        embeddings and weight.
     """
-    e = embeddings.float()
+    dtype = torch.float64 if embeddings.dtype == torch.float64 else torch.float32
+    e = embeddings.to(dtype)
     norms = e.norm(dim=1)
-    e_hat, w_hat = F.normalize(e, dim=1), F.normalize(weight.float(), dim=1)
+    e_hat, w_hat = F.normalize(e, dim=1), F.normalize(weight.to(dtype), dim=1)
     if gemm_dtype is not None:
         e_hat, w_hat = e_hat.to(gemm_dtype), w_hat.to(gemm_dtype)
-    cos = (e_hat @ w_hat.T).float().clamp(-1.0, 1.0)
+    cos = (e_hat @ w_hat.T).to(dtype).clamp(-1.0, 1.0)
     logits = margin(cos, labels, norms if margin.needs_norms else None)
     if not bool((labels >= 0).any()):
         return logits.sum() * 0.0
