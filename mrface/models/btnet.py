@@ -15,7 +15,9 @@ remaining units and head (the *shared tail*) finish the job.
 Shared weights are stored once (in ``trunk``). With ``branch_bn=True`` (the public behaviour) each
 branch also keeps its own copy of every BatchNorm of the shared tail (``branches.<r>.norms``,
 keys = trunk module names with '.' -> '_'), used in place of the trunk's when running that
-branch; with ``branch_bn=False`` the tail is fully shared.
+branch, in the branch's train/eval mode (so ``model.train(); model.trunk.eval()`` trains a
+branch and its BN copies against a frozen teacher); with ``branch_bn=False`` the tail is fully
+shared and follows the trunk's mode.
 
 State-dict layout: ``trunk.*`` (InsightFace names), ``branches.<r>.net.*`` (InsightFace names of
 the owned layers), ``branches.<r>.norms.*``.
@@ -134,11 +136,21 @@ class BTNet(FaceModel):
         if branch.norms is None:
             return self.trunk(feature, start_unit=start)
         overrides = {}
+        trunk_norms = []
         for name in self._norm_names[int(resolution)]:
             bn = branch.norms[norm_key(name)]
+            trunk_norms.append(self.trunk.get_submodule(name))
             for pname, tensor in list(bn.named_parameters()) + list(bn.named_buffers()):
                 overrides[f"{name}.{pname}"] = tensor
-        return functional_call(self.trunk, overrides, (feature,), {"start_unit": start}, strict=False)
+        # The copies run in the branch's mode (train the branch while the trunk/teacher is in eval).
+        saved = [m.training for m in trunk_norms]
+        for m in trunk_norms:
+            m.training = branch.training
+        try:
+            return functional_call(self.trunk, overrides, (feature,), {"start_unit": start}, strict=False)
+        finally:
+            for m, mode in zip(trunk_norms, saved, strict=True):
+                m.training = mode
 
     def forward_branch(self, x: torch.Tensor, resolution: int) -> BranchOutput:
         """Branch path: x (N, 3, r, r) -> embedding and the implant-level feature map."""

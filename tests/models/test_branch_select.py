@@ -74,3 +74,15 @@ def test_multi_resolution_model_groups_by_branch_and_keeps_order(generator):
             if t.shape[1:] != (r, r):
                 t = F.interpolate(t[None], size=(r, r), mode="bilinear", align_corners=False)[0]
             torch.testing.assert_close(emb, model(t[None], resolution=r)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_multi_resolution_model_on_a_preprocessed_batch(generator):
+    model = get_model("btnet_tiny").eval()
+    x = torch.randn(3, 3, 20, 20, generator=generator)
+    with torch.no_grad():
+        out = MultiResolutionFaceModel(model, strategy="floor")(x)
+        expected = model(F.interpolate(x, size=(14, 14), mode="bilinear", align_corners=False), resolution=14)
+    assert out.branches == [14, 14, 14]
+    torch.testing.assert_close(out.embeddings, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="strategy='up'"):
+        MultiResolutionFaceModel(model, strategy="up")

@@ -165,3 +165,18 @@ def test_registry_btnet_r50_paths_and_unknown_resolution():
         model.branch(56)
     with pytest.raises(ValueError, match="resolution 20"):
         BTNet(IResNet(LAYERS, WIDTHS), (20,))
+
+
+def test_branch_training_against_frozen_teacher(generator):
+    model = _btnet(True)
+    model.train()
+    model.trunk.eval()  # the recipe: frozen teacher, branch (and its BN copies) in training mode
+    trunk_before = {k: v.clone() for k, v in model.trunk.state_dict().items()}
+    norms_before = model.branch(28).norms["layer3_0_bn1"].running_mean.clone()
+    x_hr = torch.randn(4, 3, 112, 112, generator=generator)
+    out = model.distill(x_hr, torch.randn(4, 3, 28, 28, generator=generator), 28)
+    assert all(torch.equal(v, model.trunk.state_dict()[k]) for k, v in trunk_before.items())
+    assert not torch.equal(norms_before, model.branch(28).norms["layer3_0_bn1"].running_mean)
+    assert all(m.training is False for m in model.trunk.modules())  # modes restored after the branch path
+    with torch.no_grad():
+        torch.testing.assert_close(out.teacher_embedding, model.trunk(x_hr))
