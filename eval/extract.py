@@ -103,6 +103,12 @@ def route(
     return np.asarray(choose_branches(list(sizes), resolutions, indicator, strategy), dtype=np.int64)
 
 
+def _model_device(model: nn.Module) -> torch.device:
+    for tensor in [*model.parameters(), *model.buffers()]:
+        return tensor.device
+    return torch.device("cpu")
+
+
 def _forward(model: nn.Module, x: torch.Tensor, path: int) -> torch.Tensor:
     if len(model_resolutions(model)) > 1:
         return model(x, resolution=path)
@@ -234,7 +240,7 @@ def extract_embeddings(
     sizes = _sizes(images)
     n = len(sizes)
     paths = route(model, sizes, resolution, upsample, indicator, strategy)
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = torch.device(device) if device is not None else _model_device(model)
     was_training = model.training
     model.eval()
     meta = getattr(model, "metadata", None)

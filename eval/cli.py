@@ -1,0 +1,221 @@
+"""``mrface eval …``: verification, crossres, synthface, report (registered by mrface.cli).
+
+Every command writes a run directory (``--out``) holding results.json, report.md and PNG plots
+(:mod:`mrface.eval.report`); ``mrface eval report RUN_DIR`` re-renders them from the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from mrface.eval.extract import FLIP_MODES
+
+
+def _resolutions(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 112,28,14,7, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive resolutions, got {text!r}")
+    return values
+
+
+def _pair(text: str) -> tuple[int, int]:
+    values = _resolutions(text.replace("&", ","))
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"expected a resolution pair like 112,7 or 112&7, got {text!r}")
+    return values[0], values[1]
+
+
+def load_eval_model(spec: str) -> Any:
+    """A checkpoint path (.safetensors + metadata JSON) or a registry name (random init, with a warning)."""
+    from mrface.models import list_models, load_model
+    from mrface.models.registry import get_model
+
+    path = Path(spec)
+    if path.suffix == ".safetensors" or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"--model {spec}: no such checkpoint file (expected a .safetensors file "
+                                    "written by mrface.models.save_model)")  # fmt: skip
+        return load_model(path)
+    if spec in list_models():
+        warnings.warn(f"--model {spec}: a registry name, so the weights are RANDOM (pass a checkpoint path)",
+                      stacklevel=2)  # fmt: skip
+        return get_model(spec).eval()
+    raise ValueError(f"--model {spec!r}: neither an existing checkpoint file nor a registered model {list_models()}")
+
+
+def _load_bins(paths: list[str]) -> dict[str, Any]:
+    from mrface.data.bins import load_bin
+
+    sets = {}
+    for p in paths:
+        path = Path(p)
+        if not path.is_file():
+            raise FileNotFoundError(f"--bins {p}: no such file (expected an InsightFace verification .bin)")
+        sets[path.stem] = load_bin(path, size=112)
+    return sets
+
+
+def _options(args: argparse.Namespace) -> Any:
+    from mrface.eval.verification import ExtractOptions
+
+    return ExtractOptions(flip=args.flip, filter=args.filter, batch_size=args.batch_size, amp=args.amp,
+                          device=args.device, progress=not args.quiet)  # fmt: skip
+
+
+def _model_json(model: Any) -> dict[str, Any] | None:
+    meta = getattr(model, "metadata", None)
+    return json.loads(meta.to_json()) if meta is not None else None
+
+
+def _finish(files: list[Path], table: str | None = None) -> int:
+    if table:
+        print(table)
+    for f in files:
+        print(f"wrote {f}")
+    return 0
+
+
+def _table_text(columns: list[str], rows: list[list[Any]]) -> str:
+    cells = [[str(c) for c in columns]] + [[f"{c:.2f}" if isinstance(c, float) else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells)
+
+
+def _clear_errors(func: Any) -> Any:
+    """Missing files and bad input end with one 'error: …' line and exit code 2, not a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"mrface eval: error: {exc}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def _cmd_verification(args: argparse.Namespace) -> int:
+    from mrface.eval.report import new_report, write_report
+    from mrface.eval.verification import evaluate_pairs
+
+    model = load_eval_model(args.model)
+    sets = _load_bins(args.bins)
+    options = _options(args)
+    r1, r2 = args.pair
+    results, rows, plots = {}, [], []
+    for name, pairs in sets.items():
+        res = evaluate_pairs(model, pairs, r1, r2, upsample=args.upsample, options=options)
+        results[name] = res.summary()
+        rows.append([name, f"{r1}&{r2}", 100 * res.accuracy, 100 * res.accuracy_std, 100 * res.val])
+        plots.append({"label": name, "x": res.fpr.tolist(), "y": res.tpr.tolist()})
+    columns = ["set", "pair", "accuracy %", "± std", "VAL@FAR=1e-3 %"]
+    settings = {"model": args.model, "bins": args.bins, "pair": [r1, r2], "upsample": args.upsample,
+                "extraction": options.as_dict()}  # fmt: skip
+    report = new_report("verification", "Verification", settings=settings, model=_model_json(model), results=results)
+    report["tables"].append({"title": "Verification (10-fold)", "columns": columns, "rows": rows})
+    report["plots"].append({"name": "roc", "title": "ROC (fold-averaged)", "xlabel": "FAR", "ylabel": "TAR",
+                            "xscale": "log", "series": plots})  # fmt: skip
+    return _finish(write_report(args.out, report), _table_text(columns, rows))
+
+
+def _cmd_crossres(args: argparse.Namespace) -> int:
+    from mrface.eval.report import new_report, write_report
+    from mrface.eval.verification import crossres_matrix
+
+    model = load_eval_model(args.model)
+    sets = _load_bins(args.bins)
+    options = _options(args)
+    rows_data = crossres_matrix(model, sets, args.resolutions, baseline=args.baseline, options=options)
+    names = list(sets)
+    columns = ["pair", "mode", *[f"{n} %" for n in names], "average %"]
+    rows = [[r["pair"], r["mode"], *[100 * r["results"][n]["accuracy"] for n in names], 100 * r["average"]]
+            for r in rows_data]  # fmt: skip
+    settings = {"model": args.model, "bins": args.bins, "resolutions": list(args.resolutions),
+                "baseline": args.baseline, "extraction": options.as_dict()}  # fmt: skip
+    report = new_report("crossres", "Cross-resolution verification matrix", settings=settings,
+                        model=_model_json(model), results={"rows": rows_data})  # fmt: skip
+    report["tables"].append({"title": "Accuracy by resolution pair", "columns": columns, "rows": rows})
+    series = []
+    for mode in ("branch", "upsampled"):
+        high = max(args.resolutions)
+        pts = sorted((r["r2"], 100 * r["average"]) for r in rows_data if r["mode"] == mode and r["r1"] == high)
+        if pts:
+            series.append({"label": f"{max(args.resolutions)}&r ({mode})", "x": [p[0] for p in pts],
+                           "y": [p[1] for p in pts]})  # fmt: skip
+    report["plots"].append({"name": "accuracy_vs_resolution", "title": "Average accuracy vs resolution",
+                            "xlabel": "resolution r (px)", "ylabel": "accuracy %", "xscale": "log",
+                            "series": series})  # fmt: skip
+    return _finish(write_report(args.out, report), _table_text(columns, rows))
+
+
+def _cmd_synthface(args: argparse.Namespace) -> int:
+    from mrface.eval.synthface_report import synthface_report
+
+    files = synthface_report(args.out, num_pairs=args.pairs, seed=args.seed, options=_options(args),
+                             include_random_cnn=not args.no_cnn)  # fmt: skip
+    print((Path(args.out) / "report.md").read_text())
+    return _finish(files)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from mrface.eval.report import render_report
+
+    return _finish(render_report(args.run_dir))
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="run directory for results.json, report.md and plots")
+    p.add_argument("--flip", default="pre_norm_vector_add", choices=FLIP_MODES, help="flip fusion mode")
+    p.add_argument("--filter", default="bilinear", help="down-sampling filter (mrface.ops.DEGRADE_FILTERS)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--amp", default=None, choices=["fp16", "bf16"])
+    p.add_argument("--device", default=None, help="torch device (default: the model's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``eval`` and its sub-commands to the ``mrface`` parser."""
+    ev = subparsers.add_parser("eval", help="evaluate models: verification, crossres, synthface, report")
+    sub = ev.add_subparsers(dest="eval_command", required=True)
+
+    v = sub.add_parser("verification", help="10-fold verification on .bin sets at a resolution pair")
+    v.add_argument("--model", required=True, help="checkpoint .safetensors or registry name (random weights)")
+    v.add_argument("--bins", nargs="+", required=True, help="verification .bin files")
+    v.add_argument("--pair", type=_pair, default=(112, 112), help="resolutions of image 1 and 2, e.g. 112,7")
+    v.add_argument("--upsample", action="store_true", help="resize degraded images back to 112 (trunk only)")
+    _common(v)
+    v.set_defaults(func=_clear_errors(_cmd_verification))
+
+    c = sub.add_parser("crossres", help="BTNet-style matrix: rows 112&r, r&r, 112&112")
+    c.add_argument("--model", required=True)
+    c.add_argument("--bins", "--pairs", nargs="+", required=True, dest="bins", help="verification .bin files")
+    c.add_argument("--resolutions", type=_resolutions, default=(112, 28, 14, 7))
+    c.add_argument("--baseline", action="store_true", help="also the trunk-only baseline (inputs upsampled)")
+    _common(c)
+    c.set_defaults(func=_clear_errors(_cmd_crossres))
+
+    s = sub.add_parser("synthface", help="the SynthFace report (no face data needed)")
+    s.add_argument("--pairs", type=int, default=600)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--no-cnn", action="store_true", help="skip the random-init CNN row")
+    _common(s)
+    s.set_defaults(func=_clear_errors(_cmd_synthface))
+
+    r = sub.add_parser("report", help="re-render report.md and PNG plots from RUN_DIR/results.json")
+    r.add_argument("run_dir")
+    r.set_defaults(func=_clear_errors(_cmd_report))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    parser = argparse.ArgumentParser(prog="mrface")
+    register(parser.add_subparsers(dest="command", required=True))
+    ns = parser.parse_args()
+    sys.exit(ns.func(ns))
