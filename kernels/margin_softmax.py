@@ -1,0 +1,224 @@
+"""Triton kernels of the fused margin softmax (see mrface/ops/margin_softmax.py for the maths).
+
+Forward: a program owns BLOCK_B rows and every ``num_splits``-th tile of BLOCK_C classes; per tile it
+computes the cosine tile (dot over D in BLOCK_D slices, the centre norms accumulated on the way,
+so no normalised weight copy exists), applies the non-target transform and folds the tile into an
+online log-sum-exp. It writes per-(split, row) partial max / sum / target cosine; the host merges
+the splits with a few (B,)-sized torch ops.
+
+Backward: the same grid recomputes each tile, forms G = d loss / d cos (non-targets from the
+statistics, the target from grad_cos_y) and adds G @ (W / ||W||) into d emb_hat and the centre
+gradient (with its normalisation term) into d weight with float32 atomics.
+
+GEMM operands: float32 inputs use IEEE float32 dots unless torch allows TF32 for matmuls
+(``torch.backends.cuda.matmul.allow_tf32``); float16/bfloat16 weights use that dtype for both
+operands (emb_hat rounded to it) with float32 accumulation. All statistics are float32.
+Autotuned on GPU; under TRITON_INTERPRET=1 one small configuration runs (tests on CPU tensors).
+Only APIs common to Triton 3.6-3.9 are used.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+from mrface.ops.backend import triton_interpreted
+
+NORM_EPS = 1e-12
+_INTERPRETER_BLOCKS = {"BLOCK_B": 16, "BLOCK_C": 16, "BLOCK_D": 16}
+_CONFIGS = [
+    triton.Config({"BLOCK_B": 64, "BLOCK_C": 128, "BLOCK_D": 64}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_B": 128, "BLOCK_C": 128, "BLOCK_D": 64}, num_warps=8, num_stages=3),
+    triton.Config({"BLOCK_B": 64, "BLOCK_C": 64, "BLOCK_D": 64}, num_warps=4, num_stages=4),
+    triton.Config({"BLOCK_B": 128, "BLOCK_C": 64, "BLOCK_D": 32}, num_warps=4, num_stages=4),
+]
+_KEY = ["B", "C", "D", "HARD"]
+
+
+@triton.jit
+def _cosine_tile(e_ptr, w_ptr, rows, cols, row_mask, col_mask, D, stride_e, stride_w,
+                 PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr,
+                 BLOCK_D: tl.constexpr):
+    """(cos (BLOCK_B, BLOCK_C) raw cosines, inv (BLOCK_C,) 1/||w||, norm (BLOCK_C,) ||w||)."""
+    acc = tl.zeros([BLOCK_B, BLOCK_C], dtype=tl.float32)
+    wsq = tl.zeros([BLOCK_C], dtype=tl.float32)
+    for d0 in range(0, D, BLOCK_D):
+        dk = d0 + tl.arange(0, BLOCK_D)
+        d_mask = dk < D
+        e = tl.load(e_ptr + rows[:, None].to(tl.int64) * stride_e + dk[None, :],
+                    mask=row_mask[:, None] & d_mask[None, :], other=0.0)
+        w = tl.load(w_ptr + cols[:, None].to(tl.int64) * stride_w + dk[None, :],
+                    mask=col_mask[:, None] & d_mask[None, :], other=0.0)
+        wf = w.to(tl.float32)
+        wsq += tl.sum(wf * wf, axis=1)
+        acc += tl.dot(e, tl.trans(w), input_precision=PRECISION)
+    norm = tl.sqrt(wsq)
+    inv = 1.0 / tl.maximum(norm, 1e-12)
+    return acc * inv[None, :], inv, norm
+
+
+@triton.jit
+def _margin_fwd_kernel(
+    e_ptr, w_ptr, target_ptr, scale_ptr, thr_ptr, hard_t, cos_lo, cos_hi,
+    max_ptr, sum_ptr, cos_y_ptr, B, C, D, stride_e, stride_w, num_splits,
+    HARD: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    pid_b = tl.program_id(0)
+    split = tl.program_id(1)
+    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    row_mask = rows < B
+    target = tl.load(target_ptr + rows, mask=row_mask, other=-1)
+    scale = tl.load(scale_ptr + rows, mask=row_mask, other=0.0)
+    thr = tl.load(thr_ptr + rows, mask=row_mask, other=float("inf"))
+    run_max = tl.full([BLOCK_B], float("-inf"), tl.float32)
+    run_sum = tl.zeros([BLOCK_B], dtype=tl.float32)
+    cos_y = tl.zeros([BLOCK_B], dtype=tl.float32)
+    for tile in range(split, tl.cdiv(C, BLOCK_C), num_splits):
+        cols = tile * BLOCK_C + tl.arange(0, BLOCK_C)
+        col_mask = cols < C
+        cos, inv, norm = _cosine_tile(e_ptr, w_ptr, rows, cols, row_mask, col_mask, D, stride_e, stride_w,
+                                      PRECISION, BLOCK_B, BLOCK_C, BLOCK_D)
+        is_target = cols[None, :] == target[:, None]
+        cos_y += tl.sum(tl.where(is_target, tl.minimum(tl.maximum(cos, -1.0), 1.0), 0.0), axis=1)
+        c = tl.minimum(tl.maximum(cos, cos_lo), cos_hi)
+        if HARD:
+            c = tl.where(c > thr[:, None], c * (hard_t + c), c)
+        z = tl.where(is_target | (col_mask[None, :] == 0), float("-inf"), c * scale[:, None])
+        new_max = tl.maximum(run_max, tl.max(z, axis=1))
+        shift = tl.where(new_max > float("-inf"), new_max, 0.0)
+        run_sum = run_sum * tl.exp(run_max - shift) + tl.sum(tl.exp(z - shift[:, None]), axis=1)
+        run_max = new_max
+    out = split * B + rows
+    tl.store(max_ptr + out, run_max, mask=row_mask)
+    tl.store(sum_ptr + out, run_sum, mask=row_mask)
+    tl.store(cos_y_ptr + out, cos_y, mask=row_mask)
+
+
+@triton.jit
+def _margin_bwd_kernel(
+    e_ptr, w_ptr, target_ptr, scale_ptr, thr_ptr, hard_t, cos_lo, cos_hi, lse_ptr, grad_lse_ptr,
+    grad_cos_y_ptr, d_e_ptr, d_w_ptr, B, C, D, stride_e, stride_w, num_splits,
+    HARD: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    pid_b = tl.program_id(0)
+    split = tl.program_id(1)
+    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    row_mask = rows < B
+    target = tl.load(target_ptr + rows, mask=row_mask, other=-1)
+    scale = tl.load(scale_ptr + rows, mask=row_mask, other=0.0)
+    thr = tl.load(thr_ptr + rows, mask=row_mask, other=float("inf"))
+    lse = tl.load(lse_ptr + rows, mask=row_mask, other=0.0)
+    lse = tl.where(lse > float("-inf"), lse, 0.0)
+    grad_lse = tl.load(grad_lse_ptr + rows, mask=row_mask, other=0.0)
+    grad_cos_y = tl.load(grad_cos_y_ptr + rows, mask=row_mask, other=0.0)
+    for tile in range(split, tl.cdiv(C, BLOCK_C), num_splits):
+        cols = tile * BLOCK_C + tl.arange(0, BLOCK_C)
+        col_mask = cols < C
+        cos, inv, norm = _cosine_tile(e_ptr, w_ptr, rows, cols, row_mask, col_mask, D, stride_e, stride_w,
+                                      PRECISION, BLOCK_B, BLOCK_C, BLOCK_D)
+        is_target = cols[None, :] == target[:, None]
+        live = row_mask[:, None] & col_mask[None, :]
+        c = tl.minimum(tl.maximum(cos, cos_lo), cos_hi)
+        dz_dc = scale[:, None] + tl.zeros([BLOCK_B, BLOCK_C], dtype=tl.float32)
+        if HARD:
+            is_hard = c > thr[:, None]
+            dz_dc = tl.where(is_hard, (hard_t + 2.0 * c) * scale[:, None], dz_dc)
+            c = tl.where(is_hard, c * (hard_t + c), c)
+        z = tl.where(is_target | (live == 0), float("-inf"), c * scale[:, None])
+        grad = tl.exp(z - lse[:, None]) * grad_lse[:, None] * dz_dc
+        grad = tl.where((cos >= cos_lo) & (cos <= cos_hi), grad, 0.0)
+        grad = tl.where(is_target & (tl.abs(cos) <= 1.0), grad_cos_y[:, None], grad)
+        grad = tl.where(live, grad, 0.0)
+        col_dot = tl.sum(grad * cos, axis=0)
+        norm_term = tl.where(norm >= 1e-12, col_dot * inv * inv, 0.0)
+        grad_e = (grad * inv[None, :]).to(w_ptr.dtype.element_ty)
+        grad_w = tl.trans(grad).to(e_ptr.dtype.element_ty)
+        for d0 in range(0, D, BLOCK_D):
+            dk = d0 + tl.arange(0, BLOCK_D)
+            d_mask = dk < D
+            e_mask = row_mask[:, None] & d_mask[None, :]
+            w_mask = col_mask[:, None] & d_mask[None, :]
+            e_offs = rows[:, None].to(tl.int64) * stride_e + dk[None, :]
+            w_offs = cols[:, None].to(tl.int64) * stride_w + dk[None, :]
+            e = tl.load(e_ptr + e_offs, mask=e_mask, other=0.0)
+            w = tl.load(w_ptr + w_offs, mask=w_mask, other=0.0)
+            d_e = tl.dot(grad_e, w, input_precision=PRECISION)
+            tl.atomic_add(d_e_ptr + rows[:, None].to(tl.int64) * D + dk[None, :], d_e, mask=e_mask)
+            d_w = tl.dot(grad_w, e, input_precision=PRECISION) * inv[:, None]
+            d_w -= w.to(tl.float32) * norm_term[:, None]
+            tl.atomic_add(d_w_ptr + cols[:, None].to(tl.int64) * D + dk[None, :], d_w, mask=w_mask)
+
+
+@functools.cache
+def _tuned(kernel, reset: tuple[str, ...] = ()):
+    return triton.autotune(configs=_CONFIGS, key=_KEY, reset_to_zero=list(reset) or None)(kernel)
+
+
+def _precision(weight: torch.Tensor) -> str:
+    if weight.dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+        return "ieee"
+    return "tf32"
+
+
+def _num_splits(batch: int, num_classes: int, device: torch.device) -> int:
+    """Class splits per row block: enough programs to fill the GPU (4 per SM at 64-row blocks)."""
+    if device.type != "cuda":
+        return 2
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return max(1, min(triton.cdiv(num_classes, 64), 4 * sms // triton.cdiv(batch, 64)))
+
+
+def _operands(emb_hat: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return emb_hat.to(weight.dtype).contiguous(), weight.contiguous()
+
+
+def _launch(kernel, reset: tuple[str, ...], grid_rows, args: tuple, b: int, splits: int, meta: dict) -> None:
+    if triton_interpreted():
+        kernel[(triton.cdiv(b, _INTERPRETER_BLOCKS["BLOCK_B"]), splits)](*args, **meta, **_INTERPRETER_BLOCKS)
+    else:
+        _tuned(kernel, reset)[lambda m: (triton.cdiv(b, m["BLOCK_B"]), splits)](*args, **meta)
+
+
+def margin_softmax_fwd_triton(emb_hat, weight, target, row_scale, hard_threshold, hard_t, cos_lo, cos_hi):
+    """Same contract as :func:`mrface.ops.reference.margin_softmax.margin_softmax_fwd_reference`."""
+    e, w = _operands(emb_hat, weight)
+    b, d = e.shape
+    c = w.shape[0]
+    splits = _num_splits(b, c, e.device)
+    part_max = torch.empty(splits, b, device=e.device, dtype=torch.float32)
+    part_sum, part_cos = torch.empty_like(part_max), torch.empty_like(part_max)
+    hard = bool(torch.isfinite(hard_threshold).any())
+    args = (e, w, target.contiguous(), row_scale.float().contiguous(), hard_threshold.float().contiguous(),
+            float(hard_t), float(cos_lo), float(cos_hi), part_max, part_sum, part_cos, b, c, d,
+            e.stride(0), w.stride(0), splits)
+    if b:
+        _launch(_margin_fwd_kernel, (), None, args, b, splits, {"HARD": hard, "PRECISION": _precision(weight)})
+    top = part_max.amax(dim=0)
+    shift = torch.where(torch.isfinite(top), top, 0.0)
+    total = (part_sum * torch.exp(part_max - shift)).sum(dim=0)
+    lse = torch.where(total > 0, shift + torch.log(total), -torch.inf)
+    return lse, part_cos.sum(dim=0)
+
+
+def margin_softmax_bwd_triton(grad_lse, grad_cos_y, emb_hat, weight, target, row_scale, hard_threshold, hard_t,
+                              lse, cos_lo, cos_hi):
+    """Same contract as :func:`mrface.ops.reference.margin_softmax.margin_softmax_bwd_reference`."""
+    e, w = _operands(emb_hat, weight)
+    b, d = e.shape
+    c = w.shape[0]
+    d_e = torch.zeros(b, d, device=e.device, dtype=torch.float32)
+    d_w = torch.zeros(c, d, device=e.device, dtype=torch.float32)
+    splits = _num_splits(b, c, e.device)
+    hard = bool(torch.isfinite(hard_threshold).any())
+    args = (e, w, target.contiguous(), row_scale.float().contiguous(), hard_threshold.float().contiguous(),
+            float(hard_t), float(cos_lo), float(cos_hi), lse.float().contiguous(), grad_lse.float().contiguous(),
+            grad_cos_y.float().contiguous(), d_e, d_w, b, c, d, e.stride(0), w.stride(0), splits)
+    if b and c:
+        _launch(_margin_bwd_kernel, ("d_e_ptr", "d_w_ptr"), None, args, b, splits,
+                {"HARD": hard, "PRECISION": _precision(weight)})
+    return d_e, d_w
