@@ -420,9 +420,9 @@ def test_cuda_gradients_match_cpu(packed):
     probe_c = torch.randn(6, 4, 32)
     grads = []
     for device, backend in (("cpu", "cpp"), ("cuda", "cuda")):
-        f = features.to(device).requires_grad_()
-        n = norms.to(device).requires_grad_()
-        gm = gamma.to(device).requires_grad_()
+        f = features.detach().to(device).requires_grad_()
+        n = norms.detach().to(device).requires_grad_()
+        gm = gamma.detach().to(device).requires_grad_()
         with use_backend(backend):
             out = gumbel_fps(f, n, lengths.to(device), 4, gm, 0.7, True, torch.Generator().manual_seed(9))
         (out.coreset * probe_c.to(device)).sum().backward()
