@@ -21,6 +21,7 @@ from mrface.models.base import FaceModel
 from mrface.models.branch_select import choose_branches, choose_resolution, size_indicator
 from mrface.models.btnet import BranchOutput, BTNet, DistillOutput
 from mrface.models.checkpoint import CheckpointError, load_model, load_weights, save_model
+from mrface.models.coreset import FaceCoresetNet
 from mrface.models.dcr import DCR
 from mrface.models.importers import (
     import_adaface,
@@ -35,6 +36,7 @@ from mrface.models.mobilefacenet import MobileFaceNet
 from mrface.models.multires import MultiResolutionFaceModel, MultiResolutionOutput
 from mrface.models.registry import get_model, list_models, register_model
 from mrface.models.summary import ModelSummary, summary
+from mrface.models.template_pooling import PooledTemplates, pool_templates
 
 __all__ = [
     "BTNet",
@@ -42,6 +44,7 @@ __all__ = [
     "CheckpointError",
     "DCR",
     "DistillOutput",
+    "FaceCoresetNet",
     "FaceModel",
     "IResNet",
     "MobileFaceNet",
@@ -49,6 +52,7 @@ __all__ = [
     "ModelSummary",
     "MultiResolutionFaceModel",
     "MultiResolutionOutput",
+    "PooledTemplates",
     "choose_branches",
     "choose_resolution",
     "get_model",
@@ -61,6 +65,7 @@ __all__ = [
     "list_models",
     "load_model",
     "load_weights",
+    "pool_templates",
     "preprocess",
     "register_model",
     "save_model",
