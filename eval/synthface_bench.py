@@ -75,7 +75,7 @@ class Fisherfaces(FaceModel):
             raise ValueError(f"Fisherfaces.fit: {classes} identities give at most {classes - 1} LDA components; "
                              f"components={self.embedding_size} needs more identities")  # fmt: skip
         x = self._pixels(self.preprocess(images, color_order=color_order)).double().numpy()
-        pca = PCA(min(self.pca_components, x.shape[0] - classes)).fit(x)
+        pca = PCA(min(self.pca_components, x.shape[0] - classes), svd_solver="full").fit(x)  # deterministic
         lda = LinearDiscriminantAnalysis(n_components=self.embedding_size).fit(pca.transform(x), identities)
         scalings = lda.scalings_[:, : self.embedding_size]
         self.mean.copy_(torch.from_numpy(pca.mean_))
