@@ -1,6 +1,6 @@
 // CUDA degradation kernel: one block per (image, channel) plane. Every down level is kept in shared
 // memory, so a cascade (area 56 -> 28 -> 14 -> 7) reads the input plane from global memory once and
-// the down-then-up images are computed from shared memory (separably, through the scratch `tmp`).
+// the down-then-up images are computed from shared memory.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -26,7 +26,24 @@ template <> __device__ __forceinline__ uint8_t from_float<uint8_t>(float v) {
   return static_cast<uint8_t>(fminf(fmaxf(floorf(v + 0.5f), 0.0f), 255.0f));
 }
 
+// Sum over a 2-D tap window: sum_a wy[a] * sum_b wx[b] * src[iy[a] * stride + ix[b]].
+template <typename Src>
+__device__ __forceinline__ float window_sum(const Src* src, int stride, const int32_t* iy, const float* wy, int ny,
+                                            const int32_t* ix, const float* wx, int nx) {
+  float acc = 0.0f;
+  for (int a = 0; a < ny; ++a) {
+    const Src* row = src + iy[a] * stride;
+    float racc = 0.0f;
+    for (int b = 0; b < nx; ++b) racc += wx[b] * to_float(row[ix[b]]);
+    acc += wy[a] * racc;
+  }
+  return acc;
+}
+
 // Work is spread as rows over warps and columns over lanes: no integer division per element.
+// Levels whose y_taps * x_taps <= kDirectTaps (area with integer factors, bilinear, bicubic,
+// nearest, every up pass) are computed straight from their 2-D window; wider antialiasing windows
+// go through the separable path and the `tmp` scratch (sized by the host only when needed).
 template <typename T>
 __global__ void degrade_kernel(const T* __restrict__ input, int c, int h, int w, const int32_t* __restrict__ level_table,
                                int num_levels, int per_image, const int32_t* __restrict__ tap_index,
@@ -47,65 +64,64 @@ __global__ void degrade_kernel(const T* __restrict__ input, int c, int h, int w,
     const int source = L[kSource];
     const float* src_level = source < 0 ? nullptr : levels + desc[source * kLevelFields + kBufOff];
     float* level = levels + L[kBufOff];
-
-    // Down, horizontal: tmp[r, j] over source rows.
-    const int x_taps = L[kXTaps];
+    const int x_taps = L[kXTaps], y_taps = L[kYTaps];
     const int32_t* xi = tap_index + L[kXOff];
     const float* xw = tap_weight + L[kXOff];
-    for (int r = warp; r < src_h; r += warps) {
-      for (int j = lane; j < out_w; j += 32) {
-        float acc = 0.0f;
-        if (src_level == nullptr) {
-          const T* row = in + r * w;
-          for (int t = 0; t < x_taps; ++t) acc += xw[j * x_taps + t] * to_float(row[xi[j * x_taps + t]]);
-        } else {
-          const float* row = src_level + r * src_w;
-          for (int t = 0; t < x_taps; ++t) acc += xw[j * x_taps + t] * row[xi[j * x_taps + t]];
-        }
-        tmp[r * out_w + j] = acc;
-      }
-    }
-    __syncthreads();
-
-    // Down, vertical: into the shared level plane (and the down output).
-    const int y_taps = L[kYTaps];
     const int32_t* yi = tap_index + L[kYOff];
     const float* yw = tap_weight + L[kYOff];
     T* down = out.down[k] == nullptr ? nullptr : static_cast<T*>(out.down[k]) + plane * out_h * out_w;
-    for (int i = warp; i < out_h; i += warps) {
-      for (int j = lane; j < out_w; j += 32) {
-        float acc = 0.0f;
-        for (int t = 0; t < y_taps; ++t) acc += yw[i * y_taps + t] * tmp[yi[i * y_taps + t] * out_w + j];
-        level[i * out_w + j] = acc;
-        if (down != nullptr) down[i * out_w + j] = from_float<T>(acc);
+
+    if (x_taps * y_taps <= kDirectTaps) {
+      for (int i = warp; i < out_h; i += warps) {
+        for (int j = lane; j < out_w; j += 32) {
+          const float acc =
+              src_level == nullptr
+                  ? window_sum(in, w, yi + i * y_taps, yw + i * y_taps, y_taps, xi + j * x_taps, xw + j * x_taps, x_taps)
+                  : window_sum(src_level, src_w, yi + i * y_taps, yw + i * y_taps, y_taps, xi + j * x_taps,
+                               xw + j * x_taps, x_taps);
+          level[i * out_w + j] = acc;
+          if (down != nullptr) down[i * out_w + j] = from_float<T>(acc);
+        }
+      }
+    } else {
+      for (int r = warp; r < src_h; r += warps) {  // horizontal: tmp[r, j] over source rows
+        for (int j = lane; j < out_w; j += 32) {
+          const float* wx = xw + j * x_taps;
+          const int32_t* ix = xi + j * x_taps;
+          float acc = 0.0f;
+          if (src_level == nullptr) {
+            for (int t = 0; t < x_taps; ++t) acc += wx[t] * to_float(in[r * w + ix[t]]);
+          } else {
+            for (int t = 0; t < x_taps; ++t) acc += wx[t] * src_level[r * src_w + ix[t]];
+          }
+          tmp[r * out_w + j] = acc;
+        }
+      }
+      __syncthreads();
+      for (int i = warp; i < out_h; i += warps) {  // vertical
+        for (int j = lane; j < out_w; j += 32) {
+          float acc = 0.0f;
+          for (int t = 0; t < y_taps; ++t) acc += yw[i * y_taps + t] * tmp[yi[i * y_taps + t] * out_w + j];
+          level[i * out_w + j] = acc;
+          if (down != nullptr) down[i * out_w + j] = from_float<T>(acc);
+        }
       }
     }
     __syncthreads();
 
-    // Up, separable through tmp: horizontal (out_h x W), then vertical straight to global memory.
     const int uy_taps = L[kUpYTaps], ux_taps = L[kUpXTaps];
     if (out.up[k] != nullptr && uy_taps > 0) {
-      const int32_t* uxi = tap_index + L[kUpXOff];
-      const float* uxw = tap_weight + L[kUpXOff];
-      for (int r = warp; r < out_h; r += warps) {
-        for (int x = lane; x < w; x += 32) {
-          float acc = 0.0f;
-          for (int b = 0; b < ux_taps; ++b) acc += uxw[x * ux_taps + b] * level[r * out_w + uxi[x * ux_taps + b]];
-          tmp[r * w + x] = acc;
-        }
-      }
-      __syncthreads();
       T* up = static_cast<T*>(out.up[k]) + plane * static_cast<int64_t>(h) * w;
       const int32_t* uyi = tap_index + L[kUpYOff];
       const float* uyw = tap_weight + L[kUpYOff];
+      const int32_t* uxi = tap_index + L[kUpXOff];
+      const float* uxw = tap_weight + L[kUpXOff];
       for (int y = warp; y < h; y += warps) {
         for (int x = lane; x < w; x += 32) {
-          float acc = 0.0f;
-          for (int a = 0; a < uy_taps; ++a) acc += uyw[y * uy_taps + a] * tmp[uyi[y * uy_taps + a] * w + x];
-          up[y * w + x] = from_float<T>(acc);
+          up[y * w + x] = from_float<T>(window_sum(level, out_w, uyi + y * uy_taps, uyw + y * uy_taps, uy_taps,
+                                                   uxi + x * ux_taps, uxw + x * ux_taps, ux_taps));
         }
       }
-      __syncthreads();  // the next level overwrites tmp
     }
   }
 }

@@ -78,7 +78,7 @@ class _Plan:
     tap_index: torch.Tensor  # int32 flat
     tap_weight: torch.Tensor  # float32 flat
     buffer_floats: int  # per-plane scratch holding every level
-    tmp_floats: int  # per-plane scratch of the horizontal passes (down, and up when asked)
+    tmp_floats: int  # CUDA per-plane scratch of levels computed separably (see _separable_scratch)
 
     def to(self, device: torch.device) -> _Plan:
         return _Plan(self.levels.to(device), self.tap_index.to(device), self.tap_weight.to(device),
@@ -102,6 +102,14 @@ def _level_row(bank: _TapBank, source: int, src: tuple[int, int], out: tuple[int
     return [source, out[0], out[1], src[0], src[1], y_off, y_taps, x_off, x_taps, *up_rows, buf_off]
 
 
+_DIRECT_TAPS = 16  # csrc/include/mrface/resize.h kDirectTaps
+
+
+def _separable_scratch(row: list[int]) -> int:
+    """Scratch floats the CUDA kernel needs for a level: wide windows go separably through src_h * out_w."""
+    return 0 if row[F_Y_TAPS] * row[F_X_TAPS] <= _DIRECT_TAPS else row[F_SRC_H] * row[F_OUT_W]
+
+
 @functools.lru_cache(maxsize=128)
 def _batched_plan(height: int, width: int, sizes: tuple[tuple[int, int], ...], filter: str, up: str | None) -> _Plan:
     bank, rows, buffer_floats, tmp_floats = _TapBank(), [], 0, 0
@@ -110,7 +118,7 @@ def _batched_plan(height: int, width: int, sizes: tuple[tuple[int, int], ...], f
         src = (height, width) if source < 0 else sizes[source]
         rows.append(_level_row(bank, source, src, out, (height, width), filter, up, buffer_floats))
         buffer_floats += out[0] * out[1]
-        tmp_floats = max(tmp_floats, src[0] * out[1], out[0] * width if up else 0)
+        tmp_floats = max(tmp_floats, _separable_scratch(rows[-1]))
     index, weight = bank.tensors()
     return _Plan(torch.tensor([rows], dtype=torch.int32), index, weight, buffer_floats, tmp_floats)
 
@@ -124,7 +132,7 @@ def _per_sample_bank(height: int, width: int, filters: tuple[str, ...], up: str)
         for f in filters:
             rows.append(_level_row(bank, -1, (height, width), out, (height, width), f, up_filter_for(f, up), 0))
         buffer_floats = max(buffer_floats, out[0] * out[1])
-        tmp_floats = max(tmp_floats, height * out[1], out[0] * width)
+        tmp_floats = max([tmp_floats] + [_separable_scratch(row) for row in rows[-len(filters) :]])
     index, weight = bank.tensors()
     return _Plan(torch.tensor(rows, dtype=torch.int32)[:, None, :], index, weight, buffer_floats, tmp_floats)
 
