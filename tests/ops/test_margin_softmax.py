@@ -250,13 +250,17 @@ def test_op_backends_match(hard):
         torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)
 
 
-def test_op_gradients_against_autograd_of_materialised_lse():
-    """d(sum(a * lse + b * cos_y)) by the op's backward equals autograd through logsumexp."""
-    e, w, target, scale, thr, t, lo, hi = op_inputs(seed=3)
+@pytest.mark.parametrize("hard", [True, False])
+def test_op_gradients_against_autograd_of_materialised_lse(hard):
+    """d(sum(a * lse + b * cos_y)) by the op's backward equals autograd through logsumexp; row 1 has
+    a non-target centre parallel to it (cosine 1, cut by the clamp to 1 - 1e-3: no gradient there)."""
+    e, w, target, scale, thr, t, lo, hi = op_inputs(seed=3, hard=hard)
+    w[(int(target[1]) + 1) % 11] = 2 * e[1]
     e64, w64 = e.double().requires_grad_(True), w.double().requires_grad_(True)
     cos = (e64 @ F.normalize(w64, dim=1).T).clamp(-1, 1)
     c = cos.clamp(lo, hi)
     z = torch.where(c > thr.double()[:, None], c * (t.double() + c), c) * scale.double()[:, None]
+    assert bool((cos > hi).any())
     is_t = torch.arange(11)[None, :] == target[:, None]
     lse = torch.logsumexp(z.masked_fill(is_t, -torch.inf), 1)
     cos_y = (cos * is_t).sum(1)
