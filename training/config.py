@@ -1,0 +1,282 @@
+"""Typed training recipes: dataclasses loaded with OmegaConf, dotted overrides, typo suggestions.
+
+A recipe is a YAML file (``training/recipes/<name>.yaml`` or any path) whose keys follow
+:class:`TrainConfig`. ``base: other_recipe`` merges another recipe first. Overrides are
+``key.sub=value`` strings (``optim.lr=0.05 data.batch_size=64``). Unknown keys are rejected with
+the closest valid key::
+
+    cfg = load_recipe("synthface_tiny_trunk", ["optim.lr=0.05", "train.max_steps=20"])
+
+Units: steps are optimiser steps (after gradient accumulation); ``batch_size`` is per rank and per
+micro-batch, so the global batch is ``batch_size * world_size * accumulate``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
+STAGES = ("trunk", "distill", "dcr", "coreset")
+
+
+class RecipeError(ValueError):
+    """A recipe or override is malformed; the message names the file/key and what was expected."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "iresnet_tiny"  # a name of mrface.models.list_models()
+    args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of get_model
+    init: str = ""  # weights to start from: a .safetensors file, a run dir or a checkpoint dir ("" = random)
+    freeze_bn: bool = False  # BatchNorm in eval mode (running statistics) while training
+    sync_bn: bool = False  # SyncBatchNorm across ranks (GPU only)
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the backbone
+
+
+@dataclass
+class HeadConfig:
+    name: str = "curricularface"  # a name of mrface.losses.list_heads()
+    args: dict[str, Any] = field(default_factory=dict)  # margin arguments (s, m, ...)
+    sample_rate: float = 1.0  # Partial FC class sampling
+    fused: bool = True  # fused margin-softmax op
+
+
+@dataclass
+class DataConfig:
+    kind: str = "synth"  # synth (rendered in memory) | rec (InsightFace RecordIO) | folder (root/<id>/*.jpg)
+    path: str = ""  # .rec file or image folder
+    synth_identities: int = 64
+    synth_images: int = 8
+    synth_seed: int = 0
+    batch_size: int = 32  # per rank, per micro-batch
+    workers: int = 0
+    color: str = ""  # RGB | BGR; "" = the model's metadata
+
+
+@dataclass
+class AugmentConfig:
+    kind: str = "none"  # none | btnet (random r in sizes, down + back up) | adaface (continuous side)
+    sizes: list[int] = field(default_factory=lambda: [112, 56, 28, 14, 7])
+    filter: str = "bilinear_aa"  # down filter for btnet
+    up: str = "bilinear"
+    prob: float = 1.0  # fraction of images degraded (the others stay at full resolution)
+    min_size: int = 22  # adaface
+    flip: bool = True  # random horizontal flip
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd | adamw
+    lr: float = 0.1  # for the global batch
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    clip_grad: float = 0.0  # max global grad norm, 0 = off
+    accumulate: int = 1  # micro-batches per optimiser step
+    amp: str = "none"  # none | bf16 | fp16 (fp16 uses a grad scaler)
+
+
+@dataclass
+class ScheduleConfig:
+    kind: str = "poly"  # poly | multistep | constant
+    warmup_epochs: float = 0.0
+    power: float = 2.0  # poly
+    milestones: list[float] = field(default_factory=list)  # multistep, in epochs
+    gamma: float = 0.1  # multistep
+
+
+@dataclass
+class TrainLoopConfig:
+    epochs: float = 1.0
+    max_steps: int = 0  # > 0: stop here (the schedule spans max_steps)
+    log_every: int = 10
+    progress: bool = True
+    tensorboard: bool = True  # when the tensorboard package is installed
+    skip_nonfinite: bool = False  # skip steps with a NaN/inf loss instead of stopping
+    deterministic: bool = False  # torch.use_deterministic_algorithms
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 0  # steps between checkpoints, 0 = only at the end
+    keep: int = 3  # last K checkpoints kept
+
+
+@dataclass
+class EvalConfig:
+    every: int = 0  # steps between verifications on the .bin sets, 0 = only at the end (if bins)
+    bins: list[str] = field(default_factory=list)
+    resolutions: list[int] = field(default_factory=lambda: [112])  # probes degraded 112 -> r
+    batch_size: int = 128
+
+
+@dataclass
+class DistillConfig:
+    teacher: str = ""  # trunk run dir or checkpoint dir (model + classifier shards)
+    resolutions: list[int] = field(default_factory=lambda: [28, 14, 7])
+    feature_weight: float = 0.5
+    embedding_weight: float = 0.5
+    filter: str = "bilinear_aa"  # 112 -> r for the student
+    init_from_trunk: bool = True  # start each branch from the trunk's weights of the layers it owns
+
+
+@dataclass
+class TrainConfig:
+    stage: str = "trunk"  # trunk | distill | dcr | coreset
+    seed: int = 0
+    output: str = "runs/${stage}"
+    resume: str = "none"  # none | auto (latest complete checkpoint in output) | a checkpoint dir
+    base: str = ""  # recipe merged before this one
+    description: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+
+# ------------------------------------------------------------------------------------ key checks
+_FREE_FORM = {"args"}  # dict fields whose keys are passed through (checked by get_model/get_head)
+
+
+def _check_keys(node: Any, schema: type, where: str, source: str) -> None:
+    """Raise RecipeError for the first key of ``node`` that ``schema`` does not have, with a suggestion."""
+    if not isinstance(node, dict):
+        raise RecipeError(f"{source}: '{where or 'top level'}' must be a mapping, got {type(node).__name__}")
+    known = {f.name: f for f in fields(schema)}
+    for key, value in node.items():
+        dotted = f"{where}.{key}" if where else str(key)
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.5)
+            hint = f"; did you mean '{(where + '.') if where else ''}{close[0]}'?" if close else ""
+            raise RecipeError(f"{source}: unknown key '{dotted}'{hint} (valid keys here: {sorted(known)})")
+        sub = _dataclass_of(schema, key)
+        if sub is not None and key not in _FREE_FORM and value is not None:
+            _check_keys(value, sub, dotted, source)
+
+
+def _dataclass_of(schema: type, key: str) -> type | None:
+    default = TrainConfig if schema is TrainConfig else schema
+    value = getattr(default(), key, None)
+    return type(value) if is_dataclass(value) else None
+
+
+def _check_dotted(key: str, source: str) -> None:
+    """Check one dotted override key against the schema (free-form ``args`` accept anything below)."""
+    node: dict[str, Any] = {}
+    cursor = node
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if part == "args":
+            cursor[part] = {}
+            break
+        cursor[part] = {} if i < len(parts) - 1 else None
+        cursor = cursor[part] if i < len(parts) - 1 else cursor
+    _check_keys(node, TrainConfig, "", source)
+
+
+# ------------------------------------------------------------------------------------- loading
+def recipe_path(name: str | os.PathLike) -> Path:
+    """A recipe name (``synthface_tiny_trunk``) or a path to a YAML file -> its path."""
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml") and p.is_file():
+        return p
+    candidate = RECIPE_DIR / f"{p.name}.yaml" if p.suffix == "" else RECIPE_DIR / p.name
+    if candidate.is_file():
+        return candidate
+    names = list_recipes()
+    close = difflib.get_close_matches(p.stem, names, n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise RecipeError(f"recipe '{name}' not found (not a YAML file, not in {RECIPE_DIR}){hint} "
+                      f"Available: {', '.join(names)}")  # fmt: skip
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
+    if path in seen:
+        raise RecipeError(f"{path}: 'base' chain loops: {' -> '.join(map(str, (*seen, path)))}")
+    try:
+        raw = OmegaConf.load(path)
+    except Exception as err:  # yaml.YAMLError and OSError alike: name the file
+        raise RecipeError(f"{path}: cannot read the recipe: {err}") from None
+    if not isinstance(raw, DictConfig):
+        raise RecipeError(f"{path}: a recipe must be a mapping of keys, got a list")
+    _check_keys(OmegaConf.to_container(raw, resolve=False), TrainConfig, "", str(path))
+    base = raw.get("base", "")
+    if base:
+        base_path = path.parent / base if (path.parent / str(base)).is_file() else recipe_path(str(base))
+        return OmegaConf.merge(_read_yaml(base_path, (*seen, path)), raw)
+    return raw
+
+
+def load_recipe(recipe: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Recipe name or path + ``key=value`` overrides -> validated :class:`TrainConfig`."""
+    path = recipe_path(recipe)
+    raw = _read_yaml(path)
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"override '{item}': expected key=value (e.g. optim.lr=0.05)")
+        _check_dotted(item.split("=", 1)[0].strip(), f"override '{item}'")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), raw, OmegaConf.from_dotlist(list(overrides)))
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", "") or "?"
+        raise RecipeError(f"{path}: key '{key}': {str(err).splitlines()[0]}") from None
+    assert isinstance(cfg, TrainConfig)
+    validate(cfg, str(path))
+    return cfg
+
+
+def _choice(value: str, allowed: tuple[str, ...], key: str, source: str) -> None:
+    if value not in allowed:
+        raise RecipeError(f"{source}: {key}={value!r}, expected one of {list(allowed)}")
+
+
+def validate(cfg: TrainConfig, source: str = "config") -> None:
+    """Value checks OmegaConf's types cannot express; raise RecipeError naming the key."""
+    _choice(cfg.stage, STAGES, "stage", source)
+    _choice(cfg.data.kind, ("synth", "rec", "folder"), "data.kind", source)
+    _choice(cfg.data.color, ("", "RGB", "BGR"), "data.color", source)
+    _choice(cfg.augment.kind, ("none", "btnet", "adaface"), "augment.kind", source)
+    _choice(cfg.optim.name, ("sgd", "adamw"), "optim.name", source)
+    _choice(cfg.optim.amp, ("none", "bf16", "fp16"), "optim.amp", source)
+    _choice(cfg.schedule.kind, ("poly", "multistep", "constant"), "schedule.kind", source)
+    positive = {"data.batch_size": cfg.data.batch_size, "optim.accumulate": cfg.optim.accumulate,
+                "train.log_every": cfg.train.log_every, "checkpoint.keep": cfg.checkpoint.keep}  # fmt: skip
+    for key, value in positive.items():
+        if value < 1:
+            raise RecipeError(f"{source}: {key}={value}, expected an integer >= 1")
+    if cfg.train.max_steps < 0 or cfg.train.epochs <= 0 and cfg.train.max_steps == 0:
+        raise RecipeError(f"{source}: need train.epochs > 0 or train.max_steps > 0")
+    if not 0 < cfg.head.sample_rate <= 1:
+        raise RecipeError(f"{source}: head.sample_rate={cfg.head.sample_rate}, expected a value in (0, 1]")
+    if not 0 <= cfg.augment.prob <= 1:
+        raise RecipeError(f"{source}: augment.prob={cfg.augment.prob}, expected a value in [0, 1]")
+    if cfg.data.kind in ("rec", "folder") and not cfg.data.path:
+        raise RecipeError(f"{source}: data.kind={cfg.data.kind} needs data.path")
+    if cfg.stage == "distill" and not cfg.distill.teacher:
+        raise RecipeError(f"{source}: stage=distill needs distill.teacher (a trunk run or checkpoint dir)")
+    if cfg.resume not in ("none", "auto") and not Path(cfg.resume).is_dir():
+        raise RecipeError(f"{source}: resume={cfg.resume!r}: expected none, auto or an existing checkpoint dir")
+
+
+def to_yaml(cfg: TrainConfig) -> str:
+    """The resolved config as YAML (written to every run directory)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg), resolve=True)
