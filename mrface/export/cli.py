@@ -1,0 +1,111 @@
+"""``mrface export``: verified ONNX graphs (and TensorRT engines where available) from a model.
+
+    mrface export --model RUN_DIR|CKPT.safetensors|NAME --format onnx --out DIR
+        [--resolutions 112 28] [--uint8-input --input-color-order BGR] [--degrade-from 112]
+        [--with-norm] [--opset 18] [--batch-sizes 1 7 64] [--min-cosine 0.9999]
+    mrface export --model ... --format tensorrt --out DIR [--fp16] [--int8 --calib-dir FOLDER]
+        [--min-batch 1 --opt-batch 8 --max-batch 64] [--timing-cache FILE]
+
+Exit codes: 0 verified artefacts written; 1 a parity check failed (nothing published);
+2 bad input or a missing dependency (the message names the argument or package).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mrface.export.errors import ExportError, ParityError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``export`` subcommand to the ``mrface`` CLI."""
+    p = subparsers.add_parser("export", help="export a model to verified ONNX graphs / TensorRT engines",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--model", required=True, help="run folder, .safetensors checkpoint, or registry name (random)")
+    p.add_argument("--format", choices=("onnx", "tensorrt"), default="onnx")
+    p.add_argument("--out", required=True, help="output folder (created; must not be a file)")
+    p.add_argument("--resolutions", type=int, nargs="+", default=None, help="paths to export (default: all)")
+    p.add_argument("--uint8-input", action="store_true", help="bake preprocessing in: uint8 NHWC input")
+    p.add_argument("--input-color-order", choices=("RGB", "BGR"), default="RGB", help="channel order of uint8 input")
+    p.add_argument("--degrade-from", type=int, default=None,
+                   help="graph input side; smaller paths degrade in-graph with AveragePool")  # fmt: skip
+    p.add_argument("--with-norm", action="store_true", help="add a 'norm' output (N, 1)")
+    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 7, 64], help="parity batch sizes")
+    p.add_argument("--min-cosine", type=float, default=None, help="parity threshold (default 0.9999 fp32)")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads for the parity check")
+    trt = p.add_argument_group("tensorrt")
+    trt.add_argument("--fp16", action="store_true")
+    trt.add_argument("--int8", action="store_true")
+    trt.add_argument("--calibrator", choices=("entropy", "minmax"), default="entropy")
+    trt.add_argument("--calib-dir", default=None, help="folder of face crops for INT8 calibration (default SynthFace)")
+    trt.add_argument("--calib-count", type=int, default=512)
+    trt.add_argument("--min-batch", type=int, default=1)
+    trt.add_argument("--opt-batch", type=int, default=8)
+    trt.add_argument("--max-batch", type=int, default=64)
+    trt.add_argument("--timing-cache", default=None, help="TensorRT timing cache file (read and updated)")
+    p.set_defaults(func=run)
+
+
+def _options(args: argparse.Namespace):
+    from mrface.export.exporter import ExportOptions
+    from mrface.export.parity import FP32_MIN_COSINE
+
+    return ExportOptions(
+        resolutions=args.resolutions,
+        uint8_input=args.uint8_input,
+        input_color_order=args.input_color_order,
+        degrade_from=args.degrade_from,
+        with_norm=args.with_norm,
+        opset=args.opset,
+        batch_sizes=tuple(args.batch_sizes),
+        min_cosine=FP32_MIN_COSINE if args.min_cosine is None else args.min_cosine,
+        threads=args.threads,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``mrface export`` (see module docstring for exit codes)."""
+    try:
+        if args.format == "tensorrt":
+            return _run_tensorrt(args)
+        return _run_onnx(args)
+    except ParityError as exc:
+        print(f"mrface export: {exc}\nnothing was written to {args.out}", file=sys.stderr)
+        return 1
+    except (ExportError, ValueError, FileNotFoundError) as exc:
+        print(f"mrface export: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run_onnx(args: argparse.Namespace) -> int:
+    from mrface.export.artefacts import check_out_dir
+    from mrface.export.exporter import check_options, export_model
+    from mrface.export.loading import load_for_export
+    from mrface.export.onnx import require_onnx
+    from mrface.export.session import require_onnxruntime
+
+    options = _options(args)
+    check_options(options)
+    check_out_dir(args.out, "--out")
+    require_onnx(), require_onnxruntime()
+    model = load_for_export(args.model)
+    result = export_model(model, args.out, options)
+    for graph in result.graphs:
+        print(f"{graph.path}  {graph.parity.summary()}")
+    print(f"wrote {result.manifest}")
+    return 0
+
+
+def _run_tensorrt(args: argparse.Namespace) -> int:
+    from mrface.export.tensorrt import tensorrt_unavailable_reason
+
+    reason = tensorrt_unavailable_reason()
+    if reason:
+        print(f"mrface export --format tensorrt: {reason}", file=sys.stderr)
+        return 2
+    from mrface.export.tensorrt_cli import build_engines_from_args
+
+    return build_engines_from_args(args, _options(args), Path(args.out))

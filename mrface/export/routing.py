@@ -1,0 +1,93 @@
+"""Routing faces of mixed sizes to resolution paths, exactly as ``MultiResolutionFaceModel`` does.
+
+Shared by the onnxruntime runner and the TensorRT embedder so every runtime groups, resizes and
+orders faces the same way: size indicator of the raw (w, h) -> branch by strategy
+(:func:`mrface.models.choose_branches`); each face is converted to float in the model's colour
+order and normalisation, then resized to the branch side (bilinear, ``align_corners=False``,
+optional antialias); faces are grouped per branch and results scattered back in input order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mrface.models.branch_select import INDICATORS, STRATEGIES, choose_branches
+from mrface.models.metadata import COLOR_ORDERS, ModelMetadata
+
+
+@dataclass(frozen=True)
+class RouteGroup:
+    """Faces sent to one path: ``indices`` into the input list and their batch (n, 3, r, r) float32."""
+
+    resolution: int
+    indices: list[int]
+    batch: torch.Tensor
+
+
+def check_route_options(indicator: str, strategy: str, color_order: str) -> None:
+    """Raise ``ValueError`` naming the bad option (same choices as ``MultiResolutionFaceModel``)."""
+    if indicator not in INDICATORS:
+        raise ValueError(f"indicator={indicator!r}: expected one of {INDICATORS}")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy={strategy!r}: expected one of {STRATEGIES}")
+    if color_order not in COLOR_ORDERS:
+        raise ValueError(f"color_order={color_order!r}: expected one of {COLOR_ORDERS}")
+
+
+def normalised_faces(images: Any, metadata: ModelMetadata, color_order: str) -> list[torch.Tensor]:
+    """uint8 HxWx3 faces (list or NxHxWx3 array) in ``color_order`` -> list of (3, h, w) float tensors."""
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        images = list(images)
+    if not isinstance(images, (list, tuple)) or not images:
+        raise TypeError("images: expected a non-empty list of HxWx3 uint8 arrays or an NxHxWx3 uint8 array")
+    mean = torch.tensor(metadata.mean).view(3, 1, 1)
+    std = torch.tensor(metadata.std).view(3, 1, 1)
+    faces = []
+    for i, im in enumerate(images):
+        im = np.asarray(im)
+        if im.dtype != np.uint8 or im.ndim != 3 or im.shape[2] != 3:
+            raise ValueError(f"images[{i}]: expected an HxWx3 uint8 array, got shape {im.shape} dtype {im.dtype}")
+        if color_order != metadata.color_order:
+            im = im[:, :, ::-1]
+        t = torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1).float().div_(255.0)
+        faces.append((t - mean) / std)
+    return faces
+
+
+def resize_face(face: torch.Tensor, resolution: int, antialias: bool) -> torch.Tensor:
+    """(3, h, w) -> (3, r, r), bilinear ``align_corners=False`` (no-op when already r x r)."""
+    if face.shape[1:] == (resolution, resolution):
+        return face
+    return F.interpolate(face[None], size=(resolution, resolution), mode="bilinear", align_corners=False,
+                         antialias=antialias)[0]  # fmt: skip
+
+
+def route_faces(
+    faces: Sequence[torch.Tensor],
+    resolutions: Sequence[int],
+    *,
+    indicator: str = "max",
+    strategy: str = "ceil",
+    antialias: bool = False,
+) -> list[RouteGroup]:
+    """Group (3, h, w) faces by branch (ascending resolution), each resized into one batch."""
+    sizes = [(f.shape[2], f.shape[1]) for f in faces]
+    branches = choose_branches(sizes, resolutions, indicator, strategy)
+    groups = []
+    for r in sorted(set(branches)):
+        idx = [i for i, b in enumerate(branches) if b == r]
+        groups.append(RouteGroup(r, idx, torch.stack([resize_face(faces[i], r, antialias) for i in idx])))
+    return groups
+
+
+def split_batches(n: int, max_batch: int) -> list[slice]:
+    """Slices covering range(n) in chunks of at most ``max_batch`` (engine profiles cap the batch)."""
+    if max_batch < 1:
+        raise ValueError(f"max_batch={max_batch}: expected >= 1")
+    return [slice(i, min(i + max_batch, n)) for i in range(0, n, max_batch)]

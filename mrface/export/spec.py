@@ -1,0 +1,97 @@
+"""``GraphSpec``: what one exported graph expects and returns (stored in every artefact).
+
+Input formats:
+
+* ``float_nchw``: (N, 3, S, S) float32, already in the model's colour order and normalisation
+  (what ``model.preprocess`` returns).
+* ``uint8_nhwc``: (N, S, S, 3) uint8 pixels in ``input_color_order``; colour swap and
+  ``(x / 255 - mean) / std`` run inside the graph ("baked preprocessing").
+
+``input_size`` S is the side the graph accepts. When S > ``resolution`` the graph degrades the
+input to the path's resolution itself with an S/r box filter (ONNX ``AveragePool``, what cv2
+INTER_AREA does for integer factors), so S must be a multiple of the resolution.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+from mrface.export.errors import ExportError
+from mrface.models.metadata import COLOR_ORDERS
+
+INPUT_FORMATS = ("float_nchw", "uint8_nhwc")
+OUTPUT_NAMES = ("embedding", "norm")
+INPUT_NAME = "input"
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """One exported resolution path.
+
+    Attributes:
+        name: file stem of the artefact (e.g. ``btnet_tiny_r28``).
+        resolution: the path's resolution r (trunk: the model's input size).
+        kind: ``"trunk"`` (BTNet trunk), ``"branch"`` (BTNet branch + shared tail) or ``"model"``.
+        input_format: ``float_nchw`` or ``uint8_nhwc`` (see module docstring).
+        input_size: side S of the graph input in pixels.
+        input_color_order: channel order of uint8 input (``None`` for float input).
+        outputs: ``("embedding",)`` or ``("embedding", "norm")``; embedding (N, E) float32,
+            norm (N, 1) float32 = L2 norm of the un-normalised embedding.
+        opset: ONNX opset of the graph.
+    """
+
+    name: str
+    resolution: int
+    kind: str
+    input_format: str = "float_nchw"
+    input_size: int = 0
+    input_color_order: str | None = None
+    outputs: tuple[str, ...] = ("embedding",)
+    opset: int = 18
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("trunk", "branch", "model"):
+            raise ExportError(f"GraphSpec.kind={self.kind!r}: expected trunk, branch or model")
+        if self.input_format not in INPUT_FORMATS:
+            raise ExportError(f"input_format={self.input_format!r}: expected one of {INPUT_FORMATS}")
+        size = self.input_size or self.resolution
+        object.__setattr__(self, "input_size", int(size))
+        if size < self.resolution or size % self.resolution:
+            raise ExportError(
+                f"input_size={size} for the {self.resolution}px path: must be the resolution or a multiple of it "
+                "(the graph degrades by an integer box filter, ONNX AveragePool)"
+            )
+        if self.input_format == "uint8_nhwc":
+            if self.input_color_order not in COLOR_ORDERS:
+                raise ExportError(f"input_color_order={self.input_color_order!r}: expected one of {COLOR_ORDERS}")
+        elif self.input_color_order is not None:
+            raise ExportError("input_color_order applies to uint8 input only (float input is already preprocessed)")
+        outputs = tuple(self.outputs)
+        if outputs not in (("embedding",), ("embedding", "norm")):
+            raise ExportError(f"outputs={outputs}: expected ('embedding',) or ('embedding', 'norm')")
+        object.__setattr__(self, "outputs", outputs)
+        if self.opset < 17:
+            raise ExportError(f"opset={self.opset}: expected 17 or newer")
+
+    @property
+    def degrade_factor(self) -> int:
+        """Box-filter factor applied inside the graph (1 = none)."""
+        return self.input_size // self.resolution
+
+    def input_shape(self, batch: int) -> tuple[int, int, int, int]:
+        """Shape of the graph input for ``batch`` faces."""
+        s = self.input_size
+        return (batch, 3, s, s) if self.input_format == "float_nchw" else (batch, s, s, 3)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "<string>") -> GraphSpec:
+        try:
+            data = json.loads(text)
+            data["outputs"] = tuple(data["outputs"])
+            return cls(**data)
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ExportError(f"{source}: not an mrface graph spec ({exc})") from None
