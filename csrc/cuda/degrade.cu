@@ -26,6 +26,21 @@ template <> __device__ __forceinline__ uint8_t from_float<uint8_t>(float v) {
   return static_cast<uint8_t>(fminf(fmaxf(floorf(v + 0.5f), 0.0f), 255.0f));
 }
 
+// Store four consecutive outputs with one vector store (dst aligned to 4 elements).
+template <typename T>
+struct alignas(4 * sizeof(T)) Vec4 {
+  T v[4];
+};
+template <typename T>
+__device__ __forceinline__ void store4(T* dst, float4 a) {
+  Vec4<T> packed;
+  packed.v[0] = from_float<T>(a.x);
+  packed.v[1] = from_float<T>(a.y);
+  packed.v[2] = from_float<T>(a.z);
+  packed.v[3] = from_float<T>(a.w);
+  *reinterpret_cast<Vec4<T>*>(dst) = packed;
+}
+
 // Sum over a 2-D tap window: sum_a wy[a] * sum_b wx[b] * src[iy[a] * stride + ix[b]].
 template <typename Src>
 __device__ __forceinline__ float window_sum(const Src* src, int stride, const int32_t* iy, const float* wy, int ny,
@@ -41,9 +56,9 @@ __device__ __forceinline__ float window_sum(const Src* src, int stride, const in
 }
 
 // Work is spread as rows over warps and columns over lanes: no integer division per element.
-// Levels whose y_taps * x_taps <= kDirectTaps (area with integer factors, bilinear, bicubic,
-// nearest, every up pass) are computed straight from their 2-D window; wider antialiasing windows
-// go through the separable path and the `tmp` scratch (sized by the host only when needed).
+// Down levels whose y_taps * x_taps <= kDirectTaps (area with integer factors, bilinear, bicubic,
+// nearest) are computed straight from their 2-D window; wider antialiasing windows go through the
+// separable path and the `tmp` scratch, as does every up pass (sized by the host, see degrade.py).
 template <typename T>
 __global__ void degrade_kernel(const T* __restrict__ input, int c, int h, int w, const int32_t* __restrict__ level_table,
                                int num_levels, int per_image, const int32_t* __restrict__ tap_index,
@@ -111,17 +126,44 @@ __global__ void degrade_kernel(const T* __restrict__ input, int c, int h, int w,
 
     const int uy_taps = L[kUpYTaps], ux_taps = L[kUpXTaps];
     if (out.up[k] != nullptr && uy_taps > 0) {
+      // Up, separable: horizontal into tmp (out_h x W), then vertical straight to global memory.
+      const int32_t* uxi = tap_index + L[kUpXOff];
+      const float* uxw = tap_weight + L[kUpXOff];
+      for (int r = warp; r < out_h; r += warps) {
+        for (int x = lane; x < w; x += 32) {
+          float acc = 0.0f;
+          for (int b = 0; b < ux_taps; ++b) acc += uxw[x * ux_taps + b] * level[r * out_w + uxi[x * ux_taps + b]];
+          tmp[r * w + x] = acc;
+        }
+      }
+      __syncthreads();
       T* up = static_cast<T*>(out.up[k]) + plane * static_cast<int64_t>(h) * w;
       const int32_t* uyi = tap_index + L[kUpYOff];
       const float* uyw = tap_weight + L[kUpYOff];
-      const int32_t* uxi = tap_index + L[kUpXOff];
-      const float* uxw = tap_weight + L[kUpXOff];
-      for (int y = warp; y < h; y += warps) {
-        for (int x = lane; x < w; x += 32) {
-          up[y * w + x] = from_float<T>(window_sum(level, out_w, uyi + y * uy_taps, uyw + y * uy_taps, uy_taps,
-                                                   uxi + x * ux_taps, uxw + x * ux_taps, ux_taps));
+      if ((w & 3) == 0) {
+        // Four columns per thread: one load of the row taps and one vector store serve four outputs.
+        const int quads = w >> 2;
+        for (int y = warp; y < h; y += warps) {
+          for (int q = lane; q < quads; q += 32) {
+            float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+            for (int a = 0; a < uy_taps; ++a) {
+              const float weight = uyw[y * uy_taps + a];
+              const float4 v = reinterpret_cast<const float4*>(tmp + uyi[y * uy_taps + a] * w)[q];
+              acc.x += weight * v.x; acc.y += weight * v.y; acc.z += weight * v.z; acc.w += weight * v.w;
+            }
+            store4(up + y * w + 4 * q, acc);
+          }
+        }
+      } else {
+        for (int y = warp; y < h; y += warps) {
+          for (int x = lane; x < w; x += 32) {
+            float acc = 0.0f;
+            for (int a = 0; a < uy_taps; ++a) acc += uyw[y * uy_taps + a] * tmp[uyi[y * uy_taps + a] * w + x];
+            up[y * w + x] = from_float<T>(acc);
+          }
         }
       }
+      __syncthreads();  // the next level overwrites tmp
     }
   }
 }

@@ -105,9 +105,11 @@ def _level_row(bank: _TapBank, source: int, src: tuple[int, int], out: tuple[int
 _DIRECT_TAPS = 16  # csrc/include/mrface/resize.h kDirectTaps
 
 
-def _separable_scratch(row: list[int]) -> int:
-    """Scratch floats the CUDA kernel needs for a level: wide windows go separably through src_h * out_w."""
-    return 0 if row[F_Y_TAPS] * row[F_X_TAPS] <= _DIRECT_TAPS else row[F_SRC_H] * row[F_OUT_W]
+def _separable_scratch(row: list[int], width: int) -> int:
+    """Scratch floats the CUDA kernel needs for a level: src_h * out_w when its down window is wide
+    (separable path), out_h * W when it goes back up."""
+    down = 0 if row[F_Y_TAPS] * row[F_X_TAPS] <= _DIRECT_TAPS else row[F_SRC_H] * row[F_OUT_W]
+    return max(down, row[F_OUT_H] * width if row[F_UP_Y_TAPS] > 0 else 0)
 
 
 @functools.lru_cache(maxsize=128)
@@ -118,7 +120,7 @@ def _batched_plan(height: int, width: int, sizes: tuple[tuple[int, int], ...], f
         src = (height, width) if source < 0 else sizes[source]
         rows.append(_level_row(bank, source, src, out, (height, width), filter, up, buffer_floats))
         buffer_floats += out[0] * out[1]
-        tmp_floats = max(tmp_floats, _separable_scratch(rows[-1]))
+        tmp_floats = max(tmp_floats, _separable_scratch(rows[-1], width))
     index, weight = bank.tensors()
     return _Plan(torch.tensor([rows], dtype=torch.int32), index, weight, buffer_floats, tmp_floats)
 
@@ -132,7 +134,7 @@ def _per_sample_bank(height: int, width: int, filters: tuple[str, ...], up: str)
         for f in filters:
             rows.append(_level_row(bank, -1, (height, width), out, (height, width), f, up_filter_for(f, up), 0))
         buffer_floats = max(buffer_floats, out[0] * out[1])
-        tmp_floats = max([tmp_floats] + [_separable_scratch(row) for row in rows[-len(filters) :]])
+        tmp_floats = max([tmp_floats] + [_separable_scratch(row, width) for row in rows[-len(filters) :]])
     index, weight = bank.tensors()
     return _Plan(torch.tensor(rows, dtype=torch.int32)[:, None, :], index, weight, buffer_floats, tmp_floats)
 

@@ -47,8 +47,9 @@ enum LevelField : int {
 };
 
 constexpr int kMaxLevels = 8;
-// CUDA: a level whose y_taps * x_taps is at most this is computed from its 2-D window directly,
-// otherwise separably through a scratch of src_h * out_w floats (mrface/ops/degrade.py sizes it).
+// CUDA: a down level whose y_taps * x_taps is at most this is computed from its 2-D window directly,
+// otherwise separably through a scratch of src_h * out_w floats; an up pass needs out_h * W floats
+// (mrface/ops/degrade.py sizes the scratch).
 constexpr int kDirectTaps = 16;
 
 // Output pointers per level (nullptr: not written). Down level k is (planes, out_h, out_w), up
@@ -70,7 +71,7 @@ struct DegradeArgs {
   LevelPointers out;
   int64_t buffer_floats;      // per-plane scratch: sum of level planes (kBufOff + out_h * out_w)
   int num_threads;            // CPU only: OpenMP threads (callers pass torch.get_num_threads())
-  int64_t tmp_floats;         // CUDA per-plane scratch: max src_h * out_w over separable levels (see kDirectTaps)
+  int64_t tmp_floats;         // CUDA per-plane scratch (see kDirectTaps)
 };
 
 // CPU: OpenMP over planes. Pointers are host pointers.
