@@ -1,13 +1,18 @@
-"""Resolve ``--model`` for export: a run folder, a ``.safetensors`` checkpoint, or a registry name.
+"""Resolve ``--model`` for export: a run folder, a checkpoint folder, a ``.safetensors`` file, or a name.
 
-A run folder is searched for ``model.safetensors``, then ``final.safetensors``, then a single
-``*.safetensors`` at its top level (each with the JSON metadata written by
-``mrface.models.save_model``). A registry name builds the model with random weights (for testing
-the pipeline) and says so with a warning.
+Folders follow the training layout (``training/checkpoint.py``; read here by convention, since
+the library does not import the training layer):
+
+* a folder holding ``model.safetensors`` (a checkpoint folder, or e.g. ``demo/distill``) uses it;
+* a run folder uses ``checkpoints/step_<n>/model.safetensors`` of the highest step whose
+  ``manifest.json`` exists (complete checkpoints only).
+
+A registry name builds the model with random weights (to try the pipeline) and warns about it.
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -15,22 +20,26 @@ from mrface.export.errors import ExportError
 from mrface.models import FaceModel, list_models, load_model
 from mrface.models.registry import get_model
 
-RUN_DIR_NAMES = ("model.safetensors", "final.safetensors")
+_STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
-def find_checkpoint(run_dir: Path) -> Path:
-    """The weight file of a run folder (see module docstring)."""
-    for name in RUN_DIR_NAMES:
-        if (run_dir / name).is_file():
-            return run_dir / name
-    found = sorted(run_dir.glob("*.safetensors"))
-    if len(found) == 1:
-        return found[0]
-    listed = ", ".join(p.name for p in found) or "none"
-    raise ExportError(
-        f"--model {run_dir}: expected {' or '.join(RUN_DIR_NAMES)} or exactly one *.safetensors in the run "
-        f"folder, found {listed}"
-    )
+def find_checkpoint(folder: Path) -> Path:
+    """The ``model.safetensors`` of a checkpoint folder or of a run folder's latest complete checkpoint."""
+    if (folder / "model.safetensors").is_file():
+        return folder / "model.safetensors"
+    root = folder / "checkpoints"
+    steps = []
+    if root.is_dir():
+        for p in root.iterdir():
+            match = _STEP_DIR.match(p.name)
+            if match and (p / "manifest.json").is_file() and (p / "model.safetensors").is_file():
+                steps.append((int(match.group(1)), p / "model.safetensors"))
+    if not steps:
+        raise ExportError(
+            f"--model {folder}: expected a folder with model.safetensors, or a run folder with a complete "
+            f"checkpoint under {root}/step_<n>/ (model.safetensors + manifest.json); found neither"
+        )
+    return max(steps)[1]
 
 
 def load_for_export(spec: str) -> FaceModel:
