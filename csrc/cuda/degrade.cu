@@ -26,6 +26,9 @@ template <> __device__ __forceinline__ uint8_t from_float<uint8_t>(float v) {
   return static_cast<uint8_t>(fminf(fmaxf(floorf(v + 0.5f), 0.0f), 255.0f));
 }
 
+// Offset of the scratch after the level planes, rounded up to 4 floats.
+__host__ __device__ constexpr int64_t scratch_offset(int64_t buffer_floats) { return (buffer_floats + 3) & ~int64_t{3}; }
+
 // Store four consecutive outputs with one vector store (dst aligned to 4 elements).
 template <typename T>
 struct alignas(4 * sizeof(T)) Vec4 {
@@ -65,7 +68,7 @@ __global__ void degrade_kernel(const T* __restrict__ input, int c, int h, int w,
                                const float* __restrict__ tap_weight, LevelPointers out, int64_t buffer_floats) {
   extern __shared__ float shared[];
   float* levels = shared;
-  float* tmp = shared + buffer_floats;
+  float* tmp = shared + scratch_offset(buffer_floats);  // 16-byte aligned for float4 access
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   const int64_t plane = blockIdx.x;
@@ -176,7 +179,7 @@ void check_cuda(cudaError_t status, const char* what) {
 
 template <typename T>
 void launch(const DegradeArgs& a, cudaStream_t stream) {
-  const size_t shared_bytes = static_cast<size_t>(a.buffer_floats + a.tmp_floats) * sizeof(float);
+  const size_t shared_bytes = static_cast<size_t>(scratch_offset(a.buffer_floats) + a.tmp_floats) * sizeof(float);
   auto kernel = degrade_kernel<T>;
   if (shared_bytes > 48 * 1024) {
     check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared_bytes)),
