@@ -10,7 +10,7 @@ is not finite, or the norm output is off by more than ``NORM_RTOL`` of the large
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from mrface.export.session import ort_session
 from mrface.export.spec import INPUT_NAME, GraphSpec
 from mrface.models.base import FaceModel
 from mrface.models.btnet import BTNet
-from mrface.models.metadata import preprocess
+from mrface.models.metadata import ModelMetadata, preprocess
 
 DEFAULT_BATCH_SIZES = (1, 7, 64)
 FP32_MIN_COSINE = 0.9999
@@ -68,14 +68,13 @@ class ParityReport:
         return f"{self.name}: batch {sizes} max|Δ| {self.max_abs:.3g} min cos {self.min_cosine:.7f} {verdict}"
 
 
-def graph_inputs(images: np.ndarray, spec: GraphSpec, model: FaceModel) -> tuple[np.ndarray, torch.Tensor]:
+def graph_inputs(images: np.ndarray, spec: GraphSpec, meta: ModelMetadata) -> tuple[np.ndarray, torch.Tensor]:
     """RGB uint8 (N, H, W, 3) faces -> (graph input, PyTorch model input (N, 3, r, r) float).
 
     The graph input follows ``spec`` (float NCHW preprocessed, or uint8 NHWC in
     ``spec.input_color_order``) at ``spec.input_size``; resizing to that size uses cv2 INTER_AREA
     (shrink) or INTER_LINEAR (enlarge), as ``mrface.models.preprocess`` does.
     """
-    meta = model.metadata or model.default_metadata()
     s = spec.input_size
     if spec.input_format == "float_nchw":
         x = preprocess(images, meta, color_order="RGB", size=s)
@@ -108,6 +107,9 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a64 * b64).sum(1) / den
 
 
+RunGraph = Callable[[np.ndarray], list[np.ndarray]]
+
+
 def check_parity(
     onnx_path: str | Path,
     model: FaceModel,
@@ -119,36 +121,55 @@ def check_parity(
     threads: int | None = None,
     raise_on_failure: bool = True,
 ) -> ParityReport:
-    """Compare ``onnx_path`` with ``model`` on ``images`` (RGB uint8 (N, H, W, 3), N >= max batch).
+    """Compare ``onnx_path`` (onnxruntime CPU) with ``model`` on ``images`` (see :func:`compare_runtime`)."""
+    session = ort_session(onnx_path, threads=threads)
+    return compare_runtime(
+        lambda feed: session.run(list(spec.outputs), {INPUT_NAME: feed}), model, spec, images,
+        batch_sizes=batch_sizes, min_cosine=min_cosine, raise_on_failure=raise_on_failure, source=str(onnx_path),
+    )  # fmt: skip
 
-    Raises ``ParityError`` (carrying the report) when the check fails and ``raise_on_failure``.
+
+def compare_runtime(
+    run: RunGraph,
+    model: FaceModel,
+    spec: GraphSpec,
+    images: np.ndarray,
+    *,
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    min_cosine: float = FP32_MIN_COSINE,
+    raise_on_failure: bool = True,
+    source: str = "",
+) -> ParityReport:
+    """Compare a runtime ``run(graph_input) -> [embedding, (norm)]`` with ``model`` on ``images``.
+
+    ``images``: RGB uint8 (N, H, W, 3) with N >= max(batch_sizes). Raises ``ParityError``
+    (carrying the report) when the check fails and ``raise_on_failure``.
     """
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
         raise ExportError(f"parity images: expected RGB uint8 (N, H, W, 3), got {images.shape} {images.dtype}")
     if not batch_sizes or min(batch_sizes) < 1 or max(batch_sizes) > len(images):
         raise ExportError(f"parity batch sizes {list(batch_sizes)}: need 1 <= b <= {len(images)} (images given)")
-    session = ort_session(onnx_path, threads=threads)
-    feed_all, x_all = graph_inputs(images[: max(batch_sizes)], spec, model)
+    meta = model.metadata or model.default_metadata()
+    feed_all, x_all = graph_inputs(images[: max(batch_sizes)], spec, meta)
     ref_all = reference_embedding(model, x_all, spec.resolution).numpy()
     rows, passed = [], True
     for b in batch_sizes:
-        outputs = session.run(list(spec.outputs), {INPUT_NAME: feed_all[:b]})
+        outputs = [np.asarray(o) for o in run(np.ascontiguousarray(feed_all[:b]))]
         emb, ref = outputs[0], ref_all[:b]
         if emb.shape != ref.shape:
             raise ParityError(f"{spec.name}: batch {b} gave shape {emb.shape}, PyTorch {ref.shape}")
-        finite = bool(np.isfinite(emb).all())
+        ok = bool(np.isfinite(emb).all())
         cos = _cosine(emb, ref)
         max_abs_norm = None
         if "norm" in spec.outputs:
             ref_norm = np.linalg.norm(ref.astype(np.float64), axis=1, keepdims=True)
             max_abs_norm = float(np.abs(outputs[1] - ref_norm).max())
-            finite = finite and bool(np.isfinite(outputs[1]).all())
-            finite = finite and max_abs_norm <= NORM_RTOL * float(ref_norm.max())
+            ok = ok and bool(np.isfinite(outputs[1]).all()) and max_abs_norm <= NORM_RTOL * float(ref_norm.max())
         row = BatchParity(b, float(np.abs(emb - ref).max()), float(cos.min()), max_abs_norm)
         rows.append(row)
-        passed = passed and finite and row.min_cosine >= min_cosine
+        passed = passed and ok and row.min_cosine >= min_cosine
     report = ParityReport(spec.name, float(min_cosine), rows, passed)
     if not passed and raise_on_failure:
-        raise ParityError(f"parity check failed for {onnx_path}: {report.summary()}", report)
+        raise ParityError(f"parity check failed for {source or spec.name}: {report.summary()}", report)
     return report

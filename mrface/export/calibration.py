@@ -1,0 +1,135 @@
+"""INT8 calibration data: faces from a folder or SynthFace, batched in the graph's input format.
+
+:class:`CalibrationBatches` yields arrays shaped ``spec.input_shape(batch)`` prepared exactly as
+the parity check prepares graph inputs (:func:`mrface.export.parity.graph_inputs`), so the
+calibrator sees what the deployed graph will see. Full batches only (TensorRT's calibrator
+interface has a fixed batch size); the remainder is dropped and reported by ``dropped``.
+
+:class:`CalibratorFeed` is the TensorRT-independent half of a calibrator: it copies the next batch
+into a device buffer the caller allocated (a torch tensor) and returns its address, and reads and
+writes the calibration cache file. ``mrface.export.tensorrt`` wraps it in TensorRT's calibrator
+classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from mrface.export.errors import ExportError
+from mrface.export.parity import graph_inputs
+from mrface.export.spec import GraphSpec
+from mrface.models.metadata import ModelMetadata
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+FACE_SIZE = 112
+
+
+def load_face_folder(folder: str | Path, limit: int | None = None, size: int = FACE_SIZE) -> np.ndarray:
+    """Image files under ``folder`` (recursive, sorted) -> RGB uint8 (N, size, size, 3).
+
+    Files are read with OpenCV and resized to ``size`` (INTER_AREA shrinking, INTER_LINEAR
+    enlarging); an unreadable file raises naming it.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ExportError(f"calibration folder {folder}: not a directory")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if limit is not None:
+        files = files[:limit]
+    if not files:
+        raise ExportError(f"calibration folder {folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    out = np.empty((len(files), size, size, 3), dtype=np.uint8)
+    for i, path in enumerate(files):
+        im = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if im is None:
+            raise ExportError(f"calibration image {path}: unreadable (expected an image OpenCV can decode)")
+        if im.shape[:2] != (size, size):
+            shrink = im.shape[0] * im.shape[1] > size * size
+            im = cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        out[i] = im[:, :, ::-1]
+    return out
+
+
+def synthface_calibration(count: int, seed: int = 1) -> np.ndarray:
+    """``count`` SynthFace faces spread over identities and images (RGB uint8 (count, 112, 112, 3)).
+
+    Seed 1 by default, so calibration never uses the parity images (seed 0).
+    """
+    from mrface.data.synthface import SynthFace
+
+    ids = np.arange(count) // 4
+    return SynthFace(seed).render(ids, np.arange(count) % 4)
+
+
+class CalibrationBatches:
+    """Fixed-size batches of graph inputs (see module docstring). Iterable more than once."""
+
+    def __init__(self, images: np.ndarray, spec: GraphSpec, metadata: ModelMetadata, batch_size: int) -> None:
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+            raise ExportError(f"calibration images: expected RGB uint8 (N, H, W, 3), got {images.shape}")
+        if batch_size < 1 or len(images) < batch_size:
+            raise ExportError(f"calibration: {len(images)} images cannot fill one batch of {batch_size}")
+        self.spec, self.metadata, self.batch_size = spec, metadata, int(batch_size)
+        self.num_batches = len(images) // self.batch_size
+        self.dropped = len(images) - self.num_batches * self.batch_size
+        self._images = images[: self.num_batches * self.batch_size]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.spec.input_shape(self.batch_size)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.uint8 if self.spec.input_format == "uint8_nhwc" else np.float32)
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(self.num_batches):
+            chunk = self._images[i * self.batch_size : (i + 1) * self.batch_size]
+            feed, _ = graph_inputs(chunk, self.spec, self.metadata)
+            yield np.ascontiguousarray(feed, dtype=self.dtype)
+
+
+class CalibratorFeed:
+    """Batches -> device buffer pointers, plus the calibration cache (see module docstring)."""
+
+    def __init__(self, batches: CalibrationBatches, buffer: torch.Tensor, cache_file: str | Path | None) -> None:
+        expected = (tuple(batches.shape), torch.from_numpy(np.empty(0, batches.dtype)).dtype)
+        if (tuple(buffer.shape), buffer.dtype) != expected:
+            raise ExportError(f"calibration buffer {tuple(buffer.shape)} {buffer.dtype}: expected {expected}")
+        self.batches, self.buffer = batches, buffer
+        self.cache_file = Path(cache_file) if cache_file else None
+        self._iter: Iterator[np.ndarray] = iter(batches)
+        self.served = 0
+
+    def batch_size(self) -> int:
+        return self.batches.batch_size
+
+    def next_pointers(self) -> list[int] | None:
+        """Copy the next batch into the buffer and return ``[address]``; None when exhausted."""
+        batch = next(self._iter, None)
+        if batch is None:
+            return None
+        self.buffer.copy_(torch.from_numpy(batch))
+        self.served += 1
+        return [int(self.buffer.data_ptr())]
+
+    def read_cache(self) -> bytes | None:
+        """Cached calibration table, if a cache file exists (TensorRT then skips calibration)."""
+        if self.cache_file is not None and self.cache_file.is_file():
+            return self.cache_file.read_bytes()
+        return None
+
+    def write_cache(self, data: bytes) -> None:
+        if self.cache_file is not None:
+            tmp = self.cache_file.with_name(f".{self.cache_file.name}.tmp")
+            tmp.write_bytes(bytes(data))
+            tmp.replace(self.cache_file)

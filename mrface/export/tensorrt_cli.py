@@ -1,0 +1,68 @@
+"""``mrface export --format tensorrt``: verified ONNX graphs, then one verified engine per graph.
+
+Layout: ``OUT/onnx/`` (as ``--format onnx`` writes it) and ``OUT/trt_<precision>/`` with
+``<graph>.engine``, ``<graph>.engine.json`` (engine metadata incl. parity) and ``manifest.json``,
+published atomically once every engine passes parity against PyTorch (cosine >= 0.9999 fp32,
+0.999 fp16, 0.99 int8). Needs TensorRT and a GPU (unverified in CI; see deploy/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mrface.export.artefacts import MANIFEST, staged_output, write_json_atomic
+from mrface.export.calibration import CalibrationBatches, load_face_folder, synthface_calibration
+from mrface.export.engine_meta import write_engine_metadata
+from mrface.export.exporter import ExportOptions, export_model, synthface_images
+from mrface.export.loading import load_for_export
+from mrface.export.parity import compare_runtime
+from mrface.export.tensorrt import TensorRTEngine, build_engine
+from mrface.export.trt_config import BatchProfile, EngineBuildConfig
+
+
+def build_engines_from_args(args: argparse.Namespace, options: ExportOptions, out: Path) -> int:
+    """Run the whole TensorRT export for parsed CLI ``args`` (see module docstring); returns 0."""
+    precision = "int8" if args.int8 else ("fp16" if args.fp16 else "fp32")
+    profile = BatchProfile(args.min_batch, args.opt_batch, args.max_batch)
+    config = EngineBuildConfig(precision=precision, profile=profile, calibrator=args.calibrator,
+                               calibration_batch=min(32, profile.max),
+                               timing_cache=Path(args.timing_cache) if args.timing_cache else None)  # fmt: skip
+    model = load_for_export(args.model)
+    onnx = export_model(model, out / "onnx", options)
+    images = options.parity_images if options.parity_images is not None else synthface_images(64)
+    batch_sizes = [b for b in options.batch_sizes if profile.min <= b <= profile.max] or [profile.opt]
+    calib_images = None
+    if precision == "int8":
+        calib_images = load_face_folder(args.calib_dir, args.calib_count) if args.calib_dir else \
+            synthface_calibration(args.calib_count)  # fmt: skip
+    with staged_output(out / f"trt_{precision}", "--out") as staging:
+        entries = []
+        for graph in onnx.graphs:
+            engine_path = staging / f"{graph.spec.name}.engine"
+            calibration = None
+            if calib_images is not None:
+                calibration = CalibrationBatches(calib_images, graph.spec, model.metadata, config.calibration_batch)
+            meta = build_engine(graph.path, engine_path, config, calibration,
+                                calibration_cache=staging / f"{graph.spec.name}.calib")  # fmt: skip
+            engine = TensorRTEngine(engine_path)
+
+            def run(feed: np.ndarray, engine: TensorRTEngine = engine) -> list[np.ndarray]:
+                emb = engine.run(torch.from_numpy(feed).to(engine.device))
+                torch.cuda.current_stream().synchronize()
+                return [emb.cpu().numpy()]
+
+            spec_for_parity = replace(graph.spec, outputs=("embedding",))
+            report = compare_runtime(run, model, spec_for_parity, images, batch_sizes=batch_sizes,
+                                     min_cosine=config.min_cosine, source=str(engine_path))  # fmt: skip
+            write_engine_metadata(engine_path, replace(meta, parity=report.to_dict()))
+            entries.append({"engine": engine_path.name, "resolution": graph.spec.resolution,
+                            "parity": report.to_dict()})  # fmt: skip
+            print(f"{out / f'trt_{precision}' / engine_path.name}  {report.summary()}")
+        write_json_atomic(staging / MANIFEST, {"format": "mrface-trt/1", "precision": precision, "engines": entries})
+    print(f"wrote {out / f'trt_{precision}' / MANIFEST}")
+    return 0
