@@ -102,6 +102,18 @@ def _clear_errors(func: Any) -> Any:
     return run
 
 
+def _erc_quality(args: argparse.Namespace, sets: dict[str, Any]) -> Any:
+    """None (no ERC), ``"norm"``, or the per-image array of ``--erc FILE.npy`` (one .bin only)."""
+    if args.erc is None or args.erc == "norm":
+        return args.erc
+    if len(sets) != 1:
+        raise ValueError(f"--erc {args.erc}: a quality file holds one .bin set's images; pass a single --bins "
+                         f"(got {len(sets)}) or use --erc norm")  # fmt: skip
+    from mrface.eval.erc import load_quality_array
+
+    return load_quality_array(args.erc, len(next(iter(sets.values())).images))
+
+
 def _cmd_verification(args: argparse.Namespace) -> int:
     from mrface.eval.report import new_report, write_report
     from mrface.eval.verification import evaluate_pairs
@@ -111,18 +123,33 @@ def _cmd_verification(args: argparse.Namespace) -> int:
     options = _options(args)
     r1, r2 = args.pair
     results, rows, plots = {}, [], []
+    quality = _erc_quality(args, sets)
+    erc_series = []
     for name, pairs in sets.items():
-        res = evaluate_pairs(model, pairs, r1, r2, upsample=args.upsample, options=options)
-        results[name] = res.summary()
+        if quality is None:
+            res = evaluate_pairs(model, pairs, r1, r2, upsample=args.upsample, options=options)
+            results[name] = res.summary()
+        else:
+            from mrface.eval.erc import verification_erc
+
+            res, erc = verification_erc(model, pairs, r1, r2, upsample=args.upsample, options=options,
+                                        quality=quality, fmr=args.erc_fmr)  # fmt: skip
+            results[name] = {**res.summary(), "erc": {"quality": args.erc, "fmr": erc.fmr, "threshold": erc.threshold,
+                                                      "reject_fractions": erc.reject_fractions.tolist(),
+                                                      "fnmr": erc.fnmr.tolist()}}  # fmt: skip
+            erc_series.append({"label": name, "x": erc.reject_fractions.tolist(), "y": erc.fnmr.tolist()})
         rows.append([name, f"{r1}&{r2}", 100 * res.accuracy, 100 * res.accuracy_std, 100 * res.val])
         plots.append({"label": name, "x": res.fpr.tolist(), "y": res.tpr.tolist()})
     columns = ["set", "pair", "accuracy %", "± std", "VAL@FAR=1e-3 %"]
     settings = {"model": args.model, "bins": args.bins, "pair": [r1, r2], "upsample": args.upsample,
-                "extraction": options.as_dict()}  # fmt: skip
+                "extraction": options.as_dict(), "erc": args.erc, "erc_fmr": args.erc_fmr}  # fmt: skip
     report = new_report("verification", "Verification", settings=settings, model=_model_json(model), results=results)
     report["tables"].append({"title": "Verification (10-fold)", "columns": columns, "rows": rows})
     report["plots"].append({"name": "roc", "title": "ROC (fold-averaged)", "xlabel": "FAR", "ylabel": "TAR",
                             "xscale": "log", "series": plots})  # fmt: skip
+    if erc_series:
+        report["plots"].append({"name": "erc", "title": f"ERC (quality: {args.erc}, FMR {args.erc_fmr:g})",
+                                "xlabel": "rejected fraction", "ylabel": "FNMR", "series": erc_series})  # fmt: skip
     return _finish(write_report(args.out, report), _table_text(columns, rows))
 
 
@@ -183,7 +210,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``eval`` and its sub-commands to the ``mrface`` parser."""
-    ev = subparsers.add_parser("eval", help="evaluate models: verification, crossres, synthface, report")
+    ev = subparsers.add_parser("eval", help="evaluate models: verification, crossres, ijb, tinyface, scface, "
+                                            "survface, synthface, report")
     sub = ev.add_subparsers(dest="eval_command", required=True)
 
     v = sub.add_parser("verification", help="10-fold verification on .bin sets at a resolution pair")
@@ -191,6 +219,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument("--bins", nargs="+", required=True, help="verification .bin files")
     v.add_argument("--pair", type=_pair, default=(112, 112), help="resolutions of image 1 and 2, e.g. 112,7")
     v.add_argument("--upsample", action="store_true", help="resize degraded images back to 112 (trunk only)")
+    v.add_argument("--erc", default=None, metavar="norm|FILE.npy",
+                   help="ERC curve with quality = the raw embedding norm (MagFace/AdaFace) or a per-image .npy")
+    v.add_argument("--erc-fmr", type=float, default=1e-3, help="FMR fixing the ERC threshold")
     _common(v)
     v.set_defaults(func=_clear_errors(_cmd_verification))
 
@@ -208,6 +239,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--no-cnn", action="store_true", help="skip the random-init CNN row")
     _common(s)
     s.set_defaults(func=_clear_errors(_cmd_synthface))
+
+    from mrface.eval.protocol_cli import register as register_protocols
+
+    register_protocols(sub, _clear_errors)
 
     r = sub.add_parser("report", help="re-render report.md and PNG plots from RUN_DIR/results.json")
     r.add_argument("run_dir")

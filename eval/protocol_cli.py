@@ -1,0 +1,227 @@
+"""``mrface eval ijb|tinyface|scface|survface``: benchmark protocols from their files (registered by eval.cli).
+
+Each command loads the model (``--model``: checkpoint or registry name), checks the dataset tree
+(every missing file listed in one error, exit code 2), extracts with progress bars (``--quiet`` turns
+them off), prints a table and writes a run directory (results.json, report.md, PNG plots).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import numpy as np
+
+from mrface.eval.extract import FLIP_MODES
+from mrface.eval.identification import CMC_LEVELS, GALLERY_MODES
+from mrface.eval.metrics import OPEN_SET_VARIANTS, ROC_FARS
+from mrface.eval.search import BACKENDS
+from mrface.models.branch_select import INDICATORS, STRATEGIES
+
+MAX_CURVE_POINTS = 400
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,5,20, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated fractions like 0.3,0.1, got {text!r}") from None
+    if not values or any(not 0 < v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected fractions in (0, 1], got {text!r}")
+    return values
+
+
+def _yes_no(text: str) -> bool:
+    if text.lower() in ("yes", "true", "1"):
+        return True
+    if text.lower() in ("no", "false", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected yes or no, got {text!r}")
+
+
+def _curve(x: np.ndarray, y: np.ndarray, n: int = MAX_CURVE_POINTS) -> tuple[list[float], list[float]]:
+    """At most ``n`` evenly spaced points of a curve (first and last kept), for JSON and plots."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    idx = np.unique(np.linspace(0, len(x) - 1, min(n, len(x))).round().astype(int)) if len(x) else np.arange(0)
+    return x[idx].tolist(), y[idx].tolist()
+
+
+def _options(args: argparse.Namespace, flip: str | None = None) -> Any:
+    from mrface.eval.verification import ExtractOptions
+
+    return ExtractOptions(flip=flip or args.flip, filter=args.filter, batch_size=args.batch_size, amp=args.amp,
+                          device=args.device, progress=not args.quiet)  # fmt: skip
+
+
+def _routing(args: argparse.Namespace) -> Any:
+    from mrface.eval.crops import CropRouting
+
+    return CropRouting(indicator=args.indicator, strategy=args.strategy, upsample=args.upsample)
+
+
+def _start(args: argparse.Namespace) -> Any:
+    from mrface.eval import cli
+
+    return cli.load_eval_model(args.model)
+
+
+def _write(args: argparse.Namespace, kind: str, title: str, model: Any, settings: dict[str, Any],
+           results: dict[str, Any], tables: list[dict[str, Any]], plots: list[dict[str, Any]]) -> int:  # fmt: skip
+    from mrface.eval import cli
+    from mrface.eval.report import new_report, write_report
+
+    report = new_report(kind, title, settings={"model": args.model, **settings}, model=cli._model_json(model),
+                        results=results)  # fmt: skip
+    report["tables"] += tables
+    report["plots"] += plots
+    text = "\n\n".join(f"{t['title']}\n{cli._table_text(t['columns'], t['rows'])}" for t in tables)
+    return cli._finish(write_report(args.out, report), text)
+
+
+# ----------------------------------------------------------------------------------------- commands
+def _cmd_tinyface(args: argparse.Namespace) -> int:
+    from mrface.eval.tinyface import evaluate_tinyface
+
+    model = _start(args)
+    res = evaluate_tinyface(model, args.root, options=_options(args), routing=_routing(args), ranks=args.ranks,
+                            level=args.level, backend=args.backend)  # fmt: skip
+    rows = [[f"rank-{r}", 100 * v] for r, v in res.cmc.items()]
+    table = {"title": f"TinyFace closed-set identification ({res.num_probes} probes, "
+                      f"{res.num_gallery_match} + {res.num_distractors} distractors, {args.level} ranks)",
+             "columns": ["rank", "identification %"], "rows": rows}  # fmt: skip
+    plot = {"name": "cmc", "title": "TinyFace CMC", "xlabel": "rank", "ylabel": "identification %",
+            "series": [{"label": args.level, "x": list(res.cmc),
+                        "y": [100 * v for v in res.cmc.values()]}]}  # fmt: skip
+    return _write(args, "tinyface", "TinyFace", model, res.settings, res.summary(), [table], [plot])
+
+
+def _cmd_scface(args: argparse.Namespace) -> int:
+    from mrface.eval.scface import evaluate_scface
+
+    model = _start(args)
+    res = evaluate_scface(model, args.root, protocol=args.protocol, cams=args.cams, options=_options(args),
+                          routing=_routing(args), ranks=args.ranks)  # fmt: skip
+    columns = ["distance", "probes", *[f"rank-{r} %" for r in args.ranks]]
+    rows = [[f"d{d}", res.num_probes[d], *[100 * c[r] for r in args.ranks]] for d, c in res.per_distance.items()]
+    table = {"title": f"SCface {res.protocol} ({res.num_gallery} mugshots)", "columns": columns, "rows": rows}
+    r1 = args.ranks[0]
+    plot = {"name": "rank_vs_distance", "title": f"SCface rank-{r1} by distance", "xlabel": "distance (1 = 4.2 m)",
+            "ylabel": f"rank-{r1} %", "series": [{"label": res.protocol, "x": list(res.per_distance),
+                                                   "y": [100 * c[r1] for c in res.per_distance.values()]}]}  # fmt: skip
+    return _write(args, "scface", "SCface", model, res.settings, res.summary(), [table], [plot])
+
+
+def _cmd_survface(args: argparse.Namespace) -> int:
+    from mrface.eval.survface import evaluate_survface
+
+    model = _start(args)
+    res = evaluate_survface(model, args.root, options=_options(args), routing=_routing(args), fpirs=args.fpirs,
+                            rank=args.rank, variant=args.variant, gallery_mode=args.gallery)  # fmt: skip
+    o = res.open_set
+    rows = [[f"{f:g}", 100 * v, o.thresholds[f]] for f, v in o.tpir.items()] + [["AUC", 100 * o.auc, "-"]]
+    table = {"title": f"QMUL-SurvFace 1:N ({args.variant}, TPIR at rank {args.rank}; {res.num_gallery} gallery, "
+                      f"{res.num_mated} mated, {res.num_unmated} unmated)",
+             "columns": ["FPIR", "TPIR %", "threshold"], "rows": rows}  # fmt: skip
+    x, y = _curve(o.curve_fpir, 100 * np.asarray(o.curve_tpir))
+    plot = {"name": "tpir_fpir", "title": "SurvFace TPIR vs FPIR", "xlabel": "FPIR",
+            "ylabel": f"TPIR@rank{args.rank} %",
+            "series": [{"label": args.variant, "x": x, "y": y}]}  # fmt: skip
+    return _write(args, "survface", "QMUL-SurvFace", model, res.settings, res.summary(), [table], [plot])
+
+
+def _cmd_ijb(args: argparse.Namespace) -> int:
+    from mrface.eval.ijb import IjbFlags
+    from mrface.eval.ijb_protocol import evaluate_ijb
+
+    flags = IjbFlags(flip=args.test_flip, norm_weighting=args.norm_weighting, detector_score=args.detector_score)
+    model = _start(args)
+    res = evaluate_ijb(model, args.root, flags, name=args.name, resolution=args.resolution, upsample=args.upsample,
+                       options=_options(args, flip="none"), one_to_n=not args.no_1n, variant=args.variant,
+                       fpirs=args.fpirs, rank=args.rank, chunk=args.chunk)  # fmt: skip
+    rows = [[f"{f:g}", 100 * v] for f, v in res.roc.tar_at_far.items()]
+    tables = [{"title": f"{args.name.upper()} 1:1 ({res.num_pairs} pairs, {res.num_templates} templates, flags "
+                        f"{flags.as_dict()})", "columns": ["FAR", "TAR %"], "rows": rows}]  # fmt: skip
+    if res.one_to_n:
+        rows = [[g, f"{f:g}", 100 * v] for g, o in res.one_to_n.items() for f, v in o.tpir.items()]
+        rows += [[g, f"rank-{r}", 100 * v] for g, o in res.one_to_n.items() for r, v in o.rank_rates.items()]
+        tables.append({"title": f"{args.name.upper()} 1:N ({args.variant}, TPIR at rank {args.rank})",
+                       "columns": ["gallery", "FPIR / rank", "TPIR %"], "rows": rows})  # fmt: skip
+    keep = res.roc.fpr > 0
+    x, y = _curve(res.roc.fpr[keep], 100 * res.roc.tpr[keep])
+    plot = {"name": "roc", "title": f"{args.name.upper()} 1:1 ROC", "xlabel": "FAR", "ylabel": "TAR %",
+            "xscale": "log", "series": [{"label": f"@{args.resolution}", "x": x, "y": y}]}  # fmt: skip
+    return _write(args, "ijb", args.name.upper(), model, res.settings, res.summary(), tables, [plot])
+
+
+# ---------------------------------------------------------------------------------------- arguments
+def _extraction(p: argparse.ArgumentParser, flip: bool = True, routing: bool = True) -> None:
+    p.add_argument("--model", required=True, help="checkpoint .safetensors or registry name (random weights)")
+    p.add_argument("--root", required=True, help="dataset root folder (the layout of REFERENCE.md §8)")
+    p.add_argument("--out", required=True, help="run directory for results.json, report.md and plots")
+    if flip:
+        p.add_argument("--flip", default="pre_norm_vector_add", choices=FLIP_MODES, help="flip fusion mode")
+    if routing:
+        p.add_argument("--indicator", default="max", choices=INDICATORS, help="crop size indicator for branches")
+        p.add_argument("--strategy", default="ceil", choices=STRATEGIES, help="branch choice from the indicator")
+        p.add_argument("--upsample", action="store_true", help="resize every crop to the trunk input (no branches)")
+    p.add_argument("--filter", default="bilinear", help="down-sampling filter (mrface.ops.DEGRADE_FILTERS)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--amp", default=None, choices=["fp16", "bf16"])
+    p.add_argument("--device", default=None, help="torch device (default: the model's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def register(sub: argparse._SubParsersAction, clear_errors: Any) -> None:
+    """Add the protocol commands to the ``mrface eval`` sub-parsers; ``clear_errors`` wraps each command."""
+    t = sub.add_parser("tinyface", help="TinyFace closed-set rank-1/5/20 (probe vs match + distractors)")
+    _extraction(t)
+    t.add_argument("--ranks", type=_ints, default=(1, 5, 20))
+    t.add_argument("--level", default="entry", choices=CMC_LEVELS,
+                   help="entry: any of the top-R gallery images matches (published rule); subject: ranks of subjects")
+    t.add_argument("--backend", default="auto", choices=BACKENDS, help="gallery search (faiss when installed)")
+    t.set_defaults(func=clear_errors(_cmd_tinyface))
+
+    s = sub.add_parser("scface", help="SCface per-distance rank-1 identification, gallery = mugshots")
+    _extraction(s)
+    s.add_argument("--protocol", default="finetune50", choices=["finetune50", "all130"],
+                   help="finetune50: test subjects 51-130 (fine-tune on 1-50 first); all130: zero-shot")
+    s.add_argument("--cams", type=_ints, default=(1, 2, 3, 4, 5), help="surveillance cameras (6-8 are IR)")
+    s.add_argument("--ranks", type=_ints, default=(1,))
+    s.set_defaults(func=clear_errors(_cmd_scface))
+
+    v = sub.add_parser("survface", help="QMUL-SurvFace open-set 1:N: TPIR@FPIR and AUC")
+    _extraction(v)
+    v.add_argument("--variant", default="nist", choices=[x for x in OPEN_SET_VARIANTS if x != "insightface_1n"],
+                   help="nist, or btnet_survface for BTNet's published numbers")
+    v.add_argument("--rank", type=int, default=20, help="R of TPIR_R (BTNet reports TPIR20)")
+    v.add_argument("--fpirs", type=_fractions, default=(0.3, 0.2, 0.1, 0.01))
+    v.add_argument("--gallery", default="entries", choices=GALLERY_MODES,
+                   help="entries: every gallery image; prototypes: one mean feature per subject")
+    v.set_defaults(func=clear_errors(_cmd_survface))
+
+    j = sub.add_parser("ijb", help="IJB-B/C 1:1 TAR@FAR and 1:N from loose crops + 5-point landmarks")
+    _extraction(j, flip=False, routing=False)
+    j.add_argument("--name", default="ijbc", choices=["ijbc", "ijbb"])
+    j.add_argument("--test-flip", type=_yes_no, required=True, help="F2: add the mirrored image's feature (yes/no)")
+    j.add_argument("--norm-weighting", type=_yes_no, required=True,
+                   help="N1: keep feature norms as weights instead of L2-normalising images (yes/no)")
+    j.add_argument("--detector-score", type=_yes_no, required=True, help="D1: weight by faceness (yes/no)")
+    j.add_argument("--resolution", type=int, default=112, help="degrade aligned crops to this size (its branch)")
+    j.add_argument("--upsample", action="store_true", help="with --resolution: back to 112 through the trunk")
+    j.add_argument("--fars", type=_fractions, default=ROC_FARS)
+    j.add_argument("--no-1n", action="store_true", help="skip 1:N (no 1:N csv files needed)")
+    j.add_argument("--variant", default="nist", choices=OPEN_SET_VARIANTS)
+    j.add_argument("--rank", type=int, default=1)
+    j.add_argument("--fpirs", type=_fractions, default=(0.01, 0.1))
+    j.add_argument("--chunk", type=int, default=2048, help="images aligned and embedded at a time")
+    j.set_defaults(func=clear_errors(_cmd_ijb))
