@@ -12,7 +12,11 @@ from mrface.data.bins import write_bin
 from mrface.eval import cli as eval_cli
 from mrface.eval.report import SCHEMA, new_report, render_report, validate_report, write_report
 
-matplotlib = pytest.importorskip("matplotlib", reason="plots need matplotlib (optional extra 'plot')")
+
+@pytest.fixture
+def matplotlib():
+    """Only the tests that render PNGs need matplotlib (optional extra 'plot'); the rest run without it."""
+    return pytest.importorskip("matplotlib", reason="plots need matplotlib (optional extra 'plot')")
 
 
 def _report():
@@ -33,7 +37,7 @@ def _png_is_nontrivial(path):
     assert len(np.unique(arr.reshape(-1, 3), axis=0)) > 10
 
 
-def test_write_report_json_markdown_png(tmp_path):
+def test_write_report_json_markdown_png(tmp_path, matplotlib):
     files = write_report(tmp_path / "run", _report())
     names = sorted(f.name for f in files)
     assert names == ["report.md", "results.json", "roc.png"]
@@ -72,7 +76,7 @@ def test_cli_errors_are_clear(tmp_path, capsys):
         main(["eval", "crossres", "--model", "m", "--bins", "a.bin", "--resolutions", "112,x", "--out", "o"])
 
 
-def test_cli_crossres_and_verification(tmp_path, monkeypatch, capsys, synth_images, pooled_linear):
+def test_cli_crossres_and_verification(tmp_path, monkeypatch, capsys, synth_images, pooled_linear, matplotlib):
     images, _ = synth_images  # 20 identities x 3 images, identity-major
     first = np.concatenate([images[0::3][:10], images[0::3][:10]])
     second = np.concatenate([images[1::3][:10], images[1::3][np.roll(np.arange(10), 1)]])
