@@ -1,0 +1,39 @@
+// One TensorRT engine (TensorRT 10 C++ API, name-based tensors): float NCHW input "input",
+// float output "embedding". Built by `mrface export --format tensorrt` (float-input graphs).
+// UNVERIFIED: compiled and run only where TensorRT is installed (not in mrface CI).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <NvInfer.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace mrface_edge {
+
+class TrtEngine {
+ public:
+  TrtEngine(const std::string& path, nvinfer1::ILogger& logger);
+  ~TrtEngine();
+  TrtEngine(const TrtEngine&) = delete;
+  TrtEngine& operator=(const TrtEngine&) = delete;
+
+  int max_batch() const { return max_batch_; }
+  int resolution() const { return resolution_; }
+  int embedding_size() const { return embedding_size_; }
+
+  // batch: n * 3 * r * r floats (host) -> n * embedding_size floats (host); n <= max_batch().
+  std::vector<float> run(const std::vector<float>& batch, int n, cudaStream_t stream);
+
+ private:
+  std::unique_ptr<nvinfer1::IRuntime> runtime_;
+  std::unique_ptr<nvinfer1::ICudaEngine> engine_;
+  std::unique_ptr<nvinfer1::IExecutionContext> context_;
+  int max_batch_ = 0, resolution_ = 0, embedding_size_ = 0;
+  void* d_input_ = nullptr;
+  void* d_output_ = nullptr;
+};
+
+}  // namespace mrface_edge
