@@ -6,9 +6,10 @@
   nearest/bilinear/area/bicubic, then back up (AdaFace's low-resolution augmentation).
 * ``flip``: random horizontal flip.
 
-The random draws of micro-batch m are made for the whole global batch from a generator seeded by
-(seed, m), and each rank applies its slice, so the result does not depend on the number of ranks
-and a resumed run draws the same values.
+The random draws of optimiser step s are made for the whole step batch (every rank and every
+accumulated micro-batch) from a generator seeded by (seed, s); micro-batch a of rank r applies
+the slice starting at (a * world_size + r) * B. So the images seen do not depend on how a step is
+split over ranks and micro-batches, and a resumed run draws the same values.
 """
 
 from __future__ import annotations
@@ -19,39 +20,41 @@ from mrface.ops import degrade_per_sample
 from mrface.training.config import AugmentConfig
 
 
-def step_generator(seed: int, micro_index: int, stream: int = 0) -> torch.Generator:
-    """A CPU generator for micro-batch ``micro_index`` (independent streams for independent uses)."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + micro_index) * 7 + stream)
+def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
+    """A CPU generator for optimiser step ``step`` (independent streams for independent uses)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 7 + stream)
 
 
 class ResolutionAugment:
-    """Callable ``(images (B, 3, H, W) float on device, micro_index) -> images`` (see module doc)."""
+    """Callable ``(images (B, 3, H, W) float on device, step, micro) -> images`` (see module doc)."""
 
-    def __init__(self, cfg: AugmentConfig, seed: int, rank: int, world_size: int) -> None:
-        self.cfg, self.seed, self.rank, self.world_size = cfg, seed, rank, world_size
+    def __init__(self, cfg: AugmentConfig, seed: int, rank: int, world_size: int, accumulate: int) -> None:
+        self.cfg, self.seed, self.rank, self.world_size, self.accumulate = cfg, seed, rank, world_size, accumulate
 
-    def _mine(self, values: torch.Tensor, batch: int) -> torch.Tensor:
-        return values[self.rank * batch : (self.rank + 1) * batch]
-
-    def __call__(self, images: torch.Tensor, micro_index: int) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, step: int, micro: int) -> torch.Tensor:
         cfg = self.cfg
         b, _, height, _ = images.shape
-        total = b * self.world_size
-        g = step_generator(self.seed, micro_index)
+        total = b * self.world_size * self.accumulate
+        offset = (micro * self.world_size + self.rank) * b
+        g = step_generator(self.seed, step)
+
+        def mine(values: torch.Tensor) -> torch.Tensor:
+            return values[offset : offset + b]
+
         if cfg.flip:
-            flip = self._mine(torch.rand(total, generator=g) < 0.5, b).to(images.device)
+            flip = mine(torch.rand(total, generator=g) < 0.5).to(images.device)
             images = torch.where(flip[:, None, None, None], images.flip(-1), images)
         if cfg.kind == "none":
             return images
-        degrade = self._mine(torch.rand(total, generator=g) < cfg.prob, b)
+        degrade = mine(torch.rand(total, generator=g) < cfg.prob)
         if cfg.kind == "btnet":
             choices = torch.tensor(cfg.sizes, dtype=torch.int64)
-            sides = self._mine(choices[torch.randint(0, len(choices), (total,), generator=g)], b)
+            sides = mine(choices[torch.randint(0, len(choices), (total,), generator=g)])
             filters, filter_ids, up = (cfg.filter,), torch.zeros(b, dtype=torch.int64), cfg.up
         else:
-            sides = self._mine(torch.randint(cfg.min_size, height + 1, (total,), generator=g), b)
+            sides = mine(torch.randint(cfg.min_size, height + 1, (total,), generator=g))
             filters = ("nearest", "bilinear", "area", "bicubic")
-            filter_ids, up = self._mine(torch.randint(0, 4, (total,), generator=g), b), "same"
+            filter_ids, up = mine(torch.randint(0, 4, (total,), generator=g)), "same"
         keep = ~degrade | (sides >= height)
         if bool(keep.all()):
             return images

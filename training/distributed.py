@@ -75,6 +75,7 @@ def all_agree(env: DistEnv, flag: bool) -> bool:
     return bool(t.item())
 
 
-def shutdown(env: DistEnv) -> None:
-    if env.distributed and dist.is_initialized():
+def shutdown_if_initialised() -> None:
+    """Leave the process group (if this process joined one)."""
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

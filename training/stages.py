@@ -29,7 +29,7 @@ from mrface.training.checkpoint import load_head, read_manifest, resolve_checkpo
 from mrface.training.config import TrainConfig
 from mrface.training.distributed import DistEnv
 
-LossFn = Callable[[nn.Module, Tensor, Tensor, int], tuple[Tensor, dict[str, Tensor]]]
+LossFn = Callable[[nn.Module, Tensor, Tensor, int, int], tuple[Tensor, dict[str, Tensor]]]
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm)
 
 
@@ -38,7 +38,7 @@ class Stage:
     model: FaceModel  # saved as model.safetensors
     net: nn.Module  # forward module wrapped in DDP (holds every trainable backbone parameter)
     head: PartialFC  # sharded classifier (frozen in distill)
-    loss_fn: LossFn  # (net, images (B, 3, H, W), labels (B,), micro-batch index) -> (loss, logs)
+    loss_fn: LossFn  # (net, images (B, 3, H, W), labels (B,), step, micro-batch of the step) -> (loss, logs)
     train_mode: Callable[[], None]
 
 
@@ -56,8 +56,11 @@ def _freeze_bn(module: nn.Module) -> None:
 
 
 def _make_head(cfg: TrainConfig, embedding_size: int, num_classes: int) -> PartialFC:
-    return get_head(cfg.head.name, embedding_size, num_classes, sample_rate=cfg.head.sample_rate,
-                    fused=cfg.head.fused, **dict(cfg.head.args))  # fmt: skip
+    try:
+        return get_head(cfg.head.name, embedding_size, num_classes, sample_rate=cfg.head.sample_rate,
+                        fused=cfg.head.fused, **dict(cfg.head.args))  # fmt: skip
+    except TypeError as err:
+        raise ValueError(f"head.args={dict(cfg.head.args)} do not fit head.name={cfg.head.name!r}: {err}") from None
 
 
 # ------------------------------------------------------------------------------------------ trunk
@@ -70,10 +73,10 @@ def trunk_stage(cfg: TrainConfig, env: DistEnv, num_classes: int) -> Stage:
             raise ValueError(f"model.init={cfg.model.init}: weights do not fit {cfg.model.name} "
                              f"(unexpected {unexpected[:5]}, missing {missing[:5]})")  # fmt: skip
     head = _make_head(cfg, model.embedding_size, num_classes)
-    augment = ResolutionAugment(cfg.augment, cfg.seed, env.rank, env.world_size)
+    augment = ResolutionAugment(cfg.augment, cfg.seed, env.rank, env.world_size, cfg.optim.accumulate)
 
-    def loss_fn(net: nn.Module, images: Tensor, labels: Tensor, micro: int) -> tuple[Tensor, dict[str, Tensor]]:
-        embeddings = net(augment(images, micro))
+    def loss_fn(net: nn.Module, images: Tensor, labels: Tensor, step: int, micro: int) -> tuple[Tensor, dict]:
+        embeddings = net(augment(images, step, micro))
         return head(embeddings, labels)
 
     def train_mode() -> None:
@@ -158,10 +161,10 @@ def distill_stage(cfg: TrainConfig, env: DistEnv) -> tuple[Stage, int]:
     load_head(ckpt, head)
     criterion = BTNetDistillLoss(head, cfg.distill.feature_weight, cfg.distill.embedding_weight, freeze_classifier=True)
     net = BranchStudents(model, list(cfg.distill.resolutions))
-    augment = ResolutionAugment(cfg.augment, cfg.seed, env.rank, env.world_size)
+    augment = ResolutionAugment(cfg.augment, cfg.seed, env.rank, env.world_size, cfg.optim.accumulate)
 
-    def loss_fn(net: nn.Module, images: Tensor, labels: Tensor, micro: int) -> tuple[Tensor, dict[str, Tensor]]:
-        images = augment(images, micro)
+    def loss_fn(net: nn.Module, images: Tensor, labels: Tensor, step: int, micro: int) -> tuple[Tensor, dict]:
+        images = augment(images, step, micro)
         outs = net(images, resize_to(images, cfg.distill.resolutions, cfg.distill.filter))
         total, logs = 0.0, {}
         for r, o in outs.items():

@@ -189,6 +189,9 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> TrainResult:
         for step in range(start_step, total_steps):
             optimizer.zero_grad(set_to_none=True)
             step_loss, nonfinite, logs = 0.0, False, {}
+            # A skipped step must not leave NaN in BN running statistics or margin EMAs either.
+            buffers = [*model.buffers(), *head.buffers()] if cfg.train.skip_nonfinite else []
+            saved_buffers = [b.detach().clone() for b in buffers]
             for a in range(accumulate):
                 images, labels = next(batches)
                 images = images.to(env.device, non_blocking=True)
@@ -200,7 +203,7 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> TrainResult:
                 sync = a == accumulate - 1 or not isinstance(net, DistributedDataParallel)
                 with (contextlib.nullcontext() if sync else net.no_sync()), torch.autocast(
                         env.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):  # fmt: skip
-                    loss, logs = stage.loss_fn(net, images, labels, step * accumulate + a)
+                    loss, logs = stage.loss_fn(net, images, labels, step, a)
                 nonfinite = all_agree(env, not bool(torch.isfinite(loss.detach())))
                 if nonfinite:
                     if not cfg.train.skip_nonfinite:
@@ -210,6 +213,9 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> TrainResult:
                 step_loss += float(loss.detach()) / accumulate
             if nonfinite:
                 optimizer.zero_grad(set_to_none=True)
+                with torch.no_grad():
+                    for b, saved in zip(buffers, saved_buffers, strict=True):
+                        b.copy_(saved)
                 skipped += 1
                 log.info(f"step {step + 1}: non-finite loss, step skipped ({skipped} so far)")
             else:
