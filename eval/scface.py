@@ -63,10 +63,14 @@ def evaluate_scface(
     options: ExtractOptions | None = None,
     routing: CropRouting | None = None,
     ranks: Sequence[int] = (1,),
+    subjects: int = 130,
 ) -> SCfaceResult:
-    """Load ``root`` for ``protocol`` (missing images listed), embed, score per distance."""
+    """Load ``root`` for ``protocol`` (missing images listed), embed, score per distance.
+
+    ``subjects`` caps the subject ids (130 in SCface; smaller only for partial copies and tests).
+    """
     options, routing = options or ExtractOptions(), routing or CropRouting()
-    sc = load_scface(root, protocol, cams)
+    sc = load_scface(root, protocol, cams, subjects)
     gallery = embed_files(model, [p for p, _ in sc.gallery], options, routing, "scface mugshots").features
     probes = {d: (embed_files(model, [p for p, _ in items], options, routing, f"scface d{d}").features,
                   np.array([s for _, s in items], np.int64)) for d, items in sc.probes.items()}  # fmt: skip
