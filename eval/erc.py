@@ -45,7 +45,7 @@ def erc_from_features(
     q = np.concatenate([q1, q2])
     if not np.all(np.isfinite(q)):
         raise ValueError(f"{what}: contains NaN or inf")
-    if np.ptp(q) == 0:
+    if np.ptp(q) <= 1e-5 * max(1.0, float(np.abs(q).max())):  # float32 unit vectors have norms 1 +- 1e-7
         raise ValueError(f"{what}: every image has the same quality ({q[0]:g}); for 'norm' the model must output "
                          "un-normalised embeddings whose norm carries quality (MagFace, AdaFace)")  # fmt: skip
     scores = np.sum(l2_normalize(features1) * l2_normalize(features2), axis=1)
