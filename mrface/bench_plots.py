@@ -1,0 +1,108 @@
+"""Scaling plots (PNG) drawn from a ``mrface bench`` report: each plot uses only measured rows.
+
+* degradation op time vs batch (``degrade``): ours per backend, solid; the naive loop, dashed;
+* Gumbel-FPS forward time vs set size N (``gumbel_fps_sweep``, else ``gumbel_fps``) at fixed B, K;
+* margin head time and working memory vs classes (``margin_softmax_classes``, else
+  ``margin_softmax``) at fixed B, D per path and margin.
+
+A plot is drawn only when its benchmark produced at least two x values; matplotlib is optional
+(``pip install mrface[plot]``): without it no plot is written and the report says so.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+
+def _series(rows: list[dict], x: str, y: str, label_keys: tuple[str, ...]) -> dict[str, list[tuple[float, float]]]:
+    """label -> sorted (x, y) points, skipping rows where y was not measured."""
+    series: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for r in rows:
+        if isinstance(r.get(y), int | float) and r.get(x) is not None:
+            series[" ".join(f"{k}={r.get(k)}" for k in label_keys)].append((r[x], r[y]))
+    return {k: sorted(v) for k, v in series.items()}
+
+
+def _largest_group(rows: list[dict], group_keys: tuple[str, ...], x: str) -> tuple[dict, list[dict]]:
+    """The rows sharing the ``group_keys`` values that cover the most distinct x values."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[tuple(r.get(k) for k in group_keys)].append(r)
+    key, best = max(groups.items(), key=lambda kv: len({r.get(x) for r in kv[1]}), default=((), []))
+    return dict(zip(group_keys, key, strict=True)), best
+
+
+def _draw(path: Path, title: str, x: str, panels: list[tuple[str, dict[str, list[tuple[float, float]]]]]) -> Path:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6 * len(panels), 4.5), layout="constrained")
+    for i, (ylabel, series) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for label, points in series.items():
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, "--o" if "loop" in label or "reference" in label else "-o", label=label, markersize=4)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(x)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def plot_degrade(rows: list[dict], path: Path) -> Path | None:
+    """Median time vs batch for the fused op (per backend) and the naive interpolate loop."""
+    if len({r.get("batch") for r in rows}) < 2:
+        return None
+    ours = _series(rows, "batch", "ours_ms", ("filter", "up", "backend"))
+    loop_rows = [r for r in rows if r.get("backend") == rows[0].get("backend")]  # loop timed once per config
+    loop = {f"{k} loop": v for k, v in _series(loop_rows, "batch", "loop_ms", ("filter", "up")).items()}
+    return _draw(path, "degrade_resolution: time vs batch (112 px -> 56/28/14/7)", "batch",
+                 [("median ms", ours | loop)])  # fmt: skip
+
+
+def plot_gumbel(rows: list[dict], path: Path) -> Path | None:
+    """Forward (and forward+backward) time vs set size N at the (B, K, D) with the most N values."""
+    fixed, group = _largest_group(rows, ("B", "K", "D"), "N")
+    if len({r.get("N") for r in group}) < 2:
+        return None
+    title = "gumbel_fps: time vs set size N (" + ", ".join(f"{k}={v}" for k, v in fixed.items()) + ")"
+    return _draw(path, title, "N (set size)", [("forward median ms", _series(group, "N", "forward_ms", ("impl",))),
+                 ("forward+backward median ms", _series(group, "N", "forward_backward_ms", ("impl",)))])  # fmt: skip
+
+
+def plot_heads(rows: list[dict], path: Path) -> Path | None:
+    """Step time and working memory vs classes per path and margin at the (B, D) with the most C values."""
+    fixed, group = _largest_group(rows, ("B", "D", "dtype"), "C")
+    if len({r.get("C") for r in group}) < 2:
+        return None
+    title = "margin softmax fwd+bwd vs classes C (" + ", ".join(f"{k}={v}" for k, v in fixed.items()) + ")"
+    return _draw(path, title, "C (classes)", [("median ms", _series(group, "C", "ms", ("path", "margin"))),
+                 ("working memory MiB", _series(group, "C", "work_MiB", ("path", "margin")))])  # fmt: skip
+
+
+PLOTS = (
+    ("degrade", ("degrade",), plot_degrade),
+    ("gumbel_fps", ("gumbel_fps_sweep", "gumbel_fps"), plot_gumbel),
+    ("heads_vs_classes", ("margin_softmax_classes", "margin_softmax"), plot_heads),
+)
+
+
+def write_plots(report: dict, out_dir: Path, base: str) -> list[str]:
+    """Draw every plot the report has rows for as ``<out>/<base>-<plot>.png``; return the paths written."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("matplotlib not installed: no scaling plots (pip install 'mrface[plot]')")
+        return []
+    written = []
+    for plot_name, sources, fn in PLOTS:
+        for source in sources:
+            rows = (report["benchmarks"].get(source) or {}).get("rows")
+            if rows and (path := fn(rows, out_dir / f"{base}-{plot_name}.png")) is not None:
+                written.append(str(path))
+                break
+    return written
