@@ -110,7 +110,7 @@ def _cmd_scface(args: argparse.Namespace) -> int:
 
     model = _start(args)
     res = evaluate_scface(model, args.root, protocol=args.protocol, cams=args.cams, options=_options(args),
-                          routing=_routing(args), ranks=args.ranks)  # fmt: skip
+                          routing=_routing(args), ranks=args.ranks, subjects=args.subjects)  # fmt: skip
     columns = ["distance", "probes", *[f"rank-{r} %" for r in args.ranks]]
     rows = [[f"d{d}", res.num_probes[d], *[100 * c[r] for r in args.ranks]] for d, c in res.per_distance.items()]
     table = {"title": f"SCface {res.protocol} ({res.num_gallery} mugshots)", "columns": columns, "rows": rows}
@@ -146,8 +146,8 @@ def _cmd_ijb(args: argparse.Namespace) -> int:
     flags = IjbFlags(flip=args.test_flip, norm_weighting=args.norm_weighting, detector_score=args.detector_score)
     model = _start(args)
     res = evaluate_ijb(model, args.root, flags, name=args.name, resolution=args.resolution, upsample=args.upsample,
-                       options=_options(args, flip="none"), one_to_n=not args.no_1n, variant=args.variant,
-                       fpirs=args.fpirs, rank=args.rank, chunk=args.chunk)  # fmt: skip
+                       options=_options(args, flip="none"), fars=args.fars, one_to_n=not args.no_1n,
+                       variant=args.variant, fpirs=args.fpirs, rank=args.rank, chunk=args.chunk)  # fmt: skip
     rows = [[f"{f:g}", 100 * v] for f, v in res.roc.tar_at_far.items()]
     tables = [{"title": f"{args.name.upper()} 1:1 ({res.num_pairs} pairs, {res.num_templates} templates, flags "
                         f"{flags.as_dict()})", "columns": ["FAR", "TAR %"], "rows": rows}]  # fmt: skip
@@ -197,6 +197,7 @@ def register(sub: argparse._SubParsersAction, clear_errors: Any) -> None:
                    help="finetune50: test subjects 51-130 (fine-tune on 1-50 first); all130: zero-shot")
     s.add_argument("--cams", type=_ints, default=(1, 2, 3, 4, 5), help="surveillance cameras (6-8 are IR)")
     s.add_argument("--ranks", type=_ints, default=(1,))
+    s.add_argument("--subjects", type=int, default=130, help="highest subject id present (130 in SCface)")
     s.set_defaults(func=clear_errors(_cmd_scface))
 
     v = sub.add_parser("survface", help="QMUL-SurvFace open-set 1:N: TPIR@FPIR and AUC")
