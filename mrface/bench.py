@@ -24,6 +24,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -108,8 +109,7 @@ def find_bench_dir(explicit: str | None = None, starts: list[Path] | None = None
 
 def declared_flags(script: Path) -> set[str]:
     """The ``--flags`` a script's source passes to add_argument (cheap: no import of the script)."""
-    text = script.read_text()
-    return {tok.strip("\"'") for tok in text.replace("(", " ").replace(",", " ").split() if tok[1:3] == "--"}
+    return set(re.findall(r"""["'](--[A-Za-z0-9][\w-]*)["']""", script.read_text()))
 
 
 def machine_info(bench_dir: Path) -> dict:
