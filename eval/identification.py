@@ -125,6 +125,9 @@ def open_set_search(
 ) -> OpenSetResult:
     """Open-set 1:N on features: cosine scores (P, G) -> :func:`open_set_identification`.
 
+    The full (P, G) float64 score matrix is held in memory (8·P·G bytes; pool the gallery into
+    ``prototypes`` to shrink G).
+
     Args:
         probe_features: (P, D); probe_labels: (P,) int, a label absent from the gallery = unmated probe.
         gallery_features: (G, D); gallery_labels: (G,) int subject ids.
