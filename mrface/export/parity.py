@@ -34,12 +34,13 @@ NORM_RTOL = 1e-3  # the norm output must match ||embedding|| to 0.1% of the larg
 
 @dataclass(frozen=True)
 class BatchParity:
-    """Agreement at one batch size: max |Δ| (embedding, norm) and min cosine."""
+    """Agreement at one batch size: max |Δ| (embedding, norm), max |Δ| / max |reference|, min cosine."""
 
     batch: int
     max_abs: float
     min_cosine: float
     max_abs_norm: float | None = None
+    max_rel: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -56,16 +57,21 @@ class ParityReport:
         return max(b.max_abs for b in self.batches)
 
     @property
+    def max_rel(self) -> float:
+        return max(b.max_rel for b in self.batches)
+
+    @property
     def min_cosine(self) -> float:
         return min(b.min_cosine for b in self.batches)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"max_abs": self.max_abs, "min_cosine": self.min_cosine}
+        return asdict(self) | {"max_abs": self.max_abs, "max_rel": self.max_rel, "min_cosine": self.min_cosine}
 
     def summary(self) -> str:
         sizes = ",".join(str(b.batch) for b in self.batches)
         verdict = "ok" if self.passed else f"FAILED (< {self.threshold})"
-        return f"{self.name}: batch {sizes} max|Δ| {self.max_abs:.3g} min cos {self.min_cosine:.7f} {verdict}"
+        return (f"{self.name}: batch {sizes} max|Δ| {self.max_abs:.3g} (rel {self.max_rel:.2g}) "
+                f"min cos {self.min_cosine:.7f} {verdict}")  # fmt: skip
 
 
 def graph_inputs(images: np.ndarray, spec: GraphSpec, meta: ModelMetadata) -> tuple[np.ndarray, torch.Tensor]:
@@ -166,7 +172,8 @@ def compare_runtime(
             ref_norm = np.linalg.norm(ref.astype(np.float64), axis=1, keepdims=True)
             max_abs_norm = float(np.abs(outputs[1] - ref_norm).max())
             ok = ok and bool(np.isfinite(outputs[1]).all()) and max_abs_norm <= NORM_RTOL * float(ref_norm.max())
-        row = BatchParity(b, float(np.abs(emb - ref).max()), float(cos.min()), max_abs_norm)
+        max_abs = float(np.abs(emb - ref).max())
+        row = BatchParity(b, max_abs, float(cos.min()), max_abs_norm, max_abs / max(float(np.abs(ref).max()), 1e-30))
         rows.append(row)
         passed = passed and ok and row.min_cosine >= min_cosine
     report = ParityReport(spec.name, float(min_cosine), rows, passed)
