@@ -6,7 +6,11 @@ size, reports images/s (batch / mean call time) and per-call latency p50/p99 in 
 * ``eager``: the PyTorch model in eval mode under ``torch.inference_mode``;
 * ``compile``: ``torch.compile(path)`` (default mode; compile time excluded, reported separately);
 * ``ort-cpu``: the exported float32 ONNX graph on onnxruntime's CPU provider (and ``ort-cuda``
-  with the CUDA provider when a GPU and onnxruntime-gpu are present).
+  with the CUDA provider when a GPU and onnxruntime-gpu are present);
+* ``trt-fp16`` (``--backends trt``): a TensorRT FP16 engine built from that graph (needs TensorRT
+  and a GPU; never run in our CI).
+
+``--device cuda`` runs eager/compile on the GPU.
 
 The ONNX graph is checked against PyTorch (cosine >= 0.9999) before it is timed. Threads: torch
 and onnxruntime both use ``--threads``. Example::
@@ -82,6 +86,8 @@ def bench_path(name: str, model, r: int, args, tmp: Path) -> list[dict]:
     kind = "model" if not isinstance(model, BTNet) else ("trunk" if r == model.trunk.input_size else "branch")
     label = name if kind == "model" else f"{name}:{kind}"
     rows = []
+    device = args.device
+    path = path.to(device)
     backends = [b for b in args.backends if b in ("eager", "compile")]
     compiled, compile_s = None, None
     for backend in backends:
@@ -90,16 +96,17 @@ def bench_path(name: str, model, r: int, args, tmp: Path) -> list[dict]:
             compiled = torch.compile(path)
             start = time.perf_counter()
             with torch.inference_mode():
-                compiled(torch.randn(args.batches[0], 3, r, r))
+                compiled(torch.randn(args.batches[0], 3, r, r, device=device))
             compile_s = round(time.perf_counter() - start, 1)
             fn_model = compiled
         for b in args.batches:
-            x = torch.randn(b, 3, r, r)
+            x = torch.randn(b, 3, r, r, device=device)
             with torch.inference_mode():
-                times = latencies(lambda m=fn_model, x=x: m(x), args.repeats, args.warmup, "cpu")
+                times = latencies(lambda m=fn_model, x=x: m(x), args.repeats, args.warmup, device)
             extra = {"compile_s": compile_s} if backend == "compile" else {}
-            rows.append(row(label, r, backend, b, times, **extra))
+            rows.append(row(label, r, f"{backend}-{device}", b, times, **extra))
             print_table(rows[-1:], list(rows[-1]))
+    path = path.to("cpu")
     if "ort" in args.backends:
         spec = GraphSpec(name=f"{name}_r{r}", resolution=r, kind=kind)
         file = export_onnx(DeployGraph(path, spec, meta), spec, meta, tmp / f"{name}_r{r}.onnx")
@@ -117,6 +124,30 @@ def bench_path(name: str, model, r: int, args, tmp: Path) -> list[dict]:
                 times = latencies(lambda s=session, f=feed: s.run(["embedding"], f), args.repeats, args.warmup, "cpu")
                 rows.append(row(label, r, backend, b, times))
                 print_table(rows[-1:], list(rows[-1]))
+        if "trt" in args.backends:
+            rows += bench_tensorrt(label, r, file, args, tmp)
+    return rows
+
+
+def bench_tensorrt(label: str, r: int, onnx_file: Path, args, tmp: Path) -> list[dict]:
+    """TensorRT FP16 engine timing (needs TensorRT + a GPU; unverified in our CI)."""
+    from mrface.export.tensorrt import TensorRTEngine, build_engine, tensorrt_unavailable_reason
+    from mrface.export.trt_config import BatchProfile, EngineBuildConfig
+
+    reason = tensorrt_unavailable_reason()
+    if reason:
+        print(f"skipping trt-fp16: {reason}")
+        return []
+    profile = BatchProfile(min(args.batches), min(args.batches), max(args.batches))
+    engine_path = tmp / f"{onnx_file.stem}.engine"
+    build_engine(onnx_file, engine_path, EngineBuildConfig(precision="fp16", profile=profile))
+    engine = TensorRTEngine(engine_path)
+    rows = []
+    for b in args.batches:
+        x = torch.randn(b, 3, r, r, device=engine.device)
+        times = latencies(lambda x=x: engine.run(x), args.repeats, args.warmup, "cuda")
+        rows.append(row(label, r, "trt-fp16", b, times))
+        print_table(rows[-1:], list(rows[-1]))
     return rows
 
 
@@ -126,7 +157,8 @@ def main() -> None:
     parser.add_argument("--resolutions", type=int, nargs="+", default=None, help="paths to time (default all)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--backends", nargs="+", default=["eager", "compile", "ort"],
-                        choices=["eager", "compile", "ort"])  # fmt: skip
+                        choices=["eager", "compile", "ort", "trt"])  # fmt: skip
+    parser.add_argument("--device", default="cpu", help="device for eager/compile (cpu or cuda)")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
