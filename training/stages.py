@@ -55,12 +55,34 @@ def _freeze_bn(module: nn.Module) -> None:
             m.eval()
 
 
+_INIT_BLOCK = 65536  # classes per independently seeded block of initial centres
+
+
+@torch.no_grad()
+def init_centres(head: PartialFC, seed: int, std: float = 0.01) -> None:
+    """N(0, std) centres that depend on (seed, class) only, not on how the classes are sharded.
+
+    Class block b (``_INIT_BLOCK`` classes) is drawn from a generator seeded by (seed, b); each rank
+    draws only the blocks overlapping its shard.
+    """
+    start, stop = head.class_start, head.class_start + head.num_local
+    for block in range(start // _INIT_BLOCK, (stop - 1) // _INIT_BLOCK + 1):
+        lo = block * _INIT_BLOCK
+        n = min(_INIT_BLOCK, head.num_classes - lo)
+        g = torch.Generator().manual_seed(seed * 1_000_003 + block)
+        rows = torch.normal(0.0, std, (n, head.embedding_size), generator=g)
+        a, b = max(start, lo), min(stop, lo + n)
+        head.weight[a - start : b - start] = rows[a - lo : b - lo].to(head.weight)
+
+
 def _make_head(cfg: TrainConfig, embedding_size: int, num_classes: int) -> PartialFC:
     try:
-        return get_head(cfg.head.name, embedding_size, num_classes, sample_rate=cfg.head.sample_rate,
+        head = get_head(cfg.head.name, embedding_size, num_classes, sample_rate=cfg.head.sample_rate,
                         fused=cfg.head.fused, **dict(cfg.head.args))  # fmt: skip
     except TypeError as err:
         raise ValueError(f"head.args={dict(cfg.head.args)} do not fit head.name={cfg.head.name!r}: {err}") from None
+    init_centres(head, cfg.seed)
+    return head
 
 
 # ------------------------------------------------------------------------------------------ trunk
