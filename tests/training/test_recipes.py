@@ -6,7 +6,10 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
+from mrface.losses import get_margin
+from mrface.models import get_model
 from mrface.training.config import RecipeError, TrainConfig, list_recipes, load_recipe, to_yaml
 
 
@@ -16,6 +19,9 @@ def test_every_recipe_loads_and_validates(name):
     assert isinstance(cfg, TrainConfig)
     assert cfg.stage in ("trunk", "distill", "dcr", "coreset")
     assert "${" not in to_yaml(cfg)  # interpolations resolved in the run directory's copy
+    with torch.device("meta"):  # the model and margin arguments fit their constructors
+        get_model(cfg.model.name, **cfg.model.args)
+    get_margin(cfg.head.name, **cfg.head.args)
 
 
 def test_there_are_cpu_recipes_for_the_demo():
