@@ -44,7 +44,7 @@ class DemoSize:
 
 
 SIZES = {
-    "quick": DemoSize(identities=64, images=8, pairs=200, val_identities=100, trunk_epochs=6, distill_epochs=3,
+    "quick": DemoSize(identities=64, images=8, pairs=200, val_identities=100, trunk_epochs=6, distill_epochs=6,
                       batch_size=64),
     "full": DemoSize(identities=200, images=10, pairs=600, val_identities=300, trunk_epochs=10, distill_epochs=4,
                      batch_size=64),
