@@ -29,15 +29,27 @@ void resize_rows(const float* src, int64_t rows, int64_t src_w, const int32_t* i
   }
 }
 
-// Resize columns of one output row: dst[j] = sum_t w[t] * src[idx[t], j] (contiguous in j, so the
-// inner loop vectorises).
+// Resize columns of one output row: dst[j] = sum_t w[t] * src[idx[t], j]. Contiguous in j and
+// written in one pass for the common tap counts, so the loops vectorise.
 void resize_column_row(const float* src, int64_t width, const int32_t* idx, const float* w, int64_t taps,
-                       float* dst) {
+                       float* __restrict__ dst) {
+  if (taps == 1) {
+    const float* __restrict__ s0 = src + static_cast<int64_t>(idx[0]) * width;
+    for (int64_t j = 0; j < width; ++j) dst[j] = w[0] * s0[j];
+    return;
+  }
+  if (taps == 2) {
+    const float* __restrict__ s0 = src + static_cast<int64_t>(idx[0]) * width;
+    const float* __restrict__ s1 = src + static_cast<int64_t>(idx[1]) * width;
+    const float w0 = w[0], w1 = w[1];
+    for (int64_t j = 0; j < width; ++j) dst[j] = w0 * s0[j] + w1 * s1[j];
+    return;
+  }
   std::fill(dst, dst + width, 0.0f);
   for (int64_t t = 0; t < taps; ++t) {
     const float weight = w[t];
     if (weight == 0.0f) continue;
-    const float* s = src + static_cast<int64_t>(idx[t]) * width;
+    const float* __restrict__ s = src + static_cast<int64_t>(idx[t]) * width;
     for (int64_t j = 0; j < width; ++j) dst[j] += weight * s[j];
   }
 }
