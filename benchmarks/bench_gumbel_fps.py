@@ -15,32 +15,14 @@ import argparse
 import importlib.util
 import itertools
 import json
-import statistics
-import time
 
 import torch
+from common import median_time
 
 from mrface.ops import gumbel_fps, use_backend
 from mrface.ops.backend import backend_runs_on
 from mrface.ops.gumbel_fps import batched_gumbel_fps_torch
 from mrface.ops.reference.gumbel_fps import gumbel_fps_noise, gumbel_fps_reference
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def _median_ms(fn, device: str, repeats: int) -> float:
-    fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def _inputs(sets: int, n: int, dim: int, device: str):
@@ -119,8 +101,8 @@ def main() -> None:
         with_reference = sets * n <= 64 * 200
         results = {}
         for name, run in _runners(features, norms, lengths, k, args.device, with_reference).items():
-            fwd = _median_ms(lambda run=run: run(False), args.device, repeats)
-            both = _median_ms(lambda run=run: run(True), args.device, repeats)
+            fwd = median_time(lambda run=run: run(False), args.device, repeats) * 1e3
+            both = median_time(lambda run=run: run(True), args.device, repeats) * 1e3
             results[name] = (fwd, both)
         loop_fwd = results["torch batched loop"][0]
         for name, (fwd, both) in results.items():

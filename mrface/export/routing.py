@@ -11,14 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from mrface.models.branch_select import INDICATORS, STRATEGIES, choose_branches
-from mrface.models.metadata import COLOR_ORDERS, ModelMetadata
+from mrface.models.metadata import COLOR_ORDERS
 
 
 @dataclass(frozen=True)
@@ -39,25 +37,6 @@ def check_route_options(indicator: str, strategy: str, color_order: str) -> None
     if color_order not in COLOR_ORDERS:
         raise ValueError(f"color_order={color_order!r}: expected one of {COLOR_ORDERS}")
 
-
-def normalised_faces(images: Any, metadata: ModelMetadata, color_order: str) -> list[torch.Tensor]:
-    """uint8 HxWx3 faces (list or NxHxWx3 array) in ``color_order`` -> list of (3, h, w) float tensors."""
-    if isinstance(images, np.ndarray) and images.ndim == 4:
-        images = list(images)
-    if not isinstance(images, (list, tuple)) or not images:
-        raise TypeError("images: expected a non-empty list of HxWx3 uint8 arrays or an NxHxWx3 uint8 array")
-    mean = torch.tensor(metadata.mean).view(3, 1, 1)
-    std = torch.tensor(metadata.std).view(3, 1, 1)
-    faces = []
-    for i, im in enumerate(images):
-        im = np.asarray(im)
-        if im.dtype != np.uint8 or im.ndim != 3 or im.shape[2] != 3:
-            raise ValueError(f"images[{i}]: expected an HxWx3 uint8 array, got shape {im.shape} dtype {im.dtype}")
-        if color_order != metadata.color_order:
-            im = im[:, :, ::-1]
-        t = torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1).float().div_(255.0)
-        faces.append((t - mean) / std)
-    return faces
 
 
 def resize_face(face: torch.Tensor, resolution: int, antialias: bool) -> torch.Tensor:

@@ -21,7 +21,29 @@ from torch import nn
 
 from mrface.models.branch_select import INDICATORS, STRATEGIES, choose_branches
 from mrface.models.btnet import BTNet
-from mrface.models.metadata import COLOR_ORDERS
+from mrface.models.metadata import COLOR_ORDERS, ModelMetadata
+
+
+def normalised_faces(images: Any, metadata: ModelMetadata, color_order: str) -> list[torch.Tensor]:
+    """uint8 HxWx3 faces (list or NxHxWx3 array) in ``color_order`` -> list of (3, h, w) float tensors
+    in the model's colour order and normalisation (``metadata``)."""
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        images = list(images)
+    if not isinstance(images, (list, tuple)) or not images:
+        raise TypeError("images: expected a non-empty list of HxWx3 uint8 arrays, an NxHxWx3 uint8 array "
+                        "or a float (N, 3, H, W) tensor")
+    mean = torch.tensor(metadata.mean).view(3, 1, 1)
+    std = torch.tensor(metadata.std).view(3, 1, 1)
+    faces = []
+    for i, im in enumerate(images):
+        im = np.asarray(im)
+        if im.dtype != np.uint8 or im.ndim != 3 or im.shape[2] != 3:
+            raise ValueError(f"images[{i}]: expected an HxWx3 uint8 array, got shape {im.shape} dtype {im.dtype}")
+        if color_order != metadata.color_order:
+            im = im[:, :, ::-1]
+        t = torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1).float().div_(255.0)
+        faces.append((t - mean) / std)
+    return faces
 
 
 class MultiResolutionOutput(NamedTuple):
@@ -60,23 +82,7 @@ class MultiResolutionFaceModel(nn.Module):
             if images.dim() != 4 or images.shape[1] != 3:
                 raise ValueError(f"images: expected a float (N, 3, H, W) tensor, got shape {tuple(images.shape)}")
             return list(images)
-        if isinstance(images, np.ndarray) and images.ndim == 4:
-            images = list(images)
-        if not isinstance(images, (list, tuple)) or not images:
-            raise TypeError("images: expected a non-empty list of HxWx3 uint8 arrays or a float (N, 3, H, W) tensor")
-        meta = self.model.metadata or self.model.default_metadata()
-        mean = torch.tensor(meta.mean).view(3, 1, 1)
-        std = torch.tensor(meta.std).view(3, 1, 1)
-        faces = []
-        for i, im in enumerate(images):
-            im = np.asarray(im)
-            if im.dtype != np.uint8 or im.ndim != 3 or im.shape[2] != 3:
-                raise ValueError(f"images[{i}]: expected an HxWx3 uint8 array, got shape {im.shape} dtype {im.dtype}")
-            if self.color_order != meta.color_order:
-                im = im[:, :, ::-1]
-            t = torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1).float().div_(255.0)
-            faces.append((t - mean) / std)
-        return faces
+        return normalised_faces(images, self.model.metadata or self.model.default_metadata(), self.color_order)
 
     def forward(self, images: Any) -> MultiResolutionOutput:
         faces = self._faces(images)

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from mrface.export.exporter import synthface_images
-from mrface.export.routing import normalised_faces, resize_face
+from mrface.export.routing import resize_face
 from mrface.models.metadata import ModelMetadata
+from mrface.models.multires import normalised_faces
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

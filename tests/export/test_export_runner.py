@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from mrface.export.errors import ExportError
-from mrface.export.routing import normalised_faces, route_faces, split_batches
+from mrface.export.routing import route_faces, split_batches
 from mrface.export.runner import OnnxFaceRunner
 from mrface.models import MultiResolutionFaceModel
+from mrface.models.multires import normalised_faces
 
 
 def mixed_faces(faces: np.ndarray, seed: int = 0) -> list[np.ndarray]:
