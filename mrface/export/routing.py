@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from mrface.models.branch_select import INDICATORS, STRATEGIES, choose_branches
-from mrface.models.metadata import COLOR_ORDERS
+from mrface.models.branch_select import choose_branches
 
 
 @dataclass(frozen=True)
@@ -26,17 +25,6 @@ class RouteGroup:
     resolution: int
     indices: list[int]
     batch: torch.Tensor
-
-
-def check_route_options(indicator: str, strategy: str, color_order: str) -> None:
-    """Raise ``ValueError`` naming the bad option (same choices as ``MultiResolutionFaceModel``)."""
-    if indicator not in INDICATORS:
-        raise ValueError(f"indicator={indicator!r}: expected one of {INDICATORS}")
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy={strategy!r}: expected one of {STRATEGIES}")
-    if color_order not in COLOR_ORDERS:
-        raise ValueError(f"color_order={color_order!r}: expected one of {COLOR_ORDERS}")
-
 
 
 def resize_face(face: torch.Tensor, resolution: int, antialias: bool) -> torch.Tensor:

@@ -23,11 +23,11 @@ import numpy as np
 
 from mrface.export.artefacts import read_manifest
 from mrface.export.errors import ExportError
-from mrface.export.routing import check_route_options, route_faces
+from mrface.export.routing import route_faces
 from mrface.export.session import ort_session
 from mrface.export.spec import INPUT_NAME, GraphSpec
 from mrface.models.metadata import ModelMetadata
-from mrface.models.multires import normalised_faces
+from mrface.models.multires import check_route_options, normalised_faces
 
 
 @dataclass(frozen=True)

@@ -30,11 +30,11 @@ from mrface.export.engine_meta import (
 )
 from mrface.export.errors import ExportError
 from mrface.export.onnx import read_onnx_metadata
-from mrface.export.routing import check_route_options, route_faces, split_batches
+from mrface.export.routing import route_faces, split_batches
 from mrface.export.spec import INPUT_NAME
 from mrface.export.trt_config import EngineBuildConfig, check_precision_supported
 from mrface.models.metadata import ModelMetadata
-from mrface.models.multires import normalised_faces
+from mrface.models.multires import check_route_options, normalised_faces
 
 
 def tensorrt_unavailable_reason() -> str | None:

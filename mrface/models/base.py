@@ -69,3 +69,24 @@ class FaceModel(nn.Module):
             raise ValueError(
                 f"{type(self).__name__}: expected input of shape (N, 3, {size}, {size}), got {tuple(x.shape)}"
             )
+
+
+class UnitStructure:
+    """Mixin for networks built as a chain of units (``unit_names``, ``unit_strides``, set by the
+    subclass) that branches can be cut from: unit count and the spatial side after each unit."""
+
+    input_size: int
+    unit_names: list[str]
+    unit_strides: list[int]
+
+    @property
+    def num_units(self) -> int:
+        return len(self.unit_names)
+
+    def unit_output_sizes(self) -> list[int]:
+        """Spatial side after each unit, e.g. 112 input: [112, 56, 56, 56, 28, ...]."""
+        sizes, size = [], self.input_size
+        for stride in self.unit_strides:
+            size //= stride
+            sizes.append(size)
+        return sizes

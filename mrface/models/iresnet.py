@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from mrface.models.base import FaceModel, amp_dtype_from, float32_region, trunk_autocast
+from mrface.models.base import FaceModel, UnitStructure, amp_dtype_from, float32_region, trunk_autocast
 
 STAGE_WIDTHS = (64, 128, 256, 512)
 DEPTHS = {
@@ -87,7 +87,7 @@ class IBasicBlock(nn.Module):
         return out + identity
 
 
-class IResNet(FaceModel):
+class IResNet(UnitStructure, FaceModel):
     """iResNet trunk (see module docstring). x: (N, 3, input_size, input_size) -> (N, embedding_size)."""
 
     def __init__(
@@ -183,18 +183,6 @@ class IResNet(FaceModel):
             self.features.weight.requires_grad = False
 
     # ------------------------------------------------------------------------------- structure
-    @property
-    def num_units(self) -> int:
-        return len(self.unit_names)
-
-    def unit_output_sizes(self) -> list[int]:
-        """Spatial side after each unit, e.g. 112 input: [112, 56, 56, 56, 28, ...]."""
-        sizes, size = [], self.input_size
-        for stride in self.unit_strides:
-            size //= stride
-            sizes.append(size)
-        return sizes
-
     def unit_channels(self) -> list[int]:
         """Channels after each unit."""
         return [self.widths[0]] + [self.widths[int(n[5]) - 1] for n in self.unit_names[1:]]

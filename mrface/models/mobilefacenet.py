@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mrface.models.base import FaceModel, amp_dtype_from, float32_region, trunk_autocast
+from mrface.models.base import FaceModel, UnitStructure, amp_dtype_from, float32_region, trunk_autocast
 from mrface.models.iresnet import FINAL_SIZE, stage_strides
 
 
@@ -94,7 +94,7 @@ class GDC(nn.Module):
         return self.layers(x)
 
 
-class MobileFaceNet(FaceModel):
+class MobileFaceNet(UnitStructure, FaceModel):
     """MobileFaceNet; see module docstring. ``num_units`` builds a truncated (branch) network without head."""
 
     def __init__(
@@ -148,16 +148,6 @@ class MobileFaceNet(FaceModel):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    @property
-    def num_units(self) -> int:
-        return len(self.unit_names)
-
-    def unit_output_sizes(self) -> list[int]:
-        sizes, size = [], self.input_size
-        for stride in self.unit_strides:
-            size //= stride
-            sizes.append(size)
-        return sizes
 
     def module_unit(self, name: str) -> int | None:
         parts = name.split(".")

@@ -24,6 +24,16 @@ from mrface.models.btnet import BTNet
 from mrface.models.metadata import COLOR_ORDERS, ModelMetadata
 
 
+def check_route_options(indicator: str, strategy: str, color_order: str) -> None:
+    """Raise ``ValueError`` naming the bad branch-choice or colour option."""
+    if indicator not in INDICATORS:
+        raise ValueError(f"indicator={indicator!r}: expected one of {INDICATORS}")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy={strategy!r}: expected one of {STRATEGIES}")
+    if color_order not in COLOR_ORDERS:
+        raise ValueError(f"color_order={color_order!r}: expected one of {COLOR_ORDERS}")
+
+
 def normalised_faces(images: Any, metadata: ModelMetadata, color_order: str) -> list[torch.Tensor]:
     """uint8 HxWx3 faces (list or NxHxWx3 array) in ``color_order`` -> list of (3, h, w) float tensors
     in the model's colour order and normalisation (``metadata``)."""
@@ -66,12 +76,7 @@ class MultiResolutionFaceModel(nn.Module):
         color_order: str = "RGB",
     ):
         super().__init__()
-        if indicator not in INDICATORS:
-            raise ValueError(f"indicator={indicator!r}: expected one of {INDICATORS}")
-        if strategy not in STRATEGIES:
-            raise ValueError(f"strategy={strategy!r}: expected one of {STRATEGIES}")
-        if color_order not in COLOR_ORDERS:
-            raise ValueError(f"color_order={color_order!r}: expected one of {COLOR_ORDERS}")
+        check_route_options(indicator, strategy, color_order)
         self.model = model
         self.indicator, self.strategy = indicator, strategy
         self.antialias, self.color_order = antialias, color_order
