@@ -148,7 +148,6 @@ class MobileFaceNet(UnitStructure, FaceModel):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-
     def module_unit(self, name: str) -> int | None:
         parts = name.split(".")
         return int(parts[1]) if parts[0] == "layers" and len(parts) > 1 else None
