@@ -1,7 +1,8 @@
 """Benchmark mrface.ops.degrade_resolution against the naive PyTorch loop (one interpolate per size).
 
-Prints one table (median ms, peak MiB on GPU, speed-up over the loop, and on GPU the fraction of
-the memory-bandwidth floor) and writes JSON. Example:
+Prints one table (median ms, peak MiB on GPU, speed-up over the loop, and the roofline: the floor is
+the compulsory traffic over the copy bandwidth measured in the same run, ``of_floor`` = time / floor,
+``achieved`` = floor / time) and writes JSON. Example:
     python benchmarks/bench_degrade.py --device cpu --batches 64 256 1024
 """
 
@@ -12,7 +13,7 @@ import functools
 
 import torch
 import torch.nn.functional as F
-from common import copy_bandwidth, machine, median_time, peak_memory, print_table, write_json
+from common import copy_bandwidth, machine, median_time, peak_memory, print_table, roofline, roofs_line, write_json
 
 import mrface
 from mrface.ops import degrade_resolution, use_backend
@@ -63,7 +64,7 @@ def main() -> None:
     device = args.device
     dtype = getattr(torch, args.dtype)
     backends = [b for b in mrface.ops.BACKENDS if b != "reference" and backend_runs_on(b, device)]
-    bandwidth = copy_bandwidth(device) if device == "cuda" else None
+    bandwidth = copy_bandwidth(device)
     rows = []
     for filter in args.filters:
         for up in (False, True):
@@ -74,7 +75,6 @@ def main() -> None:
                 loop = functools.partial(naive_loop, x, filter, up)
                 loop_s = median_time(loop, device, args.repeats) if loop_ok else None
                 loop_mib = peak_memory(loop, device) if loop_ok else None
-                floor_s = bytes_moved(x, up) / bandwidth if bandwidth else None
                 for backend in backends:
                     run = functools.partial(run_op, x, filter, up, backend)
                     ours_s = median_time(run, device, args.repeats)
@@ -88,15 +88,14 @@ def main() -> None:
                         "speedup": loop_s / ours_s if loop_s else None,
                         "ours_MiB": peak_memory(run, device),
                         "loop_MiB": loop_mib,
-                        "floor_ms": floor_s * 1e3 if floor_s else None,
-                        "of_floor": ours_s / floor_s if floor_s else None,
-                    }
+                    } | roofline(ours_s, nbytes=bytes_moved(x, up), bandwidth=bandwidth)
+                    row.pop("bound")  # always memory
                     rows.append(row)
     print(f"machine: {machine()}  dtype={args.dtype}  device={device}")
-    if bandwidth:
-        print(f"measured copy bandwidth: {bandwidth / 1e9:.0f} GB/s (floor = compulsory bytes / this)")
-    columns = ["filter", "up", "batch", "backend", "ours_ms", "loop_ms", "speedup", "ours_MiB", "loop_MiB"]
-    print_table(rows, columns + (["floor_ms", "of_floor"] if bandwidth else []))
+    print(roofs_line(bandwidth, None) + " (compulsory bytes: read the input, write every output once)")
+    columns = ["filter", "up", "batch", "backend", "ours_ms", "loop_ms", "speedup", "ours_MiB", "loop_MiB",
+               "floor_ms", "of_floor", "achieved"]
+    print_table(rows, columns)
     write_json("degrade", rows, args.out, {"dtype": args.dtype, "device": device, "copy_bandwidth": bandwidth})
 
 

@@ -6,6 +6,11 @@ reference loop (small sets only). Times are medians in ms of forward and forward
 (backward of sum(coreset * probe)). ``--sweep`` times B=64, K=8 over N = 16..4096 to show the
 linear growth in N. Prints a table and writes JSON.
 
+Roofline of the forward: ``floor_ms`` is the compulsory traffic (read the features and norms once,
+write the coreset and its indices once) over the copy bandwidth measured in the same run
+(benchmarks/common.py); ``achieved`` = floor / forward time. The K selection steps are sequential,
+so the op cannot reach this floor at small B; the column shows how far it is.
+
     python benchmarks/bench_gumbel_fps.py --device cpu --quick --out gumbel_fps_cpu.json
 """
 
@@ -14,10 +19,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import itertools
-import json
 
 import torch
-from common import median_time
+from common import copy_bandwidth, machine, median_time, roofline, roofs_line, write_json
 
 from mrface.ops import gumbel_fps, use_backend
 from mrface.ops.backend import backend_runs_on
@@ -81,7 +85,7 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="B=64, K=8, N = 16..4096 (linear growth)")
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--max-gib", type=float, default=2.0, help="skip configs whose features exceed this")
-    parser.add_argument("--out", default="bench_gumbel_fps.json")
+    parser.add_argument("--out", default=None, help="JSON path (default: bench_results/gumbel_fps-<time>.json)")
     args = parser.parse_args()
     repeats = 3 if args.quick else 10
     if args.sweep:
@@ -91,8 +95,11 @@ def main() -> None:
     else:
         grid = list(itertools.product((1, 64, 1024), (20, 200, 2000), (3, 8)))
     rows = []
+    bandwidth = copy_bandwidth(args.device)
     print(f"device={args.device} D={args.dim} threads={torch.get_num_threads()}")
-    print(f"{'B':>5} {'N':>5} {'K':>2}  {'impl':<20} {'fwd ms':>10} {'fwd+bwd ms':>11}  {'fwd speed-up':>12}")
+    print(roofs_line(bandwidth, None) + " (forward: read features and norms, write the coreset once)")
+    print(f"{'B':>5} {'N':>5} {'K':>2}  {'impl':<20} {'fwd ms':>10} {'fwd+bwd ms':>11}  {'fwd speed-up':>12}"
+          f"  {'floor ms':>9} {'achieved':>8}")
     for sets, n, k in grid:
         if sets * n * args.dim * 4 / 2**30 > args.max_gib:
             print(f"{sets:>5} {n:>5} {k:>2}  skipped: features larger than {args.max_gib} GiB")
@@ -106,18 +113,24 @@ def main() -> None:
             results[name] = (fwd, both)
         loop_fwd = results["torch batched loop"][0]
         for name, (fwd, both) in results.items():
-            print(f"{sets:>5} {n:>5} {k:>2}  {name:<20} {fwd:>10.3f} {both:>11.3f}  {loop_fwd / fwd:>11.1f}x")
+            roof = roofline(fwd / 1e3, nbytes=forward_bytes(sets, n, k, args.dim), bandwidth=bandwidth)
+            print(f"{sets:>5} {n:>5} {k:>2}  {name:<20} {fwd:>10.3f} {both:>11.3f}  {loop_fwd / fwd:>11.1f}x"
+                  f"  {roof['floor_ms']:>9.4f} {roof['achieved']:>8.3f}")
             rows.append({"B": sets, "N": n, "K": k, "D": args.dim, "impl": name, "forward_ms": fwd,
-                         "forward_backward_ms": both})  # fmt: skip
+                         "forward_backward_ms": both, "fwd_speedup_vs_loop": loop_fwd / fwd,
+                         "floor_ms": roof["floor_ms"], "of_floor": roof["of_floor"],
+                         "achieved": roof["achieved"]})  # fmt: skip
     pytorch3d = importlib.util.find_spec("pytorch3d") is not None
     print(f"pytorch3d sample_farthest_points: {'installed (not compared yet)' if pytorch3d else 'not installed'}")
-    info = {"device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "pytorch3d_installed": pytorch3d, "rows": rows}  # fmt: skip
-    if args.device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name()
-    with open(args.out, "w") as fh:
-        json.dump(info, fh, indent=2)
-    print(f"wrote {args.out}")
+    print(f"machine: {machine()}")
+    write_json("gumbel_fps", rows, args.out, {"device": args.device, "threads": torch.get_num_threads(),
+                                              "pytorch3d_installed": pytorch3d, "copy_bandwidth": bandwidth})
+
+
+def forward_bytes(sets: int, n: int, k: int, dim: int) -> int:
+    """Compulsory forward traffic in bytes: features (B, N, D) and norms (B, N) in, coreset (B, K, D) and
+    int64 indices (B, K) out, float32."""
+    return 4 * (sets * n * dim + sets * n + sets * k * dim) + 8 * sets * k
 
 
 if __name__ == "__main__":

@@ -14,6 +14,12 @@ Time: median of ``--repeats`` steps after one warm-up (benchmarks/common.py); on
 child with the default allocator. CPU timings need an otherwise idle machine (the tiled path runs
 many short multi-threaded ops, which suffer most from oversubscribed cores).
 
+Roofline: the floor of one forward + backward is max(FLOPs / matmul peak, bytes / copy bandwidth) with
+FLOPs = 3 x 2·B·C·D (the forward GEMM and the two backward GEMMs; a path that recomputes the logits in
+the backward does a fourth, which the floor does not grant) and bytes = the centres and embeddings read
+once and their gradients written once; both roofs are measured in the same run (benchmarks/common.py,
+matmul in the benchmark's dtype). ``achieved`` = floor / time.
+
     python benchmarks/bench_margin_softmax.py                      # default shapes, this device
     python benchmarks/bench_margin_softmax.py --device cpu --shapes 512,100000,512
 """
@@ -28,7 +34,17 @@ import sys
 from pathlib import Path
 
 import torch
-from common import machine, median_time, print_table, sync, write_json
+from common import (
+    copy_bandwidth,
+    machine,
+    matmul_peak,
+    median_time,
+    print_table,
+    roofline,
+    roofs_line,
+    sync,
+    write_json,
+)
 
 from mrface.losses import get_head
 
@@ -132,6 +148,7 @@ def main() -> None:
     dtype = args.dtype or ("float32" if device == "cpu" else "bfloat16")
     shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes] if args.shapes else DEFAULT_SHAPES
     paths = args.paths or (PATHS_GPU if device == "cuda" else PATHS_CPU)
+    peak, bandwidth = matmul_peak(device, getattr(torch, dtype)), copy_bandwidth(device)
     rows = []
     for b, c, d in shapes:
         note = ""
@@ -144,17 +161,31 @@ def main() -> None:
                 results[path] = res
                 rows.append({"B": b, "C": c, "D": d, "margin": margin, "path": path, "dtype": dtype,
                              "ms": res.get("ms"), "work_MiB": res.get("work_MiB"),
-                             "logits_MiB": b * c * 4 / 2**20, "note": res.get("note") or note})
+                             "logits_MiB": b * c * 4 / 2**20, "note": res.get("note") or note}
+                            | roofline(res["ms"] / 1e3 if res.get("ms") else None, flops=step_flops(b, c, d),
+                                       nbytes=step_bytes(b, c, d, dtype), peak_flops=peak, bandwidth=bandwidth))
             ref = results.get("reference", {})
             for row in rows[-len(paths):]:
                 if row["ms"] and ref.get("ms"):
                     row["speedup_vs_ref"] = ref["ms"] / row["ms"]
                     row["mem_ratio_vs_ref"] = row["work_MiB"] / ref["work_MiB"] if ref["work_MiB"] else None
     print(f"machine: {machine()}  device={device}  dtype={dtype}")
+    print(roofs_line(bandwidth, peak, dtype))
     print_table(rows, ["B", "C", "D", "margin", "path", "ms", "work_MiB", "logits_MiB", "speedup_vs_ref",
-                       "mem_ratio_vs_ref", "note"])
+                       "mem_ratio_vs_ref", "floor_ms", "achieved", "bound", "note"])
     write_json("margin_softmax", rows, args.out, {"device": device, "dtype": dtype,
-                                                  "memory_method": __doc__.split("\n\n")[2]})
+                                                  "memory_method": __doc__.split("\n\n")[2],
+                                                  "copy_bandwidth": bandwidth, "matmul_peak_flops": peak})
+
+
+def step_flops(b: int, c: int, d: int) -> float:
+    """FLOPs of the three GEMMs of one forward + backward: logits, d embeddings, d centres (2·B·C·D each)."""
+    return 3 * 2 * b * c * d
+
+
+def step_bytes(b: int, c: int, d: int, dtype: str) -> float:
+    """Compulsory traffic: read centres (C, D) and embeddings (B, D) once, write both gradients once."""
+    return 2 * (c * d + b * d) * getattr(torch, dtype).itemsize
 
 
 def _run(path: str, margin: str, b: int, c: int, d: int, device: str, dtype: str, repeats: int) -> dict:

@@ -83,6 +83,51 @@ def copy_bandwidth(device: str, nbytes: int = 1 << 30) -> float:
     return 2 * src.numel() * 4 / seconds
 
 
+def matmul_peak(device: str, dtype: torch.dtype = torch.float32, n: int | None = None) -> float:
+    """Measured dense matmul throughput in FLOP/s (an n x n by n x n product, 2 n^3 FLOPs): the compute roof.
+
+    Default n: 8192 on CUDA, 2048 on CPU (large enough to reach the BLAS plateau, a second or two on 2 cores).
+    """
+    n = n or (8192 if device == "cuda" else 2048)
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
+    b = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
+    seconds = median_time(lambda: torch.mm(a, b), device, repeats=10 if device == "cuda" else 3, warmup=1)
+    return 2 * n**3 / seconds
+
+
+def roofline(seconds: float | None, flops: float = 0.0, nbytes: float = 0.0, peak_flops: float | None = None,
+             bandwidth: float | None = None) -> dict:  # fmt: skip
+    """Roofline columns of one measurement.
+
+    The floor is the larger of ``flops / peak_flops`` (compute) and ``nbytes / bandwidth`` (memory traffic),
+    each counted only when its roof is known. Returns ``floor_ms``, ``of_floor`` (time / floor, >= 1 unless
+    the roof was measured low), ``achieved`` (floor / time: the fraction of the roofline reached) and
+    ``bound`` (which roof sets the floor); the values are None when nothing is known.
+    """
+    compute = flops / peak_flops if flops and peak_flops else 0.0
+    memory = nbytes / bandwidth if nbytes and bandwidth else 0.0
+    floor = max(compute, memory)
+    if not floor:
+        return {"floor_ms": None, "of_floor": None, "achieved": None, "bound": None}
+    return {
+        "floor_ms": floor * 1e3,
+        "of_floor": seconds / floor if seconds else None,
+        "achieved": floor / seconds if seconds else None,
+        "bound": "compute" if compute >= memory else "memory",
+    }
+
+
+def roofs_line(bandwidth: float | None, peak_flops: float | None, dtype: str = "") -> str:
+    """One printable line naming the measured roofs the floors are computed from."""
+    parts = []
+    if bandwidth:
+        parts.append(f"copy bandwidth {bandwidth / 1e9:.1f} GB/s (read + write)")
+    if peak_flops:
+        parts.append(f"matmul peak {peak_flops / 1e9:.0f} GFLOP/s" + (f" ({dtype})" if dtype else ""))
+    return "measured roofs: " + ", ".join(parts) + "; floor = max(FLOPs / peak, bytes / bandwidth)"
+
+
 def print_table(rows: list[dict], columns: list[str]) -> None:
     widths = [max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns]
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
