@@ -129,6 +129,29 @@ class DistillConfig:
 
 
 @dataclass
+class DCRConfig:
+    trunk: str = ""  # frozen trunk: a trunk run dir, a checkpoint dir or a .safetensors weights file
+    resolutions: list[int] = field(default_factory=lambda: [8, 12, 16, 20])  # one coupled branch per LR side
+    filter: str = "bicubic_aa"  # HR -> r down filter
+    up: str = "bicubic"  # r -> HR size again (the trunk sees LR faces upsampled to its input size)
+    centre_weight: float = 0.008
+    coupling_weight: float = 0.008
+    centre_rate: float = 0.6  # centre update rate alpha
+
+
+@dataclass
+class CoresetConfig:
+    backbone: str = ""  # frozen backbone weights: a run dir, a checkpoint dir or a .safetensors file
+    max_size: int = 20  # templates hold 1..max_size images of one identity
+    size_mode: str = "batch"  # batch: one size per global micro-batch (public code) | template: one per template
+    k: int = 3  # coreset size
+    heads: int = 8
+    gamma: float = 0.01  # initial norm exponent of the FPS distance (learned)
+    tau: float = 1.0  # Gumbel-softmax temperature while training
+    dropout: float = 0.0
+
+
+@dataclass
 class TrainConfig:
     stage: str = "trunk"  # trunk | distill | dcr | coreset
     seed: int = 0
@@ -146,6 +169,8 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    dcr: DCRConfig = field(default_factory=DCRConfig)
+    coreset: CoresetConfig = field(default_factory=CoresetConfig)
 
 
 # ------------------------------------------------------------------------------------ key checks
@@ -273,6 +298,16 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
         raise RecipeError(f"{source}: data.kind={cfg.data.kind} needs data.path")
     if cfg.stage == "distill" and not cfg.distill.teacher:
         raise RecipeError(f"{source}: stage=distill needs distill.teacher (a trunk run or checkpoint dir)")
+    if cfg.stage == "dcr" and not cfg.dcr.trunk:
+        raise RecipeError(f"{source}: stage=dcr needs dcr.trunk (a trunk run, checkpoint dir or .safetensors file)")
+    if cfg.stage == "coreset" and not cfg.coreset.backbone:
+        raise RecipeError(f"{source}: stage=coreset needs coreset.backbone (a run, checkpoint dir or weights file)")
+    _choice(cfg.coreset.size_mode, ("batch", "template"), "coreset.size_mode", source)
+    if cfg.coreset.max_size < 1 or cfg.coreset.k < 1:
+        raise RecipeError(f"{source}: coreset.max_size={cfg.coreset.max_size} and coreset.k={cfg.coreset.k} "
+                          "must be >= 1")  # fmt: skip
+    if not cfg.dcr.resolutions or min(cfg.dcr.resolutions) < 1:
+        raise RecipeError(f"{source}: dcr.resolutions={list(cfg.dcr.resolutions)}: expected sides >= 1")
     if cfg.resume not in ("none", "auto") and not Path(cfg.resume).is_dir():
         raise RecipeError(f"{source}: resume={cfg.resume!r}: expected none, auto or an existing checkpoint dir")
 

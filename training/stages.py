@@ -7,6 +7,8 @@
   size); the branches (and their BN copies of the shared tail) learn from the same batch resized
   to each r: margin loss through the frozen classifier + MSE of the implant-level feature maps +
   MSE of the embeddings (:class:`~mrface.losses.BTNetDistillLoss`), summed over the branches.
+* ``dcr`` (DCR coupled branches) and ``coreset`` (FaceCoresetNet set aggregation) live in
+  :mod:`mrface.training.stage_dcr` and :mod:`mrface.training.stage_coreset`.
 
 A :class:`Stage` holds the saved model, the module run under DDP (``net``), the head, the loss
 function and how to put everything in training mode.
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Sampler
 
 from mrface.losses import BTNetDistillLoss, PartialFC, get_head
 from mrface.models import BTNet, DistillOutput, FaceModel, get_model
@@ -37,9 +40,11 @@ _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm)
 class Stage:
     model: FaceModel  # saved as model.safetensors
     net: nn.Module  # forward module wrapped in DDP (holds every trainable backbone parameter)
-    head: PartialFC  # sharded classifier (frozen in distill)
+    head: PartialFC | None  # sharded classifier (frozen in distill; None in dcr, whose branches classify)
     loss_fn: LossFn  # (net, images (B, 3, H, W), labels (B,), step, micro-batch of the step) -> (loss, logs)
     train_mode: Callable[[], None]
+    extra: nn.Module | None = None  # loss-side state (DCR's centres): trains with the head, saved per rank
+    sampler: Callable[..., Sampler] | None = None  # GlobalBatchSampler's signature; None = GlobalBatchSampler
 
 
 def _weights_file(path: str) -> str:

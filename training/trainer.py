@@ -35,6 +35,8 @@ from mrface.training.data import GlobalBatchSampler, build_dataset, dataset_clas
 from mrface.training.distributed import DistEnv, all_agree, barrier, init_distributed
 from mrface.training.rundir import MetricsWriter, setup_run_dir
 from mrface.training.schedule import build_scheduler
+from mrface.training.stage_coreset import coreset_stage
+from mrface.training.stage_dcr import dcr_stage
 from mrface.training.stages import Stage, distill_stage, trunk_stage
 from mrface.training.validation import Validator
 
@@ -75,8 +77,10 @@ def _build_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.opti
 
 
 def _build_stage(cfg: TrainConfig, env: DistEnv, dataset: Dataset | None) -> tuple[Stage, Dataset]:
-    if cfg.stage in ("dcr", "coreset"):
-        raise NotImplementedError(f"stage={cfg.stage!r} is not implemented yet (trunk and distill are)")
+    if cfg.stage == "dcr":
+        return dcr_stage(cfg, env, dataset)
+    if cfg.stage == "coreset":
+        return coreset_stage(cfg, env, dataset)
     if cfg.stage == "distill":
         stage, num_classes = distill_stage(cfg, env)
     else:
@@ -105,7 +109,8 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> TrainResult:
         torch.use_deterministic_algorithms(True)
     out, log = setup_run_dir(cfg, env.world_size, env.is_main)
     stage, dataset = _build_stage(cfg, env, dataset)
-    model, head = stage.model.to(env.device), stage.head.to(env.device)
+    model, head, extra = (m.to(env.device) if m is not None else None for m in (stage.model, stage.head, stage.extra))
+    beside = [m for m in (head, extra) if m is not None]  # loss-side modules: trained and saved beside the model
     if cfg.model.channels_last:
         model.to(memory_format=torch.channels_last)
     if cfg.model.sync_bn and env.distributed:
@@ -127,7 +132,7 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> TrainResult:
     total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * steps_per_epoch)
 
     backbone_params = [p for p in stage.net.parameters() if p.requires_grad]
-    params = backbone_params + [p for p in head.parameters() if p.requires_grad]
+    params = backbone_params + [p for m in beside for p in m.parameters() if p.requires_grad]
     optimizer = _build_optimizer(cfg, params)
     scheduler = build_scheduler(optimizer, cfg.schedule, total_steps, steps_per_epoch)
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.optim.amp]
@@ -143,7 +148,10 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> TrainResult:
     if resume_from is not None:
         state = ckpt_io.load_training_state(resume_from, env)
         ckpt_io.load_model_weights(resume_from, model)
-        ckpt_io.load_head(resume_from, head)
+        if head is not None:
+            ckpt_io.load_head(resume_from, head)
+        if extra is not None:
+            extra.load_state_dict(state["extra"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -156,11 +164,12 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> TrainResult:
         log.info(f"resumed from {resume_from} at step {start_step}")
     barrier(env)
 
-    sampler = GlobalBatchSampler(len(dataset), batch, env.rank, env.world_size, cfg.seed,
-                                 total=total_steps * accumulate, start=start_step * accumulate)  # fmt: skip
+    sampler = (stage.sampler or GlobalBatchSampler)(len(dataset), batch, env.rank, env.world_size, cfg.seed,
+                                                    total=total_steps * accumulate, start=start_step * accumulate)
     batches = iter(make_loader(dataset, sampler, cfg.data.workers))
     metrics = MetricsWriter(out, env.is_main, cfg.train.tensorboard, log)
-    log.info(f"stage {cfg.stage}: {len(dataset)} images, {head.num_classes} classes, world size {env.world_size}, "
+    classes = head.num_classes if head is not None else getattr(model, "num_classes", "?")
+    log.info(f"stage {cfg.stage}: {len(dataset)} samples, {classes} classes, world size {env.world_size}, "
              f"global batch {batch * env.world_size * accumulate}, {total_steps} steps "
              f"({steps_per_epoch} per epoch) on {env.device}")  # fmt: skip
 
@@ -175,7 +184,7 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> TrainResult:
     def training_state(step: int) -> dict:
         return {"step": step, "skipped_nonfinite": skipped, "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "rng": ckpt_io.rng_state()}  # fmt: skip
+                "rng": ckpt_io.rng_state(), "extra": extra.state_dict() if extra is not None else {}}  # fmt: skip
 
     def save(step: int) -> Path:
         return ckpt_io.save_checkpoint(ckpt_root, step, env, model, head, training_state(step), cfg.checkpoint.keep)
@@ -190,7 +199,7 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> TrainResult:
             optimizer.zero_grad(set_to_none=True)
             step_loss, nonfinite, logs = 0.0, False, {}
             # A skipped step must not leave NaN in BN running statistics or margin EMAs either.
-            buffers = [*model.buffers(), *head.buffers()] if cfg.train.skip_nonfinite else []
+            buffers = [b for m in (model, *beside) for b in m.buffers()] if cfg.train.skip_nonfinite else []
             saved_buffers = [b.detach().clone() for b in buffers]
             for a in range(accumulate):
                 images, labels = next(batches)
