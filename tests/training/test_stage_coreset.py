@@ -72,7 +72,7 @@ def test_trainer_trains_aggregator_and_head_on_a_trunk_run(tmp_path, trunk_run):
     trunk = weights(trunk_run / "model.safetensors")
     first = weights(out / "checkpoints" / "step_00000001" / "model.safetensors")
     last = weights(out / "model.safetensors")
-    assert {k[len("backbone."):] for k in last if k.startswith("backbone.")} == set(trunk)
+    assert {k[len("backbone.") :] for k in last if k.startswith("backbone.")} == set(trunk)
     for k, v in trunk.items():  # bit-identical, BN running statistics included
         assert torch.equal(first["backbone." + k], v) and torch.equal(last["backbone." + k], v), k
     unchanged = [k for k in last if k.startswith("aggregator.") and torch.equal(first[k], last[k])]
