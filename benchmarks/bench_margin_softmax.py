@@ -161,14 +161,15 @@ def main() -> None:
                 results[path] = res
                 rows.append({"B": b, "C": c, "D": d, "margin": margin, "path": path, "dtype": dtype,
                              "ms": res.get("ms"), "work_MiB": res.get("work_MiB"),
-                             "logits_MiB": b * c * 4 / 2**20, "note": res.get("note") or note}
-                            | roofline(res["ms"] / 1e3 if res.get("ms") else None, flops=step_flops(b, c, d),
-                                       nbytes=step_bytes(b, c, d, dtype), peak_flops=peak, bandwidth=bandwidth))
+                             "logits_MiB": b * c * 4 / 2**20, "speedup_vs_ref": None, "mem_ratio_vs_ref": None})
             ref = results.get("reference", {})
             for row in rows[-len(paths):]:
                 if row["ms"] and ref.get("ms"):
                     row["speedup_vs_ref"] = ref["ms"] / row["ms"]
                     row["mem_ratio_vs_ref"] = row["work_MiB"] / ref["work_MiB"] if ref["work_MiB"] else None
+                row |= roofline(row["ms"] / 1e3 if row["ms"] else None, flops=step_flops(b, c, d),
+                                nbytes=step_bytes(b, c, d, dtype), peak_flops=peak, bandwidth=bandwidth)
+                row["note"] = results[row["path"]].get("note") or note
     print(f"machine: {machine()}  device={device}  dtype={dtype}")
     print(roofs_line(bandwidth, peak, dtype))
     print_table(rows, ["B", "C", "D", "margin", "path", "ms", "work_MiB", "logits_MiB", "speedup_vs_ref",

@@ -2,7 +2,9 @@
 
     mrface bench [kernels|train|inference|data|all] [--device cpu|cuda] [--quick] [--out DIR]
                  [--only NAME ...] [--bench-dir PATH] [--compare OLD.json] [--threshold 0.15]
+                 [--store benchmarks/results] [--markdown BENCHMARKS.md]
     mrface bench --compare OLD.json NEW.json          # compare two saved runs, run nothing
+    mrface bench report RESULTS.json|FOLDER [...] --out BENCHMARKS.md [--notes benchmarks/notes.md]
 
 Each script in ``benchmarks/`` runs as its own subprocess (sequentially, so runs do not share the
 CPU) with ``--out`` pointing into ``<out>/<timestamp>/``, where its log is kept too. The collected
@@ -10,6 +12,11 @@ rows, the machine record and every script's exact command go to ``<out>/<timesta
 Markdown summary ``<timestamp>.md``; scaling plots (PNG) sit beside them. ``--compare`` matches rows
 of two runs by their non-measurement columns and prints new/old per measurement, flagging
 regressions beyond ``--threshold``.
+
+``--store DIR`` copies the run's report JSON into DIR (the tracked ``benchmarks/results/``), deleting
+stored runs the new one supersedes; ``--markdown PATH`` then renders the whole benchmark document
+from every run in DIR (or from this run alone without ``--store``). ``mrface bench report`` renders
+it from saved files without running anything: see :mod:`mrface.bench_report`.
 
 ``benchmarks/`` is not installed with the package: it is looked for above the current directory and
 above the ``mrface`` package (a source checkout), or given with ``--bench-dir``.
@@ -74,7 +81,8 @@ SPECS: tuple[Spec, ...] = (
          full=("--margins", "arcface", "--shapes", "512,10000,512", "512,30000,512", "512,100000,512"),
          full_cuda=("--margins", "arcface", "--shapes", "512,10000,512", "512,100000,512", "512,300000,512",
                     "512,1000000,512")),
-    Spec("train", "train", "bench_train.py", quick=("--quick",)),
+    Spec("train", "train", "bench_train.py", quick=("--quick",), full_cuda=("--models", "iresnet50", "--batch", "128")),
+    Spec("scaling", "train", "bench_scaling.py", quick=("--quick",)),
     Spec("models", "inference", "bench_models.py", full=("--throughput",),
          quick=("--throughput", "--models", "iresnet_tiny", "--batch", "4", "--repeats", "2")),
     Spec("inference", "inference", "bench_inference.py",
@@ -229,10 +237,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``bench`` subcommand to the ``mrface`` CLI."""
     p = subparsers.add_parser("bench", help="run the benchmark suite; write JSON + Markdown; compare runs",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("area", nargs="?", choices=(*AREAS, "all"), default=None, help="what to run (default all)")
+    p.add_argument("area", nargs="?", choices=(*AREAS, "all", "report"), default=None,
+                   help="what to run (default all); report: render the document from result files")  # fmt: skip
+    p.add_argument("inputs", nargs="*", default=[], metavar="RESULTS",
+                   help="report only: result JSON files or folders of them (e.g. benchmarks/results)")  # fmt: skip
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when visible, else cpu")
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the suite runs; not for publishing")
-    p.add_argument("--out", default="bench_results", help="results folder (default ./bench_results)")
+    p.add_argument("--out", default=None,
+                   help="results folder (default ./bench_results); report: the Markdown file to write")  # fmt: skip
     p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="run only these benchmarks")
     p.add_argument("--bench-dir", default=None, help="the benchmarks/ folder (or a checkout holding it)")
     p.add_argument(
@@ -244,6 +256,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--threshold", type=float, default=0.15, help="flag a regression beyond this (0.15 = 15%%)")
     p.add_argument("--fail-on-regression", action="store_true", help="exit code 1 when a regression is flagged")
+    p.add_argument("--store", default=None, metavar="DIR",
+                   help="copy the run's report JSON into DIR (e.g. benchmarks/results); delete runs it supersedes")
+    p.add_argument("--markdown", default=None, metavar="PATH",
+                   help="render the benchmark document to PATH: from every run in --store DIR, else this run")
+    p.add_argument("--notes", default=None, metavar="PATH",
+                   help="hand-written notes included in the document (default: benchmarks/notes.md when found)")
+    p.add_argument("--plots-dir", default=None, metavar="DIR",
+                   help="the document's PNG plots (default: <store or first input folder>/plots)")
+    p.add_argument("--all-runs", action="store_true",
+                   help="document every run, not only the newest per machine and benchmark")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -256,7 +278,47 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
 
+def _notes_path(args: argparse.Namespace) -> Path | None:
+    """--notes, else notes.md of the benchmarks folder when there is one."""
+    if args.notes:
+        return Path(args.notes)
+    try:
+        found = find_bench_dir(args.bench_dir) / "notes.md"
+    except BenchError:
+        return None
+    return found if found.is_file() else None
+
+
+def _report(args: argparse.Namespace) -> int:
+    """``mrface bench report RESULTS... --out DOC.md``: render the document, run nothing."""
+    from mrface.bench_report import write_report
+
+    if args.out and args.markdown and args.out != args.markdown:
+        raise BenchError("report: give the Markdown file once (--out or --markdown)")
+    out = args.out or args.markdown
+    if not args.inputs or not out:
+        raise BenchError("usage: mrface bench report RESULTS.json|FOLDER [...] --out BENCHMARKS.md")
+    given = [flag for flag, value in (("--quick", args.quick), ("--only", args.only), ("--compare", args.compare),
+             ("--store", args.store), ("--device", args.device)) if value]  # fmt: skip
+    if given:
+        raise BenchError(f"report renders saved results; {', '.join(given)} does not apply")
+    command = shlex.join(["mrface", "bench", "report", *args.inputs, "--out", out, *_document_flags(args)])
+    write_report(args.inputs, Path(out), _notes_path(args), Path(args.plots_dir) if args.plots_dir else None,
+                 args.all_runs, command)  # fmt: skip
+    return 0
+
+
+def _document_flags(args: argparse.Namespace) -> list[str]:
+    """The document options given, as they would be typed (for the command the document names)."""
+    flags = [f"{flag}={value}" for flag, value in (("--notes", args.notes), ("--plots-dir", args.plots_dir)) if value]
+    return flags + (["--all-runs"] if args.all_runs else [])
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.area == "report":
+        return _report(args)
+    if args.inputs:
+        raise BenchError(f"unexpected arguments {' '.join(args.inputs)} (result files go with `mrface bench report`)")
     compare = args.compare or []
     if len(compare) > 2:
         raise BenchError(f"--compare takes OLD.json [NEW.json], got {len(compare)} files")
@@ -275,8 +337,10 @@ def _run(args: argparse.Namespace) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         raise BenchError("--device cuda: torch sees no CUDA device (torch.cuda.is_available() is False)")
     bench_dir = find_bench_dir(args.bench_dir)
-    path = run_suite(args.area or "all", device, args.quick, Path(args.out), bench_dir, args.only)
+    path = run_suite(args.area or "all", device, args.quick, Path(args.out or "bench_results"), bench_dir, args.only)
     entries = json.loads(path.read_text())["benchmarks"].values()
+    if args.store or args.markdown:
+        _store_and_render(args, path)
     if not any(e["status"] == "ok" for e in entries):
         print("mrface bench: no benchmark ran (see the notes above)", file=sys.stderr)
         return 1
@@ -286,6 +350,22 @@ def _run(args: argparse.Namespace) -> int:
         if regressions and args.fail_on_regression:
             status = 1
     return status
+
+
+def _store_and_render(args: argparse.Namespace, path: Path) -> None:
+    """--store: keep the run's JSON in the results folder; --markdown: render the document."""
+    from mrface.bench_report import store_run, write_report
+
+    inputs: list[str | Path] = [path]
+    if args.store:
+        stored, removed = store_run(path, Path(args.store))
+        print(f"stored {stored}" + (f"; removed superseded {', '.join(map(str, removed))}" if removed else ""))
+        inputs = [args.store]
+    if args.markdown:
+        command = shlex.join(["mrface", "bench", "report", *map(str, inputs), "--out", args.markdown,
+                              *_document_flags(args)])  # fmt: skip
+        write_report(inputs, Path(args.markdown), _notes_path(args), Path(args.plots_dir) if args.plots_dir else None,
+                     args.all_runs, command)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- tables and Markdown

@@ -3,7 +3,8 @@
 * degradation op time vs batch (``degrade``): ours per backend, solid; the naive loop, dashed;
 * Gumbel-FPS forward time vs set size N (``gumbel_fps_sweep``, else ``gumbel_fps``) at fixed B, K;
 * margin head time and working memory vs classes (``margin_softmax_classes``, else
-  ``margin_softmax``) at fixed B, D per path and margin.
+  ``margin_softmax``) at fixed B, D per path and margin;
+* training images/s and efficiency vs processes (``scaling``), with the ideal linear line.
 
 A plot is drawn only when its benchmark produced at least two x values; matplotlib is optional
 (``pip install mrface[plot]``): without it no plot is written and the report says so.
@@ -33,7 +34,8 @@ def _largest_group(rows: list[dict], group_keys: tuple[str, ...], x: str) -> tup
     return dict(zip(group_keys, key, strict=True)), best
 
 
-def _draw(path: Path, title: str, x: str, panels: list[tuple[str, dict[str, list[tuple[float, float]]]]]) -> Path:
+def _draw(path: Path, title: str, x: str, panels: list[tuple[str, dict[str, list[tuple[float, float]]]]],
+          log: bool = True) -> Path:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6 * len(panels), 4.5), layout="constrained")
@@ -41,9 +43,16 @@ def _draw(path: Path, title: str, x: str, panels: list[tuple[str, dict[str, list
         ax = fig.add_subplot(1, len(panels), i + 1)
         for label, points in series.items():
             xs, ys = zip(*points, strict=True)
-            ax.plot(xs, ys, "--o" if "loop" in label or "reference" in label else "-o", label=label, markersize=4)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+            dashed = any(word in label for word in ("loop", "reference", "ideal"))
+            ax.plot(xs, ys, "--o" if dashed else "-o", label=label, markersize=4)
+        if log:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        else:
+            from matplotlib.ticker import MaxNLocator
+
+            ax.set_ylim(bottom=0)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel(x)
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
@@ -84,25 +93,60 @@ def plot_heads(rows: list[dict], path: Path) -> Path | None:
                  ("working memory MiB", _series(group, "C", "work_MiB", ("path", "margin")))])  # fmt: skip
 
 
+def plot_scaling(rows: list[dict], path: Path) -> Path | None:
+    """Images/s (measured and ideal) and efficiency vs processes, at the threads per process of the curve."""
+    curve = [r for r in rows if isinstance(r.get("images_per_s"), int | float) and r.get("efficiency") is not None]
+    if len({r.get("processes") for r in curve}) < 2:
+        return None
+    first = curve[0]
+    single = next((r["images_per_s"] for r in curve if r.get("processes") == 1), None)
+    label = f"{first.get('backend')}, {first.get('threads_per_process') or 1} thread(s)/process"
+    measured = {label: sorted((r["processes"], r["images_per_s"]) for r in curve)}
+    ideal = {"ideal (linear)": [(p, p * single) for p, _ in measured[label]]} if single else {}
+    others = {f"1 process, {r.get('threads_per_process')} threads": [(1, r["images_per_s"])] for r in rows
+              if r not in curve and r.get("processes") == 1 and isinstance(r.get("images_per_s"), int | float)}
+    title = f"training throughput vs processes ({first.get('model')}, batch {first.get('batch_per_process')}/process)"
+    efficiency = {label: sorted((r["processes"], r["efficiency"]) for r in curve)}
+    panels = [("images/s", measured | ideal | others), ("efficiency", efficiency)]
+    return _draw(path, title, "processes", panels, log=False)
+
+
+# (plot name, benchmarks whose rows it can use, first preferred, drawing function)
 PLOTS = (
     ("degrade", ("degrade",), plot_degrade),
     ("gumbel_fps", ("gumbel_fps_sweep", "gumbel_fps"), plot_gumbel),
     ("heads_vs_classes", ("margin_softmax_classes", "margin_softmax"), plot_heads),
+    ("scaling", ("scaling",), plot_scaling),
 )
+
+
+def plots_for(benchmarks: dict, out_dir: Path, base: str) -> dict[str, str]:
+    """Draw every plot ``benchmarks`` (name -> entry with rows) has rows for as ``<out>/<base>-<plot>.png``.
+
+    Returns benchmark name -> path of the plot drawn from its rows (matplotlib must be importable).
+    """
+    drawn = {}
+    for plot_name, sources, fn in PLOTS:
+        for source in sources:
+            rows = (benchmarks.get(source) or {}).get("rows")
+            if rows and (path := fn(rows, out_dir / f"{base}-{plot_name}.png")) is not None:
+                drawn[source] = str(path)
+                break
+    return drawn
+
+
+def have_matplotlib() -> bool:
+    """True when matplotlib imports (plots are optional: ``pip install 'mrface[plot]'``)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def write_plots(report: dict, out_dir: Path, base: str) -> list[str]:
     """Draw every plot the report has rows for as ``<out>/<base>-<plot>.png``; return the paths written."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
+    if not have_matplotlib():
         print("matplotlib not installed: no scaling plots (pip install 'mrface[plot]')")
         return []
-    written = []
-    for plot_name, sources, fn in PLOTS:
-        for source in sources:
-            rows = (report["benchmarks"].get(source) or {}).get("rows")
-            if rows and (path := fn(rows, out_dir / f"{base}-{plot_name}.png")) is not None:
-                written.append(str(path))
-                break
-    return written
+    return list(plots_for(report["benchmarks"], out_dir, base).values())
