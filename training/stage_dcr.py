@@ -56,9 +56,13 @@ def build_dcr_model(cfg: TrainConfig, num_classes: int, trunk_args: dict) -> DCR
     if given is not None and int(given) != num_classes:
         raise ValueError(f"model.args.num_classes={given}, but the data has {num_classes} classes")
     args.pop("resolutions", None)
-    model = get_model(cfg.model.name, num_classes=num_classes, resolutions=list(cfg.dcr.resolutions), **args)
+    expected = f"stage=dcr: model.name={cfg.model.name!r} is not a DCR model (e.g. dcr_tiny, dcr_iresnet50)"
+    try:
+        model = get_model(cfg.model.name, num_classes=num_classes, resolutions=list(cfg.dcr.resolutions), **args)
+    except TypeError as err:
+        raise ValueError(f"{expected} or its arguments do not fit: {err}") from None
     if not isinstance(model, DCR):
-        raise ValueError(f"stage=dcr: model.name={cfg.model.name!r} is not a DCR model (e.g. dcr_tiny, dcr_iresnet50)")
+        raise ValueError(expected)
     return model
 
 
