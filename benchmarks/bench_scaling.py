@@ -1,12 +1,13 @@
 """Multi-process training throughput: the same training step on 1 and N processes (DDP backbone,
 Partial FC head sharded by class over the ranks, as the trainer runs it) on synthetic in-memory data.
 
-Each world size runs as its own ``torch.multiprocessing.spawn`` job with a process group over
-127.0.0.1. Backend: NCCL, one GPU per process, when the device resolves to CUDA — which ``auto``
-does only when torch sees at least two GPUs (world sizes above the GPU count are skipped with a
-note); otherwise gloo on the CPU with ``--threads`` threads per process (default: cores divided by
-the largest world size, so every run fits on the machine without oversubscription). On the CPU one
-more row gives a single process using all the cores: the alternative to several processes there.
+Each world size above 1 runs as its own ``torch.multiprocessing.spawn`` job with a process group
+over 127.0.0.1 (a single process runs in this one, in a group of one). Backend: NCCL, one GPU per
+process, when the device resolves to CUDA — which ``auto`` does only when torch sees at least two
+GPUs (world sizes above the GPU count are skipped with a note); otherwise gloo on the CPU with
+``--threads`` threads per process (default: cores divided by the largest world size, so every run
+fits on the machine without oversubscription). On the CPU one more row gives a single process using
+all the cores: the alternative to several processes there.
 
 Per-process batch is fixed (weak scaling). Each step's time is the slowest rank's; images/s =
 processes x batch / median step time; efficiency = images/s / (processes x the 1-process images/s at
@@ -91,7 +92,11 @@ def run_world(world: int, threads: int, cfg: dict) -> float:
 
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "result.json"
-        mp.spawn(worker, args=(world, free_port(), cfg | {"threads": threads}, str(result)), nprocs=world, join=True)
+        args = (world, free_port(), cfg | {"threads": threads}, str(result))
+        if world == 1:  # same code path without the start-up of a fresh interpreter
+            worker(0, *args)
+        else:
+            mp.spawn(worker, args=args, nprocs=world, join=True)
         return statistics.median(json.loads(result.read_text())["step_s"])
 
 

@@ -491,6 +491,8 @@ def render(runs: list[Run], notes: list[NoteBlock] | None = None, out_path: Path
             pairs = selected.get(name, [])
             provided = {run.device for run, e in pairs if _usable(e)}
             lines += [f"### {name}", ""] + _notes_for(notes, name, provided, hand_recorded=False)
+            if not pairs:
+                lines += ["*No result file documented here provides this benchmark yet.*", ""]
             for run, entry in pairs:
                 lines += _entry_lines(run, entry, plots.get((id(run), name)), out_dir)
             lines += _notes_for(notes, name, provided, hand_recorded=True)
