@@ -83,9 +83,14 @@ SPECS: tuple[Spec, ...] = (
                     "512,1000000,512")),
     Spec("train", "train", "bench_train.py", quick=("--quick",), full_cuda=("--models", "iresnet50", "--batch", "128")),
     Spec("scaling", "train", "bench_scaling.py", quick=("--quick",)),
-    Spec("models", "inference", "bench_models.py", full=("--throughput",),
+    # Full CPU runs keep the inference sizes a 2-core machine finishes in minutes (iresnet200 at batch 64 would
+    # take hours there); full GPU runs use the scripts' defaults.
+    Spec("models", "inference", "bench_models.py", full=("--throughput", "--batch", "8", "--repeats", "3"),
+         full_cuda=("--throughput",),
          quick=("--throughput", "--models", "iresnet_tiny", "--batch", "4", "--repeats", "2")),
     Spec("inference", "inference", "bench_inference.py",
+         full=("--models", "iresnet_tiny", "btnet_tiny", "mobilefacenet", "iresnet50", "--batches", "1", "8", "32",
+               "--repeats", "5", "--warmup", "2"), full_cuda=(),
          quick=("--models", "iresnet_tiny", "--batches", "1", "4", "--backends", "eager", "ort", "--repeats", "3",
                 "--warmup", "1")),
     Spec("data", "data", "bench_data.py", quick=("--images", "200", "--batch", "32")),
