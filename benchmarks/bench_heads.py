@@ -1,7 +1,9 @@
 """Benchmark the reference margin heads (Partial FC, one process): forward + backward time and
 peak memory per head, batch and class count. The baseline the fused margin-softmax must beat.
 
-Prints one table and writes JSON. Example:
+Roofline as in bench_margin_softmax.py: floor = max(3 x 2·B·C·D FLOPs / matmul peak, centres and
+embeddings read and their gradients written once / copy bandwidth), both measured in this run;
+``achieved`` = floor / time. Prints one table and writes JSON. Example:
     python benchmarks/bench_heads.py --device cpu --classes 10000 --batch 128
 """
 
@@ -11,7 +13,17 @@ import argparse
 import functools
 
 import torch
-from common import machine, median_time, peak_memory, print_table, write_json
+from common import (
+    copy_bandwidth,
+    machine,
+    matmul_peak,
+    median_time,
+    peak_memory,
+    print_table,
+    roofline,
+    roofs_line,
+    write_json,
+)
 
 from mrface.losses import get_head, list_heads
 
@@ -37,6 +49,7 @@ def main() -> None:
     args = parser.parse_args()
 
     device, dtype = args.device, getattr(torch, args.dtype)
+    peak, bandwidth = matmul_peak(device, dtype), copy_bandwidth(device)
     rows = []
     for name in args.heads:
         for c in args.classes:
@@ -46,13 +59,17 @@ def main() -> None:
                 labels = torch.randint(0, c, (b,), device=device)
                 run = functools.partial(step, head, emb, labels)
                 seconds = median_time(run, device, args.repeats)
+                used = max(1, round(c * args.sample_rate))  # centres in the GEMMs after sampling
+                flops, nbytes = 3 * 2 * b * used * args.dim, 2 * (used + b) * args.dim * dtype.itemsize
                 rows.append({"head": name, "classes": c, "batch": b, "ms": seconds * 1e3,
-                             "peak_MiB": peak_memory(run, device),
-                             "logits_MiB": b * c * 4 / 2**20})
+                             "peak_MiB": peak_memory(run, device), "logits_MiB": b * c * 4 / 2**20}
+                            | roofline(seconds, flops=flops, nbytes=nbytes, peak_flops=peak, bandwidth=bandwidth))
     print(f"machine: {machine()}  dtype={args.dtype}  device={device}")
-    print_table(rows, ["head", "classes", "batch", "ms", "peak_MiB", "logits_MiB"])
-    write_json("heads", rows, args.out, {"dtype": args.dtype, "device": device,
-                                         "dim": args.dim, "sample_rate": args.sample_rate})
+    print(roofs_line(bandwidth, peak, args.dtype))
+    print_table(rows, ["head", "classes", "batch", "ms", "peak_MiB", "logits_MiB", "floor_ms", "achieved", "bound"])
+    write_json("heads", rows, args.out, {"dtype": args.dtype, "device": device, "dim": args.dim,
+                                         "sample_rate": args.sample_rate, "copy_bandwidth": bandwidth,
+                                         "matmul_peak_flops": peak})
 
 
 if __name__ == "__main__":
