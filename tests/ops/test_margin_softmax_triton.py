@@ -1,5 +1,8 @@
 """margin_softmax Triton kernels: under TRITON_INTERPRET=1 on CPU (tiny shapes, float32/float16) and
-compiled on a CUDA device (marker gpu), against the float64 materialising reference."""
+compiled on a CUDA device (marker gpu), against the float64 materialising reference.
+
+The half-precision / TF32 re-test of issue 5 on a GPU:
+``MRFACE_MARGIN_TRITON_HALF=1 pytest -m gpu tests/ops/test_margin_softmax_triton.py``."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import mrface.ops.margin_softmax as ms
 from mrface.losses import get_head
 from mrface.ops import margin_softmax_loss, use_backend
 from mrface.ops.reference.margin_softmax import (
@@ -24,6 +28,8 @@ from test_margin_softmax import MARGINS, assert_matches, make_inputs, make_margi
 
 if importlib.util.find_spec("triton") is None:
     pytest.skip("needs the triton package", allow_module_level=True)
+
+import mrface.kernels.margin_softmax as tk  # noqa: E402
 
 INTERP_MARGINS = [MARGINS[0], MARGINS[1], MARGINS[5], MARGINS[6], MARGINS[7], MARGINS[9]]
 INTERP_SHAPES = [(1, 1, 3), (7, 45, 20), (17, 5, 33)]
@@ -82,6 +88,68 @@ def test_interpreter_float16_error_within_reference_error(case):
         assert rel_err(got[key], ref[key]) <= rel_err(base[key], ref[key]) + 1e-3
 
 
+def _op_case(b, c, d, dtype, hard, seed=2, grad_factor=1.0):
+    """Forward/backward op arguments with emb_hat exact in ``dtype`` and the float32 reference results."""
+    e, w, target, scale, thr, t, lo, hi = op_inputs(b=b, c=c, d=d, seed=seed, hard=hard)
+    w = w.to(dtype)
+    args = (e.to(dtype).float(), w, target, scale, thr, t, lo, hi)
+    ref_lse, ref_cos_y = margin_softmax_fwd_reference(*args)
+    g = torch.Generator().manual_seed(4)
+    grads = (torch.rand(b, generator=g) * grad_factor, torch.randn(b, generator=g) * grad_factor)
+    bwd = (*grads, *args[:6], ref_lse, lo, hi)
+    return args, (ref_lse, ref_cos_y), bwd, margin_softmax_bwd_reference(*bwd)
+
+
+@pytest.mark.triton_interpreter
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("config", tk._CONFIGS, ids=lambda c: "x".join(map(str, c.kwargs.values())))
+def test_interpreter_each_autotune_config_matches_reference(config, dtype, monkeypatch):
+    """The GPU's autotune configurations (not run by the interpreter otherwise), each forced in turn:
+    several row blocks, a partial last one, C not a multiple of BLOCK_C, D not a multiple of BLOCK_D."""
+    monkeypatch.setattr(tk, "_FORCED_CONFIG", config)
+    args, (ref_lse, ref_cos_y), bwd, (ref_e, ref_w) = _op_case(133, 203, 80, dtype, hard=True)
+    with use_backend("triton"):
+        lse, cos_y = torch.ops.mrface.margin_softmax_fwd(*args)
+        d_e, d_w = torch.ops.mrface.margin_softmax_bwd(*bwd)
+    torch.testing.assert_close(lse, ref_lse, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cos_y, ref_cos_y, rtol=1e-5, atol=1e-6)
+    tol = 1e-5 if dtype == torch.float32 else 2e-3
+    assert rel_err(d_e, ref_e) <= tol and rel_err(d_w, ref_w) <= tol
+
+
+@pytest.mark.triton_interpreter
+@pytest.mark.parametrize("factor", [1e-7, 1e-5, 1e5], ids=lambda f: f"x{f:g}")
+def test_interpreter_float16_backward_accuracy_does_not_depend_on_gradient_scale(factor):
+    """Regression (issue 5): the float16 GEMM operands G / ||w|| and G were plain casts of float32 G, so
+    small incoming gradients (a 1/B mean, s = 64 and 10^4 classes put 97% of G below float16's normal
+    range) lost their precision or vanished, and large ones (a loss scaler) overflowed to inf. The op
+    is linear in (grad_lse, grad_cos_y): its relative error must not depend on their scale."""
+    for hard in (True, False):
+        _, _, bwd, (ref_e, ref_w) = _op_case(19, 45, 37, torch.float16, hard, grad_factor=factor)
+        with use_backend("triton"):
+            d_e, d_w = torch.ops.mrface.margin_softmax_bwd(*bwd)
+        assert rel_err(d_e, ref_e) <= 2e-3 and rel_err(d_w, ref_w) <= 2e-3
+
+
+def test_tensor_core_gate_and_env_override(monkeypatch):
+    """Half-precision CUDA weights go to the chunked path and float32 keeps IEEE dots even with TF32
+    allowed, unless MRFACE_MARGIN_TRITON_HALF=1 (no GPU needed: routing only)."""
+    cuda = torch.device("cuda")
+    monkeypatch.delenv(ms.TENSOR_CORE_ENV, raising=False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    w16, w32 = torch.zeros(2, 2, dtype=torch.float16), torch.zeros(2, 2)
+    assert ms._pick_backend(cuda, torch.float16) == "chunked" == ms._pick_backend(cuda, torch.bfloat16)
+    assert ms._pick_backend(cuda, torch.float32) == "triton"
+    assert tk._precision(w32) == "ieee" and tk._rescale(w16) and not tk._rescale(w32)
+    with use_backend("triton"), pytest.raises(RuntimeError, match="half precision failed"):
+        ms._pick_backend(cuda, torch.float16)
+    monkeypatch.setenv(ms.TENSOR_CORE_ENV, "1")
+    assert ms._pick_backend(cuda, torch.float16) == "triton" == ms._pick_backend(cuda, torch.bfloat16)
+    assert tk._precision(w32) == "tf32"
+    with use_backend("triton"):
+        assert ms._pick_backend(cuda, torch.bfloat16) == "triton"
+
+
 # ------------------------------------------------------------------------------------- GPU
 GPU_TOL = {torch.float32: 5e-4, torch.float16: 1e-3, torch.bfloat16: 1e-2}
 
@@ -104,9 +172,9 @@ def test_gpu_error_within_reference_error_plus_tolerance(case, shape, dtype):
         return margin_softmax_loss_reference(x, w, y, m, gemm_dtype=None if dtype == torch.float32 else dtype)
 
     base = run(same_dtype_reference, margin, weight, emb, labels, dtype=dtype)
-    # float32 runs the compiled Triton kernels; half precision the default CUDA path (chunked), since
-    # the Triton half-precision backward is disabled (see _TRITON_GPU_DTYPES).
-    with use_backend("triton" if dtype == torch.float32 else None):
+    # float32 runs the compiled Triton kernels; half precision too with MRFACE_MARGIN_TRITON_HALF=1 (the
+    # re-test of issue 5), else the default CUDA path (chunked), see _TRITON_GPU_DTYPES.
+    with use_backend("triton" if dtype in ms._triton_gpu_dtypes() else None):
         got = run(margin_softmax_loss, margin, weight, emb, labels, dtype=dtype)
     tol = GPU_TOL[dtype]
     assert abs(got["loss"] - ref["loss"]).item() <= abs(base["loss"] - ref["loss"]).item() + tol
@@ -117,13 +185,35 @@ def test_gpu_error_within_reference_error_plus_tolerance(case, shape, dtype):
 
 
 @pytest.mark.gpu
-def test_gpu_half_precision_is_not_routed_to_triton():
-    from mrface.ops.margin_softmax import _pick_backend
-
-    device = torch.device("cuda")
-    assert _pick_backend(device, torch.float16) == "chunked" and _pick_backend(device, torch.float32) == "triton"
-    with use_backend("triton"), pytest.raises(RuntimeError, match="half precision failed"):
-        _pick_backend(device, torch.bfloat16)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, "tf32"], ids=str)
+@pytest.mark.parametrize("config", tk._CONFIGS, ids=lambda c: "x".join(map(str, c.kwargs.values())))
+def test_gpu_tensor_core_paths_each_config(config, dtype, monkeypatch):
+    """The compiled tensor-core paths (float16/bfloat16 operands, TF32 for float32) with each autotune
+    configuration forced, at the shape where the float16 backward failed (issue 5), against the float32
+    reference on the same rounded inputs. Needs MRFACE_MARGIN_TRITON_HALF=1 (the gate it re-tests)."""
+    if not ms.triton_tensor_cores_enabled():
+        pytest.skip(f"{ms.TENSOR_CORE_ENV}=1 runs the tensor-core re-test")
+    monkeypatch.setattr(tk, "_FORCED_CONFIG", config)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)  # the references stay IEEE
+    w_dtype = torch.float32 if dtype == "tf32" else dtype
+    e, w, target, scale, thr, t, lo, hi = op_inputs(b=257, c=10007, d=512, seed=1, hard=True)
+    args = [a.cuda() if isinstance(a, torch.Tensor) else a
+            for a in (e.to(w_dtype).float(), (w * 0.05).to(w_dtype), target, scale * 2, thr, t, lo, hi)]
+    g = torch.Generator(device="cuda").manual_seed(4)
+    grads = (torch.rand(257, generator=g, device="cuda") / 257, torch.randn(257, generator=g, device="cuda") / 4)
+    ref_lse, ref_cos_y = margin_softmax_fwd_reference(*args)
+    bwd = (*grads, *args[:6], ref_lse, lo, hi)
+    ref_e, ref_w = margin_softmax_bwd_reference(*bwd)
+    torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
+    with use_backend("triton"):
+        lse, cos_y = torch.ops.mrface.margin_softmax_fwd(*args)
+        d_e, d_w = torch.ops.mrface.margin_softmax_bwd(*bwd)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    stats_atol, grad_tol = {torch.float16: (1e-3, 2e-3), torch.bfloat16: (1e-3, 1e-2), "tf32": (1e-2, 1e-2)}[dtype]
+    torch.testing.assert_close(lse, ref_lse, rtol=1e-4, atol=stats_atol)
+    torch.testing.assert_close(cos_y, ref_cos_y, rtol=1e-3, atol=stats_atol)
+    errors = rel_err(d_e, ref_e), rel_err(d_w, ref_w)
+    assert max(errors) <= grad_tol, errors
 
 
 @pytest.mark.gpu
