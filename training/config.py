@@ -303,6 +303,8 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
     if cfg.stage == "coreset" and not cfg.coreset.backbone:
         raise RecipeError(f"{source}: stage=coreset needs coreset.backbone (a run, checkpoint dir or weights file)")
     _choice(cfg.coreset.size_mode, ("batch", "template"), "coreset.size_mode", source)
+    if cfg.stage == "coreset" and cfg.model.channels_last:
+        raise RecipeError(f"{source}: stage=coreset batches are 5-D templates: model.channels_last must be false")
     if cfg.coreset.max_size < 1 or cfg.coreset.k < 1:
         raise RecipeError(f"{source}: coreset.max_size={cfg.coreset.max_size} and coreset.k={cfg.coreset.k} "
                           "must be >= 1")  # fmt: skip
