@@ -448,6 +448,7 @@ def markdown(report: dict) -> str:
 # ----------------------------------------------------------------------------- comparing two runs
 
 DERIVED = {"floor_ms", "logits_MiB"}  # computed from sizes or another measurement, not measured here
+OUTCOMES = {"note", "bound", "loader_keeps_up"}  # results that are not floats: never used to match rows
 
 
 def direction(column: str) -> int:
@@ -489,7 +490,7 @@ def _keyed(rows: list[dict], keys: list[str]) -> dict[tuple, dict]:
 def compare_runs(old: dict, new: dict, threshold: float) -> tuple[list[dict], list[str]]:
     """Per matched row and measurement: old, new, new/old and a flag; plus notes on what did not match.
 
-    Rows match on their non-measurement columns (every column never holding a float, except ``note``).
+    Rows match on their non-measurement columns (every column never holding a float, except :data:`OUTCOMES`).
     A measurement regresses when it got worse by more than ``threshold`` (time 1.2x with 0.15).
     """
     results, notes = [], []
@@ -502,7 +503,7 @@ def compare_runs(old: dict, new: dict, threshold: float) -> tuple[list[dict], li
         both = old_rows + new_rows
         columns = list(dict.fromkeys(k for r in both for k in r))
         floats = {c for c in columns if any(isinstance(r.get(c), float) for r in both)}
-        keys = [c for c in columns if c not in floats and c != "note"]
+        keys = [c for c in columns if c not in floats and c not in OUTCOMES]
         old_keyed, new_keyed = _keyed(old_rows, keys), _keyed(new_rows, keys)
         unmatched = len(set(new_keyed) ^ set(old_keyed))
         if unmatched:
