@@ -365,6 +365,8 @@ def _store_and_render(args: argparse.Namespace, path: Path) -> None:
     if args.store:
         stored, removed = store_run(path, Path(args.store))
         print(f"stored {stored}" + (f"; removed superseded {', '.join(map(str, removed))}" if removed else ""))
+        if args.quick:
+            print("note: a --quick run was stored; the document labels it 'not for publishing'")
         inputs = [args.store]
     if args.markdown:
         command = shlex.join(["mrface", "bench", "report", *map(str, inputs), "--out", args.markdown,
