@@ -52,11 +52,12 @@ def dataset_labels(dataset: Dataset) -> np.ndarray:
         record = dataset.record
         if record.identity_ranges:  # InsightFace layout: identity records give the image key ranges
             keys = np.asarray(record.image_keys, dtype=np.int64)
-            labels = np.full(keys.shape, PAD_LABEL, dtype=np.int64)
-            for label, (start, end) in record.identity_ranges.items():
-                labels[(keys >= start) & (keys < end)] = label
-            if (labels >= 0).all():
-                return labels
+            ids = np.asarray(sorted(record.identity_ranges, key=lambda i: record.identity_ranges[i][0]))
+            starts, ends = (np.asarray([record.identity_ranges[i][j] for i in ids], dtype=np.int64) for j in (0, 1))
+            at = np.searchsorted(starts, keys, side="right") - 1
+            inside = (at >= 0) & (keys < ends[at.clip(0)])
+            if inside.all():
+                return ids[at].astype(np.int64)
         return np.asarray([record.label(k) for k in record.image_keys], dtype=np.int64)
     return np.asarray([int(dataset[i][1]) for i in range(len(dataset))], dtype=np.int64)
 

@@ -8,6 +8,9 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+from mrface.data.datasets import RecordDataset
+from mrface.data.images import encode_image
+from mrface.data.insightface import write_insightface
 from mrface.training.templates import (
     PAD_LABEL,
     IdentityIndex,
@@ -100,3 +103,14 @@ def test_template_dataset_rejects_labels_beyond_num_classes():
     base = TensorDataset(torch.zeros(LABELS.size, 3, 8, 8), torch.from_numpy(LABELS))
     with pytest.raises(ValueError, match="labels reach 11, but it has 5 classes"):
         TemplateDataset(base, num_classes=5)
+
+
+def test_labels_of_an_insightface_record_come_from_its_identity_records(tmp_path):
+    counts = [2, 1, 3]
+    image = encode_image(np.zeros((8, 8, 3), np.uint8), ".png")
+    write_insightface(tmp_path / "t.rec", [(i, image) for i, c in enumerate(counts) for _ in range(c)],
+                      image_size=(8, 8))  # fmt: skip
+    ds = RecordDataset(tmp_path / "t.rec")
+    assert ds.record.identity_ranges  # the fast path is the one under test
+    expected = [ds.record.label(k) for k in ds.record.image_keys]
+    assert dataset_labels(ds).tolist() == expected == [0, 0, 1, 2, 2, 2]
