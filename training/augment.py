@@ -65,8 +65,36 @@ class ResolutionAugment:
         return out
 
 
-def resize_to(images: torch.Tensor, resolutions: list[int], filter: str) -> list[torch.Tensor]:
-    """(B, 3, H, W) -> one (B, 3, r, r) batch per r (the student inputs of branch distillation)."""
-    from mrface.ops import degrade_resolution
+class StudentResize:
+    """Callable ``(images (B, 3, H, W), step, micro) -> [(B, 3, r, r) per r]``: branch distillation inputs.
 
-    return degrade_resolution(images, [int(r) for r in resolutions], filter=filter).down
+    With several ``filters`` each image draws one (from the step's generator, stream 1, sliced per
+    rank and micro-batch like :class:`ResolutionAugment`), so the branches learn from antialiased and
+    aliased low-resolution faces alike; every r of one image uses the same filter.
+    """
+
+    def __init__(self, resolutions: list[int], filters: list[str], seed: int, rank: int, world_size: int,
+                 accumulate: int) -> None:  # fmt: skip
+        if not filters:
+            raise ValueError("distill.filters: give at least one down filter, e.g. [bilinear_aa]")
+        self.resolutions, self.filters = [int(r) for r in resolutions], list(filters)
+        self.seed, self.rank, self.world_size, self.accumulate = seed, rank, world_size, accumulate
+
+    def __call__(self, images: torch.Tensor, step: int, micro: int) -> list[torch.Tensor]:
+        from mrface.ops import degrade_resolution
+
+        if len(self.filters) == 1:
+            return degrade_resolution(images, self.resolutions, filter=self.filters[0]).down
+        b = images.shape[0]
+        total = b * self.world_size * self.accumulate
+        offset = (micro * self.world_size + self.rank) * b
+        g = step_generator(self.seed, step, stream=1)
+        ids = torch.randint(0, len(self.filters), (total,), generator=g)[offset : offset + b].to(images.device)
+        outs = [images.new_empty(b, images.shape[1], r, r) for r in self.resolutions]
+        for k, name in enumerate(self.filters):
+            idx = (ids == k).nonzero()[:, 0]
+            if idx.numel():
+                for out, low in zip(outs, degrade_resolution(images[idx], self.resolutions, filter=name).down,
+                                    strict=True):  # fmt: skip
+                    out[idx] = low
+        return outs

@@ -22,6 +22,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from mrface.ops.degrade import DEGRADE_FILTERS
+
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 STAGES = ("trunk", "distill", "dcr", "coreset")
 
@@ -124,7 +126,8 @@ class DistillConfig:
     resolutions: list[int] = field(default_factory=lambda: [28, 14, 7])
     feature_weight: float = 0.5
     embedding_weight: float = 0.5
-    filter: str = "bilinear_aa"  # 112 -> r for the student
+    # 112 -> r for the student; with several, each image draws one per step (robust to the test filter)
+    filters: list[str] = field(default_factory=lambda: ["bilinear_aa"])
     init_from_trunk: bool = True  # start each branch from the trunk's weights of the layers it owns
 
 
@@ -296,6 +299,10 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
         raise RecipeError(f"{source}: augment.prob={cfg.augment.prob}, expected a value in [0, 1]")
     if cfg.data.kind in ("rec", "folder") and not cfg.data.path:
         raise RecipeError(f"{source}: data.kind={cfg.data.kind} needs data.path")
+    for name in cfg.distill.filters:
+        _choice(name, DEGRADE_FILTERS, "distill.filters", source)
+    if not cfg.distill.filters:
+        raise RecipeError(f"{source}: distill.filters is empty; give at least one down filter, e.g. [bilinear_aa]")
     if cfg.stage == "distill" and not cfg.distill.teacher:
         raise RecipeError(f"{source}: stage=distill needs distill.teacher (a trunk run or checkpoint dir)")
     if cfg.stage == "dcr" and not cfg.dcr.trunk:

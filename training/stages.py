@@ -27,7 +27,7 @@ from mrface.losses import BTNetDistillLoss, PartialFC, get_head
 from mrface.models import BTNet, DistillOutput, FaceModel, get_model
 from mrface.models.btnet import norm_key
 from mrface.models.checkpoint import read_metadata, read_safetensors
-from mrface.training.augment import ResolutionAugment, resize_to
+from mrface.training.augment import ResolutionAugment, StudentResize
 from mrface.training.checkpoint import load_head, read_manifest, resolve_checkpoint
 from mrface.training.config import TrainConfig
 from mrface.training.distributed import DistEnv
@@ -189,10 +189,12 @@ def distill_stage(cfg: TrainConfig, env: DistEnv) -> tuple[Stage, int]:
     criterion = BTNetDistillLoss(head, cfg.distill.feature_weight, cfg.distill.embedding_weight, freeze_classifier=True)
     net = BranchStudents(model, list(cfg.distill.resolutions))
     augment = ResolutionAugment(cfg.augment, cfg.seed, env.rank, env.world_size, cfg.optim.accumulate)
+    student_inputs = StudentResize(list(cfg.distill.resolutions), list(cfg.distill.filters), cfg.seed, env.rank,
+                                   env.world_size, cfg.optim.accumulate)  # fmt: skip
 
     def loss_fn(net: nn.Module, images: Tensor, labels: Tensor, step: int, micro: int) -> tuple[Tensor, dict]:
         images = augment(images, step, micro)
-        outs = net(images, resize_to(images, cfg.distill.resolutions, cfg.distill.filter))
+        outs = net(images, student_inputs(images, step, micro))
         total, logs = 0.0, {}
         for r, o in outs.items():
             loss, sub = criterion(o.student_feature, o.teacher_feature, o.student_embedding, o.teacher_embedding,
