@@ -14,7 +14,9 @@ Public API::
 Modules: ``registry`` (names), ``metadata`` (ModelMetadata, preprocess), ``iresnet``, ``btnet``,
 ``mobilefacenet``, ``dcr``, ``branch_select`` + ``multires`` (resolution-aware inference),
 ``checkpoint`` (own format), ``importers`` (InsightFace / AdaFace / MagFace / BTNet files),
-``summary``. ``coreset`` and ``template_pooling`` (set aggregation) live beside them.
+``summary``. ``coreset`` and ``template_pooling`` (set aggregation) live beside them;
+``coreset_model`` holds :class:`CoresetModel` (backbone + FaceCoresetNet, registered as
+``facecoresetnet``, so ``load_model`` opens a coreset run's ``model.safetensors``).
 """
 
 from mrface.models.base import FaceModel
@@ -22,6 +24,7 @@ from mrface.models.branch_select import choose_branches, choose_resolution, size
 from mrface.models.btnet import BranchOutput, BTNet, DistillOutput
 from mrface.models.checkpoint import CheckpointError, load_model, load_weights, save_model
 from mrface.models.coreset import FaceCoresetNet
+from mrface.models.coreset_model import CoresetModel
 from mrface.models.dcr import DCR
 from mrface.models.importers import (
     import_adaface,
@@ -42,6 +45,7 @@ __all__ = [
     "BTNet",
     "BranchOutput",
     "CheckpointError",
+    "CoresetModel",
     "DCR",
     "DistillOutput",
     "FaceCoresetNet",

@@ -5,7 +5,9 @@ Every model returned carries :class:`~mrface.models.metadata.ModelMetadata` with
 ``get_model(meta.architecture, **meta.arguments)`` rebuilds it (that is how
 :func:`mrface.models.load_model` works). ``preprocessing="insightface"|"adaface"|"magface"``
 selects colour order and normalisation (default: the architecture's own, see the table in
-``mrface.models.metadata``).
+``mrface.models.metadata``). Composite models registered with ``derived_metadata=True``
+(``facecoresetnet``) take their preprocessing from their parts: their factory attaches the
+metadata and ``get_model`` only fills in ``architecture`` and ``arguments``.
 
 Registered names:
 
@@ -19,6 +21,8 @@ btnet_r50                BTNet: iResNet-50 trunk + branches 28/14/7 (``branch_bn
 btnet_tiny               BTNet over iresnet_tiny
 btnet_mobilefacenet      BTNet over MobileFaceNet (multi-resolution edge model)
 dcr_iresnet50, dcr_tiny  DCR trunk + coupled branches 8/12/16/20 (``num_classes`` required)
+facecoresetnet           frozen ``backbone`` (+ ``backbone_args``) + FaceCoresetNet set aggregator
+                         (``k``, ``heads``, ``gamma``, ``tau``, ``dropout``); preprocessing of the backbone
 =======================  ====================================================================
 
 Common keyword arguments: ``amp`` (None/"fp16"/"bf16"), ``grad_checkpointing`` (iResNet),
@@ -30,11 +34,14 @@ from __future__ import annotations
 import fnmatch
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from mrface.models.base import FaceModel
 from mrface.models.btnet import BTNet
+from mrface.models.coreset import FaceCoresetNet
+from mrface.models.coreset_model import ARCHITECTURE as CORESET_ARCHITECTURE
+from mrface.models.coreset_model import CoresetModel, coreset_metadata
 from mrface.models.dcr import DCR
 from mrface.models.iresnet import iresnet
 from mrface.models.metadata import ModelMetadata, preprocessing_preset
@@ -43,27 +50,37 @@ from mrface.models.mobilefacenet import MobileFaceNet
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A registered architecture: its factory, default preprocessing preset and one-line description."""
+    """A registered architecture: its factory, default preprocessing preset and one-line description.
+
+    ``derived_metadata``: the factory attaches metadata derived from the model's parts (a composite
+    model's backbone), so no ``preprocessing`` preset applies.
+    """
 
     name: str
     factory: Callable[..., FaceModel]
     preprocessing: str
     description: str
+    derived_metadata: bool = False
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(
-    name: str, *, preprocessing: str = "insightface", description: str = ""
+    name: str, *, preprocessing: str = "insightface", description: str = "", derived_metadata: bool = False
 ) -> Callable[[Callable[..., FaceModel]], Callable[..., FaceModel]]:
-    """Decorator registering ``factory(**kwargs) -> FaceModel`` under ``name``."""
+    """Decorator registering ``factory(**kwargs) -> FaceModel`` under ``name``.
+
+    With ``derived_metadata=True`` the factory must attach a :class:`ModelMetadata` itself (e.g. from
+    a backbone it builds); ``get_model`` then only sets its ``architecture`` and ``arguments``.
+    """
     preprocessing_preset(preprocessing)
 
     def decorator(factory: Callable[..., FaceModel]) -> Callable[..., FaceModel]:
         if name in _REGISTRY:
             raise ValueError(f"model name {name!r} is already registered")
-        _REGISTRY[name] = ModelEntry(name, factory, preprocessing, description or (factory.__doc__ or "").strip())
+        description_ = description or (factory.__doc__ or "").strip()
+        _REGISTRY[name] = ModelEntry(name, factory, preprocessing, description_, derived_metadata)
         return factory
 
     return decorator
@@ -92,12 +109,20 @@ def get_model(name: str, *, preprocessing: str | None = None, **kwargs: Any) -> 
     """Build registered model ``name`` with ``kwargs``; attaches metadata (see module docstring)."""
     entry = model_entry(name)
     arguments = _jsonable(name, kwargs)
+    if entry.derived_metadata and preprocessing is not None:
+        raise ValueError(f"get_model({name!r}): preprocessing comes from the model's backbone; "
+                         f"pass it in backbone_args, not preprocessing={preprocessing!r}")  # fmt: skip
     preset_name = preprocessing or entry.preprocessing
     preset = preprocessing_preset(preset_name)
     try:
         model = entry.factory(**kwargs)
     except TypeError as exc:
         raise TypeError(f"get_model({name!r}): bad keyword arguments {sorted(kwargs)}: {exc}") from None
+    if entry.derived_metadata:
+        if not isinstance(model.metadata, ModelMetadata):
+            raise RuntimeError(f"get_model({name!r}): the factory of a derived_metadata model attached no metadata")
+        model.metadata = replace(model.metadata, architecture=name, arguments=arguments)
+        return model
     if preprocessing is not None:
         arguments["preprocessing"] = preprocessing
     model.metadata = ModelMetadata(
@@ -184,3 +209,21 @@ def _dcr_tiny(
     num_classes: int, resolutions: Any = (8, 12, 16, 20), identity_init: bool = True, **kwargs: Any
 ) -> FaceModel:
     return DCR(iresnet(**{**TINY, **kwargs}), num_classes, tuple(resolutions), identity_init=identity_init)
+
+
+@register_model(
+    CORESET_ARCHITECTURE,
+    derived_metadata=True,
+    description="frozen backbone + FaceCoresetNet set aggregator (template -> one embedding)",
+)
+def _facecoresetnet(backbone: str, backbone_args: dict[str, Any] | None = None, **aggregator: Any) -> FaceModel:
+    """``get_model(backbone, **backbone_args)`` + ``FaceCoresetNet(D, **aggregator)`` (k/heads/gamma/tau/dropout).
+
+    Input (B, N, 3, S, S) padded templates + lengths (B,), or (B, 3, S, S) faces -> (B, D) embeddings.
+    """
+    if backbone == CORESET_ARCHITECTURE:
+        raise ValueError(f"get_model({CORESET_ARCHITECTURE!r}): the backbone must be a single-image face model")
+    trunk = get_model(backbone, **(backbone_args or {}))
+    model = CoresetModel(trunk, FaceCoresetNet(trunk.embedding_size, **aggregator))
+    model.metadata = coreset_metadata(model)
+    return model

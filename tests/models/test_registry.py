@@ -11,7 +11,7 @@ from mrface.models import ModelMetadata, get_model, list_models
 EXPECTED_NAMES = {
     "iresnet18", "iresnet34", "iresnet50", "iresnet100", "iresnet200", "iresnet_tiny", "adaface_ir18",
     "adaface_ir50", "adaface_ir100", "mobilefacenet", "mbf", "btnet_r50", "btnet_tiny", "btnet_mobilefacenet",
-    "dcr_iresnet50", "dcr_tiny",
+    "dcr_iresnet50", "dcr_tiny", "facecoresetnet",
 }  # fmt: skip
 
 

@@ -10,6 +10,7 @@ from helpers import losses, weights
 from stage_helpers import TINY_DATA, faces, sigterm_after_step, tiny_trunk_file, tiny_trunk_run
 from torch.utils.data import default_collate
 
+from mrface.models import load_model
 from mrface.training.config import RecipeError, load_recipe
 from mrface.training.distributed import DistEnv
 from mrface.training.stage_coreset import CoresetModel, coreset_stage, load_coreset_model
@@ -91,6 +92,9 @@ def test_trainer_trains_aggregator_and_head_on_a_trunk_run(tmp_path, trunk_run):
         assert torch.equal(model(garbage, lengths), ref)
         single = model(x[:, 0])  # (B, 3, S, S): templates of one face
         torch.testing.assert_close(single[0], ref[0])
+        generic = load_model(out / "model.safetensors")  # the registry opens a coreset run too
+        assert isinstance(generic, CoresetModel) and generic.metadata == model.metadata
+        torch.testing.assert_close(generic(x, lengths), ref, rtol=0, atol=0)
     assert ref.shape == (3, 32)
 
 
