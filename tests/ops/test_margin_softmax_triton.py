@@ -131,12 +131,21 @@ def test_interpreter_float16_backward_accuracy_does_not_depend_on_gradient_scale
         assert rel_err(d_e, ref_e) <= 2e-3 and rel_err(d_w, ref_w) <= 2e-3
 
 
-def test_tensor_core_gate_and_env_override(monkeypatch):
+@pytest.fixture
+def restore_tf32():
+    """Put ``torch.backends.cuda.matmul.allow_tf32`` back after the test. monkeypatch cannot: the flag is
+    a class property, so its undo deletes the attribute from the instance and fails."""
+    saved = torch.backends.cuda.matmul.allow_tf32
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_tensor_core_gate_and_env_override(monkeypatch, restore_tf32):
     """Half-precision CUDA weights go to the chunked path and float32 keeps IEEE dots even with TF32
     allowed, unless MRFACE_MARGIN_TRITON_HALF=1 (no GPU needed: routing only)."""
     cuda = torch.device("cuda")
     monkeypatch.delenv(ms.TENSOR_CORE_ENV, raising=False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    torch.backends.cuda.matmul.allow_tf32 = True
     w16, w32 = torch.zeros(2, 2, dtype=torch.float16), torch.zeros(2, 2)
     assert ms._pick_backend(cuda, torch.float16) == "chunked" == ms._pick_backend(cuda, torch.bfloat16)
     assert ms._pick_backend(cuda, torch.float32) == "triton"
@@ -187,14 +196,14 @@ def test_gpu_error_within_reference_error_plus_tolerance(case, shape, dtype):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, "tf32"], ids=str)
 @pytest.mark.parametrize("config", tk._CONFIGS, ids=lambda c: "x".join(map(str, c.kwargs.values())))
-def test_gpu_tensor_core_paths_each_config(config, dtype, monkeypatch):
+def test_gpu_tensor_core_paths_each_config(config, dtype, monkeypatch, restore_tf32):
     """The compiled tensor-core paths (float16/bfloat16 operands, TF32 for float32) with each autotune
     configuration forced, at the shape where the float16 backward failed (issue 5), against the float32
     reference on the same rounded inputs. Needs MRFACE_MARGIN_TRITON_HALF=1 (the gate it re-tests)."""
     if not ms.triton_tensor_cores_enabled():
         pytest.skip(f"{ms.TENSOR_CORE_ENV}=1 runs the tensor-core re-test")
     monkeypatch.setattr(tk, "_FORCED_CONFIG", config)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)  # the references stay IEEE
+    torch.backends.cuda.matmul.allow_tf32 = False  # the references stay IEEE
     w_dtype = torch.float32 if dtype == "tf32" else dtype
     e, w, target, scale, thr, t, lo, hi = op_inputs(b=257, c=10007, d=512, seed=1, hard=True)
     args = [a.cuda() if isinstance(a, torch.Tensor) else a
