@@ -25,6 +25,13 @@ def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step) * 7 + stream)
 
 
+def step_batch_slice(b: int, rank: int, world_size: int, accumulate: int, micro: int) -> tuple[int, slice]:
+    """(size of the whole step batch, this micro-batch's slice of it): draws made for the whole step
+    batch and sliced by this (not by rank or micro-batch alone) do not depend on how the step is split."""
+    offset = (micro * world_size + rank) * b
+    return b * world_size * accumulate, slice(offset, offset + b)
+
+
 class ResolutionAugment:
     """Callable ``(images (B, 3, H, W) float on device, step, micro) -> images`` (see module doc)."""
 
@@ -34,12 +41,11 @@ class ResolutionAugment:
     def __call__(self, images: torch.Tensor, step: int, micro: int) -> torch.Tensor:
         cfg = self.cfg
         b, _, height, _ = images.shape
-        total = b * self.world_size * self.accumulate
-        offset = (micro * self.world_size + self.rank) * b
+        total, own = step_batch_slice(b, self.rank, self.world_size, self.accumulate, micro)
         g = step_generator(self.seed, step)
 
         def mine(values: torch.Tensor) -> torch.Tensor:
-            return values[offset : offset + b]
+            return values[own]
 
         if cfg.flip:
             flip = mine(torch.rand(total, generator=g) < 0.5).to(images.device)
@@ -86,10 +92,9 @@ class StudentResize:
         if len(self.filters) == 1:
             return degrade_resolution(images, self.resolutions, filter=self.filters[0]).down
         b = images.shape[0]
-        total = b * self.world_size * self.accumulate
-        offset = (micro * self.world_size + self.rank) * b
+        total, own = step_batch_slice(b, self.rank, self.world_size, self.accumulate, micro)
         g = step_generator(self.seed, step, stream=1)
-        ids = torch.randint(0, len(self.filters), (total,), generator=g)[offset : offset + b].to(images.device)
+        ids = torch.randint(0, len(self.filters), (total,), generator=g)[own].to(images.device)
         outs = [images.new_empty(b, images.shape[1], r, r) for r in self.resolutions]
         for k, name in enumerate(self.filters):
             idx = (ids == k).nonzero()[:, 0]
