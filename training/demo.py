@@ -106,6 +106,17 @@ def format_table(table: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def _train_stage(recipe: str, overrides: list[str], out: Path, what: str) -> None:
+    """Train ``recipe`` with ``overrides`` into ``out``; DemoInterrupted when a signal stopped it."""
+    from mrface.training.config import load_recipe
+    from mrface.training.trainer import train
+
+    result = train(load_recipe(recipe, overrides))
+    if result.interrupted:
+        raise DemoInterrupted(f"stopped by a signal during {what}; checkpoint in {out}")
+    _say(f"    loss {result.losses[0]:.2f} -> {result.losses[-1]:.2f} in {result.steps} steps")
+
+
 def run_demo(out: Path, quick: bool, seed: int = 0, export: bool = True) -> dict[str, Any]:
     """Run every step (see module doc); returns {"table", "report_files", "export", "seconds"}."""
     from mrface.data.bins import load_bin
@@ -113,8 +124,6 @@ def run_demo(out: Path, quick: bool, seed: int = 0, export: bool = True) -> dict
     from mrface.eval.report import new_report, write_report
     from mrface.eval.verification import ExtractOptions, crossres_matrix
     from mrface.models import load_model
-    from mrface.training.config import load_recipe
-    from mrface.training.trainer import train
 
     size = SIZES["quick" if quick else "full"]
     start = time.perf_counter()
@@ -125,21 +134,13 @@ def run_demo(out: Path, quick: bool, seed: int = 0, export: bool = True) -> dict
     common = _common(size, data.rec, seed)
 
     _say("2/5 training the multi-resolution TNet (recipe synthface_tiny_trunk)")
-    trunk_cfg = load_recipe("synthface_tiny_trunk", [*common, f"output={out / 'trunk'}",
-                                                     f"train.epochs={size.trunk_epochs}"])  # fmt: skip
-    trunk = train(trunk_cfg)
-    if trunk.interrupted:
-        raise DemoInterrupted(f"stopped by a signal during TNet training; checkpoint in {out / 'trunk'}")
-    _say(f"    loss {trunk.losses[0]:.2f} -> {trunk.losses[-1]:.2f} in {trunk.steps} steps")
+    _train_stage("synthface_tiny_trunk", [*common, f"output={out / 'trunk'}", f"train.epochs={size.trunk_epochs}"],
+                 out / "trunk", "TNet training")  # fmt: skip
 
     _say("3/5 distilling the 28/14/7 branches (recipe synthface_tiny_distill)")
-    distill_cfg = load_recipe("synthface_tiny_distill", [*common, f"output={out / 'distill'}",
-                                                         f"distill.teacher={out / 'trunk'}",
-                                                         f"train.epochs={size.distill_epochs}"])  # fmt: skip
-    distill = train(distill_cfg)
-    if distill.interrupted:
-        raise DemoInterrupted(f"stopped by a signal during distillation; checkpoint in {out / 'distill'}")
-    _say(f"    loss {distill.losses[0]:.2f} -> {distill.losses[-1]:.2f} in {distill.steps} steps")
+    _train_stage("synthface_tiny_distill", [*common, f"output={out / 'distill'}", f"distill.teacher={out / 'trunk'}",
+                                            f"train.epochs={size.distill_epochs}"],
+                 out / "distill", "distillation")  # fmt: skip
 
     _say("4/5 cross-resolution verification: trunk only vs BTNet")
     model = load_model(out / "distill" / "model.safetensors")
