@@ -12,7 +12,10 @@ __all__ = ["get_head", "get_margin", "list_heads"]
 # name -> (margin class, published defaults)
 _MARGINS: dict[str, tuple[Callable[..., Margin], dict]] = {
     "arcface": (CombinedMargin, {"s": 64.0, "m1": 1.0, "m2": 0.5, "m3": 0.0}),
-    "cosface": (CombinedMargin, {"s": 64.0, "m1": 1.0, "m2": 0.0, "m3": 0.35}),
+    # arcface_torch's CombinedMarginLoss (straight-through, no theta + m > pi fallback)
+    "arcface_btnet": (CombinedMargin, {"s": 64.0, "m1": 1.0, "m2": 0.5, "m3": 0.0, "gradient": "exact",
+                                       "fallback": "linear"}),  # the older ArcFace class (BTNet losses.py)
+    "cosface": (CombinedMargin, {"s": 64.0, "m1": 1.0, "m2": 0.0, "m3": 0.4}),
     "combined": (CombinedMargin, {"s": 64.0, "m1": 1.0, "m2": 0.3, "m3": 0.2}),
     "curricularface": (CurricularFace, {"s": 64.0, "m": 0.5}),
     "adaface": (AdaFace, {"s": 64.0, "m": 0.4, "h": 0.333}),

@@ -78,3 +78,25 @@ def test_cli_reports_typo_and_exits_2():
                           capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 2
     assert "did you mean 'optim.weight_decay'" in proc.stderr
+
+
+# Values below are read off the public configs (repository and commit in FIDELITY.md), not from mrface.
+@pytest.mark.parametrize("name", ["arcface_ms1mv3_r50", "arcface_ms1mv3_r100", "cosface_ms1mv3_r50"])
+def test_arcface_torch_recipes_follow_train_v2_and_configs(name):
+    """arcface_torch train_v2.py: clip_grad_norm_(backbone, 5), PolynomialLRWarmup power 1;
+    configs/ms1mv3_r*.py: lr 0.1, wd 5e-4, 20 epochs, warmup_epoch 0, fp16; CosFace configs m3 = 0.4."""
+    cfg = load_recipe(name)
+    assert (cfg.optim.clip_grad, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.amp) == (5.0, 0.1, 5e-4, "fp16")
+    assert (cfg.schedule.kind, cfg.schedule.power, cfg.schedule.warmup_epochs, cfg.train.epochs) == ("poly", 1.0, 0, 20)
+    margin = get_margin(cfg.head.name, **cfg.head.args)
+    expected = (1.0, 0.0, 0.4) if name.startswith("cosface") else (1.0, 0.5, 0.0)
+    assert (margin.m1, margin.m2, margin.m3, margin.gradient, margin.fallback) == (*expected, "straight_through",
+                                                                                  "none")
+
+
+def test_magface_recipe_is_float32_with_easy_margin():
+    """MagFace run/run_dist.sh: --fp16 0, lr drop at 10/18/22 of 25 epochs; MagLinear easy_margin=True."""
+    cfg = load_recipe("magface_ms1mv2_r100")
+    assert cfg.optim.amp == "none"
+    assert (cfg.schedule.milestones, cfg.train.epochs) == ([10, 18, 22], 25)
+    assert get_margin(cfg.head.name, **cfg.head.args).fallback == "easy"
