@@ -230,7 +230,8 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> TrainResult:
             else:
                 if cfg.optim.clip_grad > 0:
                     scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(backbone_params, cfg.optim.clip_grad)
+                    for group in stage.clip_groups or [backbone_params]:  # BTNet: each branch on its own
+                        torch.nn.utils.clip_grad_norm_(group, cfg.optim.clip_grad)
                 scaler.step(optimizer)
                 scaler.update()
             lr = optimizer.param_groups[0]["lr"]

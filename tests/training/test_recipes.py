@@ -100,3 +100,20 @@ def test_magface_recipe_is_float32_with_easy_margin():
     assert cfg.optim.amp == "none"
     assert (cfg.schedule.milestones, cfg.train.epochs) == ([10, 18, 22], 25)
     assert get_margin(cfg.head.name, **cfg.head.args).fallback == "easy"
+
+
+def test_btnet_recipes_follow_the_public_configs():
+    """BTNet configs/ms1mv3_r50_reso{112,28}.py and surv_r50_reso{112,28,14,7}.py (fp16 True everywhere)."""
+    tnet = load_recipe("btnet_ms1mv3_r50_reso112")
+    assert (tnet.optim.lr, tnet.train.epochs, tnet.schedule.warmup_epochs, tnet.optim.amp) == (0.2, 25, 2, "fp16")
+    distill = load_recipe("btnet_ms1mv3_r50_distill")
+    assert distill.distill.filters == ["bilinear"]  # transforms.Resize on tensors: no antialias
+    assert (distill.optim.lr, distill.train.epochs, distill.optim.clip_grad, distill.optim.amp) == (0.02, 10, 5.0,
+                                                                                                    "fp16")
+    surv = load_recipe("btnet_surv_finetune")
+    assert (surv.optim.lr, surv.train.epochs, surv.schedule.warmup_epochs, surv.augment.kind, surv.optim.amp) == (
+        0.02, 10, 0, "none", "fp16")
+    for r, epochs in ((28, 10), (14, 10), (7, 25)):
+        b = load_recipe(f"btnet_surv_r50_reso{r}")
+        assert (b.stage, b.distill.resolutions, b.distill.teacher, b.train.epochs, b.optim.lr) == (
+            "distill", [r], "runs/btnet_surv_finetune", epochs, 0.02)
