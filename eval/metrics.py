@@ -7,7 +7,8 @@ Verification (``.bin`` sets, InsightFace ``verification.py`` semantics):
   pairs in file order (``KFold(shuffle=False)``: the first ``P % 10`` folds hold one extra pair),
   best threshold on the 9 training folds (first maximum), accuracy on the held-out fold; mean ± std
   (population std, ``np.std``). VAL@FAR likewise, on its own finer grid ``np.arange(0, 4, 0.001)``
-  (:data:`VAL_THRESHOLDS`, as arcface_torch's ``eval/verification.py``): on the training folds the threshold reaching the
+  (:data:`VAL_THRESHOLDS`, as arcface_torch's ``eval/verification.py``): on the training folds the
+  threshold reaching the
   target FAR is interpolated linearly from the (FAR, threshold) table (duplicate FAR values keep the
   smallest threshold, which is what ``interp1d(kind='slinear')`` did before SciPy refused duplicates);
   0 when the target FAR is never reached.
