@@ -107,7 +107,9 @@ def trunk_stage(cfg: TrainConfig, env: DistEnv, num_classes: int) -> Stage:
             raise ValueError(f"model.init={cfg.model.init}: weights do not fit {cfg.model.name} "
                              f"(unexpected {unexpected[:5]}, missing {missing[:5]})")  # fmt: skip
     head = _make_head(cfg, model.embedding_size, num_classes)
-    augment = ResolutionAugment(cfg.augment, cfg.seed, env.rank, env.world_size, cfg.optim.accumulate)
+    meta = model.metadata
+    augment = ResolutionAugment(cfg.augment, cfg.seed, env.rank, env.world_size, cfg.optim.accumulate,
+                                meta.mean, meta.std, cfg.data.color or meta.color_order)  # fmt: skip
 
     def loss_fn(net: nn.Module, images: Tensor, labels: Tensor, step: int, micro: int) -> tuple[Tensor, dict]:
         embeddings = net(augment(images, step, micro))

@@ -69,8 +69,13 @@ def _batch_stats(step: int, images: Tensor, labels: Tensor, logs: dict[str, Tens
     return "; ".join(parts)
 
 
-def _build_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+def _build_optimizer(cfg: TrainConfig, params: list[nn.Parameter], no_decay: set[int] = frozenset()
+                     ) -> torch.optim.Optimizer:  # fmt: skip
+    """SGD/AdamW over ``params``; those whose id is in ``no_decay`` get weight decay 0 (a second group)."""
     o = cfg.optim
+    if no_decay:
+        params = [{"params": [p for p in params if id(p) not in no_decay]},
+                  {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0}]  # fmt: skip
     if o.name == "sgd":
         return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
     return torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
@@ -133,7 +138,10 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> TrainResult:
 
     backbone_params = [p for p in stage.net.parameters() if p.requires_grad]
     params = backbone_params + [p for m in beside for p in m.parameters() if p.requires_grad]
-    optimizer = _build_optimizer(cfg, params)
+    # AdaFace train_val.py: every parameter of a BatchNorm module of the backbone without weight decay
+    no_decay = {id(p) for m in stage.net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                for p in m.parameters(recurse=False)} if cfg.optim.no_decay_bn else set()  # fmt: skip
+    optimizer = _build_optimizer(cfg, params, no_decay)
     scheduler = build_scheduler(optimizer, cfg.schedule, total_steps, steps_per_epoch)
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.optim.amp]
     scaler = torch.amp.GradScaler(env.device.type, enabled=cfg.optim.amp == "fp16")
