@@ -126,7 +126,8 @@ def _cmd_survface(args: argparse.Namespace) -> int:
 
     model = _start(args)
     res = evaluate_survface(model, args.root, options=_options(args), routing=_routing(args), fpirs=args.fpirs,
-                            rank=args.rank, variant=args.variant, gallery_mode=args.gallery)  # fmt: skip
+                            rank=args.rank, variant=args.variant, gallery_mode=args.gallery,
+                            setup=args.setup)  # fmt: skip
     o = res.open_set
     rows = [[f"{f:g}", 100 * v, o.thresholds[f]] for f, v in o.tpir.items()] + [["AUC", 100 * o.auc, "-"]]
     table = {"title": f"QMUL-SurvFace 1:N ({args.variant}, TPIR at rank {args.rank}; {res.num_gallery} gallery, "
@@ -206,8 +207,12 @@ def register(sub: argparse._SubParsersAction, clear_errors: Any) -> None:
                    help="nist, or btnet_survface for BTNet's published numbers")
     v.add_argument("--rank", type=int, default=20, help="R of TPIR_R (BTNet reports TPIR20)")
     v.add_argument("--fpirs", type=_fractions, default=(0.3, 0.2, 0.1, 0.01))
-    v.add_argument("--gallery", default="entries", choices=GALLERY_MODES,
-                   help="entries: every gallery image; prototypes: one mean feature per subject")
+    v.add_argument("--gallery", default="entries", choices=[*GALLERY_MODES, "raw_prototypes"],
+                   help="entries: every gallery image; prototypes: one unit mean of unit features per subject; "
+                        "raw_prototypes: mean raw feature, then normalised (BTNet)")
+    v.add_argument("--setup", default="mrface", choices=["mrface", "btnet"],
+                   help="btnet: BTNet's eval_survface_1n_multi_reso.py (PIL bicubic resize to the branch, "
+                        "raw_prototypes, btnet_survface variant, no flip); overrides --variant/--gallery/--flip")
     v.set_defaults(func=clear_errors(_cmd_survface))
 
     j = sub.add_parser("ijb", help="IJB-B/C 1:1 TAR@FAR and 1:N from loose crops + 5-point landmarks")
