@@ -69,6 +69,12 @@ def _batch_stats(step: int, images: Tensor, labels: Tensor, logs: dict[str, Tens
     return "; ".join(parts)
 
 
+def batchnorm_parameter_ids(module: nn.Module) -> set[int]:
+    """ids of the parameters of every BatchNorm module (AdaFace train_val.py: no weight decay for them)."""
+    return {id(p) for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            for p in m.parameters(recurse=False)}  # fmt: skip
+
+
 def _build_optimizer(cfg: TrainConfig, params: list[nn.Parameter], no_decay: set[int] = frozenset()
                      ) -> torch.optim.Optimizer:  # fmt: skip
     """SGD/AdamW over ``params``; those whose id is in ``no_decay`` get weight decay 0 (a second group)."""
@@ -138,9 +144,7 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> TrainResult:
 
     backbone_params = [p for p in stage.net.parameters() if p.requires_grad]
     params = backbone_params + [p for m in beside for p in m.parameters() if p.requires_grad]
-    # AdaFace train_val.py: every parameter of a BatchNorm module of the backbone without weight decay
-    no_decay = {id(p) for m in stage.net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                for p in m.parameters(recurse=False)} if cfg.optim.no_decay_bn else set()  # fmt: skip
+    no_decay = batchnorm_parameter_ids(stage.net) if cfg.optim.no_decay_bn else set()
     optimizer = _build_optimizer(cfg, params, no_decay)
     scheduler = build_scheduler(optimizer, cfg.schedule, total_steps, steps_per_epoch)
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.optim.amp]

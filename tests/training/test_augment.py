@@ -100,3 +100,22 @@ def test_crop_and_photometric_options_are_reproducible_and_rank_split_invariant(
     black = -1.0  # (0 - 0.5) / 0.5: the crop's zero pixels in the model's normalisation
     assert bool((whole == black).any())
     assert float(whole.min()) >= -1 - 1e-6 and float(whole.max()) <= 1 + 1e-6  # pixels stay in [0, 255]
+
+
+def test_no_decay_bn_puts_exactly_the_batchnorm_parameters_in_a_zero_decay_group():
+    """AdaFace train_val.py split_parameters: BatchNorm weights and biases without decay, the rest with 5e-4.
+    In the InsightFace iResNet layout those are the parameters named bn*, downsample.1.* and features.*."""
+    from mrface.models import get_model
+    from mrface.training.config import TrainConfig
+    from mrface.training.trainer import _build_optimizer, batchnorm_parameter_ids
+
+    net = get_model("iresnet_tiny")
+    cfg = TrainConfig()
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = _build_optimizer(cfg, params, batchnorm_parameter_ids(net))
+    by_id = {id(p): n for n, p in net.named_parameters()}
+    decay, no_decay = ({by_id[id(p)] for p in g["params"]} for g in opt.param_groups)
+    assert [g["weight_decay"] for g in opt.param_groups] == [5e-4, 0.0]
+    expected = {n for n in by_id.values() if n.split(".")[-2].startswith("bn") or ".downsample.1." in n
+                or n.startswith("features.")} & {by_id[id(p)] for p in params}
+    assert no_decay == expected and decay.isdisjoint(expected) and decay
