@@ -117,3 +117,13 @@ def test_btnet_recipes_follow_the_public_configs():
         b = load_recipe(f"btnet_surv_r50_reso{r}")
         assert (b.stage, b.distill.resolutions, b.distill.teacher, b.train.epochs, b.optim.lr) == (
             "distill", [r], "runs/btnet_surv_finetune", epochs, 0.02)
+
+
+def test_adaface_recipe_follows_run_scripts():
+    """AdaFace scripts/run_ir101_*.sh: low-res, crop and photometric augmentation 0.2 each, 26 epochs, milestones
+    12/20/24, lr 0.1, fp16; train_val.py: BatchNorm parameters without weight decay."""
+    cfg = load_recipe("adaface_webface4m_r100")
+    a = cfg.augment
+    assert (a.kind, a.prob, a.crop_prob, a.photometric_prob, a.min_size) == ("adaface", 0.2, 0.2, 0.2, 22)
+    assert (cfg.optim.no_decay_bn, cfg.optim.lr, cfg.optim.amp) == (True, 0.1, "fp16")
+    assert (cfg.schedule.milestones, cfg.train.epochs) == ([12, 20, 24], 26)
