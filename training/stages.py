@@ -197,7 +197,9 @@ def distill_stage(cfg: TrainConfig, env: DistEnv) -> tuple[Stage, int]:
     load_head(ckpt, head)
     criterion = BTNetDistillLoss(head, cfg.distill.feature_weight, cfg.distill.embedding_weight, freeze_classifier=True)
     net = BranchStudents(model, list(cfg.distill.resolutions))
-    augment = ResolutionAugment(cfg.augment, cfg.seed, env.rank, env.world_size, cfg.optim.accumulate)
+    meta = model.metadata
+    augment = ResolutionAugment(cfg.augment, cfg.seed, env.rank, env.world_size, cfg.optim.accumulate,
+                                meta.mean, meta.std, cfg.data.color or meta.color_order)  # fmt: skip
     student_inputs = StudentResize(list(cfg.distill.resolutions), list(cfg.distill.filters), cfg.seed, env.rank,
                                    env.world_size, cfg.optim.accumulate)  # fmt: skip
 
