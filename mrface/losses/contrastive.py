@@ -83,7 +83,8 @@ class QGFaceContrastive(nn.Module):
             raise ValueError(f"s must be a positive finite number, got {s!r}")
         if not 0 <= threshold <= 1:
             raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
-        for name, value, choices in (("gate", gate, ("sgn", "cos", "linear")), ("gate_range", gate_range, ("half", "whole")),
+        for name, value, choices in (("gate", gate, ("sgn", "cos", "linear")),
+                                     ("gate_range", gate_range, ("half", "whole")),
                                      ("pair_quality", pair_quality, ("low", "mean", "high")),
                                      ("margin", margin, ("none", "static", "dynamic")),
                                      ("drift", drift, ("proxy", "none"))):  # fmt: skip
@@ -91,7 +92,8 @@ class QGFaceContrastive(nn.Module):
                 raise ValueError(f"{name} must be one of {choices}, got {value!r}")
         self.s, self.threshold, self.gate, self.gate_range = float(s), float(threshold), gate, gate_range
         self.pair_quality, self.both_directions, self.detach_pos = pair_quality, bool(both_directions), bool(detach_pos)
-        self.mask_same_class, self.margin, self.m, self.t_alpha = bool(mask_same_class), margin, float(m), float(t_alpha)
+        self.mask_same_class, self.margin = bool(mask_same_class), margin
+        self.m, self.t_alpha = float(m), float(t_alpha)
         self.rescale, self.drift, self.group = bool(rescale), drift, process_group
         self.register_buffer("queue", torch.zeros(queue_size, embedding_size))
         self.register_buffer("queue_proxies", torch.zeros(queue_size, embedding_size))

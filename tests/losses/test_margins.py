@@ -234,7 +234,8 @@ def test_qgface_gate_scales_whole_row(generator):
     gate = 1 / (1 + torch.exp(-(z + 2 * (0.5 - 0.25)) * s))
     theta = torch.acos(cos.clamp(-1 + 1e-3, 1 - 1e-3))
     onehot = torch.zeros_like(cos).scatter_(1, labels[:, None], 1.0)
-    target = torch.cos((theta - onehot * 0.4 * z[:, None]).clamp(1e-3, math.pi - 1e-3)) - onehot * (0.4 + 0.4 * z[:, None])
+    angle = (theta - onehot * 0.4 * z[:, None]).clamp(1e-3, math.pi - 1e-3)
+    target = torch.cos(angle) - onehot * (0.4 + 0.4 * z[:, None])
     expected = target * s * gate[:, None]
     _close(out, expected)
     assert 0.01 < gate[2] < 0.99  # steepness 2 s: not a hard step at s = 4
