@@ -41,6 +41,11 @@ from mrface.losses import _dist
 
 __all__ = ["QGFaceContrastive"]
 
+
+def _f32(x: Tensor) -> Tensor:
+    """float32 (float64 kept: the ground truth of the tests)."""
+    return x if x.dtype == torch.float64 else x.float()
+
 _EPS = 1e-3  # SoftmaxFace.eps of the public head (the cos / linear gates divide by threshold + eps)
 
 
@@ -106,8 +111,8 @@ class QGFaceContrastive(nn.Module):
     def enqueue(self, keys: Tensor, labels: Tensor, proxies: Tensor) -> None:
         """Put keys (n, D) (normalised here), labels (n,) and proxies (n, D) at the front of the queue."""
         size = self.queue.shape[0]
-        for buf, new in ((self.queue, F.normalize(keys.float(), dim=1)), (self.queue_labels, labels.long()),
-                         (self.queue_proxies, proxies.float())):  # fmt: skip
+        for buf, new in ((self.queue, F.normalize(_f32(keys), dim=1)), (self.queue_labels, labels.long()),
+                         (self.queue_proxies, _f32(proxies))):  # fmt: skip
             buf.copy_(torch.cat([new.to(buf), buf])[:size])
         self.fill.fill_(min(int(self.fill) + keys.shape[0], size))
 
@@ -118,12 +123,12 @@ class QGFaceContrastive(nn.Module):
         e, then = self.queue[:k], self.queue_proxies[:k]
         if self.drift == "none":
             return e.clone()
-        return e + e.norm(dim=1, keepdim=True) / then.norm(dim=1, keepdim=True) * (proxies_now.float() - then)
+        return e + e.norm(dim=1, keepdim=True) / then.norm(dim=1, keepdim=True) * (proxies_now.to(then) - then)
 
     # -- gate --------------------------------------------------------------------------------
     def pair_gate(self, z_q: Tensor, z_k: Tensor) -> Tensor:
         """(B,) gate of each (degraded, clean) pair from the views' z_hat (B,)."""
-        nq, nk = (z_q.detach().float() + 1) / 2, (z_k.detach().float() + 1) / 2
+        nq, nk = (_f32(z_q.detach()) + 1) / 2, (_f32(z_k.detach()) + 1) / 2
         t = {"low": torch.minimum(nq, nk), "mean": (nq + nk) / 2, "high": torch.maximum(nq, nk)}[self.pair_quality]
         thr = self.threshold
         if thr == 0:
@@ -157,7 +162,7 @@ class QGFaceContrastive(nn.Module):
             raise ValueError(f"labels must be class ids >= 0, got {labels[labels < 0][:5].tolist()}")
         labels = labels.long()
         with torch.autocast(q.device.type, enabled=False):
-            qn, kn = F.normalize(q.float(), dim=1), F.normalize(k.float(), dim=1)
+            qn, kn = F.normalize(_f32(q), dim=1), F.normalize(_f32(k), dim=1)
             if self.training:
                 keys = torch.cat([_dist.all_gather_cat(kn.detach(), self.group),
                                   _dist.all_gather_cat(qn.detach(), self.group)])  # fmt: skip
