@@ -5,11 +5,13 @@ active; an interrupted run resumes exactly, queue included; the recipes load; ba
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import TINY, losses, weights
+from helpers import TINY, env_1thread, losses, run_module, weights
 from stage_helpers import faces, sigterm_after_step
 from torch.utils.data import TensorDataset
 
@@ -111,3 +113,33 @@ def test_recipes_load_and_bad_settings_are_named(tmp_path):
         train(_cfg("head.name=adaface", "train.max_steps=1", f"output={tmp_path / 'a'}"))
     with pytest.raises(ValueError, match="qgface.args=.* do not fit QGFaceContrastive"):
         train(_cfg("qgface.args.colour=1", "train.max_steps=1", f"output={tmp_path / 'b'}"))
+
+
+DIST_RUN = [*RUN, "train.max_steps=3", "model.freeze_bn=true", "optim.clip_grad=2.0", "schedule.warmup_epochs=0.5",
+            "data.synth_identities=9", "head.args.momentum=1.0", "head.args.gate_threshold=0.6"]  # fmt: skip
+
+
+@pytest.mark.distributed
+def test_two_gloo_ranks_match_one_process(tmp_path):
+    """Each rank enqueues the global batch (public sync_GPU) in global-batch order: queue 24 is not a multiple of
+    the 32 entries enqueued per step, so the truncated block must be ordered as one process orders it."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_module(["synthface_tiny_qgface", *DIST_RUN, "data.batch_size=16", f"output={one}"])
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "mrface.training", "synthface_tiny_qgface", *DIST_RUN, "data.batch_size=8",
+                           f"output={two}"], capture_output=True, text=True, env=env_1thread())  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert losses(two) == pytest.approx(losses(one), rel=1e-4, abs=1e-5)
+    rows = [json.loads(r) for r in (one / "metrics.jsonl").read_text().splitlines() if r.strip()]
+    assert max(r.get("qgface/pair_gate", 0) for r in rows) > 0  # the contrastive term took part
+    w1, w2 = weights(one / "model.safetensors"), weights(two / "model.safetensors")
+    for key in w1:
+        scale = float(w1[key].float().abs().max())
+        torch.testing.assert_close(w2[key], w1[key], rtol=0, atol=1e-3 * scale + 1e-6, msg=key)
+    ck1, ck2 = one / "checkpoints" / "step_00000003", two / "checkpoints" / "step_00000003"
+    q1 = torch.load(ck1 / "state_rank0.pt", weights_only=True)["extra"]
+    for r in range(2):
+        q2 = torch.load(ck2 / f"state_rank{r}.pt", weights_only=True)["extra"]
+        assert torch.equal(q2["queue_labels"], q1["queue_labels"]), r
+        torch.testing.assert_close(q2["queue"], q1["queue"], rtol=0, atol=1e-4)
+        torch.testing.assert_close(q2["queue_proxies"], q1["queue_proxies"], rtol=0, atol=1e-4)
