@@ -159,6 +159,7 @@ class QGFaceConfig:
     weight: float = 1.0  # contrastive loss weight (public contrast.weight; value not published)
     queue_size: int = 8192  # most queue entries kept (public contrast.queue.queue_size; value not published)
     scale: list[float] = field(default_factory=lambda: [0.1, 0.5])  # degraded side = int(U(lo, hi) * H), RandomRescale
+    jpeg_quality: int = 75  # JPEG round trip at the low side (public RandomRescale is_jpeg); 0 = off
     args: dict[str, Any] = field(default_factory=dict)  # more QGFaceContrastive arguments (gate, margin, drift, ...)
 
 
@@ -329,6 +330,8 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
     lo_hi = list(cfg.qgface.scale)
     if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1] <= 1:
         raise RecipeError(f"{source}: qgface.scale={lo_hi}: expected [lo, hi] with 0 < lo <= hi <= 1")
+    if not 0 <= cfg.qgface.jpeg_quality <= 100:
+        raise RecipeError(f"{source}: qgface.jpeg_quality={cfg.qgface.jpeg_quality}, expected 0 (off) .. 100")
     if cfg.qgface.queue_size < 1:
         raise RecipeError(f"{source}: qgface.queue_size={cfg.qgface.queue_size}, expected an integer >= 1")
     if cfg.stage == "qgface" and cfg.augment.kind != "none":

@@ -14,13 +14,16 @@ contrastive. The recipe's ``augment.kind`` must be ``none``; ``augment.flip`` sw
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from mrface.losses import QGFace, QGFaceContrastive
 from mrface.models import get_model
-from mrface.ops import degrade_per_sample
+from mrface.ops import degrade_per_sample, degrade_resolution
 from mrface.training.augment import step_batch_slice, step_generator
 from mrface.training.config import TrainConfig
 from mrface.training.data import build_dataset, dataset_classes
@@ -35,17 +38,48 @@ UP_FILTERS = ("bicubic", "bilinear", "nearest", "nearest", "lanczos")
 _VIEW_STREAM = 2
 
 
+def jpeg_roundtrip(x: Tensor, quality: int) -> Tensor:
+    """(N, 3, h, w) images normalised as (pixel/255 - 0.5)/0.5 -> JPEG-compressed at ``quality`` (cv2, 4:2:0),
+    same shape, dtype and device. The first channel is encoded as red, as PIL encodes the public code's
+    images (which hold BGR data): the channels keep the order they come in."""
+    pixels = (x.detach().float().cpu() * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8)
+    out = []
+    for img in pixels.permute(0, 2, 3, 1).numpy():
+        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(img[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+        if not ok:
+            raise RuntimeError(f"cv2 could not JPEG-encode a {img.shape} image")
+        out.append(cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1])
+    y = torch.from_numpy(np.ascontiguousarray(np.stack(out))).permute(0, 3, 1, 2)
+    return (y.float() / 127.5 - 1.0).to(x)
+
+
+def _up(x: Tensor, size: tuple[int, int], name: str) -> Tensor:
+    """(1, 3, h, w) -> (1, 3, H, W) with an up filter of :data:`UP_FILTERS` (lanczos: cv2 INTER_LANCZOS4)."""
+    if name != "lanczos":
+        kw = {} if name == "nearest" else {"align_corners": False}
+        return F.interpolate(x.float(), size=size, mode=name, **kw).to(x)
+    img = x[0].detach().float().cpu().permute(1, 2, 0).numpy()
+    up = cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_LANCZOS4)
+    return torch.from_numpy(up).permute(2, 0, 1)[None].to(x)
+
+
 class PairedViews:
     """Callable ``(images (B, 3, H, W), step, micro) -> (clean, degraded)``, both (B, 3, H, W).
 
     Draws (flips, sides, down and up filters) are made for the whole step batch from the step's generator
     (stream 2) and sliced per rank and micro-batch as :class:`~mrface.training.augment.ResolutionAugment`
     does, so they do not depend on the number of ranks and a resumed run draws the same. The degraded view
-    comes from one :func:`~mrface.ops.degrade_per_sample` call per up filter drawn in the batch.
+    comes from one :func:`~mrface.ops.degrade_per_sample` call per up filter drawn in the batch; with
+    ``jpeg_quality`` > 0 (the public ``RandomRescale(is_jpeg=True, quality=75)``) each image instead goes
+    down with the op, through a cv2 JPEG round trip at its low side, and back up, one image at a time on
+    the CPU (:func:`jpeg_roundtrip`).
     """
 
     def __init__(self, scale: tuple[float, float], flip: bool, seed: int, rank: int, world_size: int,
-                 accumulate: int) -> None:  # fmt: skip
+                 accumulate: int, jpeg_quality: int = 0) -> None:  # fmt: skip
+        if not 0 <= jpeg_quality <= 100:
+            raise ValueError(f"qgface.jpeg_quality={jpeg_quality}: expected 0 (off) .. 100")
+        self.jpeg_quality = int(jpeg_quality)
         self.lo, self.hi = float(scale[0]), float(scale[1])
         self.flip, self.seed, self.rank, self.world_size, self.accumulate = flip, seed, rank, world_size, accumulate
 
@@ -66,12 +100,21 @@ class PairedViews:
         b, _, height, _ = images.shape
         d = self.draws(b, height, step, micro)
         low = torch.empty_like(images)
+        if self.jpeg_quality:
+            for i in range(b):
+                small = degrade_resolution(images[i : i + 1], [int(d["sides"][i])], filter=DOWN_FILTERS[d["down"][i]])
+                small = jpeg_roundtrip(small.down[0], self.jpeg_quality)
+                low[i] = _up(small, tuple(images.shape[-2:]), UP_FILTERS[d["up"][i]])[0]
+            return self._flip(images, low, d)
         up_names = torch.tensor([sorted(set(UP_FILTERS)).index(n) for n in UP_FILTERS])[d["up"]]
         for k, name in enumerate(sorted(set(UP_FILTERS))):
             idx = (up_names == k).nonzero()[:, 0]
             if idx.numel():
                 dev_idx = idx.to(images.device)
                 low[dev_idx] = degrade_per_sample(images[dev_idx], d["sides"][idx], d["down"][idx], DOWN_FILTERS, name)
+        return self._flip(images, low, d)
+
+    def _flip(self, images: Tensor, low: Tensor, d: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         clean = images
         if self.flip:
             fc, fl = d["flip_clean"].to(images.device), d["flip_low"].to(images.device)
@@ -97,7 +140,7 @@ def qgface_stage(cfg: TrainConfig, env: DistEnv, dataset: Dataset | None) -> tup
     except TypeError as err:
         raise ValueError(f"qgface.args={dict(cfg.qgface.args)} do not fit QGFaceContrastive: {err}") from None
     views = PairedViews(tuple(cfg.qgface.scale), cfg.augment.flip, cfg.seed, env.rank, env.world_size,
-                        cfg.optim.accumulate)  # fmt: skip
+                        cfg.optim.accumulate, cfg.qgface.jpeg_quality)  # fmt: skip
     weight = float(cfg.qgface.weight)
 
     def loss_fn(net: nn.Module, images: Tensor, labels: Tensor, step: int, micro: int) -> tuple[Tensor, dict]:

@@ -4,20 +4,24 @@ active; an interrupted run resumes exactly, queue included; the recipes load; ba
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from helpers import TINY, env_1thread, losses, run_module, weights
+from PIL import Image
 from stage_helpers import faces, sigterm_after_step
 from torch.utils.data import TensorDataset
 
+from mrface.data.synthface import SynthFace
 from mrface.models import load_model
 from mrface.training.config import RecipeError, load_recipe
-from mrface.training.stage_qgface import DOWN_FILTERS, UP_FILTERS, PairedViews
+from mrface.training.stage_qgface import DOWN_FILTERS, UP_FILTERS, PairedViews, jpeg_roundtrip
 from mrface.training.trainer import train
 
 RUN = [*TINY, "head.name=qgface", "qgface.queue_size=24"]
@@ -51,6 +55,37 @@ def test_views_follow_random_rescale_and_do_not_depend_on_the_rank_split(generat
         torch.testing.assert_close(low[i], ref, rtol=1e-4, atol=1e-4)
     for i in range(8):
         torch.testing.assert_close(clean[i], x[i].flip(-1) if d["flip_clean"][i] else x[i], rtol=0, atol=0)
+
+
+def _pil_jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """(3, h, w) normalised image -> PIL JPEG round trip (as the public RandomRescale saves and reopens it)."""
+    pixels = (x * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="jpeg", quality=quality)
+    return torch.from_numpy(np.array(Image.open(buf))).permute(2, 0, 1).float() / 127.5 - 1.0
+
+
+def test_jpeg_step_equals_pil_and_sits_between_down_and_up():
+    small = torch.from_numpy(SynthFace(seed=0).render(np.array([3]), np.array([1]))[0].copy()).permute(2, 0, 1)
+    small = F.interpolate(small[None].float() / 127.5 - 1, size=(23, 23), mode="bilinear", antialias=True)[0]
+    ours = jpeg_roundtrip(small[None], 75)[0]
+    ref = _pil_jpeg(small, 75)
+    assert (ref - small).abs().max() > 0.1  # q75 visibly changes a 23 px face
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-6)
+
+    x = torch.rand(8, 3, 112, 112, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    views = PairedViews((0.1, 0.5), False, 7, 0, 1, 1, jpeg_quality=75)
+    _, low = views(x, 2, 0)
+    d = views.draws(8, 112, 2, 0)
+    hits = [i for i in range(8) if DOWN_FILTERS[d["down"][i]] == "bilinear_aa" and UP_FILTERS[d["up"][i]] != "lanczos"]
+    assert hits, "no image drew bilinear_aa down at this seed"
+    for i in hits:
+        s = int(d["sides"][i])
+        ref = F.interpolate(x[i : i + 1], size=(s, s), mode="bilinear", antialias=True, align_corners=False)[0]
+        mode = UP_FILTERS[d["up"][i]]
+        kw = {} if mode == "nearest" else {"align_corners": False}
+        ref = F.interpolate(_pil_jpeg(ref, 75)[None], size=(112, 112), mode=mode, **kw)[0]
+        torch.testing.assert_close(low[i], ref, rtol=0, atol=2e-2)  # 2.5 grey levels: uint8 rounding before the JPEG
 
 
 def _one_batch() -> TensorDataset:
@@ -109,6 +144,8 @@ def test_recipes_load_and_bad_settings_are_named(tmp_path):
         _cfg("augment.kind=adaface")
     with pytest.raises(RecipeError, match=r"qgface.scale=\[0.5, 0.1\]"):
         _cfg("qgface.scale=[0.5,0.1]")
+    with pytest.raises(RecipeError, match="qgface.jpeg_quality=101"):
+        _cfg("qgface.jpeg_quality=101")
     with pytest.raises(ValueError, match="head.name='adaface'"):
         train(_cfg("head.name=adaface", "train.max_steps=1", f"output={tmp_path / 'a'}"))
     with pytest.raises(ValueError, match="qgface.args=.* do not fit QGFaceContrastive"):
