@@ -14,7 +14,7 @@ to 112, as a single-resolution model sees it), 10-fold accuracy; the table gives
 and the training throughput (faces per second, mean of the logged rows after the first) of each method.
 Writes ``--out`` (JSON) and prints a Markdown table. Wall-clock numbers depend on the machine's load.
 
-    python benchmarks/qgface_vs_adaface.py --steps 30 --batch 32 --seeds 0 1 2 --pairs 1000 --out q.json
+    python benchmarks/qgface_vs_adaface.py --steps 60 --batch 32 --seeds 0 1 2 --pairs 1000 --out q.json
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def run(method: str, args: argparse.Namespace, seed: int, root: Path) -> dict:
                                                    "head.args.h=0.333", "augment.kind=adaface", "augment.prob=0.2",
                                                    "augment.min_size=22", "augment.flip=true"])  # fmt: skip
     else:
-        cfg = load_recipe("synthface_tiny_qgface", common(args, seed, out))
+        jpeg = f"qgface.jpeg_quality={args.jpeg_quality}"
+        cfg = load_recipe("synthface_tiny_qgface", [*common(args, seed, out), jpeg])
     tick = time.perf_counter()
     train(cfg)
     seconds = time.perf_counter() - tick
@@ -108,6 +109,7 @@ def main() -> None:
     p.add_argument("--embedding", type=int, default=32)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--s", type=float, default=32.0)
+    p.add_argument("--jpeg-quality", type=int, default=75, help="qgface.jpeg_quality (0 = no JPEG step)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("qgface_vs_adaface.json"))
     args = p.parse_args()
