@@ -3,8 +3,9 @@
 
 Each sample gives two views (:class:`PairedViews`, the public ``ContrastDataset`` with ``LH_align``): the
 clean face H (random flip) and a degraded face L made as the public ``RandomRescale``: down to a side
-``int(U(lo, hi) * H)`` with one of five filters and back up with another, drawn independently per image
-(then its own random flip). The backbone embeds ``[H; L]`` in one pass; the identity head (Partial FC
+``int(U(lo, hi) * H)`` with one of five filters, through a JPEG round trip at quality ``qgface.jpeg_quality``
+(75 as public; 0 = none) and back up with another filter, drawn independently per image (then its own
+random flip). The backbone embeds ``[H; L]`` in one pass; the identity head (Partial FC
 with the ``qgface`` margin: AdaFace with the quality gate) trains on both views; the contrastive term
 (:class:`~mrface.losses.QGFaceContrastive`) takes L as q and H as k with their normalised norms from
 the head, and its queue (the stage's ``extra`` state, saved with the training state, so resumed runs
