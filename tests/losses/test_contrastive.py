@@ -18,7 +18,7 @@ def _unit(x):
     return x / x.norm(dim=1, keepdim=True)
 
 
-def _public_loss(q, k, zq, zk, labels, queue_e, queue_w, queue_y, proxies):
+def _public_loss(q, k, zq, zk, labels, queue_e, queue_w, queue_y, proxies, own_only=False):
     """The public step in float64: prepend [k; q] with their proxies, proxy-correct, both directions,
     same-class cosines set to 0, sgn gate on min quality, NLL of column 0, log(129)/log(K+1) rescale."""
     keys = torch.cat([_unit(k), _unit(q)]).detach()
@@ -32,6 +32,12 @@ def _public_loss(q, k, zq, zk, labels, queue_e, queue_w, queue_y, proxies):
     neg = torch.cat([qn @ corrected.T, kn @ corrected.T])
     cosine = torch.cat([pos, neg], 1).clamp(-1, 1)
     mask = torch.cat([labels[:, None] == y[None, :]] * 2)
+    if own_only:  # each anchor's own two copies (this step's k_i at i, q_i at B + i) only
+        b = labels.shape[0]
+        own = torch.zeros(b, y.shape[0], dtype=torch.bool)
+        own[torch.arange(b), torch.arange(b)] = True
+        own[torch.arange(b), b + torch.arange(b)] = True
+        mask = torch.cat([own] * 2)
     cosine = torch.where(torch.cat([torch.zeros(mask.shape[0], 1, dtype=torch.bool), mask], 1), 0.0, cosine)
     t = torch.minimum((zq + 1) / 2, (zk + 1) / 2)
     gate = torch.cat([torch.where(t < THR, 1.0, 0.0)] * 2)
@@ -68,6 +74,23 @@ def test_contrastive_matches_the_public_formulas_on_a_tiny_batch(generator):
     # The queue now holds [k; q] of this step in front of the old entries.
     torch.testing.assert_close(fn.queue[:4], torch.cat([_unit(k), _unit(q)]).detach())
     assert fn.queue_labels[:7].tolist() == [1, 3, 1, 3, 1, 4, 0]
+
+
+def test_without_same_class_masking_only_the_own_copies_are_zeroed(generator):
+    d = 3
+    proxies = torch.randn(4, d, generator=generator, dtype=torch.float64) + 2
+    old_e = _unit(torch.randn(2, d, generator=generator, dtype=torch.float64))
+    old_y, old_w = torch.tensor([1, 1]), proxies[[1, 1]].clone()
+    fn = QGFaceContrastive(d, queue_size=8, s=S, threshold=THR, mask_same_class=False).double().train()
+    fn.queue[:2], fn.queue_labels[:2], fn.queue_proxies[:2] = old_e, old_y, old_w
+    fn.fill.fill_(2)
+    q = torch.randn(2, d, generator=generator, dtype=torch.float64)
+    k = torch.randn(2, d, generator=generator, dtype=torch.float64)
+    z = torch.tensor([-0.5, -0.5], dtype=torch.float64)  # both pairs under the threshold
+    labels = torch.tensor([1, 1])  # same class as each other and as the old entries: none of those is zeroed
+    loss, _ = fn(q, k, z, z, labels, lambda ids: proxies[ids.clamp_min(0)])
+    expected, _ = _public_loss(q, k, z, z, labels, old_e, old_w, old_y, proxies, own_only=True)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-10)
 
 
 def test_drift_correction_on_a_hand_made_centre_move():
