@@ -25,7 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 from mrface.ops.degrade import DEGRADE_FILTERS
 
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
-STAGES = ("trunk", "distill", "dcr", "coreset")
+STAGES = ("trunk", "distill", "dcr", "coreset", "qgface")
 
 
 class RecipeError(ValueError):
@@ -158,8 +158,17 @@ class CoresetConfig:
 
 
 @dataclass
+class QGFaceConfig:
+    weight: float = 1.0  # contrastive loss weight (public contrast.weight; value not published)
+    queue_size: int = 8192  # most queue entries kept (public contrast.queue.queue_size; value not published)
+    scale: list[float] = field(default_factory=lambda: [0.1, 0.5])  # degraded side = int(U(lo, hi) * H), RandomRescale
+    jpeg_quality: int = 75  # JPEG round trip at the low side (public RandomRescale is_jpeg); 0 = off
+    args: dict[str, Any] = field(default_factory=dict)  # more QGFaceContrastive arguments (gate, margin, drift, ...)
+
+
+@dataclass
 class TrainConfig:
-    stage: str = "trunk"  # trunk | distill | dcr | coreset
+    stage: str = "trunk"  # trunk | distill | dcr | coreset | qgface
     seed: int = 0
     output: str = "runs/${stage}"
     resume: str = "none"  # none | auto (latest complete checkpoint in output) | a checkpoint dir
@@ -177,6 +186,7 @@ class TrainConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
     dcr: DCRConfig = field(default_factory=DCRConfig)
     coreset: CoresetConfig = field(default_factory=CoresetConfig)
+    qgface: QGFaceConfig = field(default_factory=QGFaceConfig)
 
 
 # ------------------------------------------------------------------------------------ key checks
@@ -322,6 +332,16 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
                           "must be >= 1")  # fmt: skip
     if not cfg.dcr.resolutions or min(cfg.dcr.resolutions) < 1:
         raise RecipeError(f"{source}: dcr.resolutions={list(cfg.dcr.resolutions)}: expected sides >= 1")
+    lo_hi = list(cfg.qgface.scale)
+    if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1] <= 1:
+        raise RecipeError(f"{source}: qgface.scale={lo_hi}: expected [lo, hi] with 0 < lo <= hi <= 1")
+    if not 0 <= cfg.qgface.jpeg_quality <= 100:
+        raise RecipeError(f"{source}: qgface.jpeg_quality={cfg.qgface.jpeg_quality}, expected 0 (off) .. 100")
+    if cfg.qgface.queue_size < 1:
+        raise RecipeError(f"{source}: qgface.queue_size={cfg.qgface.queue_size}, expected an integer >= 1")
+    if cfg.stage == "qgface" and cfg.augment.kind != "none":
+        raise RecipeError(f"{source}: stage=qgface makes its own clean and degraded views (qgface.scale): "
+                          f"augment.kind={cfg.augment.kind!r} must be none (augment.flip still applies)")
     if cfg.resume not in ("none", "auto") and not Path(cfg.resume).is_dir():
         raise RecipeError(f"{source}: resume={cfg.resume!r}: expected none, auto or an existing checkpoint dir")
 

@@ -37,6 +37,7 @@ from mrface.training.rundir import MetricsWriter, setup_run_dir
 from mrface.training.schedule import build_scheduler
 from mrface.training.stage_coreset import coreset_stage
 from mrface.training.stage_dcr import dcr_stage
+from mrface.training.stage_qgface import qgface_stage
 from mrface.training.stages import Stage, distill_stage, trunk_stage
 from mrface.training.validation import Validator
 
@@ -92,6 +93,8 @@ def _build_stage(cfg: TrainConfig, env: DistEnv, dataset: Dataset | None) -> tup
         return dcr_stage(cfg, env, dataset)
     if cfg.stage == "coreset":
         return coreset_stage(cfg, env, dataset)
+    if cfg.stage == "qgface":
+        return qgface_stage(cfg, env, dataset)
     if cfg.stage == "distill":
         stage, num_classes = distill_stage(cfg, env)
     else:

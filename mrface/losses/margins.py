@@ -382,28 +382,39 @@ class MagFace(Margin):
 
 
 class QGFace(AdaFace):
-    """QGFace identity head: AdaFace margin with every logit of a row (target and non-targets)
-    multiplied by a quality gate g = sigmoid(steepness * (q - threshold)), q = (z_hat + 1) / 2.
+    """QGFace identity head (IsidoreSong/QGFace ``head.py``, ``SoftmaxFace._quality_scaler``): the AdaFace
+    margin with every logit of a row (target and non-targets) multiplied by the quality gate
+    ``g = sigmoid(2 s (q - q_thr))``, q = (z_hat + 1) / 2 — the public ``sigmoid(s (z_hat + 2 (0.5 - q_thr)))``,
+    whose steepness is tied to s. ``gate_threshold = 0`` switches the gate off (g = 1), as the public code
+    does for ``quality_scale = 0``. The norm EMAs start at 0 (``SoftmaxFace`` registers zeros), not at
+    AdaFace's 20 / 100. The gate carries no gradient (z_hat is computed from detached norms).
 
-    The public configs do not give the gate constants; our defaults are ``gate_threshold=0.25``
-    (q = 0.25 is z_hat = -0.5, about 1.5 EMA standard deviations below the mean norm at h = 0.333)
-    and ``gate_steepness=40`` (g = 0.12 at q = 0.2, 0.88 at q = 0.3): high-quality rows keep the
-    full AdaFace logits, low-quality rows have their identity logits (and gradients) switched off
-    and learn through :class:`mrface.losses.contrastive.QGFaceContrastive` instead.
+    The public configs do not give q_thr; ``gate_threshold = 0.25`` (q = 0.25 is z_hat = -0.5, about 1.5 EMA
+    standard deviations below the mean norm at h = 0.333) is our documented choice: rows above it keep
+    the AdaFace logits, rows well below it have their identity logits switched off and learn through
+    :class:`mrface.losses.contrastive.QGFaceContrastive` instead.
     """
 
     def __init__(self, s: float = 64.0, m: float = 0.4, h: float = 0.333, momentum: float = 0.01,
-                 eps: float = 1e-3, gate_threshold: float = 0.25, gate_steepness: float = 40.0
-                 ) -> None:
+                 eps: float = 1e-3, gate_threshold: float = 0.25) -> None:
         super().__init__(s, m, h, momentum, eps)
         if not 0 <= gate_threshold <= 1:
             raise ValueError(f"gate_threshold must be in [0, 1], got {gate_threshold}")
-        _check_positive("gate_steepness", gate_steepness)
-        self.gate_threshold, self.gate_steepness = float(gate_threshold), float(gate_steepness)
+        self.gate_threshold = float(gate_threshold)
+        self.batch_mean.zero_()
+        self.batch_std.zero_()
 
     def gate(self, z_hat: Tensor) -> Tensor:
-        """(B,) gate in (0, 1) from z_hat (B,)."""
-        return torch.sigmoid(self.gate_steepness * ((z_hat + 1) / 2 - self.gate_threshold))
+        """(B,) gate in (0, 1] from z_hat (B,): sigmoid(2 s (q - gate_threshold)), or 1 when the threshold is 0."""
+        if self.gate_threshold == 0:
+            return torch.ones_like(z_hat)
+        return torch.sigmoid(2.0 * self.s * ((z_hat + 1) / 2 - self.gate_threshold))
+
+    def quality(self, norms: Tensor) -> Tensor:
+        """(B,) z_hat of ``norms`` (B,) under the current EMAs, without updating them (the public
+        ``margin_scaler`` the head returns to the contrastive term)."""
+        safe = _f32(norms.detach()).clamp(1e-3, 100.0)
+        return (self.h * (safe - self.batch_mean) / (self.batch_std + self.eps)).clamp(-1.0, 1.0)
 
     def rows(self, cos_y: Tensor, valid: Tensor, norms: Tensor | None = None) -> RowTransform:
         if norms is None:
@@ -417,5 +428,4 @@ class QGFace(AdaFace):
                                    cos_hi=1 - self.eps, stats=stats)
 
     def extra_repr(self) -> str:
-        return (super().extra_repr()
-                + f", gate_threshold={self.gate_threshold}, gate_steepness={self.gate_steepness}")
+        return super().extra_repr() + f", gate_threshold={self.gate_threshold}"

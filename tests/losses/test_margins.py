@@ -249,18 +249,36 @@ def test_magface_lambda_g_feasibility_warning():
 
 
 def test_qgface_gate_scales_whole_row(generator):
+    """The public gate: 1 / (1 + exp(-(z_hat + 2 (0.5 - quality_scale)) s)) on every logit of the row."""
+    s = 4.0  # small s: the gate takes intermediate values for these norms
     cos = torch.rand(6, 5, generator=generator, dtype=torch.float64) * 1.6 - 0.8
     labels = torch.randint(0, 5, (6,), generator=generator)
-    head = QGFace(S, m=0.4, h=0.333, gate_threshold=0.25, gate_steepness=40.0).eval()
+    head = QGFace(s, m=0.4, h=0.333, gate_threshold=0.25).eval()
     head.batch_mean.fill_(30.0)
     head.batch_std.fill_(5.0)
     norms = torch.tensor([1.0, 10.0, 20.0, 25.0, 30.0, 60.0], dtype=torch.float64)
     out = head(cos.float(), labels, norms.float())
     z = (0.333 * (norms - 30) / (5 + 1e-3)).clamp(-1, 1)
-    gate = 1 / (1 + torch.exp(-40 * ((z + 1) / 2 - 0.25)))
-    expected = _adaface_expected(cos, labels, z) * gate[:, None]
+    gate = 1 / (1 + torch.exp(-(z + 2 * (0.5 - 0.25)) * s))
+    theta = torch.acos(cos.clamp(-1 + 1e-3, 1 - 1e-3))
+    onehot = torch.zeros_like(cos).scatter_(1, labels[:, None], 1.0)
+    angle = (theta - onehot * 0.4 * z[:, None]).clamp(1e-3, math.pi - 1e-3)
+    target = torch.cos(angle) - onehot * (0.4 + 0.4 * z[:, None])
+    expected = target * s * gate[:, None]
     _close(out, expected)
-    assert gate[0] < 1e-3 and gate[-1] > 0.999
+    assert 0.01 < gate[2] < 0.99  # steepness 2 s: not a hard step at s = 4
+
+
+def test_qgface_ema_starts_at_zero_and_zero_threshold_is_no_gate():
+    head = QGFace(64.0, gate_threshold=0.0).train()
+    assert head.batch_mean.item() == 0.0 and head.batch_std.item() == 0.0
+    norms = torch.tensor([10.0, 20.0, 30.0])
+    cos = torch.full((3, 4), 0.3)
+    labels = torch.tensor([0, 1, 2])
+    out = head(cos, labels, norms)
+    # First step from zero EMAs: mean 0.01 * 20, std 0.01 * 10 (unbiased), as SoftmaxFace updates them.
+    assert head.batch_mean.item() == pytest.approx(0.2) and head.batch_std.item() == pytest.approx(0.1)
+    assert out[0, 3].item() == pytest.approx(64.0 * 0.3, rel=1e-6)  # gate 1: plain s * cos
 
 
 def test_get_head_published_defaults():

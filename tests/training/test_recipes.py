@@ -17,7 +17,7 @@ from mrface.training.config import RecipeError, TrainConfig, list_recipes, load_
 def test_every_recipe_loads_and_validates(name):
     cfg = load_recipe(name)
     assert isinstance(cfg, TrainConfig)
-    assert cfg.stage in ("trunk", "distill", "dcr", "coreset")
+    assert cfg.stage in ("trunk", "distill", "dcr", "coreset", "qgface")
     assert "${" not in to_yaml(cfg)  # interpolations resolved in the run directory's copy
     with torch.device("meta"):  # the model and margin arguments fit their constructors
         get_model(cfg.model.name, **cfg.model.args)

@@ -1,0 +1,182 @@
+"""The qgface stage: paired views as the public RandomRescale (checked against torch's own interpolation),
+rank-independent and reproducible per step; the loss drops on a fixed batch with the contrastive term
+active; an interrupted run resumes exactly, queue included; the recipes load; bad settings are named."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import TINY, env_1thread, losses, run_module, weights
+from PIL import Image
+from stage_helpers import faces, sigterm_after_step
+from torch.utils.data import TensorDataset
+
+from mrface.data.synthface import SynthFace
+from mrface.models import load_model
+from mrface.training.config import RecipeError, load_recipe
+from mrface.training.stage_qgface import DOWN_FILTERS, UP_FILTERS, PairedViews, jpeg_roundtrip
+from mrface.training.trainer import train
+
+RUN = [*TINY, "head.name=qgface", "qgface.queue_size=24"]
+
+
+def _cfg(*overrides):
+    return load_recipe("synthface_tiny_qgface", [*RUN, *overrides])
+
+
+def test_views_follow_random_rescale_and_do_not_depend_on_the_rank_split(generator):
+    x = torch.rand(8, 3, 112, 112, generator=generator) * 2 - 1
+    whole = PairedViews((0.1, 0.5), True, 7, 0, 1, 1)
+    halves = [PairedViews((0.1, 0.5), True, 7, r, 2, 1) for r in range(2)]
+    clean, low = whole(x, 3, 0)
+    parts = [v(x[4 * r : 4 * r + 4], 3, 0) for r, v in enumerate(halves)]
+    assert torch.equal(torch.cat([p[0] for p in parts]), clean) and torch.equal(torch.cat([p[1] for p in parts]), low)
+    again = whole(x, 3, 0)
+    assert torch.equal(again[1], low) and not torch.equal(whole(x, 4, 0)[1], low)  # per-step draws
+
+    d = whole.draws(64, 112, 3, 0)
+    assert d["sides"].min() >= 11 and d["sides"].max() <= 55  # int(U(0.1, 0.5) * 112)
+    assert set(d["down"].tolist()) == set(range(5)) and set(d["up"].tolist()) == set(range(5))
+    # An image drawn bilinear (antialiased) down and bilinear up equals torch's own interpolation.
+    d = whole.draws(8, 112, 3, 0)
+    hits = [i for i in range(8) if DOWN_FILTERS[d["down"][i]] == "bilinear_aa" and UP_FILTERS[d["up"][i]] == "bilinear"]
+    for i in hits:
+        s = int(d["sides"][i])
+        ref = F.interpolate(x[i : i + 1], size=(s, s), mode="bilinear", antialias=True, align_corners=False)
+        ref = F.interpolate(ref, size=(112, 112), mode="bilinear", align_corners=False)[0]
+        ref = ref.flip(-1) if d["flip_low"][i] else ref
+        torch.testing.assert_close(low[i], ref, rtol=1e-4, atol=1e-4)
+    for i in range(8):
+        torch.testing.assert_close(clean[i], x[i].flip(-1) if d["flip_clean"][i] else x[i], rtol=0, atol=0)
+
+
+def _pil_jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """(3, h, w) normalised image -> PIL JPEG round trip (as the public RandomRescale saves and reopens it)."""
+    pixels = (x * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="jpeg", quality=quality)
+    return torch.from_numpy(np.array(Image.open(buf))).permute(2, 0, 1).float() / 127.5 - 1.0
+
+
+def test_jpeg_step_equals_pil_and_sits_between_down_and_up():
+    small = torch.from_numpy(SynthFace(seed=0).render(np.array([3]), np.array([1]))[0].copy()).permute(2, 0, 1)
+    small = F.interpolate(small[None].float() / 127.5 - 1, size=(23, 23), mode="bilinear", antialias=True)[0]
+    ours = jpeg_roundtrip(small[None], 75)[0]
+    ref = _pil_jpeg(small, 75)
+    assert (ref - small).abs().max() > 0.1  # q75 visibly changes a 23 px face
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-6)
+
+    x = torch.rand(8, 3, 112, 112, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    views = PairedViews((0.1, 0.5), False, 7, 0, 1, 1, jpeg_quality=75)
+    _, low = views(x, 2, 0)
+    d = views.draws(8, 112, 2, 0)
+    hits = [i for i in range(8) if DOWN_FILTERS[d["down"][i]] == "bilinear_aa" and UP_FILTERS[d["up"][i]] != "lanczos"]
+    assert hits, "no image drew bilinear_aa down at this seed"
+    for i in hits:
+        s = int(d["sides"][i])
+        ref = F.interpolate(x[i : i + 1], size=(s, s), mode="bilinear", antialias=True, align_corners=False)[0]
+        mode = UP_FILTERS[d["up"][i]]
+        kw = {} if mode == "nearest" else {"align_corners": False}
+        ref = F.interpolate(_pil_jpeg(ref, 75)[None], size=(112, 112), mode=mode, **kw)[0]
+        torch.testing.assert_close(low[i], ref, rtol=0, atol=2e-2)  # 2.5 grey levels: uint8 rounding before the JPEG
+
+
+def _one_batch() -> TensorDataset:
+    data = faces()
+    pick = torch.arange(0, 32, 4)
+    ds = TensorDataset(data.tensors[0][pick], data.tensors[1][pick])
+    ds.num_classes = 8
+    return ds
+
+
+def test_loss_drops_on_a_fixed_batch_with_the_contrastive_term_active(tmp_path):
+    out = tmp_path / "run"
+    # momentum 1: the norm statistics are the batch's own, so about half of the pairs fall under q_thr 0.6
+    cfg = _cfg("head.args.momentum=1.0", "head.args.gate_threshold=0.6", "schedule.kind=constant",
+               "optim.lr=0.05", "train.max_steps=8", f"output={out}")  # fmt: skip
+    result = train(cfg, dataset=_one_batch())
+    assert result.steps == 8
+    assert result.losses[-1] < result.losses[0] - 0.3, result.losses
+    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines() if r.strip()]
+    gates = [r["qgface/pair_gate"] for r in rows if "qgface/pair_gate" in r]
+    assert max(gates) > 0, gates
+    assert rows[-1]["qgface/queue_fill"] == 1.0  # 16 entries per step into 24 slots
+    model = load_model(out / "model.safetensors")
+    assert model.embedding_size == 32
+
+
+def test_interrupted_run_resumes_exactly_with_its_queue(tmp_path, monkeypatch):
+    data = faces()  # 32 images, batch 8: 4 steps per epoch
+    common = ["train.max_steps=5", "schedule.warmup_epochs=0.5", "head.args.momentum=1.0",
+              "head.args.gate_threshold=0.6"]  # fmt: skip
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(_cfg(*common, f"output={straight}"), dataset=data)
+    with monkeypatch.context() as m:
+        sigterm_after_step(m, 2)
+        first = train(_cfg(*common, f"output={resumed}"), dataset=data)
+    assert first.interrupted and first.steps == 2
+    state2 = torch.load(resumed / "checkpoints" / "step_00000002" / "state_rank0.pt", weights_only=True)["extra"]
+    assert int(state2["fill"]) == 24 and (state2["queue_labels"] >= 0).all()  # wrapped after 2 steps of 16
+    train(_cfg(*common, f"output={resumed}", "resume=auto"), dataset=data)
+
+    assert losses(resumed) == losses(straight)
+    a, b = weights(resumed / "model.safetensors"), weights(straight / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    states = [torch.load(r / "checkpoints" / "step_00000005" / "state_rank0.pt", weights_only=True)["extra"]
+              for r in (resumed, straight)]  # fmt: skip
+    for key in ("queue", "queue_labels", "queue_proxies", "fill", "batch_mean"):
+        assert torch.equal(states[0][key], states[1][key]), key
+
+
+def test_recipes_load_and_bad_settings_are_named(tmp_path):
+    paper = load_recipe("qgface_ms1mv2_r50")
+    assert paper.stage == "qgface" and paper.head.name == "qgface" and paper.model.name == "adaface_ir50"
+    assert paper.qgface.queue_size % (2 * 512) == 0  # whole enqueued blocks of the global batch 512
+    assert load_recipe("synthface_tiny_qgface").qgface.scale == [0.1, 0.5]
+    with pytest.raises(RecipeError, match="augment.kind='adaface' must be none"):
+        _cfg("augment.kind=adaface")
+    with pytest.raises(RecipeError, match=r"qgface.scale=\[0.5, 0.1\]"):
+        _cfg("qgface.scale=[0.5,0.1]")
+    with pytest.raises(RecipeError, match="qgface.jpeg_quality=101"):
+        _cfg("qgface.jpeg_quality=101")
+    with pytest.raises(ValueError, match="head.name='adaface'"):
+        train(_cfg("head.name=adaface", "train.max_steps=1", f"output={tmp_path / 'a'}"))
+    with pytest.raises(ValueError, match="qgface.args=.* do not fit QGFaceContrastive"):
+        train(_cfg("qgface.args.colour=1", "train.max_steps=1", f"output={tmp_path / 'b'}"))
+
+
+DIST_RUN = [*RUN, "train.max_steps=3", "model.freeze_bn=true", "optim.clip_grad=2.0", "schedule.warmup_epochs=0.5",
+            "data.synth_identities=9", "head.args.momentum=1.0", "head.args.gate_threshold=0.6"]  # fmt: skip
+
+
+@pytest.mark.distributed
+def test_two_gloo_ranks_match_one_process(tmp_path):
+    """Each rank enqueues the global batch (public sync_GPU) in global-batch order: queue 24 is not a multiple of
+    the 32 entries enqueued per step, so the truncated block must be ordered as one process orders it."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_module(["synthface_tiny_qgface", *DIST_RUN, "data.batch_size=16", f"output={one}"])
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "mrface.training", "synthface_tiny_qgface", *DIST_RUN, "data.batch_size=8",
+                           f"output={two}"], capture_output=True, text=True, env=env_1thread())  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert losses(two) == pytest.approx(losses(one), rel=1e-4, abs=1e-5)
+    rows = [json.loads(r) for r in (one / "metrics.jsonl").read_text().splitlines() if r.strip()]
+    assert max(r.get("qgface/pair_gate", 0) for r in rows) > 0  # the contrastive term took part
+    w1, w2 = weights(one / "model.safetensors"), weights(two / "model.safetensors")
+    for key in w1:
+        scale = float(w1[key].float().abs().max())
+        torch.testing.assert_close(w2[key], w1[key], rtol=0, atol=1e-3 * scale + 1e-6, msg=key)
+    ck1, ck2 = one / "checkpoints" / "step_00000003", two / "checkpoints" / "step_00000003"
+    q1 = torch.load(ck1 / "state_rank0.pt", weights_only=True)["extra"]
+    for r in range(2):
+        q2 = torch.load(ck2 / f"state_rank{r}.pt", weights_only=True)["extra"]
+        assert torch.equal(q2["queue_labels"], q1["queue_labels"]), r
+        torch.testing.assert_close(q2["queue"], q1["queue"], rtol=0, atol=1e-4)
+        torch.testing.assert_close(q2["queue_proxies"], q1["queue_proxies"], rtol=0, atol=1e-4)
