@@ -140,8 +140,13 @@ def _cmd_survface(args: argparse.Namespace) -> int:
 
 
 def _cmd_ijb(args: argparse.Namespace) -> int:
+    from mrface.eval import ijb_mixed_cli
     from mrface.eval.ijb import IjbFlags
     from mrface.eval.ijb_protocol import evaluate_ijb
+
+    if ijb_mixed_cli.wants_mixed(args):
+        return ijb_mixed_cli.run(args)
+    args.variant = args.variant or "nist"
 
     flags = IjbFlags(flip=args.test_flip, norm_weighting=args.norm_weighting, detector_score=args.detector_score)
     model = _start(args)
@@ -221,8 +226,12 @@ def register(sub: argparse._SubParsersAction, clear_errors: Any) -> None:
     j.add_argument("--upsample", action="store_true", help="with --resolution: back to 112 through the trunk")
     j.add_argument("--fars", type=_fractions, default=ROC_FARS)
     j.add_argument("--no-1n", action="store_true", help="skip 1:N (no 1:N csv files needed)")
-    j.add_argument("--variant", default="nist", choices=OPEN_SET_VARIANTS)
+    j.add_argument("--variant", default="nist", choices=OPEN_SET_VARIANTS,
+                   help="1:N rule (default nist; insightface_1n with --pair/--matrix, as the BTNet script)")
     j.add_argument("--rank", type=int, default=1)
     j.add_argument("--fpirs", type=_fractions, default=(0.01, 0.1))
     j.add_argument("--chunk", type=int, default=2048, help="images aligned and embedded at a time")
+    from mrface.eval import ijb_mixed_cli
+
+    ijb_mixed_cli.add_arguments(j)
     j.set_defaults(func=clear_errors(_cmd_ijb))
