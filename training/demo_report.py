@@ -5,7 +5,8 @@ Each cell is a 10-fold verification accuracy; trunk only (the low-resolution fac
 SAME pairs and folds, so the gain is measured per fold and its uncertainty is the paired one:
 ``se = std(fold gains, ddof=1) / sqrt(10)``, 95 % interval ``gain ± t(0.975, 9) · se``. This is the
 pair-sampling uncertainty of ONE trained model; seed-to-seed training variation comes on top (the
-README gives the spread over seeds). A gain whose interval holds 0 is reported as "within noise".
+README gives the spread over seeds). A gain whose interval holds 0 is reported as "within noise"
+(112&112: "same path", both are the trunk).
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def summarise(folds: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, An
         out[pair] = {"trunk_only": float(t.mean()), "btnet": float(b.mean()),
                      "trunk_only_se": float(t.std(ddof=1) / np.sqrt(k)), "btnet_se": float(b.std(ddof=1) / np.sqrt(k)),
                      "gain": gain, "gain_se": gain_se, "gain_ci95": [lo, hi],
-                     "verdict": "BTNet better" if lo > 0 else "trunk better" if hi < 0 else "within noise"}  # fmt: skip
+                     "verdict": ("same path" if not d.any() else "BTNet better" if lo > 0 else "trunk better" if hi < 0
+                                 else "within noise")}  # fmt: skip
     return out
 
 
@@ -91,23 +93,27 @@ def plot_table_png(summary: dict[str, dict[str, Any]], path: str | os.PathLike, 
 
     pairs = [p for p in PAIRS_ORDER if p in summary]
     x = np.arange(len(pairs))
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
     try:
+        lows, highs = [], []
         for i, (key, label) in enumerate((("trunk_only", "trunk only (upsampled)"), ("btnet", "BTNet (branches)"))):
-            vals = [100 * summary[p][key] for p in pairs]
-            err = [100 * T95 * summary[p][f"{key}_se"] for p in pairs]
+            vals = np.array([100 * summary[p][key] for p in pairs])
+            err = np.array([100 * T95 * summary[p][f"{key}_se"] for p in pairs])
             ax.bar(x + (i - 0.5) * 0.38, vals, 0.38, yerr=err, capsize=3, label=label)
+            lows.append(vals - err)
+            highs.append(vals + err)
+        top = np.max(highs, axis=0)
         for j, p in enumerate(pairs):
             s = summary[p]
-            ax.annotate(f"{100 * s['gain']:+.1f}\n{s['verdict']}", (j, 100 * max(s["btnet"], s["trunk_only"]) + 2),
-                        ha="center", fontsize=7)  # fmt: skip
+            ax.annotate(f"{100 * s['gain']:+.1f}\n{s['verdict']}", (j, top[j] + 1), ha="center", va="bottom",
+                        fontsize=7)  # fmt: skip
         ax.set_xticks(x, pairs)
-        ax.set_ylim(40, 108)
+        ax.set_ylim(max(0.0, float(np.min(lows)) - 5), float(np.max(top)) + 12)
         ax.set_xlabel("resolution pair (px)")
         ax.set_ylabel("10-fold accuracy % (bars: 95 % interval over folds)")
         ax.set_title(title, fontsize=9)
         ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(fontsize=8, loc="lower left")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         fig.tight_layout()
         tmp = os.fspath(path) + ".tmp.png"
         fig.savefig(tmp)
