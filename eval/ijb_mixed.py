@@ -275,11 +275,11 @@ def plot_matrix_png(rows: list[dict[str, Any]], path: str | os.PathLike, title: 
         ax.set_xticks(x, labels)
         ax.set_xlabel("resolution setting (view 1 & view 2, px)")
         ax.set_ylabel("%")
-        ax.set_ylim(0, 105)
+        ax.set_ylim(0, 118)
         ax.set_title(title)
         ax.grid(True, axis="y", alpha=0.3)
         if metrics:
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=8, loc="upper center", ncol=2)
         fig.tight_layout()
         tmp = os.fspath(path) + ".tmp.png"
         fig.savefig(tmp)
