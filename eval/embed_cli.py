@@ -33,6 +33,8 @@ def _errors(command: str, func: Any) -> Any:
 def _cmd_embed(args: argparse.Namespace) -> int:
     from mrface.eval.embed import FaceEmbedder
 
+    if Path(args.out).suffix not in (".npy", ".safetensors"):
+        raise ValueError(f"--out {args.out}: expected a .npy (with a .json beside it) or .safetensors file name")
     embedder = FaceEmbedder(args.model, resolution=args.resolution, flip=args.flip, indicator=args.indicator,
                             strategy=args.strategy, batch_size=args.batch_size, amp=args.amp, device=args.device,
                             progress=not args.quiet)  # fmt: skip
