@@ -14,6 +14,7 @@ import numpy as np
 
 from mrface.eval.extract import FLIP_MODES
 from mrface.eval.identification import CMC_LEVELS, GALLERY_MODES
+from mrface.eval.ijb import IjbFlags
 from mrface.eval.metrics import OPEN_SET_VARIANTS, ROC_FARS
 from mrface.eval.search import BACKENDS
 from mrface.models.branch_select import INDICATORS, STRATEGIES
@@ -140,9 +141,9 @@ def _cmd_survface(args: argparse.Namespace) -> int:
     return _write(args, "survface", "QMUL-SurvFace", model, res.settings, res.summary(), [table], [plot])
 
 
-def _cmd_ijb(args: argparse.Namespace) -> int:
+def ijb_flags_from_args(args: argparse.Namespace) -> IjbFlags:
+    """The IJB test-mode flags: a ``--preset`` with any explicit flag overriding it, or all three flags."""
     from mrface.eval.ijb import IjbFlags
-    from mrface.eval.ijb_protocol import evaluate_ijb
 
     given = {"flip": args.test_flip, "norm_weighting": args.norm_weighting, "detector_score": args.detector_score}
     base = IjbFlags.preset(args.preset).as_dict() if args.preset else {}
@@ -150,7 +151,17 @@ def _cmd_ijb(args: argparse.Namespace) -> int:
     if missing:
         raise ValueError(f"ijb: give --preset (arcface_torch or btnet) or all of --test-flip, --norm-weighting, "
                          f"--detector-score (missing: {', '.join(missing)})")  # fmt: skip
-    flags = IjbFlags(**{**base, **{k: v for k, v in given.items() if v is not None}})
+    return IjbFlags(**{**base, **{k: v for k, v in given.items() if v is not None}})
+
+
+def _cmd_ijb(args: argparse.Namespace) -> int:
+    from mrface.eval import ijb_mixed_cli
+    from mrface.eval.ijb_protocol import evaluate_ijb
+
+    flags = ijb_flags_from_args(args)
+    if ijb_mixed_cli.wants_mixed(args):
+        return ijb_mixed_cli.run(args, flags)
+    args.variant = args.variant or "nist"
     model = _start(args)
     res = evaluate_ijb(model, args.root, flags, name=args.name, resolution=args.resolution, upsample=args.upsample,
                        options=_options(args, flip="none"), fars=args.fars, one_to_n=not args.no_1n,
@@ -235,8 +246,12 @@ def register(sub: argparse._SubParsersAction, clear_errors: Any) -> None:
     j.add_argument("--upsample", action="store_true", help="with --resolution: back to 112 through the trunk")
     j.add_argument("--fars", type=_fractions, default=ROC_FARS)
     j.add_argument("--no-1n", action="store_true", help="skip 1:N (no 1:N csv files needed)")
-    j.add_argument("--variant", default="nist", choices=OPEN_SET_VARIANTS)
+    j.add_argument("--variant", default="nist", choices=OPEN_SET_VARIANTS,
+                   help="1:N rule (default nist; insightface_1n with --pair/--matrix, as the BTNet script)")
     j.add_argument("--rank", type=int, default=1)
     j.add_argument("--fpirs", type=_fractions, default=(0.01, 0.1))
     j.add_argument("--chunk", type=int, default=2048, help="images aligned and embedded at a time")
+    from mrface.eval import ijb_mixed_cli
+
+    ijb_mixed_cli.add_arguments(j)
     j.set_defaults(func=clear_errors(_cmd_ijb))

@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES = {
     "demo": "mrface.training.demo",
     "train": "mrface.training.cli",
     "eval": "mrface.eval.cli",
+    "embed": "mrface.eval.embed_cli",  # registers embed and search
     "export": "mrface.export.cli",
     "bench": "mrface.bench",
 }

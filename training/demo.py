@@ -29,6 +29,10 @@ from typing import Any
 
 import torch
 
+from mrface.training.demo_report import PAIRS_ORDER, TABLE_COLUMNS, format_table
+
+__all__ = ["PAIRS_ORDER", "register", "run", "run_demo", "format_table"]
+
 DEFAULT_OUT = "mrface_demo"
 
 
@@ -52,7 +56,6 @@ SIZES = {
     "full": DemoSize(identities=64, images=32, pairs=1000, val_identities=300, trunk_epochs=3, distill_epochs=12,
                      batch_size=64),
 }  # fmt: skip
-PAIRS_ORDER = ("112&28", "112&14", "112&7", "28&28", "14&14", "7&7", "112&112")
 
 
 class DemoInterrupted(RuntimeError):
@@ -75,7 +78,7 @@ def _say(message: str) -> None:
 
 def _common(size: DemoSize, rec: Path, seed: int) -> list[str]:
     return [f"seed={seed}", "data.kind=rec", f"data.path={rec}", f"data.batch_size={size.batch_size}",
-            "train.progress=false", "train.tensorboard=false", "train.log_every=10"]  # fmt: skip
+            "train.progress=true", "train.tensorboard=false", "train.log_every=10"]  # fmt: skip
 
 
 def export_onnx_if_available(model: Any, out: Path) -> dict[str, Any]:
@@ -86,24 +89,6 @@ def export_onnx_if_available(model: Any, out: Path) -> dict[str, Any]:
     result = export(model.eval(), out)
     graphs = [{"file": str(g.path), **g.parity.to_dict()} for g in result.graphs]
     return {"status": "ok", "out_dir": str(result.out_dir), "graphs": graphs}
-
-
-def crossres_table(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """crossres_matrix rows -> {pair: {"trunk_only": acc, "btnet": acc}} (fractions)."""
-    table: dict[str, dict[str, float]] = {}
-    for row in rows:
-        key = "trunk_only" if row["mode"] == "upsampled" else "btnet"
-        table.setdefault(row["pair"], {})[key] = row["average"]
-    return table
-
-
-def format_table(table: dict[str, dict[str, float]]) -> str:
-    lines = ["| pair | trunk only (upsampled) | BTNet (branches) | gain |", "|---|---:|---:|---:|"]
-    for pair in PAIRS_ORDER:
-        if pair in table:
-            t, b = table[pair]["trunk_only"], table[pair]["btnet"]
-            lines.append(f"| {pair} | {100 * t:.2f} | {100 * b:.2f} | {100 * (b - t):+.2f} |")
-    return "\n".join(lines)
 
 
 def _train_stage(recipe: str, overrides: list[str], out: Path, what: str) -> None:
@@ -122,8 +107,9 @@ def run_demo(out: Path, quick: bool, seed: int = 0, export: bool = True) -> dict
     from mrface.data.bins import load_bin
     from mrface.data.synth_writer import write_synth
     from mrface.eval.report import new_report, write_report
-    from mrface.eval.verification import ExtractOptions, crossres_matrix
+    from mrface.eval.verification import ExtractOptions
     from mrface.models import load_model
+    from mrface.training.demo_report import fold_matrix, plot_table_png, summarise, table_rows
 
     size = SIZES["quick" if quick else "full"]
     start = time.perf_counter()
@@ -146,8 +132,9 @@ def run_demo(out: Path, quick: bool, seed: int = 0, export: bool = True) -> dict
     model = load_model(out / "distill" / "model.safetensors")
     pairs = load_bin(data.bins[112])
     options = ExtractOptions(flip="pre_norm_vector_add", filter="bilinear", batch_size=200)
-    rows = crossres_matrix(model, {"synthface": pairs}, (112, 28, 14, 7), baseline=True, options=options)
-    table = crossres_table(rows)
+    folds = fold_matrix(model, pairs, (112, 28, 14, 7), options)
+    summary = summarise(folds)
+    table = {p: {"trunk_only": s["trunk_only"], "btnet": s["btnet"]} for p, s in summary.items()}
 
     export_status: dict[str, Any] = {"status": "skipped", "reason": "--no-export"}
     if export:
@@ -163,15 +150,25 @@ def run_demo(out: Path, quick: bool, seed: int = 0, export: bool = True) -> dict
                 "threads": torch.get_num_threads()}  # fmt: skip
     report = new_report("demo", "mrface demo: cross-resolution verification on SynthFace (held-out identities)",
                         settings=settings, model=json.loads(model.metadata.to_json()),
-                        results={"table": table, "rows": rows, "export": export_status})  # fmt: skip
+                        results={"table": table, "uncertainty": summary, "export": export_status,
+                                 "fold_accuracies": {p: {k: v.tolist() for k, v in f.items()}
+                                                     for p, f in folds.items()}})  # fmt: skip
     report["tables"].append({
-        "title": "Verification accuracy (%) at resolution pairs, 10-fold",
-        "columns": ["pair", "trunk only (upsampled)", "BTNet (branches)", "gain"],
-        "rows": [[p, round(100 * table[p]["trunk_only"], 2), round(100 * table[p]["btnet"], 2),
-                  round(100 * (table[p]["btnet"] - table[p]["trunk_only"]), 2)] for p in PAIRS_ORDER if p in table],
+        "title": (f"Verification accuracy (%) at resolution pairs, 10-fold on {size.pairs} held-out pairs, seed "
+                  f"{seed}. ± is the standard error over folds; the gain is paired (same pairs, same folds) and "
+                  "its 95 % interval covers pair sampling only, not seed-to-seed training variation"),
+        "columns": TABLE_COLUMNS, "rows": table_rows(summary),
     })  # fmt: skip
     files = write_report(out / "report", report)
-    return {"table": table, "report_files": files, "export": export_status, "seconds": time.perf_counter() - start}
+    png = out / "report" / "crossres_table.png"
+    try:
+        plot_table_png(summary, png, f"mrface demo{' --quick' if quick else ''} (seed {seed}, {size.pairs} pairs): "
+                                     "trunk only vs BTNet")  # fmt: skip
+        files.append(png)
+    except ImportError:
+        _say("    matplotlib is not installed: crossres_table.png skipped (pip install 'mrface[plot]')")
+    return {"table": table, "summary": summary, "report_files": files, "export": export_status,
+            "seconds": time.perf_counter() - start}  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -187,9 +184,13 @@ def run(args: argparse.Namespace) -> int:
 
         return INTERRUPTED_EXIT_CODE
     print()
-    print(format_table(result["table"]))
+    print(format_table(result["summary"]))
+    print("(± standard error over the 10 folds; the interval covers pair sampling, not seed-to-seed variation)")
     print()
     print(f"report: {', '.join(str(p) for p in result['report_files'])}")
+    png = [p for p in result["report_files"] if p.name == "crossres_table.png"]
+    if png:
+        print(f"plot: {png[0]}")
     print(f"models: {out / 'trunk' / 'model.safetensors'} (TNet), {out / 'distill' / 'model.safetensors'} (BTNet)")
     print(f"time: {result['seconds']:.0f} s")
     return 0
