@@ -32,11 +32,14 @@ def test_cli_exports_latest_complete_checkpoint(tmp_path, faces, capsys):
     _checkpoint(run, 20, seed=20, complete=False)  # killed mid-write: must be ignored
     out = tmp_path / "onnx"
     code = main(["export", "--model", str(run), "--format", "onnx", "--out", str(out), "--resolutions", "7",
-                 "--batch-sizes", "1", "3", "--threads", "2"])  # fmt: skip
+                 "--batch-sizes", "1", "3", "--threads", "2", "--accuracy-pairs", "20"])  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
     assert "btnet_tiny_r7" in printed and "ok" in printed
+    assert "10-fold accuracy" in printed and "on 20 held-out SynthFace pairs" in printed
     manifest = json.loads((out / "manifest.json").read_text())
+    accuracy = manifest["graphs"][0]["accuracy"]
+    assert accuracy["pairs"] == 20 and accuracy["drop"] == accuracy["accuracy_fp32"] - accuracy["accuracy"]
     assert [g["file"] for g in manifest["graphs"]] == ["btnet_tiny_r7.onnx"]
     x = latest.preprocess(faces[:3], size=7)
     emb = ort_session(out / "btnet_tiny_r7.onnx", threads=2).run(["embedding"], {"input": x.numpy()})[0]
