@@ -36,6 +36,42 @@ def input_adapter_nodes(graph: Any) -> list[str]:
     raise ExportError("fp16 conversion: the graph has no Conv node; not an mrface face model graph")
 
 
+def float32_tensors(proto: Any, ops: tuple[str, ...]) -> set[str]:
+    """Outputs of the nodes the block list keeps in float32 (their type is float32 by construction)."""
+    return {o for n in proto.graph.node if n.op_type in ops for o in n.output}
+
+
+def _drop_cast_round_trips(proto: Any, float32: set[str]) -> None:
+    """Cast(fp16) -> Cast(fp32) after a float32 node becomes one Identity (no rounding of the norm output).
+
+    The converter makes every graph output float16 inside and casts it back at the edge, which would
+    round the float32 ``norm`` to FP16 precision on its way out.
+    """
+    from onnx import TensorProto
+
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    consumers: dict[str, int] = {}
+    for n in proto.graph.node:
+        for i in n.input:
+            consumers[i] = consumers.get(i, 0) + 1
+    dead = []
+    for node in proto.graph.node:
+        if node.op_type != "Cast" or node.attribute[0].i != TensorProto.FLOAT:
+            continue
+        first = producers.get(node.input[0])
+        if first is None or first.op_type != "Cast" or first.attribute[0].i != TensorProto.FLOAT16:
+            continue
+        if first.input[0] not in float32:
+            continue
+        node.op_type = "Identity"
+        del node.attribute[:]
+        node.input[0] = first.input[0]
+        if consumers.get(first.output[0], 0) == 1 and first.output[0] not in {o.name for o in proto.graph.output}:
+            dead.append(first)
+    for node in dead:
+        proto.graph.node.remove(node)
+
+
 def convert_fp16(src: str | Path, dst: str | Path, io_dtype: str = "float32") -> Path:
     """Write the FP16 version of float32 graph ``src`` to ``dst`` (see module docstring); returns ``dst``."""
     import onnx
@@ -60,6 +96,7 @@ def convert_fp16(src: str | Path, dst: str | Path, io_dtype: str = "float32") ->
     model = OnnxModel(half)
     model.topological_sort()  # the converter appends its Cast nodes at the end
     half = model.model
+    _drop_cast_round_trips(half, float32_tensors(half, FP32_OPS))
     onnx.checker.check_model(half, full_check=True)
     onnx.save(half, str(dst))
     return Path(dst)

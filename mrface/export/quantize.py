@@ -2,8 +2,9 @@
 
 ONNX Runtime's static quantiser (``onnxruntime.quantization.quantize_static``) in QDQ format:
 ``QuantizeLinear``/``DequantizeLinear`` pairs around the quantised layers, signed INT8 with zero
-points 0 for weights (per output channel) and activations (per tensor, symmetric) -- the form
-TensorRT's explicit quantisation, OpenVINO and most NPUs consume. Activation ranges come from
+points 0 for weights (per output channel) and activations (per tensor, symmetric), biases left
+in float32 (no INT32 bias Q/DQ, which TensorRT does not take) -- the form TensorRT's explicit
+quantisation, OpenVINO and most NPUs consume. Activation ranges come from
 calibration batches run through the float graph with one of three methods: ``minmax`` (observed
 range), ``entropy`` (KL-optimal clip) or ``percentile`` (99.999th percentile of |x|).
 
@@ -109,7 +110,7 @@ def quantize_int8(
                     quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTISED_OPS), per_channel=True,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=keep,
                     calibrate_method=calibrate_method,
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
                 )  # fmt: skip
             except Exception as exc:  # noqa: BLE001 - the quantiser raises many types; re-raise with context
                 raise ExportError(f"int8 quantisation of {src.name} failed: {exc}\n{log.getvalue()[-2000:]}") from exc
