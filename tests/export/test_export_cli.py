@@ -74,3 +74,13 @@ def test_cli_run_folder_without_checkpoint(tmp_path, capsys):
     code = main(["export", "--model", str(tmp_path / "run"), "--out", str(tmp_path / "o")])
     assert code == 2
     assert "complete checkpoint" in capsys.readouterr().err
+
+
+def test_cli_precision_arguments_checked_before_loading(tmp_path, capsys):
+    code = main(["export", "--model", "btnet_tiny", "--out", str(tmp_path / "o"), "--precision", "int8", "--fp16-io"])
+    assert code == 2
+    assert "fp16 I/O applies to precision fp16 only (precision=int8)" in capsys.readouterr().err
+    code = main(["export", "--model", "btnet_tiny", "--out", str(tmp_path / "o"), "--calib", str(tmp_path)])
+    assert code == 2
+    assert "calibration faces apply to precision int8 only" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
