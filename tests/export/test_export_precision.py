@@ -206,3 +206,15 @@ def test_precision_option_errors(btnet, tmp_path):
     with pytest.raises(ExportError, match="calibration faces apply to precision int8 only"):
         export_model(btnet, tmp_path / "o", ExportOptions(precision="fp16", calib_dir=tmp_path))
     assert not (tmp_path / "o").exists()
+
+
+def test_runner_serves_an_fp16_export(fp16_export, btnet, faces):
+    import cv2
+
+    from mrface.export.runner import OnnxFaceRunner
+
+    small = [cv2.resize(f, (14, 14), interpolation=cv2.INTER_AREA) for f in faces[:9]]
+    out = OnnxFaceRunner(fp16_export.out_dir, threads=2)(small)
+    assert out.branches == [14] * 9 and out.embeddings.dtype == np.float32
+    ref = torch_embedding(btnet, btnet.preprocess(np.stack(small), size=14), 14)
+    assert cosine(out.embeddings, ref).min() >= 0.9999
