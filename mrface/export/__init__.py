@@ -10,7 +10,8 @@ Public API::
 
 Modules, one job each: ``paths`` (deployable per-resolution modules), ``spec`` (GraphSpec),
 ``graph`` (input adapter: baked preprocessing, AveragePool degradation, outputs), ``onnx``
-(export + metadata props), ``session`` (onnxruntime), ``parity`` (checks vs PyTorch),
+(export + metadata props), ``precision`` (FP16 graphs), ``quantize`` (INT8 Q/DQ graphs),
+``session`` (onnxruntime), ``parity`` (checks vs PyTorch), ``accuracy`` (10-fold on held-out pairs),
 ``artefacts`` (atomic publishing, manifest), ``exporter`` (export_model), ``loading`` (--model),
 ``routing`` (face -> path grouping), ``runner`` (OnnxFaceRunner), ``trt_config``,
 ``calibration``, ``engine_meta`` (TensorRT-free logic), ``tensorrt`` (thin TensorRT layer,

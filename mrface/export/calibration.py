@@ -1,5 +1,12 @@
 """INT8 calibration data: faces from a folder or SynthFace, batched in the graph's input format.
 
+Per path (:func:`path_calibration_faces`): crops of any size from ``--calib DIR`` are routed like
+the runners route faces (size indicator -> branch); a path gets the crops routed to it, or, when
+fewer than ``min_routed`` are, every crop resized to its input (bigger crops shrunk with cv2
+INTER_AREA, which is how low-resolution faces arise). Each path then keeps at most ``count`` of
+them, chosen by a seeded permutation, so calibration is reproducible for a seed. SynthFace
+calibration faces (seed 1 by default, never the parity faces of seed 0) go to every path.
+
 :class:`CalibrationBatches` yields arrays shaped ``spec.input_shape(batch)`` prepared exactly as
 the parity check prepares graph inputs (:func:`mrface.export.parity.graph_inputs`), so the
 calibrator sees what the deployed graph will see. Full batches only (TensorRT's calibrator
@@ -53,6 +60,56 @@ def load_face_folder(folder: str | Path, limit: int | None = None, size: int = F
             im = cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         out[i] = im[:, :, ::-1]
     return out
+
+
+def load_face_crops(folder: str | Path) -> tuple[list[np.ndarray], list[Path]]:
+    """Image files under ``folder`` (recursive, sorted) at their own sizes -> (RGB uint8 HxWx3 list, files)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ExportError(f"calibration folder {folder}: not a directory")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise ExportError(f"calibration folder {folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    crops = []
+    for path in files:
+        im = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if im is None:
+            raise ExportError(f"calibration image {path}: unreadable (expected an image OpenCV can decode)")
+        crops.append(np.ascontiguousarray(im[:, :, ::-1]))
+    return crops, files
+
+
+def resize_square(im: np.ndarray, size: int) -> np.ndarray:
+    """HxWx3 uint8 -> size x size (cv2 INTER_AREA shrinking, INTER_LINEAR enlarging)."""
+    if im.shape[:2] == (size, size):
+        return im
+    shrink = im.shape[0] * im.shape[1] > size * size
+    return cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def path_calibration_faces(
+    crops: list[np.ndarray],
+    resolutions: tuple[int, ...],
+    resolution: int,
+    input_size: int,
+    *,
+    count: int,
+    seed: int = 0,
+    min_routed: int = 32,
+    indicator: str = "max",
+    strategy: str = "ceil",
+) -> tuple[np.ndarray, dict[str, object]]:
+    """Calibration faces for one path (see module docstring) -> (RGB uint8 (n, S, S, 3), provenance)."""
+    from mrface.models.branch_select import choose_branches
+
+    if count < 1:
+        raise ExportError(f"calibration size {count}: expected >= 1")
+    branches = choose_branches([(im.shape[1], im.shape[0]) for im in crops], resolutions, indicator, strategy)
+    routed = [i for i, b in enumerate(branches) if b == resolution]
+    chosen, source = (routed, "routed") if len(routed) >= min_routed else (list(range(len(crops))), "all resized")
+    order = np.random.default_rng(seed).permutation(len(chosen))[:count]
+    faces = np.stack([resize_square(crops[chosen[k]], input_size) for k in order])
+    return faces, {"source": source, "routed": len(routed), "used": len(order), "seed": seed}
 
 
 def synthface_calibration(count: int, seed: int = 1) -> np.ndarray:

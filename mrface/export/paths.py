@@ -7,8 +7,9 @@ BatchNorm copies (``branch_bn=True``) put in place of the trunk's. The result is
 cleanly for ONNX export. Any other :class:`~mrface.models.FaceModel` (iResNet, MobileFaceNet) has
 a single path at ``input_size``.
 
-Paths are deep copies in eval mode with autocast switched off (exported graphs are float32; FP16
-is the TensorRT builder's job), so exporting never changes the caller's model.
+Paths are deep copies in eval mode with autocast switched off (graphs are exported in float32 and
+converted to FP16 / INT8 afterwards, see ``precision`` and ``quantize``), so exporting never
+changes the caller's model.
 """
 
 from __future__ import annotations

@@ -82,8 +82,9 @@ class OnnxFaceRunner:
         out = np.empty((len(faces), self.metadata.embedding_size), dtype=np.float32)
         branches = [0] * len(faces)
         for group in groups:
-            emb = self.sessions[group.resolution].run(["embedding"], {INPUT_NAME: group.batch.numpy()})[0]
-            out[group.indices] = emb
+            feed = group.batch.numpy().astype(self.specs[group.resolution].input_dtype, copy=False)
+            emb = self.sessions[group.resolution].run(["embedding"], {INPUT_NAME: feed})[0]
+            out[group.indices] = emb  # float16 outputs (fp16 I/O graphs) widen to float32 here
             for i in group.indices:
                 branches[i] = group.resolution
         return RunnerOutput(out, branches)

@@ -21,6 +21,8 @@ from mrface.export.errors import ExportError
 from mrface.models.metadata import COLOR_ORDERS
 
 INPUT_FORMATS = ("float_nchw", "uint8_nhwc")
+PRECISIONS = ("fp32", "fp16", "int8")
+IO_DTYPES = ("float32", "float16")
 OUTPUT_NAMES = ("embedding", "norm")
 INPUT_NAME = "input"
 
@@ -39,6 +41,9 @@ class GraphSpec:
         outputs: ``("embedding",)`` or ``("embedding", "norm")``; embedding (N, E) float32,
             norm (N, 1) float32 = L2 norm of the un-normalised embedding.
         opset: ONNX opset of the graph.
+        precision: arithmetic of the graph body: ``fp32``; ``fp16`` (strongly typed FP16, input
+            adapter and norm output in float32); ``int8`` (QuantizeLinear/DequantizeLinear pairs).
+        io_dtype: dtype of float input and of the outputs: ``float32``, or ``float16`` (fp16 only).
     """
 
     name: str
@@ -49,6 +54,8 @@ class GraphSpec:
     input_color_order: str | None = None
     outputs: tuple[str, ...] = ("embedding",)
     opset: int = 18
+    precision: str = "fp32"
+    io_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         if self.kind not in ("trunk", "branch", "model"):
@@ -73,11 +80,22 @@ class GraphSpec:
         object.__setattr__(self, "outputs", outputs)
         if self.opset < 17:
             raise ExportError(f"opset={self.opset}: expected 17 or newer")
+        if self.precision not in PRECISIONS:
+            raise ExportError(f"precision={self.precision!r}: expected one of {PRECISIONS}")
+        if self.io_dtype not in IO_DTYPES:
+            raise ExportError(f"io_dtype={self.io_dtype!r}: expected one of {IO_DTYPES}")
+        if self.io_dtype == "float16" and self.precision != "fp16":
+            raise ExportError(f"io_dtype=float16 needs precision fp16 (got {self.precision})")
 
     @property
     def degrade_factor(self) -> int:
         """Box-filter factor applied inside the graph (1 = none)."""
         return self.input_size // self.resolution
+
+    @property
+    def input_dtype(self) -> str:
+        """numpy dtype name of the graph input: ``uint8``, ``float16`` or ``float32``."""
+        return "uint8" if self.input_format == "uint8_nhwc" else self.io_dtype
 
     def input_shape(self, batch: int) -> tuple[int, int, int, int]:
         """Shape of the graph input for ``batch`` faces."""

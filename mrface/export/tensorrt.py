@@ -1,6 +1,6 @@
 """TensorRT engines for exported graphs: build, load, run, and route faces to branch engines.
 
-A thin layer over TensorRT's documented Python API (10.x; 11.x for FP32), imported lazily so this
+A thin layer over TensorRT's documented Python API (10.x and 11.x), imported lazily so this
 module imports without TensorRT. What needs TensorRT and a GPU -- :func:`build_engine`,
 :class:`TensorRTEngine`, :func:`make_calibrator` -- is exercised only by ``gpu``-marked tests; all
 logic around it (profiles, calibration batching, metadata, routing) lives in TensorRT-free modules
@@ -32,7 +32,7 @@ from mrface.export.errors import ExportError
 from mrface.export.onnx import read_onnx_metadata
 from mrface.export.routing import route_faces, split_batches
 from mrface.export.spec import INPUT_NAME
-from mrface.export.trt_config import EngineBuildConfig, check_precision_supported
+from mrface.export.trt_config import EngineBuildConfig, build_mode
 from mrface.models.metadata import ModelMetadata
 from mrface.models.multires import check_route_options, normalised_faces
 
@@ -94,11 +94,14 @@ def build_engine(
 ) -> EngineMetadata:
     """Build ``engine_path`` (+ ``<engine>.json``) from an mrface ONNX graph; returns the metadata."""
     trt = _trt()
-    check_precision_supported(config.precision, trt.__version__)
     model_meta, spec = read_onnx_metadata(onnx_path)
+    if spec.precision != config.graph_precision:
+        raise ExportError(f"{onnx_path}: a {spec.precision} graph, but the build config says {config.graph_precision}")
+    mode = build_mode(config.precision, spec.precision, trt.__version__)
     logger = _logger(trt)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)
+    strongly_typed = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(strongly_typed if mode == "strong" else 0)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -108,9 +111,9 @@ def build_engine(
     profile = builder.create_optimization_profile()
     profile.set_shape(INPUT_NAME, *config.profile.shapes(spec))
     build.add_optimization_profile(profile)
-    if config.precision in ("fp16", "int8"):
+    if mode == "flags" and config.precision in ("fp16", "int8"):
         build.set_flag(trt.BuilderFlag.FP16)  # INT8 engines keep FP16 for layers without INT8 kernels
-    if config.precision == "int8":
+    if mode == "flags" and config.precision == "int8":
         if calibration is None:
             raise ExportError("precision=int8 needs calibration images (a folder or SynthFace)")
         build.set_flag(trt.BuilderFlag.INT8)
@@ -140,7 +143,8 @@ def build_engine(
         profile=config.profile,
         tensorrt_version=trt.__version__,
         device_name=torch.cuda.get_device_name(),
-        build=config.to_dict() | ({"calibration_batches": len(calibration)} if calibration is not None else {}),
+        build=config.to_dict() | {"mode": mode, "io_dtype": spec.io_dtype}
+        | ({"calibration_batches": len(calibration)} if calibration is not None and mode == "flags" else {}),
     )
     write_engine_metadata(engine_path, meta)
     return meta
@@ -183,19 +187,22 @@ class TensorRTEngine:
         if tuple(x.shape[1:]) != spec.input_shape(1)[1:]:
             raise ExportError(f"{self.meta.engine_file}: input {tuple(x.shape)}, expected {spec.input_shape(-1)}")
         self.meta.profile.check_batch(int(x.shape[0]), self.meta.engine_file)
+        io = torch.float16 if spec.io_dtype == "float16" else torch.float32
+        if spec.input_format == "float_nchw":
+            x = x.to(io)
         x = x.to(self.device).contiguous()
         self.context.set_input_shape(INPUT_NAME, tuple(x.shape))
         self.context.set_tensor_address(INPUT_NAME, x.data_ptr())
         results = {}
         for name in self.outputs:
             shape = tuple(self.context.get_tensor_shape(name))
-            results[name] = torch.empty(shape, dtype=torch.float32, device=self.device)
+            results[name] = torch.empty(shape, dtype=io, device=self.device)
             self.context.set_tensor_address(name, results[name].data_ptr())
         stream = torch.cuda.current_stream(self.device)
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise ExportError(f"{self.meta.engine_file}: execute_async_v3 failed")
         x.record_stream(stream)
-        return results["embedding"]
+        return results["embedding"].float()
 
 
 class TensorRTEmbedder:

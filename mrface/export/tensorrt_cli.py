@@ -3,7 +3,9 @@
 Layout: ``OUT/onnx/`` (as ``--format onnx`` writes it) and ``OUT/trt_<precision>/`` with
 ``<graph>.engine``, ``<graph>.engine.json`` (engine metadata incl. parity) and ``manifest.json``,
 published atomically once every engine passes parity against PyTorch (cosine >= 0.9999 fp32,
-0.999 fp16, 0.99 int8). Needs TensorRT and a GPU (unverified in CI; see deploy/README.md).
+0.999 fp16, 0.99 int8). ``--precision fp16|int8`` exports FP16 / Q/DQ graphs and builds them
+strongly typed (TensorRT 10 and 11); ``--fp16`` / ``--int8`` build float32 graphs with TensorRT
+10's builder flags. Needs TensorRT and a GPU (unverified in CI; see deploy/README.md).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from mrface.export.artefacts import MANIFEST, staged_output, write_json_atomic
 from mrface.export.calibration import CalibrationBatches, load_face_folder, synthface_calibration
 from mrface.export.engine_meta import write_engine_metadata
+from mrface.export.errors import ExportError
 from mrface.export.exporter import ExportOptions, export_model, synthface_images
 from mrface.export.loading import load_for_export
 from mrface.export.parity import compare_runtime
@@ -27,9 +30,16 @@ from mrface.export.trt_config import BatchProfile, EngineBuildConfig
 
 def build_engines_from_args(args: argparse.Namespace, options: ExportOptions, out: Path) -> int:
     """Run the whole TensorRT export for parsed CLI ``args`` (see module docstring); returns 0."""
-    precision = "int8" if args.int8 else ("fp16" if args.fp16 else "fp32")
+    flag_precision = "int8" if args.int8 else ("fp16" if args.fp16 else "fp32")
+    if options.precision != "fp32" and flag_precision != "fp32":
+        raise ExportError(
+            f"--precision {options.precision} with --{flag_precision}: the graph's precision decides "
+            "(strong typing); the --fp16/--int8 flags apply to float32 graphs on TensorRT 10"
+        )
+    precision = options.precision if options.precision != "fp32" else flag_precision
     profile = BatchProfile(args.min_batch, args.opt_batch, args.max_batch)
     config = EngineBuildConfig(precision=precision, profile=profile, calibrator=args.calibrator,
+                               graph_precision=options.precision,
                                calibration_batch=min(32, profile.max),
                                timing_cache=Path(args.timing_cache) if args.timing_cache else None)  # fmt: skip
     model = load_for_export(args.model)
@@ -37,7 +47,7 @@ def build_engines_from_args(args: argparse.Namespace, options: ExportOptions, ou
     images = options.parity_images if options.parity_images is not None else synthface_images(64)
     batch_sizes = [b for b in options.batch_sizes if profile.min <= b <= profile.max] or [profile.opt]
     calib_images = None
-    if precision == "int8":
+    if config.needs_calibrator:
         calib_images = load_face_folder(args.calib_dir, args.calib_count) if args.calib_dir else \
             synthface_calibration(args.calib_count)  # fmt: skip
     with staged_output(out / f"trt_{precision}", "--out") as staging:

@@ -4,10 +4,16 @@ An engine built from an mrface graph has one optimisation profile over the batch
 (min <= opt <= max); the other input dimensions are fixed by the graph spec. Precision support by
 TensorRT major version (documented API; see deploy/README.md):
 
-* TensorRT 10: ``fp32``; ``fp16`` via ``BuilderFlag.FP16``; ``int8`` via ``BuilderFlag.INT8`` and an
-  implicit-quantisation calibrator (entropy or minmax; deprecated since 10.1 but present).
-* TensorRT >= 11: weak typing and calibrators are removed; only ``fp32`` from our float32 graphs
-  (FP16 needs a strongly typed FP16 ONNX, INT8 needs Q/DQ nodes: neither is produced here).
+* **Strongly typed** (TensorRT 10 and 11; the only mode of TensorRT >= 11): the graph's own types
+  decide -- an mrface FP16 graph (``--precision fp16``) gives an FP16 engine, a Q/DQ graph
+  (``--precision int8``) an INT8 engine, a float32 graph an FP32 engine. The network is created
+  with ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` and no precision flag is set.
+* **Builder flags** (TensorRT 10 only, float32 graphs only): ``fp16`` via ``BuilderFlag.FP16``;
+  ``int8`` via ``BuilderFlag.INT8`` and an implicit-quantisation calibrator (entropy or minmax;
+  deprecated since 10.1, removed in 11).
+
+:func:`build_mode` picks the mode from the engine precision, the graph's precision and the
+TensorRT version, and refuses combinations TensorRT cannot build.
 """
 
 from __future__ import annotations
@@ -60,6 +66,8 @@ class EngineBuildConfig:
         calibrator: ``entropy`` (IInt8EntropyCalibrator2) or ``minmax`` (IInt8MinMaxCalibrator).
         calibration_batch: images per calibration batch (<= profile.max).
         timing_cache: file read before and written after the build (None: no cache).
+        graph_precision: precision of the ONNX graph (``GraphSpec.precision``); an fp16/int8 graph
+            is built strongly typed and ``precision`` must equal it.
     """
 
     precision: str = "fp16"
@@ -68,18 +76,29 @@ class EngineBuildConfig:
     calibrator: str = "entropy"
     calibration_batch: int = 32
     timing_cache: Path | None = None
+    graph_precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ExportError(f"precision={self.precision!r}: expected one of {PRECISIONS}")
+        if self.graph_precision not in PRECISIONS:
+            raise ExportError(f"graph_precision={self.graph_precision!r}: expected one of {PRECISIONS}")
+        if self.graph_precision != "fp32" and self.precision != self.graph_precision:
+            raise ExportError(f"precision={self.precision} from a {self.graph_precision} graph: a reduced-precision "
+                              "graph is built strongly typed, at its own precision")  # fmt: skip
         if self.calibrator not in CALIBRATORS:
             raise ExportError(f"calibrator={self.calibrator!r}: expected one of {CALIBRATORS}")
         if self.workspace_mib < 1:
             raise ExportError(f"workspace_mib={self.workspace_mib}: expected >= 1")
-        if self.precision == "int8" and not 1 <= self.calibration_batch <= self.profile.max:
+        if self.needs_calibrator and not 1 <= self.calibration_batch <= self.profile.max:
             raise ExportError(
                 f"calibration_batch={self.calibration_batch}: must be within 1..{self.profile.max} (profile max)"
             )
+
+    @property
+    def needs_calibrator(self) -> bool:
+        """INT8 from a float32 graph (TensorRT 10 flags); a Q/DQ graph carries its own scales."""
+        return self.precision == "int8" and self.graph_precision == "fp32"
 
     @property
     def min_cosine(self) -> float:
@@ -99,14 +118,30 @@ def tensorrt_major(version: str) -> int:
         raise ExportError(f"TensorRT version {version!r}: not a version string") from None
 
 
-def check_precision_supported(precision: str, version: str) -> None:
-    """Raise a clear error when ``precision`` cannot be built by TensorRT ``version`` from our graphs."""
+def build_mode(precision: str, graph_precision: str, version: str) -> str:
+    """``"strong"`` (strongly typed network, no precision flags) or ``"flags"`` (TensorRT 10 builder flags).
+
+    Raises a clear error when TensorRT ``version`` cannot build ``precision`` from a
+    ``graph_precision`` graph (see module docstring).
+    """
     major = tensorrt_major(version)
     if major < 10:
         raise ExportError(f"TensorRT {version}: mrface targets the TensorRT 10/11 Python API (name-based tensors)")
-    if major >= 11 and precision != "fp32":
-        raise ExportError(
-            f"precision={precision} with TensorRT {version}: TensorRT 11 removed BuilderFlag.FP16/INT8 and "
-            "calibrators (strong typing only); mrface does not yet export FP16 or Q/DQ-quantised ONNX. "
-            "Use --precision fp32 or TensorRT 10."
-        )
+    if graph_precision != "fp32":
+        if precision != graph_precision:
+            raise ExportError(f"precision={precision} from a {graph_precision} graph: build it at {graph_precision}")
+        return "strong"
+    if precision == "fp32" or major >= 11:
+        if precision != "fp32":
+            raise ExportError(
+                f"precision={precision} from a float32 graph with TensorRT {version}: TensorRT 11 removed "
+                "BuilderFlag.FP16/INT8 and calibrators (strong typing only). Export the graph itself at that "
+                f"precision: mrface export --format tensorrt --precision {precision}"
+            )
+        return "strong" if major >= 11 else "flags"
+    return "flags"
+
+
+def check_precision_supported(precision: str, version: str, graph_precision: str = "fp32") -> None:
+    """Raise a clear error when ``precision`` cannot be built by TensorRT ``version`` (see :func:`build_mode`)."""
+    build_mode(precision, graph_precision, version)

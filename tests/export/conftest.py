@@ -39,7 +39,7 @@ def faces() -> np.ndarray:
 def float_export(btnet, faces, tmp_path_factory):
     """Every path of ``btnet`` as float-input graphs, parity-checked at batch 1, 7, 64."""
     out = tmp_path_factory.mktemp("float") / "btnet"
-    return export_model(btnet, out, ExportOptions(parity_images=faces, threads=2))
+    return export_model(btnet, out, ExportOptions(parity_images=faces, threads=2, accuracy_pairs=0))
 
 
 @pytest.fixture(scope="session")
@@ -47,5 +47,5 @@ def u8_export(btnet, faces, tmp_path_factory):
     """Trunk and 14 px branch with baked preprocessing: BGR uint8 112x112 input, norm output."""
     out = tmp_path_factory.mktemp("u8") / "btnet"
     options = ExportOptions(resolutions=[112, 14], uint8_input=True, input_color_order="BGR", degrade_from=112,
-                            with_norm=True, parity_images=faces, threads=2)  # fmt: skip
+                            with_norm=True, parity_images=faces, threads=2, accuracy_pairs=0)  # fmt: skip
     return export_model(btnet, out, options)

@@ -32,11 +32,14 @@ def test_cli_exports_latest_complete_checkpoint(tmp_path, faces, capsys):
     _checkpoint(run, 20, seed=20, complete=False)  # killed mid-write: must be ignored
     out = tmp_path / "onnx"
     code = main(["export", "--model", str(run), "--format", "onnx", "--out", str(out), "--resolutions", "7",
-                 "--batch-sizes", "1", "3", "--threads", "2"])  # fmt: skip
+                 "--batch-sizes", "1", "3", "--threads", "2", "--accuracy-pairs", "20"])  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
     assert "btnet_tiny_r7" in printed and "ok" in printed
+    assert "10-fold accuracy" in printed and "on 20 held-out SynthFace pairs" in printed
     manifest = json.loads((out / "manifest.json").read_text())
+    accuracy = manifest["graphs"][0]["accuracy"]
+    assert accuracy["pairs"] == 20 and accuracy["drop"] == accuracy["accuracy_fp32"] - accuracy["accuracy"]
     assert [g["file"] for g in manifest["graphs"]] == ["btnet_tiny_r7.onnx"]
     x = latest.preprocess(faces[:3], size=7)
     emb = ort_session(out / "btnet_tiny_r7.onnx", threads=2).run(["embedding"], {"input": x.numpy()})[0]
@@ -71,3 +74,13 @@ def test_cli_run_folder_without_checkpoint(tmp_path, capsys):
     code = main(["export", "--model", str(tmp_path / "run"), "--out", str(tmp_path / "o")])
     assert code == 2
     assert "complete checkpoint" in capsys.readouterr().err
+
+
+def test_cli_precision_arguments_checked_before_loading(tmp_path, capsys):
+    code = main(["export", "--model", "btnet_tiny", "--out", str(tmp_path / "o"), "--precision", "int8", "--fp16-io"])
+    assert code == 2
+    assert "fp16 I/O applies to precision fp16 only (precision=int8)" in capsys.readouterr().err
+    code = main(["export", "--model", "btnet_tiny", "--out", str(tmp_path / "o"), "--calib", str(tmp_path)])
+    assert code == 2
+    assert "calibration faces apply to precision int8 only" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -49,3 +49,23 @@ def test_cpp_preprocessing_matches_python(edge_build, tmp_path, size, r):
     meta = ModelMetadata(architecture="x")  # insightface preset: RGB, mean 0.5, std 0.5
     ref = resize_face(normalised_faces([face], meta, "RGB")[0], r, antialias=False)
     torch.testing.assert_close(torch.from_numpy(got), ref, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(("precision", "io_dtype", "order"), [("int8", "float32", "RGB"), ("fp16", "float16", "BGR")])
+def test_cpp_reads_engine_metadata_written_by_python(edge_build, tmp_path, precision, io_dtype, order):
+    """The runner's metadata reader parses the <engine>.json Python writes (precision, I/O dtype)."""
+    from mrface.export.engine_meta import EngineMetadata, write_engine_metadata
+    from mrface.export.spec import GraphSpec
+    from mrface.export.trt_config import BatchProfile, EngineBuildConfig
+
+    spec = GraphSpec(name=f"m_r14_{precision}", resolution=14, kind="branch", precision=precision, io_dtype=io_dtype)
+    build = EngineBuildConfig(precision=precision, graph_precision=precision).to_dict()
+    meta = EngineMetadata(engine_file="m.engine", onnx_file="m.onnx", onnx_sha256="ab" * 32, spec=spec,
+                          model=ModelMetadata(architecture="x", color_order=order), precision=precision,
+                          profile=BatchProfile(1, 8, 64), tensorrt_version="11.0.0", device_name="GPU",
+                          build=build)  # fmt: skip
+    write_engine_metadata(tmp_path / "m.engine", meta)
+    result = subprocess.run([str(edge_build / "mrface_edge_selftest"), "--engine-info", str(tmp_path / "m.engine")],
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    assert result.stdout.split() == [f"precision={precision}", f"io_dtype={io_dtype}", "input_format=float_nchw",
+                                     "resolution=14", f"color_order={order}"]  # fmt: skip

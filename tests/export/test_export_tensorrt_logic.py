@@ -22,7 +22,7 @@ from mrface.export.errors import ExportError
 from mrface.export.paths import resolution_path
 from mrface.export.spec import GraphSpec
 from mrface.export.tensorrt import TensorRTEmbedder
-from mrface.export.trt_config import BatchProfile, EngineBuildConfig, check_precision_supported
+from mrface.export.trt_config import BatchProfile, EngineBuildConfig, build_mode, check_precision_supported
 from mrface.models import MultiResolutionFaceModel
 
 FLOAT28 = GraphSpec(name="m_r28", resolution=28, kind="branch")
@@ -70,6 +70,36 @@ def test_precision_rules_by_tensorrt_version():
         check_precision_supported("fp16", "11.1.0")
     with pytest.raises(ExportError, match="TensorRT 8.6.1"):
         check_precision_supported("fp32", "8.6.1")
+
+
+@pytest.mark.parametrize(
+    ("precision", "graph", "version", "mode"),
+    [
+        ("fp16", "fp16", "11.1.0", "strong"),  # TensorRT 11: FP16 and Q/DQ graphs build strongly typed
+        ("int8", "int8", "11.0.0", "strong"),
+        ("fp32", "fp32", "11.0.0", "strong"),  # TensorRT 11 has no weak typing at all
+        ("fp16", "fp16", "10.3.0", "strong"),  # TensorRT 10 can take the same strongly typed route
+        ("int8", "int8", "10.3.0", "strong"),
+        ("fp32", "fp32", "10.3.0", "flags"),
+        ("fp16", "fp32", "10.3.0", "flags"),  # ... or its builder flags on a float32 graph
+        ("int8", "fp32", "10.3.0", "flags"),
+    ],
+)
+def test_build_mode(precision, graph, version, mode):
+    assert build_mode(precision, graph, version) == mode
+
+
+def test_build_mode_refusals():
+    with pytest.raises(ExportError, match="--precision int8"):
+        build_mode("int8", "fp32", "11.0.0")
+    with pytest.raises(ExportError, match="build it at fp16"):
+        build_mode("int8", "fp16", "10.3.0")
+    with pytest.raises(ExportError, match="strongly typed, at its own precision"):
+        EngineBuildConfig(precision="fp32", graph_precision="int8")
+    # A Q/DQ graph carries its own scales: no calibrator, so no calibration batch constraint.
+    qdq = EngineBuildConfig(precision="int8", graph_precision="int8", calibration_batch=999)
+    assert not qdq.needs_calibrator and qdq.to_dict()["graph_precision"] == "int8"
+    assert EngineBuildConfig(precision="int8").needs_calibrator
 
 
 # ------------------------------------------------------------------------------------ calibration

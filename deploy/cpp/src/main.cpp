@@ -62,6 +62,8 @@ int main(int argc, char** argv) {
         if (eq == std::string::npos) throw std::invalid_argument("--engine " + v + ": expected R=FILE");
         const int r = std::stoi(v.substr(0, eq));
         engines[r] = std::make_unique<TrtEngine>(v.substr(eq + 1), logger);
+        std::fprintf(stderr, "engine %d px: %s, %s I/O\n", r, engines[r]->info().precision.c_str(),
+                     engines[r]->info().io_dtype.c_str());
         if (engines[r]->resolution() != r) {
           throw std::invalid_argument("--engine " + v + ": the engine takes " +
                                       std::to_string(engines[r]->resolution()) + "px input, not " + std::to_string(r));

@@ -1,11 +1,15 @@
-// One TensorRT engine (TensorRT 10 C++ API, name-based tensors): float NCHW input "input",
-// float output "embedding". Built by `mrface export --format tensorrt` (float-input graphs).
+// One TensorRT engine (TensorRT 10/11 C++ API, name-based tensors): float NCHW input "input",
+// output "embedding". Built by `mrface export --format tensorrt` (float-input graphs). Reads the
+// engine's <engine>.json (precision, io_dtype): FP16-I/O engines get binary16 buffers, converted
+// on the host, so callers always pass and receive float32.
 // UNVERIFIED: compiled and run only where TensorRT is installed (not in mrface CI).
 #pragma once
 
 #include <cuda_runtime_api.h>
 
 #include <NvInfer.h>
+
+#include "mrface_edge/engine_info.h"
 
 #include <memory>
 #include <string>
@@ -23,11 +27,14 @@ class TrtEngine {
   int max_batch() const { return max_batch_; }
   int resolution() const { return resolution_; }
   int embedding_size() const { return embedding_size_; }
+  const EngineInfo& info() const { return info_; }
 
   // batch: n * 3 * r * r floats (host) -> n * embedding_size floats (host); n <= max_batch().
   std::vector<float> run(const std::vector<float>& batch, int n, cudaStream_t stream);
 
  private:
+  EngineInfo info_;
+  bool half_io_ = false;
   std::unique_ptr<nvinfer1::IRuntime> runtime_;
   std::unique_ptr<nvinfer1::ICudaEngine> engine_;
   std::unique_ptr<nvinfer1::IExecutionContext> context_;
