@@ -86,7 +86,9 @@ class NoteBlock:
 
 
 def _area_of(name: str) -> str:
-    return next((s.area for s in SPECS if s.name == name), "other")
+    from mrface.bench_gpu import AREA
+
+    return next((s.area for s in SPECS if s.name == name), AREA.get(name, "other"))
 
 
 def parse_run(payload: object, source: Path) -> Run:
@@ -248,9 +250,14 @@ def _headline_margin_softmax(entry: dict) -> list[tuple[str, str]]:
         key = (r.get("B"), r.get("C"), r.get("D"), r.get("margin"), r.get("dtype"))
         groups.setdefault(key, {})[str(r.get("path"))] = r
     pairs = [(k, g) for k, g in groups.items() if "fused" in g and "reference" in g]
-    if not pairs:
-        return []
-    key, g = max(pairs, key=lambda kg: ((kg[0][0] or 0) * (kg[0][1] or 0), kg[0][3] == "arcface"))
+    out = []
+    for dtype in dict.fromkeys(k[4] for k, _ in pairs):  # one line per weight dtype: its largest shape
+        mine = [(k, g) for k, g in pairs if k[4] == dtype]
+        out += _margin_line(*max(mine, key=lambda kg: ((kg[0][0] or 0) * (kg[0][1] or 0), kg[0][3] == "arcface")))
+    return out
+
+
+def _margin_line(key: tuple, g: dict[str, dict]) -> list[tuple[str, str]]:
     fused, ref = g["fused"], g["reference"]
     b, c, d, margin, dtype = key
     parts = []
@@ -267,7 +274,8 @@ def _headline_margin_softmax(entry: dict) -> list[tuple[str, str]]:
     for path in ("compiled", "liger"):
         if path in g and _num(g[path].get("ms")):
             parts.append(f"{path} {_ms(g[path]['ms'])} ms")
-    what = f"fused margin softmax fwd+bwd, {b}×{c}×{d}, {margin}, {dtype}"
+    backend = f" ({fused['backend']})" if fused.get("backend") else ""
+    what = f"fused margin softmax fwd+bwd, {b}×{c}×{d}, {margin}, {dtype}{backend}"
     return [(what, "; ".join(parts))] if parts else []
 
 
@@ -359,8 +367,28 @@ def _headline_inference(entry: dict) -> list[tuple[str, str]]:
     return out
 
 
+def _headline_tests(entry: dict) -> list[tuple[str, str]]:
+    totals = (entry.get("extra") or {}).get("totals") or {}
+    if not totals:
+        return []
+    failures = (entry.get("extra") or {}).get("failures") or []
+    text = ", ".join(f"{totals.get(k, 0)} {k}" for k in ("passed", "failed", "error", "skipped"))
+    if failures:
+        text += f" (first failure `{failures[0]}`; `-x` stops there)"
+    env = " ".join(f"{k}={v}" for k, v in (entry.get("env") or {}).items())
+    return [("`pytest -m gpu`" + (f" with {env}" if env else ""), text)]
+
+
+def _headline_goals(entry: dict) -> list[tuple[str, str]]:
+    words = {True: "**met**", False: "**not met**", None: "not measured"}
+    return [(f"goal: {r.get('goal')}", f"{words.get(r.get('met'), '?')}: {r.get('measured') or '-'} "
+             f"(target {r.get('target')})") for r in entry["rows"]]  # fmt: skip
+
+
 # (benchmarks whose rows it can use, first preferred; function)
 HEADLINES = (
+    (("gpu_tests",), _headline_tests),
+    (("goals",), _headline_goals),
     (("margin_softmax", "margin_softmax_classes"), _headline_margin_softmax),
     (("degrade",), _headline_degrade),
     (("gumbel_fps", "gumbel_fps_sweep"), _headline_gumbel),
@@ -426,7 +454,7 @@ def _rel(path: Path, start: Path) -> str:
 def _section_order(selected: dict, notes: list[NoteBlock]) -> dict[str, list[str]]:
     names = list(dict.fromkeys([s.name for s in SPECS] + sorted(selected)))
     noted = {b.key for b in notes}
-    order: dict[str, list[str]] = {area: [] for area in (*AREAS, "other")}
+    order: dict[str, list[str]] = {area: [] for area in ("tests", *AREAS, "other")}
     for name in names:
         if name in selected or name in noted:
             order[_area_of(name)].append(name)
