@@ -203,6 +203,8 @@ def run_spec(spec: Spec, bench_dir: Path, run_dir: Path, device: str, quick: boo
         tail = (run_dir / f"{spec.name}.log").read_text().strip().splitlines()[-15:]
         entry |= {"status": "failed", "note": f"exit code {returncode}; log {run_dir / (spec.name + '.log')}"}
         print("\n".join(["    " + line for line in tail]), flush=True)
+        if out_json.is_file():  # a check that wrote its rows and then failed: keep the evidence
+            entry["rows"] = json.loads(out_json.read_text()).get("rows", [])
         return entry
     payload = json.loads(out_json.read_text())
     entry["status"] = "ok"

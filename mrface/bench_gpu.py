@@ -8,6 +8,8 @@ On one CUDA device, in this order, each section a subprocess with its own time b
   Triton margin softmax in float32, float16 and bfloat16, every margin; the CUDA degradation and
   Gumbel-FPS kernels). ``-x`` stops at the first failure; the tests that ran are still recorded, one
   row per test file, failures named;
+* ``margin_half_check``: benchmarks/check_margin_half.py, the accuracy of the half-precision Triton kernels
+  at the shape where float16 failed, with the backward's inner loop pipelined (as before) and not (the fix);
 * ``margin_softmax``: fused margin softmax forward + backward in float32/bfloat16/float16 at 512x100k x512
   and at a Partial FC shard 1024x250k x512 against the materialised reference (time and
   ``torch.cuda.max_memory_allocated``) and Liger-Kernel's fused linear cross-entropy when importable;
@@ -48,6 +50,7 @@ from mrface.bench import BenchError, Spec, find_bench_dir, machine_info, print_t
 
 HALF_ENV = {"MRFACE_MARGIN_TRITON_HALF": "1"}  # the half-precision re-test of the Triton margin kernels
 TOTAL_BUDGET_S = 480  # 8 minutes on one H100 (a 15-minute GPU slot includes the machine start)
+DRY_RUN_SLACK = 5  # the dry run's budgets are this many times the GPU ones: a loaded CI machine starts processes slowly
 
 
 @dataclass(frozen=True)
@@ -62,18 +65,21 @@ class Section:
 
 # GPU arguments (``full``) and the dry run's tiny CPU ones (``quick``) of the same scripts.
 SECTIONS: tuple[Section, ...] = (
-    Section("gpu_tests", 120, env=HALF_ENV),
-    Section("margin_softmax", 90, Spec(
+    Section("gpu_tests", 110, env=HALF_ENV),
+    Section("margin_half_check", 45, Spec("margin_half_check", "kernels", "check_margin_half.py",
+                                          full=("--margins", "arcface", "--configs", "each"),
+                                          quick=("--margins", "arcface")), env=HALF_ENV),
+    Section("margin_softmax", 80, Spec(
         "margin_softmax", "kernels", "bench_margin_softmax.py",
         full=("--dtypes", "float32", "bfloat16", "float16", "--shapes", "512,100000,512", "1024,250000,512",
               "--margins", "arcface", "--paths", "fused", "reference", "liger", "--repeats", "3"),
         quick=("--dtypes", "float32", "bfloat16", "float16", "--shapes", "8,300,32", "--margins", "arcface",
                "--paths", "fused", "reference", "liger", "--repeats", "1", "--in-process")), env=HALF_ENV),
-    Section("degrade", 30, Spec("degrade", "kernels", "bench_degrade.py",
+    Section("degrade", 25, Spec("degrade", "kernels", "bench_degrade.py",
                                 quick=("--batches", "2", "--filters", "area", "--repeats", "1"))),
-    Section("gumbel_fps", 40, Spec("gumbel_fps", "kernels", "bench_gumbel_fps.py",
+    Section("gumbel_fps", 35, Spec("gumbel_fps", "kernels", "bench_gumbel_fps.py",
                                    quick=("--quick", "--dim", "16", "--max-gib", "0.0001"))),
-    Section("train", 120, Spec(
+    Section("train", 110, Spec(
         "train", "train", "bench_train.py",
         full=("--models", "iresnet50", "--batch", "256", "--classes", "100000", "--base", "amp", "channels_last",
               "--amp", "bf16", "--variants", "reference_head", "compile", "recordio", "--workers", "8",
@@ -81,7 +87,7 @@ SECTIONS: tuple[Section, ...] = (
         quick=("--quick", "--batch", "4", "--classes", "50", "--base", "amp", "--amp", "bf16", "--variants",
                "reference_head", "recordio", "--workers", "1", "--record-images", "16", "--distill", "btnet_tiny",
                "--repeats", "1", "--warmup", "0"))),
-    Section("inference", 80, Spec(
+    Section("inference", 75, Spec(
         "inference", "inference", "bench_inference.py",
         full=("--models", "iresnet50", "mobilefacenet", "--batches", "1", "64", "--backends", "eager", "compile",
               "ort", "trt", "--repeats", "10", "--warmup", "2"),
@@ -252,10 +258,15 @@ def versions() -> dict:
     return out
 
 
-def run_gpu_suite(out_dir: Path, bench_dir: Path, dry_run: bool, budget_s: float = TOTAL_BUDGET_S,
+def run_gpu_suite(out_dir: Path, bench_dir: Path, dry_run: bool, budget_s: float | None = None,
                   skip: list[str] | None = None, command: str = "mrface bench gpu") -> Path:  # fmt: skip
-    """Run every section (cuda, or the CPU at tiny sizes with ``dry_run``); write <out>/<stamp>.json; return it."""
+    """Run every section (cuda, or the CPU at tiny sizes with ``dry_run``); write <out>/<stamp>.json; return it.
+
+    ``budget_s``: no section starts after it (default 480 s; the dry run multiplies it and every section's
+    budget by :data:`DRY_RUN_SLACK`)."""
     device = "cpu" if dry_run else "cuda"
+    slack = DRY_RUN_SLACK if dry_run else 1
+    budget_s = budget_s if budget_s is not None else TOTAL_BUDGET_S * slack
     started = time.perf_counter()
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out_dir = out_dir.resolve()
@@ -278,11 +289,11 @@ def run_gpu_suite(out_dir: Path, bench_dir: Path, dry_run: bool, budget_s: float
             entry = {"area": AREA[section.name], "status": "skipped",
                      "note": f"the suite's {budget_s:.0f} s budget was spent"}  # fmt: skip
         elif section.spec is None:
-            entry = run_gpu_tests(section, bench_dir.parent, run_dir, dry_run, min(section.budget_s, left))
+            entry = run_gpu_tests(section, bench_dir.parent, run_dir, dry_run, min(section.budget_s * slack, left))
         else:
-            entry = run_spec(section.spec, bench_dir, run_dir, device, dry_run, timeout=min(section.budget_s, left),
-                             env_extra=section.env or None)  # fmt: skip
-        report["benchmarks"][section.name] = entry | {"budget_s": section.budget_s}
+            entry = run_spec(section.spec, bench_dir, run_dir, device, dry_run,
+                             timeout=min(section.budget_s * slack, left), env_extra=section.env or None)  # fmt: skip
+        report["benchmarks"][section.name] = entry | {"budget_s": section.budget_s * slack}
         path.write_text(json.dumps(report, indent=2))  # what ran so far survives an interrupted suite
     report["benchmarks"]["goals"] = goals_entry(report)
     report["seconds"] = round(time.perf_counter() - started, 1)
@@ -299,8 +310,9 @@ def register_arguments(p: argparse.ArgumentParser) -> None:
     """The ``gpu``-only flags of ``mrface bench``."""
     p.add_argument("--dry-run", action="store_true",
                    help="gpu: the same suite on the CPU at tiny sizes (CI); stores nothing unless --store")  # fmt: skip
-    p.add_argument("--budget-s", type=float, default=TOTAL_BUDGET_S,
-                   help=f"gpu: start no section after this many seconds (default {TOTAL_BUDGET_S})")  # fmt: skip
+    p.add_argument("--budget-s", type=float, default=None,
+                   help=f"gpu: start no section after this many seconds (default {TOTAL_BUDGET_S}; "
+                        f"{DRY_RUN_SLACK}x that with --dry-run)")  # fmt: skip
     p.add_argument("--skip", nargs="+", default=None, choices=[s.name for s in SECTIONS], metavar="SECTION",
                    help=f"gpu: sections to leave out ({', '.join(s.name for s in SECTIONS)})")  # fmt: skip
 
@@ -313,7 +325,7 @@ def run_gpu(args: argparse.Namespace) -> int:
              ("--device", args.device)) if value]  # fmt: skip
     if given:
         raise BenchError(f"gpu: {', '.join(given)} does not apply (the suite fixes its sizes; --dry-run for CPU)")
-    if args.budget_s <= 0:
+    if args.budget_s is not None and args.budget_s <= 0:
         raise BenchError(f"--budget-s must be > 0, got {args.budget_s}")
     if not args.dry_run and not torch.cuda.is_available():
         raise BenchError("gpu: torch sees no CUDA device (torch.cuda.is_available() is False); "
@@ -323,7 +335,7 @@ def run_gpu(args: argparse.Namespace) -> int:
         args.store = args.store or str(bench_dir / "results")
         args.markdown = args.markdown or str(bench_dir.parent / "BENCHMARKS.md")
     command = shlex.join(["mrface", "bench", "gpu"] + (["--dry-run"] if args.dry_run else [])
-                         + ([f"--budget-s={args.budget_s:g}"] if args.budget_s != TOTAL_BUDGET_S else [])
+                         + ([f"--budget-s={args.budget_s:g}"] if args.budget_s is not None else [])
                          + (["--skip", *args.skip] if args.skip else []))  # fmt: skip
     out = Path(args.out or "bench_results")
     path = run_gpu_suite(out, bench_dir, args.dry_run, args.budget_s, args.skip, command)

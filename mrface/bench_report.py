@@ -379,6 +379,21 @@ def _headline_tests(entry: dict) -> list[tuple[str, str]]:
     return [("`pytest -m gpu`" + (f" with {env}" if env else ""), text)]
 
 
+def _headline_half_check(entry: dict) -> list[tuple[str, str]]:
+    out = []
+    rows = [r for r in entry["rows"] if isinstance(r.get("ok"), bool) or r.get("note")]
+    for dtype in dict.fromkeys(str(r.get("dtype")) for r in rows):
+        parts = []
+        for stages in dict.fromkeys(str(r.get("bwd_inner_stages")) for r in rows):
+            mine = [r for r in rows if str(r.get("dtype")) == dtype and str(r.get("bwd_inner_stages")) == stages]
+            worst = max((r["emb_rel_err"] for r in mine if _nonneg(r.get("emb_rel_err")) is not None), default=None)
+            text = f"{sum(r.get('ok') is True for r in mine)}/{len(mine)} configs within tolerance"
+            parts.append(f"inner loop stages {stages}: {text}" + (f" (worst d emb error {worst:.2g})" if worst else ""))
+        shape = next((f"{r['B']}×{r['C']}×{r['D']}" for r in rows if r.get("B")), "?")
+        out.append((f"half-precision Triton margin softmax accuracy, {dtype}, {shape}", "; ".join(parts)))
+    return out
+
+
 def _headline_goals(entry: dict) -> list[tuple[str, str]]:
     words = {True: "**met**", False: "**not met**", None: "not measured"}
     return [(f"goal: {r.get('goal')}", f"{words.get(r.get('met'), '?')}: {r.get('measured') or '-'} "
@@ -389,6 +404,7 @@ def _headline_goals(entry: dict) -> list[tuple[str, str]]:
 HEADLINES = (
     (("gpu_tests",), _headline_tests),
     (("goals",), _headline_goals),
+    (("margin_half_check",), _headline_half_check),
     (("margin_softmax", "margin_softmax_classes"), _headline_margin_softmax),
     (("degrade",), _headline_degrade),
     (("gumbel_fps", "gumbel_fps_sweep"), _headline_gumbel),
