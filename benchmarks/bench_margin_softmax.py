@@ -44,6 +44,7 @@ from common import (
     roofs_line,
     sync,
     write_json,
+    write_partial,
 )
 
 from mrface.losses import get_head
@@ -180,6 +181,7 @@ def main() -> None:
                     row |= roofline(row["ms"] / 1e3 if row["ms"] else None, flops=step_flops(b, c, d),
                                     nbytes=step_bytes(b, c, d, dtype), peak_flops=peaks[dtype], bandwidth=bandwidth)
                     row["note"] = results[row["path"]].get("note") or note
+                write_partial("margin_softmax", rows, args.out)
     print(f"machine: {machine()}  device={device}  dtypes={dtypes}")
     for dtype in dtypes:
         print(roofs_line(bandwidth, peaks[dtype], dtype))

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from common import median_time, print_table, write_json
+from common import median_time, print_table, write_json, write_partial
 
 from mrface.losses import get_head
 from mrface.models import get_model
@@ -313,6 +313,7 @@ def main() -> None:
             base = run_variant(name, base_settings, args, rec)
             rows.append(base | {"vs_base": 1.0})
             print_table(rows[-1:], list(rows[-1]))
+            write_partial("train", rows, args.out)
             for vname in names if name in variant_models else []:
                 variant = derived_variant(vname, base_settings)
                 if variant is None:
@@ -329,6 +330,7 @@ def main() -> None:
                     row["loader_keeps_up"] = row["loader_images_per_s"] >= base["images_per_s"]
                 rows.append(row)
                 print_table(rows[-1:], list(rows[-1]))
+                write_partial("train", rows, args.out)
         for name in args.distill or []:
             try:
                 row = run_distill(name, base_settings, args)
@@ -337,6 +339,7 @@ def main() -> None:
                 print(f"{name} distill: {row['note']}")
             rows.append(row)
             print_table(rows[-1:], list(rows[-1]))
+            write_partial("train", rows, args.out)
     columns = ["model", "variant", "head", "amp", "channels_last", "compile", "data", "batch", "threads",
                "images_per_s", "vs_base", "first_step_s", "loader_images_per_s", "loader_keeps_up", "note"]
     print()

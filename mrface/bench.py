@@ -195,9 +195,11 @@ def run_spec(spec: Spec, bench_dir: Path, run_dir: Path, device: str, quick: boo
     returncode = run_logged(cmd, run_dir, env, run_dir / f"{spec.name}.log", timeout)
     entry["seconds"] = round(time.perf_counter() - start, 1)
     if returncode is None:
-        entry |= {"status": "timeout", "note": f"stopped after its {timeout:.0f} s budget; log "
-                                               f"{run_dir / (spec.name + '.log')}"}  # fmt: skip
-        print(f"    timeout after {entry['seconds']} s", flush=True)
+        rows = json.loads(out_json.read_text()).get("rows", []) if out_json.is_file() else []
+        kept = f"; the {len(rows)} rows finished before are kept" if rows else ""
+        entry |= {"status": "timeout", "rows": rows, "note": f"stopped after its {timeout:.0f} s budget{kept}; log "
+                                                             f"{run_dir / (spec.name + '.log')}"}  # fmt: skip
+        print(f"    timeout after {entry['seconds']} s ({len(rows)} rows kept)", flush=True)
         return entry
     if returncode != 0 or not out_json.is_file():
         tail = (run_dir / f"{spec.name}.log").read_text().strip().splitlines()[-15:]

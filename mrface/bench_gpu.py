@@ -16,7 +16,8 @@ On one CUDA device, in this order, each section a subprocess with its own time b
 * ``degrade`` and ``gumbel_fps``: the CUDA kernels against the ``interpolate`` loop and the copy floor,
   and against the batched PyTorch loop (forward and forward + backward);
 * ``train``: iresnet50, 112 px, batch 256, bf16 AMP + channels_last, 100k classes: fused vs reference
-  head, torch.compile, the RecordIO loader with workers, and one BTNet distillation step (three branches);
+  head, the RecordIO loader with workers, and one BTNet distillation step (three branches);
+  ``train_compile``: the same base row and torch.compile (its own section: compile time is unpredictable);
 * ``inference``: iresnet50 and MobileFaceNet, eager vs torch.compile vs ONNX Runtime (every execution
   provider present) at batch 1 and 64, TensorRT FP16 when importable;
 * ``goals``: the issue's targets checked against the rows just measured (no timing of its own).
@@ -24,8 +25,8 @@ On one CUDA device, in this order, each section a subprocess with its own time b
 Each benchmark section reuses a script of ``benchmarks/`` through :func:`mrface.bench.run_spec`. The
 report (machine, versions, git commit, the command, each section's command, seconds, status) is one JSON;
 by default it is stored in ``benchmarks/results/`` and BENCHMARKS.md is re-rendered from every stored run.
-A section that runs past its budget is stopped (its log kept) and the suite moves on; the whole run stops
-starting sections once ``--budget-s`` is spent.
+A section that runs past its budget is stopped (its log and the rows its script finished are kept) and
+the suite moves on; the whole run stops starting sections once ``--budget-s`` is spent.
 
 ``--dry-run`` runs exactly this on the CPU at tiny sizes (the CI check that the suite works): nothing is
 stored unless ``--store`` is given. Exit code 0 when every section ran and every GPU test passed, 1 otherwise,
@@ -65,11 +66,11 @@ class Section:
 
 # GPU arguments (``full``) and the dry run's tiny CPU ones (``quick``) of the same scripts.
 SECTIONS: tuple[Section, ...] = (
-    Section("gpu_tests", 110, env=HALF_ENV),
-    Section("margin_half_check", 45, Spec("margin_half_check", "kernels", "check_margin_half.py",
+    Section("gpu_tests", 100, env=HALF_ENV),
+    Section("margin_half_check", 40, Spec("margin_half_check", "kernels", "check_margin_half.py",
                                           full=("--margins", "arcface", "--configs", "each"),
                                           quick=("--margins", "arcface")), env=HALF_ENV),
-    Section("margin_softmax", 80, Spec(
+    Section("margin_softmax", 70, Spec(
         "margin_softmax", "kernels", "bench_margin_softmax.py",
         full=("--dtypes", "float32", "bfloat16", "float16", "--shapes", "512,100000,512", "1024,250000,512",
               "--margins", "arcface", "--paths", "fused", "reference", "liger", "--repeats", "3"),
@@ -77,17 +78,24 @@ SECTIONS: tuple[Section, ...] = (
                "--paths", "fused", "reference", "liger", "--repeats", "1", "--in-process")), env=HALF_ENV),
     Section("degrade", 25, Spec("degrade", "kernels", "bench_degrade.py",
                                 quick=("--batches", "2", "--filters", "area", "--repeats", "1"))),
-    Section("gumbel_fps", 35, Spec("gumbel_fps", "kernels", "bench_gumbel_fps.py",
+    Section("gumbel_fps", 30, Spec("gumbel_fps", "kernels", "bench_gumbel_fps.py",
                                    quick=("--quick", "--dim", "16", "--max-gib", "0.0001"))),
-    Section("train", 110, Spec(
+    Section("train", 75, Spec(
         "train", "train", "bench_train.py",
         full=("--models", "iresnet50", "--batch", "256", "--classes", "100000", "--base", "amp", "channels_last",
-              "--amp", "bf16", "--variants", "reference_head", "compile", "recordio", "--workers", "8",
-              "--record-images", "4096", "--distill", "btnet_r50", "--repeats", "5", "--warmup", "2"),
+              "--amp", "bf16", "--variants", "reference_head", "recordio", "--workers", "8", "--record-images",
+              "4096", "--distill", "btnet_r50", "--repeats", "5", "--warmup", "2"),
         quick=("--quick", "--batch", "4", "--classes", "50", "--base", "amp", "--amp", "bf16", "--variants",
                "reference_head", "recordio", "--workers", "1", "--record-images", "16", "--distill", "btnet_tiny",
                "--repeats", "1", "--warmup", "0"))),
-    Section("inference", 75, Spec(
+    # torch.compile in its own section: its compile time cannot cost the other training rows.
+    Section("train_compile", 60, Spec(
+        "train_compile", "train", "bench_train.py",
+        full=("--models", "iresnet50", "--batch", "256", "--classes", "100000", "--base", "amp", "channels_last",
+              "--amp", "bf16", "--variants", "compile", "--repeats", "5", "--warmup", "2"),
+        quick=("--quick", "--batch", "4", "--classes", "50", "--base", "amp", "--amp", "bf16", "--variants",
+               "compile", "--repeats", "1", "--warmup", "0"))),
+    Section("inference", 80, Spec(
         "inference", "inference", "bench_inference.py",
         full=("--models", "iresnet50", "mobilefacenet", "--batches", "1", "64", "--backends", "eager", "compile",
               "ort", "trt", "--repeats", "10", "--warmup", "2"),

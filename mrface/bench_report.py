@@ -153,7 +153,8 @@ def load_runs(inputs: list[str | Path]) -> list[Run]:
 
 
 def _usable(entry: dict) -> bool:
-    return entry.get("status", "ok") == "ok" and bool(entry.get("rows"))
+    """Rows to show: a run that finished, or one stopped by its time budget (the rows it finished)."""
+    return entry.get("status", "ok") in ("ok", "timeout") and bool(entry.get("rows"))
 
 
 def select(runs: list[Run], all_runs: bool = False) -> dict[str, list[tuple[Run, dict]]]:

@@ -530,6 +530,7 @@ def test_gpu_dry_run_benchmark_sections_hold_their_rows(gpu_dry_run):
     assert train["base"]["amp"] == "bf16" and train["reference_head"]["head"] == "reference"
     assert train["recordio"]["loader_images_per_s"] > 0 and train["distill"]["model"] == "btnet_tiny"
     assert all(r["images_per_s"] > 0 for r in train.values())
+    assert [r["variant"] for r in benchmarks["train_compile"]["rows"]] == ["base", "compile"]
     backends = {(r["backend"], r["batch"]) for r in benchmarks["inference"]["rows"]}
     assert backends == {("eager-cpu", 1), ("eager-cpu", 2), ("ort-cpu", 1), ("ort-cpu", 2)}
     assert benchmarks["degrade"]["rows"] and benchmarks["gumbel_fps"]["rows"]
@@ -603,6 +604,24 @@ def test_run_logged_stops_the_whole_process_group_at_its_timeout(tmp_path):
     time.sleep(0.5)
     with pytest.raises(ProcessLookupError):  # the grandchild went with its parent
         os.kill(child, 0)
+
+
+SLOW_STUB = """
+import argparse, json, time
+p = argparse.ArgumentParser()
+p.add_argument("--out")
+a = p.parse_args()
+json.dump({"benchmark": "slow", "partial": True, "rows": [{"size": 1, "ms": 2.0}]}, open(a.out, "w"))
+time.sleep(60)
+"""
+
+
+def test_run_spec_timeout_keeps_the_rows_written_before(tmp_path):
+    (tmp_path / "bench_slow.py").write_text(SLOW_STUB)
+    entry = run_spec(Spec("slow", "kernels", "bench_slow.py"), tmp_path, tmp_path, "cpu", False, timeout=3,
+                     env_extra={"MRFACE_X": "1"})  # fmt: skip
+    assert entry["status"] == "timeout" and entry["rows"] == [{"size": 1, "ms": 2.0}]
+    assert "3 s budget" in entry["note"] and entry["env"] == {"MRFACE_X": "1"} and entry["seconds"] < 30
 
 
 def test_gpu_suite_budget_spent_skips_sections_and_fails(tmp_path):
