@@ -469,7 +469,9 @@ def _rel(path: Path, start: Path) -> str:
 
 
 def _section_order(selected: dict, notes: list[NoteBlock]) -> dict[str, list[str]]:
-    names = list(dict.fromkeys([s.name for s in SPECS] + sorted(selected)))
+    from mrface.bench_gpu import SECTION_NAMES
+
+    names = list(dict.fromkeys([s.name for s in SPECS] + list(SECTION_NAMES) + sorted(selected)))
     noted = {b.key for b in notes}
     order: dict[str, list[str]] = {area: [] for area in ("tests", *AREAS, "other")}
     for name in names:
