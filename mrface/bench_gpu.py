@@ -288,6 +288,10 @@ def run_gpu_suite(out_dir: Path, bench_dir: Path, dry_run: bool, budget_s: float
     run_dir = out_dir / base
     run_dir.mkdir()
     machine = machine_info(bench_dir) | {"versions": versions()}
+    built = machine.get("mrface_C")
+    if not dry_run and not (isinstance(built, dict) and built.get("cuda")):
+        print(f"warning: mrface._C has no CUDA kernels ({built}); the CUDA degrade and Gumbel-FPS rows and tests "
+              "will be missing. Rebuild on this machine: pip install --no-build-isolation --no-deps .", flush=True)
     report: dict = {"suite": "mrface bench gpu", "date": stamp, "command": command, "area": "gpu", "device": device,
                     "quick": dry_run, "machine": machine, "budget_s": budget_s, "benchmarks": {}}  # fmt: skip
     path = out_dir / f"{base}.json"

@@ -305,14 +305,18 @@ def _headline_gumbel(entry: dict) -> list[tuple[str, str]]:
 
 
 VARIANT_WORDS = {"reference_head": "reference head", "amp": "AMP", "channels_last": "channels_last",
-                 "compile": "torch.compile", "recordio": "RecordIO loader"}  # fmt: skip
+                 "compile": "torch.compile", "recordio": "RecordIO loader",
+                 "distill": "BTNet distillation step"}  # fmt: skip
 
 
 def _headline_train(entry: dict) -> list[tuple[str, str]]:
     out = []
     for base in (r for r in entry["rows"] if r.get("variant", "base") == "base" and _num(r.get("images_per_s"))):
         model = base.get("model")
-        text = f"**{base['images_per_s']:.3g} img/s** (fused head, float32, in-memory batch)"
+        precision = f"AMP {base['amp']}" if base.get("amp") not in (None, "none") else "float32"
+        layout = ", channels_last" if base.get("channels_last") else ""
+        setup = f"{base.get('head', 'fused')} head, {precision}{layout}, in-memory batch"
+        text = f"**{base['images_per_s']:.3g} img/s** ({setup})"
         variants = []
         for r in entry["rows"]:
             if r.get("model") != model or r.get("variant") in (None, "base"):
@@ -410,6 +414,7 @@ HEADLINES = (
     (("degrade",), _headline_degrade),
     (("gumbel_fps", "gumbel_fps_sweep"), _headline_gumbel),
     (("train",), _headline_train),
+    (("train_compile",), _headline_train),
     (("scaling",), _headline_scaling),
     (("inference",), _headline_inference),
     (("data",), _headline_data),

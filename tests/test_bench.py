@@ -546,6 +546,8 @@ def test_gpu_dry_run_is_stored_and_rendered(gpu_dry_run):
     assert "## tests" in doc and "### gpu_tests" in doc and "### goals" in doc
     assert "| `pytest -m gpu` with MRFACE_MARGIN_TRITON_HALF=1 | " in doc
     assert "fused margin softmax fwd+bwd, 8×300×32, arcface, float16 (chunked)" in doc
+    assert "(fused head, AMP bf16, in-memory batch); vs base: reference head" in doc
+    assert "BTNet distillation step" in doc and "half-precision Triton margin softmax accuracy, float16" in doc
 
 
 def test_pytest_log_counts_per_file_and_names_failures():
