@@ -179,7 +179,7 @@ def make_distill_step(name: str, device: str, batch: int, classes: int, base: Va
         model = model.to(memory_format=torch.channels_last)
     head = get_head("curricularface", model.embedding_size, classes, fused=base.fused).to(device)
     criterion = BTNetDistillLoss(head, 0.5, 0.5, freeze_classifier=True)
-    resolutions = list(model.resolutions)
+    resolutions = [int(r) for r in model.branches]  # the branch resolutions (model.resolutions adds the trunk's)
     net = BranchStudents(model, resolutions)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
     x_hr = torch.randn(batch, 3, 112, 112, device=device)
