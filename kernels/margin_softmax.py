@@ -22,22 +22,14 @@ statistics are float32. Autotuned on GPU; under TRITON_INTERPRET=1 one small con
 CPU tensors); tests can force any configuration through ``_FORCED_CONFIG``.
 Only APIs common to Triton 3.6-3.9 are used.
 
-The float16 failure on an H100 (257 x 10007 x 512, before the power-of-two scaling: loss right, d
-embeddings relative error 1.5 against 1.3e-3 for the float16 reference; 33 x 1003 x 64 passed; float32
-with FMA dots passed everywhere). Not the arithmetic: the interpreter runs these kernels exactly and a
-torch emulation of their float16 rounding (G / ||w|| and G cast to float16 unscaled, 97% of it subnormal
-or zero) both give 4e-4 at that case, below the reference's own error. So the fault is in the compiled
-tensor-core schedule, and the backward's inner loop over D slices is its one unusual part: with D = 512
-it runs 8 times (once at D = 64, which passed), software-pipelined with the config's num_stages (3-4),
-and each iteration issues two MMAs whose A operands are loop-invariant registers and whose results go
-straight to atomics instead of a loop-carried accumulator (the forward, which passed, accumulates).
-On Hopper such MMAs are asynchronous; a result or a multi-buffered operand slot read before its MMA
-has retired gives exactly this kind of garbage, and the FMA path has no asynchronous MMA. The fix: the
-inner loop is not pipelined (``tl.range(..., num_stages=BWD_INNER_STAGES)`` with 1; the loads are a
-small part of the backward, which is bound by its three GEMMs). This is the most likely cause by
-elimination, not yet an observed one: benchmarks/check_margin_half.py (a section of ``mrface bench gpu``)
-runs that case with the loop pipelined and not, per autotune config, and the half-precision gate in
-mrface/ops/margin_softmax.py stays until it and the GPU tests pass.
+The backward's inner loop over D slices is not software-pipelined (``BWD_INNER_STAGES`` = 1): each
+iteration issues two MMAs with loop-invariant register operands whose results go straight to atomics,
+not to a loop-carried accumulator as in the forward. Compiled pipelined, the float16 backward gave
+wrong d embeddings on an H100 at 257 x 10007 x 512 (8 D slices; no failure was reported at 33 x 1003 x 64, one slice),
+while its arithmetic, run exactly by the interpreter and emulated in torch, is right there: the likely
+cause, unconfirmed on a GPU until benchmarks/check_margin_half.py (in ``mrface bench gpu``) compares
+both schedules (benchmarks/notes.md, margin_softmax, has the analysis). The loads it would overlap are a
+small part of a backward bound by its GEMMs.
 """
 
 from __future__ import annotations
