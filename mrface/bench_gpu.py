@@ -297,11 +297,12 @@ def run_gpu_suite(out_dir: Path, bench_dir: Path, dry_run: bool, budget_s: float
     path = out_dir / f"{base}.json"
     for section in SECTIONS:
         left = budget_s - (time.perf_counter() - started)
+        script = f"benchmarks/{section.spec.script}" if section.spec else "pytest"
         if section.name in (skip or []):
-            entry = {"area": AREA[section.name], "status": "skipped", "note": "--skip"}
+            entry = {"area": AREA[section.name], "script": script, "status": "skipped", "note": "--skip"}
         elif left < 5:
-            entry = {"area": AREA[section.name], "status": "skipped",
-                     "note": f"the suite's {budget_s:.0f} s budget was spent"}  # fmt: skip
+            entry = {"area": AREA[section.name], "script": script, "status": "skipped",
+                     "note": f"the suite's {budget_s:g} s budget was spent"}  # fmt: skip
         elif section.spec is None:
             entry = run_gpu_tests(section, bench_dir.parent, run_dir, dry_run, min(section.budget_s * slack, left))
         else:

@@ -504,7 +504,7 @@ def test_gpu_dry_run_runs_every_section_and_records_machine_and_command(gpu_dry_
     assert report["suite"] == "mrface bench gpu" and report["command"] == "mrface bench gpu --dry-run"
     assert report["device"] == "cpu" and report["quick"] is True
     assert report["machine"]["torch"] == torch.__version__ and report["machine"]["git_commit"]
-    assert report["machine"]["versions"]["torch"] == torch.__version__.split("+")[0]
+    assert report["machine"]["versions"]["torch"] == torch.__version__
     benchmarks = report["benchmarks"]
     assert list(benchmarks) == list(SECTION_NAMES)
     assert {n: e["status"] for n, e in benchmarks.items()} == dict.fromkeys(SECTION_NAMES, "ok")
@@ -604,8 +604,8 @@ def test_run_logged_stops_the_whole_process_group_at_its_timeout(tmp_path):
     assert code is None and time.perf_counter() - start < 30
     child = int((tmp_path / "log").read_text().split()[0])
     time.sleep(0.5)
-    with pytest.raises(ProcessLookupError):  # the grandchild went with its parent
-        os.kill(child, 0)
+    stat = Path(f"/proc/{child}/stat")  # the grandchild went with its parent: gone, or a zombie awaiting its reaper
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
 
 
 SLOW_STUB = """
