@@ -333,6 +333,11 @@ def _headline_train(entry: dict) -> list[tuple[str, str]]:
         if variants:
             text += "; vs base: " + ", ".join(variants)
         out.append((f"training step, {model}, batch {base.get('batch')}", text))
+    for r in entry["rows"]:  # a BTNet distillation step: its own model, no base row of its own
+        if r.get("variant") == "distill" and _num(r.get("images_per_s")):
+            precision = f"AMP {r['amp']}" if r.get("amp") not in (None, "none") else "float32"
+            out.append((f"BTNet distillation step, {r.get('model')}, batch {r.get('batch')}",
+                        f"**{r['images_per_s']:.3g} img/s** (every branch, {precision})"))  # fmt: skip
     return out
 
 
