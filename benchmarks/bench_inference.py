@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import print_table, write_json
+from common import print_table, write_json, write_partial
 
 from mrface.export.graph import DeployGraph
 from mrface.export.onnx import export_onnx
@@ -173,6 +173,7 @@ def main() -> None:
             for r in model_resolutions(model):
                 if args.resolutions is None or r in args.resolutions:
                     rows += bench_path(name, model, r, args, Path(tmp))
+                    write_partial("inference", rows, args.out)
     print()
     print_table(rows, ["model", "resolution", "backend", "batch", "img_per_s", "p50_ms", "p99_ms"])
     write_json("inference", rows, args.out, {"threads": args.threads, "repeats": args.repeats})

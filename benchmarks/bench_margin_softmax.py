@@ -44,6 +44,7 @@ from common import (
     roofs_line,
     sync,
     write_json,
+    write_partial,
 )
 
 from mrface.losses import get_head
@@ -133,6 +134,11 @@ def main() -> None:
     parser.add_argument("--paths", nargs="+", default=None)
     parser.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
                         help="default: float32 on CPU, bfloat16 on GPU")
+    parser.add_argument("--dtypes", nargs="+", default=None, choices=["float32", "float16", "bfloat16"],
+                        help="several weight dtypes in one run (rows carry the dtype); replaces --dtype")
+    parser.add_argument("--in-process", action="store_true",
+                        help="CPU: measure in this process (no child per path; work_MiB from this process's RSS, "
+                             "so only indicative): the suite's quick checks")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=None)
     parser.add_argument("--child", nargs=7, default=None, help=argparse.SUPPRESS)
@@ -145,38 +151,59 @@ def main() -> None:
         return
 
     device = args.device
-    dtype = args.dtype or ("float32" if device == "cpu" else "bfloat16")
+    dtypes = args.dtypes or [args.dtype or ("float32" if device == "cpu" else "bfloat16")]
     shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes] if args.shapes else DEFAULT_SHAPES
     paths = args.paths or (PATHS_GPU if device == "cuda" else PATHS_CPU)
-    peak, bandwidth = matmul_peak(device, getattr(torch, dtype)), copy_bandwidth(device)
+    # --in-process (quick checks) measures the roofs on small operands: seconds, not minutes, for CPU float16.
+    small = args.in_process and device == "cpu"
+    bandwidth = copy_bandwidth(device, 1 << 24 if small else 1 << 30)
+    peaks = {dtype: matmul_peak(device, getattr(torch, dtype), 256 if small else None) for dtype in dtypes}
     rows = []
-    for b, c, d in shapes:
-        note = ""
-        if device == "cpu" and b * c > 512 * CPU_CLASS_CAP:
-            c, note = 512 * CPU_CLASS_CAP // b, f"C shrunk on CPU from {c}"
-        for margin in args.margins:
-            results = {}
-            for path in paths:
-                res = _run(path, margin, b, c, d, device, dtype, args.repeats)
-                results[path] = res
-                rows.append({"B": b, "C": c, "D": d, "margin": margin, "path": path, "dtype": dtype,
-                             "ms": res.get("ms"), "work_MiB": res.get("work_MiB"),
-                             "logits_MiB": b * c * 4 / 2**20, "speedup_vs_ref": None, "mem_ratio_vs_ref": None})
-            ref = results.get("reference", {})
-            for row in rows[-len(paths):]:
-                if row["ms"] and ref.get("ms"):
-                    row["speedup_vs_ref"] = ref["ms"] / row["ms"]
-                    row["mem_ratio_vs_ref"] = row["work_MiB"] / ref["work_MiB"] if ref["work_MiB"] else None
-                row |= roofline(row["ms"] / 1e3 if row["ms"] else None, flops=step_flops(b, c, d),
-                                nbytes=step_bytes(b, c, d, dtype), peak_flops=peak, bandwidth=bandwidth)
-                row["note"] = results[row["path"]].get("note") or note
-    print(f"machine: {machine()}  device={device}  dtype={dtype}")
-    print(roofs_line(bandwidth, peak, dtype))
-    print_table(rows, ["B", "C", "D", "margin", "path", "ms", "work_MiB", "logits_MiB", "speedup_vs_ref",
-                       "mem_ratio_vs_ref", "floor_ms", "achieved", "bound", "note"])
-    write_json("margin_softmax", rows, args.out, {"device": device, "dtype": dtype,
+    for dtype in dtypes:
+        for b, c, d in shapes:
+            note = ""
+            if device == "cpu" and b * c > 512 * CPU_CLASS_CAP:
+                c, note = 512 * CPU_CLASS_CAP // b, f"C shrunk on CPU from {c}"
+            for margin in args.margins:
+                results = {}
+                for path in paths:
+                    res = _run(path, margin, b, c, d, device, dtype, args.repeats, args.in_process)
+                    results[path] = res
+                    rows.append({"B": b, "C": c, "D": d, "margin": margin, "path": path, "dtype": dtype,
+                                 "backend": _backend(path, device, dtype), "ms": res.get("ms"),
+                                 "work_MiB": res.get("work_MiB"), "logits_MiB": b * c * 4 / 2**20,
+                                 "speedup_vs_ref": None, "mem_ratio_vs_ref": None})  # fmt: skip
+                ref = results.get("reference", {})
+                for row in rows[-len(paths):]:
+                    if row["ms"] and ref.get("ms"):
+                        row["speedup_vs_ref"] = ref["ms"] / row["ms"]
+                        row["mem_ratio_vs_ref"] = row["work_MiB"] / ref["work_MiB"] if ref["work_MiB"] else None
+                    row |= roofline(row["ms"] / 1e3 if row["ms"] else None, flops=step_flops(b, c, d),
+                                    nbytes=step_bytes(b, c, d, dtype), peak_flops=peaks[dtype], bandwidth=bandwidth)
+                    row["note"] = results[row["path"]].get("note") or note
+                write_partial("margin_softmax", rows, args.out)
+    print(f"machine: {machine()}  device={device}  dtypes={dtypes}")
+    for dtype in dtypes:
+        print(roofs_line(bandwidth, peaks[dtype], dtype))
+    print_table(rows, ["B", "C", "D", "margin", "path", "dtype", "backend", "ms", "work_MiB", "logits_MiB",
+                       "speedup_vs_ref", "mem_ratio_vs_ref", "floor_ms", "achieved", "bound", "note"])
+    write_json("margin_softmax", rows, args.out, {"device": device, "dtype": dtypes[0] if len(dtypes) == 1 else dtypes,
                                                   "memory_method": __doc__.split("\n\n")[2],
-                                                  "copy_bandwidth": bandwidth, "matmul_peak_flops": peak})
+                                                  "copy_bandwidth": bandwidth,
+                                                  "matmul_peak_flops": peaks[dtypes[0]] if len(dtypes) == 1 else peaks,
+                                                  "margin_triton_half": os.environ.get("MRFACE_MARGIN_TRITON_HALF")})
+
+
+def _backend(path: str, device: str, dtype: str) -> str:
+    """The backend a path's margin softmax runs on (the fused op's choice; see mrface.ops.margin_softmax)."""
+    if path != "fused":
+        return {"reference": "materialised", "compiled": "torch.compile", "liger": "liger"}.get(path, path)
+    from mrface.ops.margin_softmax import _pick_backend
+
+    try:
+        return _pick_backend(torch.device(device), getattr(torch, dtype))
+    except RuntimeError as err:  # a forced backend that cannot run here
+        return f"error: {err}"[:60]
 
 
 def step_flops(b: int, c: int, d: int) -> float:
@@ -189,8 +216,9 @@ def step_bytes(b: int, c: int, d: int, dtype: str) -> float:
     return 2 * (c * d + b * d) * getattr(torch, dtype).itemsize
 
 
-def _run(path: str, margin: str, b: int, c: int, d: int, device: str, dtype: str, repeats: int) -> dict:
-    if device == "cuda":
+def _run(path: str, margin: str, b: int, c: int, d: int, device: str, dtype: str, repeats: int,
+         in_process: bool = False) -> dict:
+    if device == "cuda" or in_process:
         return measure(path, margin, b, c, d, device, getattr(torch, dtype), repeats)
     # Memory in a child whose large allocations are mmapped (RSS follows live tensors), time in a
     # child with the default allocator (mmap/munmap of every tile would slow the tiled path down).

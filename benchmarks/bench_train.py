@@ -15,17 +15,26 @@ thing against ``base``:
   with ``--workers`` workers; the row also gives the loader's own rate (``loader_images_per_s``) and
   whether it keeps up with the in-memory step rate.
 
+``--base amp channels_last`` moves those settings into ``base`` (and so into every row): the GPU fast
+path, against which the head, compile and loader variants are then measured. ``--distill MODEL`` adds
+one row for a BTNet distillation step (teacher trunk without gradient, every branch on its own
+low-resolution input, feature + embedding MSE and the frozen classifier's loss per branch, SGD on the
+branches) with the base's AMP / channels_last settings.
+
 Timed with the median of ``--repeats`` steps after ``--warmup`` steps; ``vs_base`` = rate / base rate.
 A variant that fails is reported in its row's note; the base row must run. Examples:
     python benchmarks/bench_train.py                                  # iresnet_tiny (+variants), iresnet18
     python benchmarks/bench_train.py --quick                          # tiny sizes, no compile: checks it runs
     python benchmarks/bench_train.py --device cuda --models iresnet50 --batch 128 --amp bf16
+    python benchmarks/bench_train.py --device cuda --models iresnet50 --batch 256 --classes 100000 \
+        --base amp channels_last --variants reference_head compile recordio --distill btnet_r50
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from common import median_time, print_table, write_json
+from common import median_time, print_table, write_json, write_partial
 
 from mrface.losses import get_head
 from mrface.models import get_model
@@ -135,6 +144,80 @@ def make_train_step(model: torch.nn.Module, device: str, batch: int, classes: in
     return one_step
 
 
+def base_variant(settings: list[str]) -> Variant:
+    """The ``base`` row with ``--base`` settings (``amp``, ``channels_last``) switched on."""
+    return dataclasses.replace(VARIANTS["base"], **{name: True for name in settings})
+
+
+def derived_variant(name: str, base: Variant) -> Variant | None:
+    """Variant ``name`` applied on top of ``base``; None when it changes nothing there (``amp`` over an AMP base)."""
+    change = {f.name: getattr(VARIANTS[name], f.name) for f in dataclasses.fields(Variant)
+              if f.name != "name" and getattr(VARIANTS[name], f.name) != getattr(VARIANTS["base"], f.name)}
+    if all(getattr(base, k) == v for k, v in change.items()):
+        return None
+    return dataclasses.replace(base, name=name, **change)
+
+
+def make_distill_step(name: str, device: str, batch: int, classes: int, base: Variant, amp_dtype: str = "bf16",
+                      width: float | None = None) -> Callable[[], None]:
+    """A closure running one BTNet distillation step: the stage's BranchStudents (teacher trunk once, without
+    gradient), BTNetDistillLoss per branch with a frozen ``classes``-way CurricularFace head, SGD on the branches."""
+    import torch.nn.functional as F
+
+    from mrface.losses.distill import BTNetDistillLoss
+    from mrface.models import BTNet
+    from mrface.training.stages import BranchStudents
+
+    torch.manual_seed(0)
+    model = build_model(name, width)
+    if not isinstance(model, BTNet):
+        raise ValueError(f"--distill {name}: not a BTNet model (e.g. btnet_r50, btnet_tiny)")
+    model = model.to(device).train()
+    model.trunk.requires_grad_(False)
+    model.trunk.eval()
+    if base.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    head = get_head("curricularface", model.embedding_size, classes, fused=base.fused).to(device)
+    criterion = BTNetDistillLoss(head, 0.5, 0.5, freeze_classifier=True)
+    resolutions = [int(r) for r in model.branches]  # the branch resolutions (model.resolutions adds the trunk's)
+    net = BranchStudents(model, resolutions)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+    x_hr = torch.randn(batch, 3, 112, 112, device=device)
+    labels = torch.randint(0, classes, (batch,), device=device)
+    memory = torch.channels_last if base.channels_last else torch.contiguous_format
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp_dtype] if base.amp else None
+    scaler = torch.amp.GradScaler(device, enabled=dtype == torch.float16)
+
+    def one_step() -> None:
+        lows = [F.interpolate(x_hr, size=(r, r), mode="bilinear", antialias=True).contiguous(memory_format=memory)
+                for r in resolutions]
+        ctx = torch.autocast(device, dtype=dtype) if dtype else contextlib.nullcontext()
+        with ctx:
+            outs = net(x_hr.contiguous(memory_format=memory), lows)
+            total = sum(criterion(o.student_feature, o.teacher_feature, o.student_embedding, o.teacher_embedding,
+                                  labels)[0] for o in outs.values())  # fmt: skip
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(total).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    return one_step
+
+
+def run_distill(name: str, base: Variant, args: argparse.Namespace) -> dict:
+    """The ``distill`` row: images/s of one BTNet distillation step (all branches) with the base settings."""
+    row = {"model": name, "variant": "distill", "head": "fused (frozen)" if base.fused else "reference (frozen)",
+           "amp": args.amp if base.amp else "none", "channels_last": base.channels_last, "compile": False,
+           "data": "memory", "batch": args.batch, "threads": torch.get_num_threads(), "images_per_s": None,
+           "first_step_s": None}  # fmt: skip
+    step = make_distill_step(name, args.device, args.batch, args.classes, base, args.amp, args.width)
+    start = time.perf_counter()
+    step()
+    row["first_step_s"] = round(time.perf_counter() - start, 2)
+    row["images_per_s"] = args.batch / median_time(step, args.device, repeats=args.repeats, warmup=args.warmup)
+    return row
+
+
 def write_recordio(folder: Path, images: int, classes: int) -> Path:
     """A SynthFace RecordIO training file of ``images`` images over at most ``classes`` identities."""
     from mrface.data.synth_writer import write_synth
@@ -195,6 +278,10 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=None, choices=[v for v in VARIANTS if v != "base"],
                         help="default: all (without compile under --quick)")  # fmt: skip
     parser.add_argument("--no-compile", action="store_true", help="drop the torch.compile variant")
+    parser.add_argument("--base", nargs="+", default=[], choices=["amp", "channels_last"],
+                        help="settings of the base row (and so of every row): e.g. amp channels_last on a GPU")
+    parser.add_argument("--distill", nargs="+", default=None, metavar="MODEL",
+                        help="BTNet models that also get a distillation-step row (e.g. btnet_r50)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=None, help="default 32 (8 under --quick)")
     parser.add_argument("--classes", type=int, default=None, help="default 1000 (100 under --quick)")
@@ -216,18 +303,24 @@ def main() -> None:
     args.warmup = args.warmup if args.warmup is not None else (1 if quick else 2)
     names = args.variants or [v for v in VARIANTS if v != "base" and not (quick and v == "compile")]
     names = [v for v in names if not (args.no_compile and v == "compile")]
+    base_settings = base_variant(args.base)
     rec_images = args.record_images or max(4 * args.batch, 128 if quick else 1024)
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         rec = write_recordio(Path(tmp), rec_images, args.classes) if "recordio" in names else None
         for name in args.models:
-            base = run_variant(name, VARIANTS["base"], args, rec)
+            base = run_variant(name, base_settings, args, rec)
             rows.append(base | {"vs_base": 1.0})
             print_table(rows[-1:], list(rows[-1]))
+            write_partial("train", rows, args.out)
             for vname in names if name in variant_models else []:
+                variant = derived_variant(vname, base_settings)
+                if variant is None:
+                    print(f"{name} {vname}: already in the base row (--base {' '.join(args.base)})")
+                    continue
                 try:
-                    row = run_variant(name, VARIANTS[vname], args, rec)
+                    row = run_variant(name, variant, args, rec)
                 except Exception as err:  # a failing variant is a result; the table goes on
                     row = {"model": name, "variant": vname, "note": f"failed: {type(err).__name__}: {err}"[:200]}
                     print(f"{name} {vname}: {row['note']}")
@@ -237,11 +330,22 @@ def main() -> None:
                     row["loader_keeps_up"] = row["loader_images_per_s"] >= base["images_per_s"]
                 rows.append(row)
                 print_table(rows[-1:], list(rows[-1]))
+                write_partial("train", rows, args.out)
+        for name in args.distill or []:
+            try:
+                row = run_distill(name, base_settings, args)
+            except Exception as err:  # reported in its row, as a failing variant is
+                row = {"model": name, "variant": "distill", "note": f"failed: {type(err).__name__}: {err}"[:200]}
+                print(f"{name} distill: {row['note']}")
+            rows.append(row)
+            print_table(rows[-1:], list(rows[-1]))
+            write_partial("train", rows, args.out)
     columns = ["model", "variant", "head", "amp", "channels_last", "compile", "data", "batch", "threads",
                "images_per_s", "vs_base", "first_step_s", "loader_images_per_s", "loader_keeps_up", "note"]
     print()
     print_table(rows, columns)
     write_json("train", rows, args.out, {"device": args.device, "classes": args.classes, "repeats": args.repeats,
+                                         "base": args.base,
                                          "warmup": args.warmup, "quick": quick})  # fmt: skip
 
 

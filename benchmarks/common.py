@@ -153,3 +153,14 @@ def write_json(name: str, rows: list[dict], out: str | None, extra: dict | None 
     path.write_text(json.dumps(payload, indent=2))
     print(f"wrote {path}")
     return path
+
+
+def write_partial(name: str, rows: list[dict], out: str | None) -> None:
+    """Rows so far to ``out`` (when given), atomically: a run stopped by its time budget keeps them."""
+    if not out:
+        return
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"benchmark": name, "partial": True, "rows": rows}, indent=2))
+    os.replace(tmp, path)

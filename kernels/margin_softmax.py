@@ -21,6 +21,15 @@ back), since with s = 64, a 1/B mean and 10^4 classes most of G lies below float
 statistics are float32. Autotuned on GPU; under TRITON_INTERPRET=1 one small configuration runs (tests on
 CPU tensors); tests can force any configuration through ``_FORCED_CONFIG``.
 Only APIs common to Triton 3.6-3.9 are used.
+
+The backward's inner loop over D slices is not software-pipelined (``BWD_INNER_STAGES`` = 1): each
+iteration issues two MMAs with loop-invariant register operands whose results go straight to atomics,
+not to a loop-carried accumulator as in the forward. Compiled pipelined, the float16 backward gave
+wrong d embeddings on an H100 at 257 x 10007 x 512 (8 D slices; no failure was reported at 33 x 1003 x 64, one slice),
+while its arithmetic, run exactly by the interpreter and emulated in torch, is right there: the likely
+cause, unconfirmed on a GPU until benchmarks/check_margin_half.py (in ``mrface bench gpu``) compares
+both schedules (benchmarks/notes.md, margin_softmax, has the analysis). The loads it would overlap are a
+small part of a backward bound by its GEMMs.
 """
 
 from __future__ import annotations
@@ -45,6 +54,10 @@ _CONFIGS = [
 _KEY = ["B", "C", "D", "HARD"]
 # Tests only: a triton.Config to run instead of autotuning on GPU or _INTERPRETER_BLOCKS under the interpreter.
 _FORCED_CONFIG: triton.Config | None = None
+# Software-pipelining stages of the backward's inner loop over D slices: 1 = not pipelined (the fix of the
+# float16 failure, see the module docstring); benchmarks/check_margin_half.py sets None (the config's
+# num_stages, as before) on a GPU to show the difference.
+BWD_INNER_STAGES: int | None = 1
 
 
 @triton.jit
@@ -140,7 +153,7 @@ def _margin_fwd_kernel(
 def _margin_bwd_kernel(
     e_ptr, w_ptr, target_ptr, scale_ptr, thr_ptr, hard_t, cos_lo, cos_hi, lse_ptr, grad_lse_ptr,
     grad_cos_y_ptr, d_e_ptr, d_w_ptr, B, C, D, stride_e, stride_w, num_splits,
-    HARD: tl.constexpr, PRECISION: tl.constexpr, RESCALE: tl.constexpr,
+    HARD: tl.constexpr, PRECISION: tl.constexpr, RESCALE: tl.constexpr, BWD_INNER_STAGES: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     split = tl.program_id(1)
@@ -174,7 +187,9 @@ def _margin_bwd_kernel(
             grad_w = tl.trans(grad).to(e_ptr.dtype.element_ty)
         grad_e = grad_e.to(w_ptr.dtype.element_ty)
         w_scale = inv * col_down
-        for d0 in range(0, D, BLOCK_D):
+        # Not software-pipelined (see the module docstring): each slice's two GEMM results go straight to
+        # atomics, with loop-invariant register operands; only IEEE float32 (no tensor cores) passed pipelined.
+        for d0 in tl.range(0, D, BLOCK_D, num_stages=BWD_INNER_STAGES):
             dk = d0 + tl.arange(0, BLOCK_D)
             d_mask = dk < D
             e_mask = row_mask[:, None] & d_mask[None, :]
@@ -275,5 +290,5 @@ def margin_softmax_bwd_triton(grad_lse, grad_cos_y, emb_hat, weight, target, row
             grad_cos_y.float().contiguous(), d_e, d_w, b, c, d, e.stride(0), w.stride(0), splits)
     if b and c:
         _launch(_margin_bwd_kernel, ("d_e_ptr", "d_w_ptr"), args, b, splits,
-                {**_meta(weight, hard_threshold), "RESCALE": _rescale(weight)})
+                {**_meta(weight, hard_threshold), "RESCALE": _rescale(weight), "BWD_INNER_STAGES": BWD_INNER_STAGES})
     return d_e, d_w

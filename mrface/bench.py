@@ -3,6 +3,7 @@
     mrface bench [kernels|train|inference|data|all] [--device cpu|cuda] [--quick] [--out DIR]
                  [--only NAME ...] [--bench-dir PATH] [--compare OLD.json] [--threshold 0.15]
                  [--store benchmarks/results] [--markdown BENCHMARKS.md]
+    mrface bench gpu [--dry-run]                      # the GPU evidence suite (mrface.bench_gpu)
     mrface bench --compare OLD.json NEW.json          # compare two saved runs, run nothing
     mrface bench report RESULTS.json|FOLDER [...] --out BENCHMARKS.md [--notes benchmarks/notes.md]
 
@@ -28,11 +29,13 @@ Exit codes: 0 every benchmark that was attempted ran; 1 a benchmark failed (or, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -156,8 +159,12 @@ def _output(cmd: list[str]) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def run_spec(spec: Spec, bench_dir: Path, run_dir: Path, device: str, quick: bool) -> dict:
-    """Run one script as a subprocess; return its entry for the report (status, command, rows, extra)."""
+def run_spec(spec: Spec, bench_dir: Path, run_dir: Path, device: str, quick: bool, timeout: float | None = None,
+             env_extra: dict[str, str] | None = None) -> dict:
+    """Run one script as a subprocess; return its entry for the report (status, command, rows, extra).
+
+    ``timeout`` (seconds) stops the script and its children (status ``timeout``, the log kept);
+    ``env_extra`` is added to its environment and recorded in the entry."""
     script = bench_dir / spec.script
     entry: dict = {"area": spec.area, "script": f"benchmarks/{spec.script}", "status": "skipped"}
     if quick and spec.full_only:
@@ -180,16 +187,26 @@ def run_spec(spec: Spec, bench_dir: Path, run_dir: Path, device: str, quick: boo
     cmd = [sys.executable, str(script), *args, "--out", str(out_json)]
     entry["command"] = shlex.join(["python", f"benchmarks/{spec.script}", *args, "--out", f"{spec.name}.json"])
     # Interpreted Triton (a test-suite setting) would make every Triton timing meaningless.
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | (env_extra or {})
+    if env_extra:
+        entry["env"] = dict(env_extra)
     print(f"[{spec.area}] {spec.name}: {entry['command']}", flush=True)
     start = time.perf_counter()
-    with open(run_dir / f"{spec.name}.log", "w") as log:
-        proc = subprocess.run(cmd, cwd=run_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
+    returncode = run_logged(cmd, run_dir, env, run_dir / f"{spec.name}.log", timeout)
     entry["seconds"] = round(time.perf_counter() - start, 1)
-    if proc.returncode != 0 or not out_json.is_file():
+    if returncode is None:
+        rows = json.loads(out_json.read_text()).get("rows", []) if out_json.is_file() else []
+        kept = f"; the {len(rows)} rows finished before are kept" if rows else ""
+        entry |= {"status": "timeout", "rows": rows, "note": f"stopped after its {timeout:.0f} s budget{kept}; log "
+                                                             f"{run_dir / (spec.name + '.log')}"}  # fmt: skip
+        print(f"    timeout after {entry['seconds']} s ({len(rows)} rows kept)", flush=True)
+        return entry
+    if returncode != 0 or not out_json.is_file():
         tail = (run_dir / f"{spec.name}.log").read_text().strip().splitlines()[-15:]
-        entry |= {"status": "failed", "note": f"exit code {proc.returncode}; log {run_dir / (spec.name + '.log')}"}
+        entry |= {"status": "failed", "note": f"exit code {returncode}; log {run_dir / (spec.name + '.log')}"}
         print("\n".join(["    " + line for line in tail]), flush=True)
+        if out_json.is_file():  # a check that wrote its rows and then failed: keep the evidence
+            entry["rows"] = json.loads(out_json.read_text()).get("rows", [])
         return entry
     payload = json.loads(out_json.read_text())
     entry["status"] = "ok"
@@ -197,6 +214,24 @@ def run_spec(spec: Spec, bench_dir: Path, run_dir: Path, device: str, quick: boo
     entry["extra"] = {k: v for k, v in payload.items() if k not in ("rows", "results", "machine", "benchmark")}
     print(f"    ok: {len(entry['rows'])} rows in {entry['seconds']} s", flush=True)
     return entry
+
+
+def run_logged(cmd: list[str], cwd: Path, env: dict[str, str], log_path: Path, timeout: float | None) -> int | None:
+    """Run ``cmd`` with stdout and stderr into ``log_path``; its exit code, or None when it ran past ``timeout``
+    seconds (then the whole process group is killed: DataLoader workers and compile workers included)."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return None
+        except BaseException:  # Ctrl-C: do not leave the benchmark running
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            raise
 
 
 def run_suite(
@@ -242,8 +277,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``bench`` subcommand to the ``mrface`` CLI."""
     p = subparsers.add_parser("bench", help="run the benchmark suite; write JSON + Markdown; compare runs",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("area", nargs="?", choices=(*AREAS, "all", "report"), default=None,
-                   help="what to run (default all); report: render the document from result files")  # fmt: skip
+    p.add_argument("area", nargs="?", choices=(*AREAS, "all", "gpu", "report"), default=None,
+                   help="what to run (default all); gpu: the GPU evidence suite (see mrface.bench_gpu); "
+                        "report: render the document from result files")  # fmt: skip
     p.add_argument("inputs", nargs="*", default=[], metavar="RESULTS",
                    help="report only: result JSON files or folders of them (e.g. benchmarks/results)")  # fmt: skip
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when visible, else cpu")
@@ -271,6 +307,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the document's PNG plots (default: <store or first input folder>/plots)")
     p.add_argument("--all-runs", action="store_true",
                    help="document every run, not only the newest per machine and benchmark")  # fmt: skip
+    from mrface.bench_gpu import register_arguments
+
+    register_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -322,6 +361,12 @@ def _document_flags(args: argparse.Namespace) -> list[str]:
 def _run(args: argparse.Namespace) -> int:
     if args.area == "report":
         return _report(args)
+    if args.area == "gpu":
+        from mrface.bench_gpu import run_gpu
+
+        return run_gpu(args)
+    if getattr(args, "dry_run", False) or getattr(args, "skip", None):
+        raise BenchError("--dry-run and --skip belong to `mrface bench gpu`")
     if args.inputs:
         raise BenchError(f"unexpected arguments {' '.join(args.inputs)} (result files go with `mrface bench report`)")
     compare = args.compare or []

@@ -86,7 +86,9 @@ class NoteBlock:
 
 
 def _area_of(name: str) -> str:
-    return next((s.area for s in SPECS if s.name == name), "other")
+    from mrface.bench_gpu import AREA
+
+    return next((s.area for s in SPECS if s.name == name), AREA.get(name, "other"))
 
 
 def parse_run(payload: object, source: Path) -> Run:
@@ -151,7 +153,8 @@ def load_runs(inputs: list[str | Path]) -> list[Run]:
 
 
 def _usable(entry: dict) -> bool:
-    return entry.get("status", "ok") == "ok" and bool(entry.get("rows"))
+    """Rows to show: a run that finished, or one stopped by its time budget (the rows it finished)."""
+    return entry.get("status", "ok") in ("ok", "timeout") and bool(entry.get("rows"))
 
 
 def select(runs: list[Run], all_runs: bool = False) -> dict[str, list[tuple[Run, dict]]]:
@@ -248,9 +251,14 @@ def _headline_margin_softmax(entry: dict) -> list[tuple[str, str]]:
         key = (r.get("B"), r.get("C"), r.get("D"), r.get("margin"), r.get("dtype"))
         groups.setdefault(key, {})[str(r.get("path"))] = r
     pairs = [(k, g) for k, g in groups.items() if "fused" in g and "reference" in g]
-    if not pairs:
-        return []
-    key, g = max(pairs, key=lambda kg: ((kg[0][0] or 0) * (kg[0][1] or 0), kg[0][3] == "arcface"))
+    out = []
+    for dtype in dict.fromkeys(k[4] for k, _ in pairs):  # one line per weight dtype: its largest shape
+        mine = [(k, g) for k, g in pairs if k[4] == dtype]
+        out += _margin_line(*max(mine, key=lambda kg: ((kg[0][0] or 0) * (kg[0][1] or 0), kg[0][3] == "arcface")))
+    return out
+
+
+def _margin_line(key: tuple, g: dict[str, dict]) -> list[tuple[str, str]]:
     fused, ref = g["fused"], g["reference"]
     b, c, d, margin, dtype = key
     parts = []
@@ -267,7 +275,8 @@ def _headline_margin_softmax(entry: dict) -> list[tuple[str, str]]:
     for path in ("compiled", "liger"):
         if path in g and _num(g[path].get("ms")):
             parts.append(f"{path} {_ms(g[path]['ms'])} ms")
-    what = f"fused margin softmax fwd+bwd, {b}×{c}×{d}, {margin}, {dtype}"
+    backend = f" ({fused['backend']})" if fused.get("backend") else ""
+    what = f"fused margin softmax fwd+bwd, {b}×{c}×{d}, {margin}, {dtype}{backend}"
     return [(what, "; ".join(parts))] if parts else []
 
 
@@ -296,14 +305,18 @@ def _headline_gumbel(entry: dict) -> list[tuple[str, str]]:
 
 
 VARIANT_WORDS = {"reference_head": "reference head", "amp": "AMP", "channels_last": "channels_last",
-                 "compile": "torch.compile", "recordio": "RecordIO loader"}  # fmt: skip
+                 "compile": "torch.compile", "recordio": "RecordIO loader",
+                 "distill": "BTNet distillation step"}  # fmt: skip
 
 
 def _headline_train(entry: dict) -> list[tuple[str, str]]:
     out = []
     for base in (r for r in entry["rows"] if r.get("variant", "base") == "base" and _num(r.get("images_per_s"))):
         model = base.get("model")
-        text = f"**{base['images_per_s']:.3g} img/s** (fused head, float32, in-memory batch)"
+        precision = f"AMP {base['amp']}" if base.get("amp") not in (None, "none") else "float32"
+        layout = ", channels_last" if base.get("channels_last") else ""
+        setup = f"{base.get('head', 'fused')} head, {precision}{layout}, in-memory batch"
+        text = f"**{base['images_per_s']:.3g} img/s** ({setup})"
         variants = []
         for r in entry["rows"]:
             if r.get("model") != model or r.get("variant") in (None, "base"):
@@ -320,6 +333,11 @@ def _headline_train(entry: dict) -> list[tuple[str, str]]:
         if variants:
             text += "; vs base: " + ", ".join(variants)
         out.append((f"training step, {model}, batch {base.get('batch')}", text))
+    for r in entry["rows"]:  # a BTNet distillation step: its own model, no base row of its own
+        if r.get("variant") == "distill" and _num(r.get("images_per_s")):
+            precision = f"AMP {r['amp']}" if r.get("amp") not in (None, "none") else "float32"
+            out.append((f"BTNet distillation step, {r.get('model')}, batch {r.get('batch')}",
+                        f"**{r['images_per_s']:.3g} img/s** (every branch, {precision})"))  # fmt: skip
     return out
 
 
@@ -359,12 +377,49 @@ def _headline_inference(entry: dict) -> list[tuple[str, str]]:
     return out
 
 
+def _headline_tests(entry: dict) -> list[tuple[str, str]]:
+    totals = (entry.get("extra") or {}).get("totals") or {}
+    if not totals:
+        return []
+    failures = (entry.get("extra") or {}).get("failures") or []
+    text = ", ".join(f"{totals.get(k, 0)} {k}" for k in ("passed", "failed", "error", "skipped"))
+    if failures:
+        text += f" (first failure `{failures[0]}`; `-x` stops there)"
+    env = " ".join(f"{k}={v}" for k, v in (entry.get("env") or {}).items())
+    return [("`pytest -m gpu`" + (f" with {env}" if env else ""), text)]
+
+
+def _headline_half_check(entry: dict) -> list[tuple[str, str]]:
+    out = []
+    rows = [r for r in entry["rows"] if isinstance(r.get("ok"), bool) or r.get("note")]
+    for dtype in dict.fromkeys(str(r.get("dtype")) for r in rows):
+        parts = []
+        for stages in dict.fromkeys(str(r.get("bwd_inner_stages")) for r in rows):
+            mine = [r for r in rows if str(r.get("dtype")) == dtype and str(r.get("bwd_inner_stages")) == stages]
+            worst = max((r["emb_rel_err"] for r in mine if _nonneg(r.get("emb_rel_err")) is not None), default=None)
+            text = f"{sum(r.get('ok') is True for r in mine)}/{len(mine)} configs within tolerance"
+            parts.append(f"inner loop stages {stages}: {text}" + (f" (worst d emb error {worst:.2g})" if worst else ""))
+        shape = next((f"{r['B']}×{r['C']}×{r['D']}" for r in rows if r.get("B")), "?")
+        out.append((f"half-precision Triton margin softmax accuracy, {dtype}, {shape}", "; ".join(parts)))
+    return out
+
+
+def _headline_goals(entry: dict) -> list[tuple[str, str]]:
+    words = {True: "**met**", False: "**not met**", None: "not measured"}
+    return [(f"goal: {r.get('goal')}", f"{words.get(r.get('met'), '?')}: {r.get('measured') or '-'} "
+             f"(target {r.get('target')})") for r in entry["rows"]]  # fmt: skip
+
+
 # (benchmarks whose rows it can use, first preferred; function)
 HEADLINES = (
+    (("gpu_tests",), _headline_tests),
+    (("goals",), _headline_goals),
+    (("margin_half_check",), _headline_half_check),
     (("margin_softmax", "margin_softmax_classes"), _headline_margin_softmax),
     (("degrade",), _headline_degrade),
     (("gumbel_fps", "gumbel_fps_sweep"), _headline_gumbel),
     (("train",), _headline_train),
+    (("train_compile",), _headline_train),
     (("scaling",), _headline_scaling),
     (("inference",), _headline_inference),
     (("data",), _headline_data),
@@ -424,9 +479,11 @@ def _rel(path: Path, start: Path) -> str:
 
 
 def _section_order(selected: dict, notes: list[NoteBlock]) -> dict[str, list[str]]:
-    names = list(dict.fromkeys([s.name for s in SPECS] + sorted(selected)))
+    from mrface.bench_gpu import SECTION_NAMES
+
+    names = list(dict.fromkeys([s.name for s in SPECS] + list(SECTION_NAMES) + sorted(selected)))
     noted = {b.key for b in notes}
-    order: dict[str, list[str]] = {area: [] for area in (*AREAS, "other")}
+    order: dict[str, list[str]] = {area: [] for area in ("tests", *AREAS, "other")}
     for name in names:
         if name in selected or name in noted:
             order[_area_of(name)].append(name)

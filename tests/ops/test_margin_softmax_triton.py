@@ -131,6 +131,24 @@ def test_interpreter_float16_backward_accuracy_does_not_depend_on_gradient_scale
         assert rel_err(d_e, ref_e) <= 2e-3 and rel_err(d_w, ref_w) <= 2e-3
 
 
+@pytest.mark.triton_interpreter
+@pytest.mark.parametrize("stages", [1, None], ids=["not_pipelined", "pipelined"])
+def test_interpreter_float16_backward_over_several_d_slices_and_row_blocks(stages, monkeypatch):
+    """The loop structure of the failing GPU case (257 x 10007 x 512: 5 row blocks, the last with one row;
+    8 D slices; many class tiles per split), scaled to the interpreter: 3 row blocks (last one row),
+    5 D slices, 7 class tiles. The backward's inner-loop pipelining (BWD_INNER_STAGES) is a compiler
+    schedule: both settings must give the same, correct numbers here; on a GPU only the not-pipelined
+    one is trusted (benchmarks/check_margin_half.py compares both)."""
+    monkeypatch.setattr(tk, "BWD_INNER_STAGES", stages)
+    args, (ref_lse, _), bwd, (ref_e, ref_w) = _op_case(33, 103, 80, torch.float16, hard=False, seed=5,
+                                                       grad_factor=1 / 33)  # fmt: skip
+    with use_backend("triton"):
+        lse, _ = torch.ops.mrface.margin_softmax_fwd(*args)
+        d_e, d_w = torch.ops.mrface.margin_softmax_bwd(*bwd)
+    torch.testing.assert_close(lse, ref_lse, rtol=1e-5, atol=1e-5)
+    assert rel_err(d_e, ref_e) <= 2e-3 and rel_err(d_w, ref_w) <= 2e-3
+
+
 @pytest.fixture
 def restore_tf32():
     """Put ``torch.backends.cuda.matmul.allow_tf32`` back after the test. monkeypatch cannot: the flag is
@@ -157,6 +175,19 @@ def test_tensor_core_gate_and_env_override(monkeypatch, restore_tf32):
     assert tk._precision(w32) == "tf32"
     with use_backend("triton"):
         assert ms._pick_backend(cuda, torch.bfloat16) == "triton"
+
+
+def test_lifting_the_gate_is_one_default_and_the_env_overrides_it(monkeypatch, restore_tf32):
+    """TENSOR_CORES_DEFAULT = True (the one-line lift once a GPU run confirms the fix) routes half precision
+    to Triton; MRFACE_MARGIN_TRITON_HALF=0 still keeps it on the chunked path."""
+    cuda = torch.device("cuda")
+    monkeypatch.delenv(ms.TENSOR_CORE_ENV, raising=False)
+    monkeypatch.setattr(ms, "TENSOR_CORES_DEFAULT", True)
+    assert ms._pick_backend(cuda, torch.float16) == "triton" == ms._pick_backend(cuda, torch.bfloat16)
+    monkeypatch.setenv(ms.TENSOR_CORE_ENV, "0")
+    assert ms._pick_backend(cuda, torch.float16) == "chunked" == ms._pick_backend(cuda, torch.bfloat16)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    assert tk._precision(torch.zeros(1)) == "ieee"
 
 
 # ------------------------------------------------------------------------------------- GPU
