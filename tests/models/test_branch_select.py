@@ -76,7 +76,9 @@ def test_multi_resolution_model_groups_by_branch_and_keeps_order(generator):
             t = (t - 0.5) / 0.5
             if t.shape[1:] != (r, r):
                 t = F.interpolate(t[None], size=(r, r), mode="bilinear", align_corners=False)[0]
-            torch.testing.assert_close(emb, model(t[None], resolution=r)[0], rtol=1e-5, atol=1e-5)
+            # float32 convolutions pick batch-size-dependent algorithms: a grouped batch and a single image
+            # agree to rounding, not bit for bit
+            torch.testing.assert_close(emb, model(t[None], resolution=r)[0], rtol=1e-4, atol=1e-4)
 
 
 def test_multi_resolution_model_on_a_preprocessed_batch(generator):
