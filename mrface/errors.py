@@ -36,7 +36,8 @@ _USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ENO
 
 def is_expected(exc: BaseException) -> bool:
     """Whether ``exc`` is an expected failure (bad input, missing file, full disk) rather than a bug."""
-    if isinstance(exc, (UserError, ValueError, pickle.UnpicklingError)):
+    if isinstance(exc, (UserError, ValueError, pickle.UnpicklingError, FileNotFoundError, NotADirectoryError,
+                        IsADirectoryError, PermissionError, FileExistsError)):  # fmt: skip
         return True
     return isinstance(exc, OSError) and exc.errno in _USER_ERRNOS
 

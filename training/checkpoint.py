@@ -153,6 +153,9 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     p = Path(path)
     if (p / MANIFEST).is_file():
         return p
+    if p.is_file():
+        raise CheckpointNotFound(f"{p}: a file; expected a run directory or a checkpoint folder (weights of "
+                                 "other projects, e.g. .pt files, go through mrface.models.importers)")  # fmt: skip
     latest = latest_checkpoint(p / "checkpoints")
     if latest is None:
         raise CheckpointNotFound(f"{p}: neither a checkpoint folder (no {MANIFEST}) nor a run directory "

@@ -407,6 +407,18 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
         raise RecipeError(f"{source}: resume={cfg.resume!r}: expected none, auto or an existing checkpoint dir")
 
 
+def check_paths(cfg: TrainConfig, data: bool = True) -> None:
+    """The input files a run reads exist (checked when training starts, not when a recipe loads)."""
+    paths = {"data.path": cfg.data.path if data and cfg.data.kind in ("rec", "folder") else "",
+             "model.init": cfg.model.init,
+             "distill.teacher": cfg.distill.teacher if cfg.stage == "distill" else "",
+             "dcr.trunk": cfg.dcr.trunk if cfg.stage == "dcr" else "",
+             "coreset.backbone": cfg.coreset.backbone if cfg.stage == "coreset" else ""}  # fmt: skip
+    for key, value in paths.items():
+        if value and not Path(value).exists():
+            raise RecipeError(f"{key}={value}: no such file or folder")
+
+
 def to_yaml(cfg: TrainConfig) -> str:
     """The resolved config as YAML (written to every run directory)."""
     return OmegaConf.to_yaml(OmegaConf.structured(cfg), resolve=True)

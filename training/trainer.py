@@ -35,7 +35,7 @@ from tqdm import tqdm
 from mrface.errors import UserError, is_expected, one_line
 from mrface.models import save_model
 from mrface.training import checkpoint as ckpt_io
-from mrface.training.config import TrainConfig
+from mrface.training.config import TrainConfig, check_paths
 from mrface.training.data import (
     UNREPLACEABLE,
     CheckedSamples,
@@ -161,6 +161,7 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> TrainResult:
 
 
 def _train(cfg: TrainConfig, dataset: Dataset | None) -> TrainResult:
+    check_paths(cfg, data=dataset is None)
     env = init_distributed()
     torch.manual_seed(cfg.seed + env.rank)
     random.seed(cfg.seed + env.rank)
@@ -279,10 +280,11 @@ def _train(cfg: TrainConfig, dataset: Dataset | None) -> TrainResult:
                                    f"{step} saved: fix or remove the record, or set data.skip_corrupt=true, then "
                                    "resume with resume=auto")  # fmt: skip
 
-    first_norms: dict[str, float] = {}
+    first_norms: dict[str, float] = {"weight norm": _norm(backbone_params)}  # growth is measured from here
 
     def watch_norm(name: str, value: float, step: int) -> None:
-        """Report once when a norm grows by orders of magnitude (the run may be diverging)."""
+        """Report once when a norm grows by orders of magnitude (the run may be diverging); the weight norm
+        is compared with the weights this call started from, the gradient norm with its first value."""
         if not math.isfinite(value) or value <= 0:
             return
         first = first_norms.setdefault(name, value)

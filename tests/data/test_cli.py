@@ -54,7 +54,7 @@ def test_pack_then_inspect_with_corruption(tmp_path, capsys):
     data[offset + 8 + 24 : offset + 8 + 40] = b"\xff" * 16
     out.write_bytes(bytes(data))
     capsys.readouterr()
-    assert main(["data", "inspect", str(out)]) == 1
+    assert main(["data", "inspect", str(out)]) == 2
     assert f"record key 2 at byte offset {offset}" in capsys.readouterr().err
     assert main(["data", "inspect", str(out), "--skip-corrupt"]) == 0
     text = capsys.readouterr().out
@@ -68,5 +68,5 @@ def test_pack_then_inspect_with_corruption(tmp_path, capsys):
 
 
 def test_pack_missing_dir(tmp_path, capsys):
-    assert main(["data", "pack", str(tmp_path / "nope"), str(tmp_path / "o.rec")]) == 1
+    assert main(["data", "pack", str(tmp_path / "nope"), str(tmp_path / "o.rec")]) == 2
     assert "image folder not found" in capsys.readouterr().err
