@@ -89,15 +89,42 @@ def _table_text(columns: list[str], rows: list[list[Any]]) -> str:
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells)
 
 
+def _check_common(args: argparse.Namespace) -> None:
+    """``--device`` names a device this machine has; ``--out`` is (or can become) a folder."""
+    from mrface.errors import UserError
+
+    device = getattr(args, "device", None)
+    if device:
+        import torch
+
+        try:
+            kind = torch.device(device).type
+        except RuntimeError:
+            raise UserError(f"--device {device}", "expected a torch device such as cpu, cuda or cuda:1") from None
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"--device {device}", "CUDA is not available on this machine (no GPU visible to torch "
+                                                  f"{torch.__version__}); expected --device cpu")  # fmt: skip
+    out = getattr(args, "out", None)
+    if out:
+        for p in (Path(out), *Path(out).parents):
+            if p.exists():
+                if not p.is_dir():
+                    raise UserError(f"--out {out}", f"{p} is a file; expected a folder for results.json, report.md "
+                                                    "and plots")  # fmt: skip
+                break
+
+
 def _clear_errors(func: Any) -> Any:
-    """Missing files and bad input end with one 'error: …' line and exit code 2, not a traceback."""
+    """Missing files and bad input end with one 'mrface eval: error: …' line and exit code 2, not a
+    traceback (``--debug`` shows it)."""
+    from mrface.errors import run_command
 
     def run(args: argparse.Namespace) -> int:
-        try:
+        def checked() -> int:
+            _check_common(args)
             return func(args)
-        except (FileNotFoundError, ValueError) as exc:
-            print(f"mrface eval: error: {exc}", file=sys.stderr)
-            return 2
+
+        return run_command("eval", checked, getattr(args, "debug", False))
 
     return run
 

@@ -72,8 +72,16 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 def safe_load_pickle(data: bytes, source: str = "<pickle>") -> object:
-    """Unpickle with the allow-list; Python-2 str objects come back as bytes (``encoding='bytes'``)."""
-    return RestrictedUnpickler(io.BytesIO(data), source=source, encoding="bytes").load()
+    """Unpickle with the allow-list; Python-2 str objects come back as bytes (``encoding='bytes'``).
+
+    A truncated or non-pickle file raises ValueError naming ``source``."""
+    try:
+        return RestrictedUnpickler(io.BytesIO(data), source=source, encoding="bytes").load()
+    except UnsafePickleError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, AttributeError) as err:
+        raise ValueError(f"{source}: not a readable verification .bin (truncated or another format?): "
+                         f"{err}") from None  # fmt: skip
 
 
 @dataclass
