@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import re
 import sys
 import zipfile
 from collections.abc import Callable
@@ -81,12 +82,18 @@ def run_command(name: str, func: Callable[[], int], debug: bool = False,
 
 
 # ------------------------------------------------------------------------------ torch.save files
-def _refused_object(message: str) -> str:
-    """The 'unsupported GLOBAL ...' part of torch's weights-only refusal (never its advice to disable it)."""
-    for line in message.splitlines():
-        if "GLOBAL" in line or "Unsupported" in line:
-            return line.strip().rstrip(".")
-    return "an object other than tensors and plain containers"
+def refused_global(message: str) -> str:
+    """The object a weights-only unpickler refused (``GLOBAL posix.system`` -> ``posix.system``), from
+    torch's message, whose advice to turn the protection off is never repeated."""
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    return found.group(1) if found else "an object other than tensors and plain containers"
+
+
+def unsafe_pickle_message(path: str | os.PathLike, exc: BaseException) -> str:
+    """``<path>: refused: ...`` for a torch/pickle file the safe loader would not read."""
+    return (f"{path}: refused: it references {refused_global(str(exc))}, which may run code; mrface reads only "
+            "tensors and plain containers from .pt files, so nothing was loaded (re-save the file from a trusted "
+            "source as .safetensors)")  # fmt: skip
 
 
 def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
@@ -99,9 +106,8 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise UserError(path, f"refused: it holds code or objects mrface does not load "
-                              f"({_refused_object(str(exc))}); only tensors and plain containers are read "
-                              "from .pt files, so it was not loaded") from None  # fmt: skip
+        where, what = unsafe_pickle_message(path, exc).split(": ", 1)
+        raise UserError(where, what) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(path, f"not a readable PyTorch file (truncated or corrupt?): {first}") from None
