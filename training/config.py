@@ -292,6 +292,11 @@ def _numbers(node: Any, where: str) -> list[tuple[str, float]]:
         return [n for i, v in enumerate(node) for n in _numbers(v, f"{where}[{i}]")]
     if isinstance(node, (int, float)) and not isinstance(node, bool):
         return [(where, float(node))]
+    if isinstance(node, str) and ".args." in f".{where}":  # free-form args keep 'inf'/'nan' as strings
+        try:
+            return [(where, float(node))]
+        except ValueError:
+            return []
     return []
 
 

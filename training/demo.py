@@ -196,7 +196,9 @@ def run(args: argparse.Namespace) -> int:
         same = marker.is_file() and json.loads(marker.read_text()) == settings
     except ValueError:
         same = False
-    moved = claim_output(out, "auto" if same else "none", args.overwrite, key="--out")
+    moved = claim_output(out, "auto" if same else "none", args.overwrite, key="--out",
+                         remedy="rerun with the settings of the demo there to resume it, choose another --out, or add "
+                                "--overwrite to move it aside")  # fmt: skip
     if moved is not None:
         _say(f"--overwrite: the previous contents of {out} were moved to {moved}")
     out.mkdir(parents=True, exist_ok=True)

@@ -60,7 +60,10 @@ def moved_aside_name(out: Path) -> Path:
     return target
 
 
-def claim_output(out: Path, resume: str, overwrite: bool, key: str = "output") -> Path | None:
+RUN_REMEDY = "resume it with resume=auto, choose another output, or add overwrite=true to move the old run aside"
+
+
+def claim_output(out: Path, resume: str, overwrite: bool, key: str = "output", remedy: str = RUN_REMEDY) -> Path | None:
     """Make ``out`` usable by a run: refuse a non-empty folder unless resuming or ``overwrite``.
 
     Returns where an old run was moved (``overwrite``), else None. Raises :class:`RunFolderInUse`.
@@ -72,9 +75,8 @@ def claim_output(out: Path, resume: str, overwrite: bool, key: str = "output") -
     if resume != "none" or not any(out.iterdir()):
         return None
     if not overwrite:
-        raise RunFolderInUse(f"{key}={out}", "the folder already holds files (an earlier run?); expected a new or "
-                                             "empty folder: resume it with resume=auto, choose another output, or "
-                                             "add overwrite=true to move the old run aside")  # fmt: skip
+        raise RunFolderInUse(f"{key}={out}", f"the folder already holds files (an earlier run?); expected a new or "
+                                             f"empty folder: {remedy}")  # fmt: skip
     target = moved_aside_name(out)
     os.replace(out, target)
     return target
