@@ -201,7 +201,7 @@ def _train(cfg: TrainConfig, dataset: Dataset | None) -> TrainResult:
     scheduler = build_scheduler(optimizer, cfg.schedule, total_steps, steps_per_epoch)
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.optim.amp]
     scaler = torch.amp.GradScaler(env.device.type, enabled=cfg.optim.amp == "fp16")
-    validator = Validator(cfg.eval, log) if env.is_main and cfg.eval.bins else None
+    validator = Validator(cfg.eval, log, cfg.data.skip_corrupt) if env.is_main and cfg.eval.bins else None
 
     # Resume: weights, head shards, optimiser, schedule, scaler, RNG, counters.
     start_step, skipped, corrupt = 0, 0, []
