@@ -6,10 +6,10 @@ the device, forwarded through the DDP-wrapped network and the sharded Partial FC
 a NaN/inf loss stops the run (or skips the step with ``train.skip_nonfinite``, at most
 ``train.max_skipped`` times); gradients of the backbone are clipped; the optimiser and the lr
 schedule step. Weights are checked finite before every checkpoint and the published model, and a
-weight or gradient norm 100x its first logged value is reported once in train.log. Corrupt samples
+weight or gradient norm 100x its starting value is reported once in train.log. Corrupt samples
 (unreadable records/images, labels outside ``[0, classes)``) stop the run after a checkpoint, or are
-replaced and counted with ``data.skip_corrupt`` (at most ``data.max_corrupt``). Checkpoints are atomic and hold
-everything an exact resume needs (see :mod:`mrface.training.checkpoint`); SIGTERM/SIGINT finish the
+replaced and counted with ``data.skip_corrupt`` (at most ``data.max_corrupt``). Checkpoints are
+atomic and hold everything an exact resume needs (see :mod:`mrface.training.checkpoint`); SIGTERM/SIGINT finish the
 current step, save a checkpoint and return ``interrupted=True``.
 """
 
@@ -50,7 +50,7 @@ from mrface.training.rundir import (
     RunFolderInUse,
     append_error_line,
     read_json_lines,
-    rewrite_json_lines,  # fmt: skip
+    rewrite_json_lines,
     setup_run_dir,
 )
 from mrface.training.schedule import build_scheduler
@@ -60,7 +60,7 @@ from mrface.training.stages import Stage, distill_stage, trunk_stage
 from mrface.training.validation import Validator
 
 INTERRUPTED_EXIT_CODE = 143
-NORM_GROWTH_WARNING = 100.0  # a weight/gradient norm this many times its first logged value is reported
+NORM_GROWTH_WARNING = 100.0  # a weight/gradient norm this many times its starting value is reported
 
 
 class NonFiniteLossError(FloatingPointError):
