@@ -4,7 +4,6 @@ malicious resume states and file modes. Each test makes the damaged input itself
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import struct
@@ -76,16 +75,32 @@ def test_retention_deletes_only_checkpoints_of_the_current_run(tmp_path):
     assert names == ["step_00000003", "step_00000100"]  # step 100 is another run's: never deleted
 
 
-def test_the_demo_refuses_a_folder_holding_another_demo(tmp_path, capsys):
+def test_the_demo_resumes_its_own_folder_and_refuses_another(tmp_path, capsys, monkeypatch):
+    from mrface.training import demo
+
+    calls = []
+
+    def fake_run_demo(out, quick, seed=0, export=True, resume=False):
+        calls.append(resume)
+        (out / f"trained_seed{seed}").write_text("x")
+        return {"table": {}, "report_files": [], "export": {}, "seconds": 0.0}
+
+    monkeypatch.setattr(demo, "run_demo", fake_run_demo)
     out = tmp_path / "demo"
-    out.mkdir()
-    (out / "demo.json").write_text(json.dumps({"seed": 0, "quick": True}))
-    (out / "keep.txt").write_text("old")
-    assert main(["demo", "--quick", "--seed", "1", "--out", str(out)]) == 2
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    assert main(["demo", "--quick", "--out", str(out)]) == 0  # same settings: resumed, not refused
+    assert calls == [False, True]
+    capsys.readouterr()
+
+    assert main(["demo", "--quick", "--seed", "1", "--out", str(out)]) == 2  # other settings: refused
     err = capsys.readouterr().err
     assert err.startswith(f"mrface demo: error: --out={out}: ") and "--overwrite" in err
-    assert sorted(p.name for p in out.iterdir()) == ["demo.json", "keep.txt"]
-    assert json.loads((out / "demo.json").read_text())["seed"] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["demo.json", "trained_seed0"] and calls == [False, True]
+
+    assert main(["demo", "--quick", "--seed", "1", "--out", str(out), "--overwrite"]) == 0
+    moved = [p for p in tmp_path.iterdir() if p.name.startswith("demo.old-")]
+    assert len(moved) == 1 and (moved[0] / "trained_seed0").is_file()
+    assert sorted(p.name for p in out.iterdir()) == ["demo.json", "trained_seed1"] and calls[-1] is False
 
 
 # ------------------------------------------------------------------------------ non-finite runs
