@@ -306,8 +306,8 @@ def _train(cfg: TrainConfig, dataset: Dataset | None) -> TrainResult:
             buffers = [b for m in (model, *beside) for b in m.buffers()] if cfg.train.skip_nonfinite else []
             saved_buffers = [b.detach().clone() for b in buffers]
             for a in range(accumulate):
-                images, labels, reasons = next(batches)
-                check_samples(step, [r for r in reasons if r])
+                images, labels, *reasons = next(batches)  # reasons: CheckedSamples batches only (not templates)
+                check_samples(step, [r for r in reasons[0] if r] if reasons else [])
                 images = images.to(env.device, non_blocking=True)
                 labels = labels.to(env.device, non_blocking=True)
                 if cfg.model.channels_last:
