@@ -51,7 +51,9 @@ def load_eval_model(spec: str) -> Any:
     raise ValueError(f"--model {spec!r}: neither an existing checkpoint file nor a registered model {list_models()}")
 
 
-def _load_bins(paths: list[str]) -> dict[str, Any]:
+def _load_bins(paths: list[str], skip_corrupt: bool = False) -> dict[str, Any]:
+    """``--bins`` files -> {stem: VerificationPairs}; with ``--skip-corrupt`` undecodable pairs are dropped
+    and named on stderr (and in the report's settings)."""
     from mrface.data.bins import load_bin
 
     sets = {}
@@ -59,7 +61,9 @@ def _load_bins(paths: list[str]) -> dict[str, Any]:
         path = Path(p)
         if not path.is_file():
             raise FileNotFoundError(f"--bins {p}: no such file (expected an InsightFace verification .bin)")
-        sets[path.stem] = load_bin(path, size=112)
+        sets[path.stem] = load_bin(path, size=112, skip_corrupt=skip_corrupt)
+        for msg in sets[path.stem].skipped:
+            print(f"mrface eval: warning: corrupt pair skipped: {msg}", file=sys.stderr)
     return sets
 
 
@@ -89,15 +93,42 @@ def _table_text(columns: list[str], rows: list[list[Any]]) -> str:
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells)
 
 
+def _check_common(args: argparse.Namespace) -> None:
+    """``--device`` names a device this machine has; ``--out`` is (or can become) a folder."""
+    from mrface.errors import UserError
+
+    device = getattr(args, "device", None)
+    if device:
+        import torch
+
+        try:
+            kind = torch.device(device).type
+        except RuntimeError:
+            raise UserError(f"--device {device}", "expected a torch device such as cpu, cuda or cuda:1") from None
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"--device {device}", "CUDA is not available on this machine (no GPU visible to torch "
+                                                  f"{torch.__version__}); expected --device cpu")  # fmt: skip
+    out = getattr(args, "out", None)
+    if out:
+        for p in (Path(out), *Path(out).parents):
+            if p.exists():
+                if not p.is_dir():
+                    raise UserError(f"--out {out}", f"{p} is a file; expected a folder for results.json, report.md "
+                                                    "and plots")  # fmt: skip
+                break
+
+
 def _clear_errors(func: Any) -> Any:
-    """Missing files and bad input end with one 'error: …' line and exit code 2, not a traceback."""
+    """Missing files and bad input end with one 'mrface eval: error: …' line and exit code 2, not a
+    traceback (``--debug`` shows it)."""
+    from mrface.errors import run_command
 
     def run(args: argparse.Namespace) -> int:
-        try:
+        def checked() -> int:
+            _check_common(args)
             return func(args)
-        except (FileNotFoundError, ValueError) as exc:
-            print(f"mrface eval: error: {exc}", file=sys.stderr)
-            return 2
+
+        return run_command("eval", checked, getattr(args, "debug", False))
 
     return run
 
@@ -119,7 +150,7 @@ def _cmd_verification(args: argparse.Namespace) -> int:
     from mrface.eval.verification import evaluate_pairs
 
     model = load_eval_model(args.model)
-    sets = _load_bins(args.bins)
+    sets = _load_bins(args.bins, args.skip_corrupt)
     options = _options(args)
     r1, r2 = args.pair
     results, rows, plots = {}, [], []
@@ -142,7 +173,8 @@ def _cmd_verification(args: argparse.Namespace) -> int:
         plots.append({"label": name, "x": res.fpr.tolist(), "y": res.tpr.tolist()})
     columns = ["set", "pair", "accuracy %", "± std", "VAL@FAR=1e-3 %"]
     settings = {"model": args.model, "bins": args.bins, "pair": [r1, r2], "upsample": args.upsample,
-                "extraction": options.as_dict(), "erc": args.erc, "erc_fmr": args.erc_fmr}  # fmt: skip
+                "extraction": options.as_dict(), "erc": args.erc, "erc_fmr": args.erc_fmr,
+                "corrupt_pairs_skipped": {n: p.skipped for n, p in sets.items()}}  # fmt: skip
     report = new_report("verification", "Verification", settings=settings, model=_model_json(model), results=results)
     report["tables"].append({"title": "Verification (10-fold)", "columns": columns, "rows": rows})
     report["plots"].append({"name": "roc", "title": "ROC (fold-averaged)", "xlabel": "FAR", "ylabel": "TAR",
@@ -158,7 +190,7 @@ def _cmd_crossres(args: argparse.Namespace) -> int:
     from mrface.eval.verification import crossres_matrix
 
     model = load_eval_model(args.model)
-    sets = _load_bins(args.bins)
+    sets = _load_bins(args.bins, args.skip_corrupt)
     options = _options(args)
     rows_data = crossres_matrix(model, sets, args.resolutions, baseline=args.baseline, options=options)
     names = list(sets)
@@ -166,7 +198,8 @@ def _cmd_crossres(args: argparse.Namespace) -> int:
     rows = [[r["pair"], r["mode"], *[100 * r["results"][n]["accuracy"] for n in names], 100 * r["average"]]
             for r in rows_data]  # fmt: skip
     settings = {"model": args.model, "bins": args.bins, "resolutions": list(args.resolutions),
-                "baseline": args.baseline, "extraction": options.as_dict()}  # fmt: skip
+                "baseline": args.baseline, "extraction": options.as_dict(),
+                "corrupt_pairs_skipped": {n: p.skipped for n, p in sets.items()}}  # fmt: skip
     report = new_report("crossres", "Cross-resolution verification matrix", settings=settings,
                         model=_model_json(model), results={"rows": rows_data})  # fmt: skip
     report["tables"].append({"title": "Accuracy by resolution pair", "columns": columns, "rows": rows})
@@ -206,6 +239,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--amp", default=None, choices=["fp16", "bf16"])
     p.add_argument("--device", default=None, help="torch device (default: the model's)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--skip-corrupt", action="store_true",
+                   help="drop pairs with an undecodable image (counted and named) instead of stopping")  # fmt: skip
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

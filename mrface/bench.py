@@ -318,7 +318,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except BenchError as err:
-        print(f"mrface bench: {err}", file=sys.stderr)
+        print(f"mrface bench: error: {err}", file=sys.stderr)
         return 2
 
 

@@ -2,8 +2,10 @@
 
 An area adds a subcommand by providing a module with ``register(subparsers)`` that adds its parser
 and sets ``func`` (called with the parsed namespace, returning an exit code) and listing it in
-:data:`SUBCOMMAND_MODULES`. Modules are imported only when present, so a missing optional
-dependency of one area never breaks the others.
+:data:`SUBCOMMAND_MODULES`. A command raises :class:`mrface.errors.UserError` (or a ``ValueError`` /
+``FileNotFoundError``) for input it cannot use; :func:`main` prints it as one line, exit code 2.
+Modules are imported only when present, so a missing optional dependency of one area never breaks
+the others.
 """
 
 from __future__ import annotations
@@ -82,8 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; expected failures end in one ``mrface <cmd>: error: ...`` line, exit code 2
+    (``--debug`` anywhere on the command line shows the traceback instead)."""
+    from mrface.errors import debug_requested, run_command
+
+    debug, argv = debug_requested(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    args.debug = debug
+    return run_command(args.command, lambda: args.func(args), debug)
 
 
 if __name__ == "__main__":

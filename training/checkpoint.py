@@ -6,11 +6,12 @@ Layout of ``<output>/checkpoints/step_<8 digits>/``::
     head_rank<r>.safetensors        rank r's Partial FC shard (centres + margin buffers)
     state_rank<r>.pt                rank r's optimiser, schedule, grad scaler, RNG states, counters
                                     (torch.save; loaded with weights_only=True)
-    manifest.json                   step, world size, classes; written last: its presence = complete
+    manifest.json                   step, world size, classes, run id; written last: its presence = complete
 
 A folder is only ever renamed from ``.step_<n>.tmp`` once every rank has written its files, so a
 run killed mid-write leaves the previous checkpoint as the latest complete one. The last ``keep``
-checkpoints are kept.
+checkpoints of the current run (same ``run_id`` in the manifest) are kept; checkpoints of other runs
+are never deleted. A failed write (full disk) removes its temporary folder before the error propagates.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from mrface.errors import safe_torch_load
 from mrface.losses import PartialFC, reshard_state_dicts, shard_range
 from mrface.models import FaceModel, load_weights, save_model
 from mrface.training.distributed import DistEnv, barrier
@@ -80,11 +82,25 @@ def head_tensors(head: PartialFC) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(root: Path, step: int, env: DistEnv, model: FaceModel, head: PartialFC | None,
-                    state: dict[str, Any], keep: int) -> Path:  # fmt: skip
-    """Write checkpoint ``step`` under ``root`` (a collective: every rank calls it). Returns its folder."""
+                    state: dict[str, Any], keep: int, run_id: str | None = None) -> Path:  # fmt: skip
+    """Write checkpoint ``step`` under ``root`` (a collective: every rank calls it). Returns its folder.
+
+    ``run_id`` is stored in the manifest; retention deletes only older checkpoints with the same id.
+    """
     final, tmp = root / f"step_{step:08d}", root / f".step_{step:08d}.tmp"
-    if (final / MANIFEST).is_file():  # same step saved already (e.g. SIGTERM right after a periodic save)
+    if (final / MANIFEST).is_file() and read_manifest(final).get("run_id") == run_id:  # saved already
         return final
+    try:
+        return _write_checkpoint(root, step, env, model, head, state, keep, run_id, final, tmp)
+    except OSError:
+        if env.is_main:  # a full disk must not leave a half-written folder behind
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_checkpoint(root: Path, step: int, env: DistEnv, model: FaceModel, head: PartialFC | None,
+                      state: dict[str, Any], keep: int, run_id: str | None, final: Path,
+                      tmp: Path) -> Path:  # fmt: skip
     if env.is_main:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -100,17 +116,25 @@ def save_checkpoint(root: Path, step: int, env: DistEnv, model: FaceModel, head:
     if env.is_main:
         manifest = {"step": step, "world_size": env.world_size,
                     "num_classes": head.num_classes if head is not None else None,
-                    "embedding_size": head.embedding_size if head is not None else None}  # fmt: skip
+                    "embedding_size": head.embedding_size if head is not None else None, "run_id": run_id}  # fmt: skip
         _atomic_json(tmp / MANIFEST, manifest)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
-        for old in complete_checkpoints(root)[:-keep]:
+        ours = [c for c in complete_checkpoints(root) if run_id is None or _run_id(c) == run_id]
+        for old in ours[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     barrier(env)
     return final
 
 
 # ----------------------------------------------------------------------------------------- read
+def _run_id(ckpt: Path) -> str | None:
+    try:
+        return read_manifest(ckpt).get("run_id")
+    except CheckpointNotFound:
+        return None
+
+
 def complete_checkpoints(root: Path) -> list[Path]:
     """Complete checkpoint folders under ``root``, oldest first."""
     if not root.is_dir():
@@ -129,6 +153,9 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     p = Path(path)
     if (p / MANIFEST).is_file():
         return p
+    if p.is_file():
+        raise CheckpointNotFound(f"{p}: a file; expected a run directory or a checkpoint folder (weights of "
+                                 "other projects, e.g. .pt files, go through mrface.models.importers)")  # fmt: skip
     latest = latest_checkpoint(p / "checkpoints")
     if latest is None:
         raise CheckpointNotFound(f"{p}: neither a checkpoint folder (no {MANIFEST}) nor a run directory "
@@ -149,7 +176,7 @@ def load_training_state(ckpt: Path, env: DistEnv) -> dict[str, Any]:
     if manifest["world_size"] != env.world_size:
         raise ValueError(f"{ckpt}: saved with world size {manifest['world_size']}, resuming with "
                          f"{env.world_size}; exact resume needs the same number of processes")  # fmt: skip
-    return torch.load(ckpt / f"state_rank{env.rank}.pt", map_location="cpu", weights_only=True)
+    return safe_torch_load(ckpt / f"state_rank{env.rank}.pt")
 
 
 def load_model_weights(ckpt: Path, model: FaceModel) -> None:

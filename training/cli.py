@@ -12,7 +12,7 @@ import argparse
 import subprocess
 import sys
 
-from mrface.training.config import RecipeError, list_recipes
+from mrface.training.config import list_recipes
 
 EPILOG = "recipes: " + ", ".join(list_recipes())
 
@@ -31,25 +31,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train; bad recipes, data and paths end in one ``mrface train: error: ...`` line (exit 2, also in
+    train.log), a non-finite run in one such line with exit 1, tracebacks only with ``--debug``."""
+    from mrface.errors import run_command
+
     if args.nproc < 1:
-        print(f"mrface train: --nproc must be >= 1, got {args.nproc}", file=sys.stderr)
+        print(f"mrface train: error: --nproc: expected an integer >= 1, got {args.nproc}", file=sys.stderr)
         return 2
     if args.nproc > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-               "-m", "mrface.training", args.recipe, *args.overrides]  # fmt: skip
+               "-m", "mrface.training", args.recipe, *args.overrides, *(["--debug"] if args.debug else [])]  # fmt: skip
         return subprocess.call(cmd)
+    return run_command("train", lambda: _train(args), getattr(args, "debug", False))
+
+
+def _train(args: argparse.Namespace) -> int:
     from mrface.training.config import load_recipe
     from mrface.training.trainer import INTERRUPTED_EXIT_CODE, NonFiniteLossError, train
 
-    try:
-        cfg = load_recipe(args.recipe, args.overrides)
-    except RecipeError as err:
-        print(f"mrface train: {err}", file=sys.stderr)
-        return 2
+    cfg = load_recipe(args.recipe, args.overrides)
     try:
         result = train(cfg)
     except NonFiniteLossError as err:
-        print(f"mrface train: {err}", file=sys.stderr)
+        if getattr(args, "debug", False):
+            raise
+        print(f"mrface train: error: {err}", file=sys.stderr)
         return 1
     finally:
         from mrface.training.distributed import shutdown_if_initialised
@@ -59,7 +65,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mrface.errors import debug_requested
+
     parser = argparse.ArgumentParser(prog="python -m mrface.training", description=__doc__.splitlines()[0],
                                      epilog=EPILOG)  # fmt: skip
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    debug, argv = debug_requested(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(argv)
+    args.debug = debug
+    return run(args)

@@ -14,6 +14,7 @@ micro-batch, so the global batch is ``batch_size * world_size * accumulate``.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -61,6 +62,8 @@ class DataConfig:
     batch_size: int = 32  # per rank, per micro-batch
     workers: int = 0
     color: str = ""  # RGB | BGR; "" = the model's metadata
+    skip_corrupt: bool = False  # skip unreadable records/images and out-of-range labels (counted, named in train.log)
+    max_corrupt: int = 100  # with skip_corrupt: stop when more corrupt samples than this were met
 
 
 @dataclass
@@ -106,6 +109,7 @@ class TrainLoopConfig:
     progress: bool = True
     tensorboard: bool = True  # when the tensorboard package is installed
     skip_nonfinite: bool = False  # skip steps with a NaN/inf loss instead of stopping
+    max_skipped: int = 10  # with skip_nonfinite: stop (exit 1) when more steps than this were skipped
     deterministic: bool = False  # torch.use_deterministic_algorithms
 
 
@@ -172,6 +176,7 @@ class TrainConfig:
     seed: int = 0
     output: str = "runs/${stage}"
     resume: str = "none"  # none | auto (latest complete checkpoint in output) | a checkpoint dir
+    overwrite: bool = False  # a new run into a non-empty output moves the old run aside (else it is refused)
     base: str = ""  # recipe merged before this one
     description: str = ""
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -290,8 +295,94 @@ def _choice(value: str, allowed: tuple[str, ...], key: str, source: str) -> None
         raise RecipeError(f"{source}: {key}={value!r}, expected one of {list(allowed)}")
 
 
+def _numbers(node: Any, where: str) -> list[tuple[str, float]]:
+    """Every (dotted key, number) of a config tree, list items as ``key[i]`` (free-form ``args`` included)."""
+    if is_dataclass(node):
+        node = {f.name: getattr(node, f.name) for f in fields(node)}
+    if isinstance(node, dict):
+        return [n for k, v in node.items() for n in _numbers(v, f"{where}.{k}" if where else str(k))]
+    if isinstance(node, (list, tuple)):
+        return [n for i, v in enumerate(node) for n in _numbers(v, f"{where}[{i}]")]
+    if isinstance(node, (int, float)) and not isinstance(node, bool):
+        return [(where, float(node))]
+    if isinstance(node, str) and ".args." in f".{where}":  # free-form args keep 'inf'/'nan' as strings
+        try:
+            return [(where, float(node))]
+        except ValueError:
+            return []
+    return []
+
+
+# key -> (low, high, low inclusive, high inclusive, what): numeric ranges every recipe must respect.
+_RANGES = {
+    "optim.lr": (0, math.inf, False, False, "a learning rate > 0"),
+    "optim.momentum": (0, 1, True, False, "a momentum in [0, 1)"),
+    "optim.weight_decay": (0, math.inf, True, False, "a weight decay >= 0"),
+    "optim.clip_grad": (0, math.inf, True, False, "a gradient norm >= 0 (0 = off)"),
+    "schedule.warmup_epochs": (0, math.inf, True, False, "epochs >= 0"),
+    "schedule.power": (0, math.inf, True, False, "a power >= 0"),
+    "schedule.gamma": (0, math.inf, False, False, "a factor > 0"),
+    "train.epochs": (0, math.inf, True, False, "epochs >= 0"),
+    "train.max_skipped": (0, math.inf, True, False, "a count >= 0"),
+    "data.max_corrupt": (0, math.inf, True, False, "a count >= 0"),
+    "data.workers": (0, math.inf, True, False, "a count >= 0"),
+    "data.synth_identities": (1, math.inf, True, False, "a count >= 1"),
+    "data.synth_images": (1, math.inf, True, False, "a count >= 1"),
+    "checkpoint.every": (0, math.inf, True, False, "steps >= 0 (0 = only at the end)"),
+    "eval.every": (0, math.inf, True, False, "steps >= 0"),
+    "eval.batch_size": (1, math.inf, True, False, "a batch size >= 1"),
+    "augment.min_size": (1, 112, True, True, "a side in 1..112"),
+    "distill.feature_weight": (0, math.inf, True, False, "a weight >= 0"),
+    "distill.embedding_weight": (0, math.inf, True, False, "a weight >= 0"),
+    "dcr.centre_weight": (0, math.inf, True, False, "a weight >= 0"),
+    "dcr.coupling_weight": (0, math.inf, True, False, "a weight >= 0"),
+    "dcr.centre_rate": (0, 1, True, True, "a rate in [0, 1]"),
+    "coreset.tau": (0, math.inf, False, False, "a temperature > 0"),
+    "coreset.dropout": (0, 1, True, False, "a probability in [0, 1)"),
+    "coreset.heads": (1, math.inf, True, False, "a count >= 1"),
+    "head.args.s": (0, math.inf, False, False, "a scale > 0"),
+}
+_SIDE_LISTS = ("augment.sizes", "distill.resolutions", "eval.resolutions")  # image sides within the 112 input
+
+
+def validate_numbers(cfg: TrainConfig, source: str = "config") -> None:
+    """Every number finite, every known one in its range, every side list non-empty and in 1..112."""
+    values = _numbers(cfg, "")
+    for key, value in values:
+        if not math.isfinite(value):
+            raise RecipeError(f"{source}: {key}={value}, expected a finite number")
+    for key, value in values:
+        base = key.split("[")[0]
+        if base in _RANGES:
+            low, high, low_in, high_in, what = _RANGES[base]
+            ok = (value >= low if low_in else value > low) and (value <= high if high_in else value < high)
+            if not ok:
+                raise RecipeError(f"{source}: {key}={value:g}, expected {what}")
+        if base == "optim.betas" and not 0 <= value < 1:
+            raise RecipeError(f"{source}: {key}={value:g}, expected a beta in [0, 1)")
+    for key in _SIDE_LISTS:
+        section, name = key.split(".")
+        sides = list(getattr(getattr(cfg, section), name))
+        if not sides or any(not 1 <= v <= 112 for v in sides):
+            raise RecipeError(f"{source}: {key}={sides}, expected a non-empty list of image sides in 1..112 "
+                              "(the training images are 112 x 112)")  # fmt: skip
+
+
+def _registered(name: str, names: list[str], key: str, source: str) -> None:
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise RecipeError(f"{source}: {key}={name!r} is not registered{hint} (expected one of {names})")
+
+
 def validate(cfg: TrainConfig, source: str = "config") -> None:
     """Value checks OmegaConf's types cannot express; raise RecipeError naming the key."""
+    from mrface.losses import list_heads
+    from mrface.models import list_models
+
+    validate_numbers(cfg, source)
+    _registered(cfg.model.name, list_models(), "model.name", source)
+    _registered(cfg.head.name, list_heads(), "head.name", source)
     _choice(cfg.stage, STAGES, "stage", source)
     _choice(cfg.data.kind, ("synth", "rec", "folder"), "data.kind", source)
     _choice(cfg.data.color, ("", "RGB", "BGR"), "data.color", source)
@@ -344,6 +435,18 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
                           f"augment.kind={cfg.augment.kind!r} must be none (augment.flip still applies)")
     if cfg.resume not in ("none", "auto") and not Path(cfg.resume).is_dir():
         raise RecipeError(f"{source}: resume={cfg.resume!r}: expected none, auto or an existing checkpoint dir")
+
+
+def check_paths(cfg: TrainConfig, data: bool = True) -> None:
+    """The input files a run reads exist (checked when training starts, not when a recipe loads)."""
+    paths = {"data.path": cfg.data.path if data and cfg.data.kind in ("rec", "folder") else "",
+             "model.init": cfg.model.init,
+             "distill.teacher": cfg.distill.teacher if cfg.stage == "distill" else "",
+             "dcr.trunk": cfg.dcr.trunk if cfg.stage == "dcr" else "",
+             "coreset.backbone": cfg.coreset.backbone if cfg.stage == "coreset" else ""}  # fmt: skip
+    for key, value in paths.items():
+        if value and not Path(value).exists():
+            raise RecipeError(f"{key}={value}: no such file or folder")
 
 
 def to_yaml(cfg: TrainConfig) -> str:

@@ -19,6 +19,12 @@ from mrface.data.datasets import ImageFolderDataset, RecordDataset
 from mrface.data.synthface import SynthFace
 from mrface.training.config import DataConfig
 
+# Errors a broken sample raises while it is read or decoded (RecordIOError is a ValueError; int(inf) an
+# OverflowError); anything else is a bug and propagates.
+SAMPLE_ERRORS = (ValueError, OSError, OverflowError, EOFError)
+SUBSTITUTE_TRIES = 64
+UNREPLACEABLE = "no readable sample among the next 64 to replace it: "
+
 
 class GlobalBatchSampler(Sampler[list[int]]):
     """Yields this rank's index lists for micro-batches ``start, start+1, ..., total-1`` (see module doc)."""
@@ -72,6 +78,61 @@ class _Normalised(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         x = self.images[i].float().div_(127.5).sub_(1.0)
         return (x.flip(0) if self.bgr else x), int(self.labels[i])
+
+
+def describe_sample(dataset: Dataset, index: int) -> str:
+    """Where sample ``index`` lives (file, record index, byte offset) when the dataset can say, else its index."""
+    describe = getattr(dataset, "describe", None)
+    return describe(index) if describe is not None else f"sample {index}"
+
+
+class CheckedSamples(Dataset):
+    """``dataset[i] -> (image, label, "")``, or ``(image, label, reason)`` for a corrupt sample.
+
+    A sample is corrupt when reading or decoding it fails or its label is outside ``[0, num_classes)``.
+    Checking happens here (also inside DataLoader workers) and the reason travels with the batch, so
+    the trainer decides: stop with the reason (no ``skip``: the image is zeros) or count it (with
+    ``skip`` the sample is replaced by the next readable one, ``i+1, i+2, ...``, so batches keep their
+    size and a resumed run sees the same data). ``reason`` names the file, record index and offset.
+    """
+
+    def __init__(self, dataset: Dataset, num_classes: int | None, skip: bool) -> None:
+        self.dataset, self.num_classes, self.skip = dataset, num_classes, skip
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str) -> object:  # num_classes, labels, ... of the wrapped dataset
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def _read(self, index: int) -> tuple[torch.Tensor | None, int, str]:
+        try:
+            image, label = self.dataset[index]
+            label = int(label)
+        except SAMPLE_ERRORS as err:
+            text = str(err)
+            where = describe_sample(self.dataset, index)
+            return None, -1, text if text.startswith(where.split(":")[0]) else f"{where}: {text}"
+        if self.num_classes is not None and not 0 <= label < self.num_classes:
+            return None, -1, (f"{describe_sample(self.dataset, index)}: label {label} outside [0, {self.num_classes}) "
+                              "(the number of classes)")  # fmt: skip
+        return image, label, ""
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
+        image, label, reason = self._read(index)
+        if not reason:
+            return image, label, ""
+        n = len(self.dataset)
+        for k in range(1, min(SUBSTITUTE_TRIES, n)) if self.skip else ():
+            substitute, sub_label, sub_reason = self._read((index + k) % n)
+            if not sub_reason:
+                return substitute, sub_label, reason
+        like = [im for im in (self._read((index + k) % n)[0] for k in range(1, min(4, n))) if im is not None]
+        if self.skip:  # nothing readable nearby: the batch cannot be filled, the trainer stops
+            reason = f"{UNREPLACEABLE}{reason}"
+        return (torch.zeros_like(like[0]) if like else torch.zeros(3, 112, 112)), 0, reason
 
 
 def build_dataset(cfg: DataConfig, color: str) -> tuple[Dataset, int]:

@@ -69,6 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: ./{DEFAULT_OUT})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-export", action="store_true", help="skip the ONNX export step")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="move an existing demo with other settings in --out aside (it is refused otherwise)")
     parser.set_defaults(func=run)
 
 
@@ -99,11 +101,17 @@ def _train_stage(recipe: str, overrides: list[str], out: Path, what: str) -> Non
     result = train(load_recipe(recipe, overrides))
     if result.interrupted:
         raise DemoInterrupted(f"stopped by a signal during {what}; checkpoint in {out}")
-    _say(f"    loss {result.losses[0]:.2f} -> {result.losses[-1]:.2f} in {result.steps} steps")
+    if result.losses:
+        _say(f"    loss {result.losses[0]:.2f} -> {result.losses[-1]:.2f} in {result.steps} steps")
+    else:
+        _say(f"    already trained ({result.steps} steps), resumed from its last checkpoint")
 
 
-def run_demo(out: Path, quick: bool, seed: int = 0, export: bool = True) -> dict[str, Any]:
-    """Run every step (see module doc); returns {"table", "report_files", "export", "seconds"}."""
+def run_demo(out: Path, quick: bool, seed: int = 0, export: bool = True, resume: bool = False) -> dict[str, Any]:
+    """Run every step (see module doc); returns {"table", "report_files", "export", "seconds"}.
+
+    ``resume``: continue the training stages of an earlier demo with the same settings in ``out``.
+    """
     from mrface.data.bins import load_bin
     from mrface.data.synth_writer import write_synth
     from mrface.eval.report import new_report, write_report
@@ -117,7 +125,7 @@ def run_demo(out: Path, quick: bool, seed: int = 0, export: bool = True) -> dict
     _say(f"1/5 SynthFace: {size.identities} identities x {size.images} images, {size.pairs} pairs -> {out / 'data'}")
     data = write_synth(out / "data", identities=size.identities, images=size.images, seed=seed, pairs=size.pairs,
                        resolutions=(112,), val_identities=size.val_identities)  # fmt: skip
-    common = _common(size, data.rec, seed)
+    common = [*_common(size, data.rec, seed), f"resume={'auto' if resume else 'none'}"]
 
     _say("2/5 training the multi-resolution TNet (recipe synthface_tiny_trunk)")
     _train_stage("synthface_tiny_trunk", [*common, f"output={out / 'trunk'}", f"train.epochs={size.trunk_epochs}"],
@@ -176,8 +184,24 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         print(f"mrface demo: --out {out} exists and is not a folder", file=sys.stderr)
         return 2
+    from mrface.training.rundir import claim_output
+
+    # The same settings resume an earlier demo in --out; other settings (or another run) are refused
+    # unless --overwrite moves them aside, so two runs never mix.
+    settings, marker = {"seed": args.seed, "quick": bool(args.quick)}, out / "demo.json"
     try:
-        result = run_demo(out, args.quick, args.seed, export=not args.no_export)
+        same = marker.is_file() and json.loads(marker.read_text()) == settings
+    except ValueError:
+        same = False
+    moved = claim_output(out, "auto" if same else "none", args.overwrite, key="--out",
+                         remedy="rerun with the settings of the demo there to resume it, choose another --out, or add "
+                                "--overwrite to move it aside")  # fmt: skip
+    if moved is not None:
+        _say(f"--overwrite: the previous contents of {out} were moved to {moved}")
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(settings) + "\n")
+    try:
+        result = run_demo(out, args.quick, args.seed, export=not args.no_export, resume=same)
     except DemoInterrupted as err:
         print(f"mrface demo: {err}", file=sys.stderr)
         from mrface.training.trainer import INTERRUPTED_EXIT_CODE

@@ -3,21 +3,25 @@
 ``train(cfg)`` runs the recipe's stage (see :mod:`mrface.training.stages`) in this process; under
 torchrun every rank calls it. Per optimiser step: ``accumulate`` micro-batches, each augmented on
 the device, forwarded through the DDP-wrapped network and the sharded Partial FC head under AMP;
-a NaN/inf loss stops the run (or skips the step with ``train.skip_nonfinite``); gradients of the
-backbone are clipped; the optimiser and the lr schedule step. Checkpoints are atomic and hold
-everything an exact resume needs (see :mod:`mrface.training.checkpoint`); SIGTERM/SIGINT finish the
+a NaN/inf loss stops the run (or skips the step with ``train.skip_nonfinite``, at most
+``train.max_skipped`` times); gradients of the backbone are clipped; the optimiser and the lr
+schedule step. Weights are checked finite before every checkpoint and the published model, and a
+weight or gradient norm 100x its starting value is reported once in train.log. Corrupt samples
+(unreadable records/images, labels outside ``[0, classes)``) stop the run after a checkpoint, or are
+replaced and counted with ``data.skip_corrupt`` (at most ``data.max_corrupt``). Checkpoints are
+atomic and hold everything an exact resume needs (see :mod:`mrface.training.checkpoint`); SIGTERM/SIGINT finish the
 current step, save a checkpoint and return ``interrupted=True``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
 import signal
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,12 +32,27 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from mrface.errors import UserError, is_expected, one_line
 from mrface.models import save_model
 from mrface.training import checkpoint as ckpt_io
-from mrface.training.config import TrainConfig
-from mrface.training.data import GlobalBatchSampler, build_dataset, dataset_classes, make_loader
+from mrface.training.config import TrainConfig, check_paths
+from mrface.training.data import (
+    UNREPLACEABLE,
+    CheckedSamples,
+    GlobalBatchSampler,
+    build_dataset,
+    dataset_classes,
+    make_loader,
+)
 from mrface.training.distributed import DistEnv, all_agree, barrier, init_distributed
-from mrface.training.rundir import MetricsWriter, setup_run_dir
+from mrface.training.rundir import (
+    MetricsWriter,
+    RunFolderInUse,
+    append_error_line,
+    read_json_lines,
+    rewrite_json_lines,
+    setup_run_dir,
+)
 from mrface.training.schedule import build_scheduler
 from mrface.training.stage_coreset import coreset_stage
 from mrface.training.stage_dcr import dcr_stage
@@ -42,10 +61,30 @@ from mrface.training.stages import Stage, distill_stage, trunk_stage
 from mrface.training.validation import Validator
 
 INTERRUPTED_EXIT_CODE = 143
+NORM_GROWTH_WARNING = 100.0  # a weight/gradient norm this many times its starting value is reported
 
 
 class NonFiniteLossError(FloatingPointError):
     """A NaN/inf loss; the message names the step and summarises the offending batch."""
+
+
+class NonFiniteWeightsError(NonFiniteLossError):
+    """Weights hold NaN/inf: nothing is checkpointed or published."""
+
+
+class CorruptDataError(UserError):
+    """A corrupt sample without ``data.skip_corrupt``, or more than ``data.max_corrupt`` with it."""
+
+
+def nonfinite_tensors(module: nn.Module) -> list[str]:
+    """Names of the floating-point parameters/buffers of ``module`` holding NaN or inf."""
+    return [k for k, v in module.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def _norm(tensors: list[Tensor]) -> float:
+    if not tensors:
+        return 0.0
+    return float(torch.linalg.vector_norm(torch.stack([t.detach().float().norm() for t in tensors])))
 
 
 @dataclass
@@ -54,6 +93,7 @@ class TrainResult:
     steps: int  # optimiser steps done (including skipped ones)
     interrupted: bool = False
     skipped_nonfinite: int = 0
+    corrupt: list[str] = field(default_factory=list)  # corrupt samples skipped (data.skip_corrupt), described
     losses: list[float] = field(default_factory=list)  # loss of every step run in this call
     validation: dict[str, float] = field(default_factory=dict)
 
@@ -113,8 +153,29 @@ def _build_stage(cfg: TrainConfig, env: DistEnv, dataset: Dataset | None) -> tup
     return stage, dataset
 
 
+def _classes_or_none(dataset: Dataset) -> int | None:
+    try:
+        return dataset_classes(dataset)
+    except ValueError:
+        return None
+
+
 def train(cfg: TrainConfig, dataset: Dataset | None = None) -> TrainResult:
-    """Run ``cfg`` (a loaded recipe) in this process; ``dataset`` replaces the recipe's data when given."""
+    """Run ``cfg`` (a loaded recipe) in this process; ``dataset`` replaces the recipe's data when given.
+
+    An expected failure (bad data, full disk, non-finite training) also goes to ``train.log`` as one
+    ``mrface train: error: ...`` line before it propagates.
+    """
+    try:
+        return _train(cfg, dataset)
+    except Exception as exc:
+        if not isinstance(exc, RunFolderInUse) and (is_expected(exc) or isinstance(exc, FloatingPointError)):
+            append_error_line(Path(cfg.output), f"mrface train: error: {one_line(exc)}")
+        raise
+
+
+def _train(cfg: TrainConfig, dataset: Dataset | None) -> TrainResult:
+    check_paths(cfg, data=dataset is None)
     env = init_distributed()
     torch.manual_seed(cfg.seed + env.rank)
     random.seed(cfg.seed + env.rank)
@@ -123,6 +184,9 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> TrainResult:
         torch.use_deterministic_algorithms(True)
     out, log = setup_run_dir(cfg, env.world_size, env.is_main)
     stage, dataset = _build_stage(cfg, env, dataset)
+    if stage.sampler is None:  # (image, label) samples: checked, and replaced with data.skip_corrupt
+        classes_known = stage.head.num_classes if stage.head is not None else _classes_or_none(dataset)
+        dataset = CheckedSamples(dataset, classes_known, cfg.data.skip_corrupt)
     model, head, extra = (m.to(env.device) if m is not None else None for m in (stage.model, stage.head, stage.extra))
     beside = [m for m in (head, extra) if m is not None]  # loss-side modules: trained and saved beside the model
     if cfg.model.channels_last:
@@ -152,10 +216,11 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> TrainResult:
     scheduler = build_scheduler(optimizer, cfg.schedule, total_steps, steps_per_epoch)
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.optim.amp]
     scaler = torch.amp.GradScaler(env.device.type, enabled=cfg.optim.amp == "fp16")
-    validator = Validator(cfg.eval, log) if env.is_main and cfg.eval.bins else None
+    validator = Validator(cfg.eval, log, cfg.data.skip_corrupt) if env.is_main and cfg.eval.bins else None
 
     # Resume: weights, head shards, optimiser, schedule, scaler, RNG, counters.
-    start_step, skipped = 0, 0
+    start_step, skipped, corrupt = 0, 0, []
+    run_id = uuid.uuid4().hex  # checkpoint retention only ever deletes checkpoints of this run
     ckpt_root = out / "checkpoints"
     resume_from = ckpt_io.latest_checkpoint(ckpt_root) if cfg.resume == "auto" else None
     if cfg.resume not in ("none", "auto"):
@@ -172,11 +237,12 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> TrainResult:
         scaler.load_state_dict(state["scaler"])
         ckpt_io.set_rng_state(state["rng"])
         start_step, skipped = int(state["step"]), int(state["skipped_nonfinite"])
-        if env.is_main and (out / "metrics.jsonl").is_file():  # drop rows logged after the checkpoint
-            rows = (out / "metrics.jsonl").read_text().splitlines()
-            kept = [r for r in rows if r.strip() and json.loads(r)["step"] <= start_step]
-            (out / "metrics.jsonl").write_text("".join(r + "\n" for r in kept))
+        corrupt = list(state.get("corrupt", []))
+        run_id = ckpt_io.read_manifest(resume_from).get("run_id") or run_id
         log.info(f"resumed from {resume_from} at step {start_step}")
+    if env.is_main and (out / "metrics.jsonl").is_file():  # drop rows logged after the checkpoint (or torn)
+        rows = read_json_lines(out / "metrics.jsonl", warn=log.warning)
+        rewrite_json_lines(out / "metrics.jsonl", [r for r in rows if r.get("step", 0) <= start_step])
     barrier(env)
 
     sampler = (stage.sampler or GlobalBatchSampler)(len(dataset), batch, env.rank, env.world_size, cfg.seed,
@@ -197,12 +263,50 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> TrainResult:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)} if in_main_thread else {}
 
     def training_state(step: int) -> dict:
-        return {"step": step, "skipped_nonfinite": skipped, "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+        return {"step": step, "skipped_nonfinite": skipped, "corrupt": list(corrupt),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                 "rng": ckpt_io.rng_state(), "extra": extra.state_dict() if extra is not None else {}}  # fmt: skip
 
     def save(step: int) -> Path:
-        return ckpt_io.save_checkpoint(ckpt_root, step, env, model, head, training_state(step), cfg.checkpoint.keep)
+        bad = nonfinite_tensors(model)
+        if bad:
+            raise NonFiniteWeightsError(f"step {step}: the weights hold NaN/inf ({len(bad)} tensors, e.g. "
+                                        f"{', '.join(bad[:3])}); nothing was saved. Lower optim.lr, use "
+                                        "optim.clip_grad, or resume an earlier checkpoint")  # fmt: skip
+        return ckpt_io.save_checkpoint(ckpt_root, step, env, model, head, training_state(step), cfg.checkpoint.keep,
+                                       run_id=run_id)  # fmt: skip
+
+    def check_samples(step: int, reasons: list[str]) -> None:
+        """Count/name corrupt samples of a micro-batch; stop (after a checkpoint) when they may not be skipped."""
+        new = [r for r in reasons if r not in corrupt]
+        if cfg.data.skip_corrupt:
+            for r in new:
+                corrupt.append(r)
+                log.warning(f"step {step + 1}: corrupt sample skipped ({len(corrupt)} so far): {r}")
+        fatal = any(r.startswith(UNREPLACEABLE) for r in reasons) or bool(reasons) and not cfg.data.skip_corrupt
+        too_many = len(corrupt) > cfg.data.max_corrupt
+        if all_agree(env, fatal or too_many):
+            save(step)
+            if too_many and not fatal:
+                raise CorruptDataError("data", f"{len(corrupt)} corrupt samples, more than data.max_corrupt="
+                                               f"{cfg.data.max_corrupt}; last: {corrupt[-1]}")  # fmt: skip
+            raise CorruptDataError(reasons[0] if fatal else "data (another rank)",
+                                   f"expected a readable image with a label in [0, classes); checkpoint of step "
+                                   f"{step} saved: fix or remove the record, or set data.skip_corrupt=true, then "
+                                   "resume with resume=auto")  # fmt: skip
+
+    first_norms: dict[str, float] = {"weight norm": _norm(backbone_params)}  # growth is measured from here
+
+    def watch_norm(name: str, value: float, step: int) -> None:
+        """Report once when a norm grows by orders of magnitude (the run may be diverging); the weight norm
+        is compared with the weights this call started from, the gradient norm with its first value."""
+        if not math.isfinite(value) or value <= 0:
+            return
+        first = first_norms.setdefault(name, value)
+        if value > NORM_GROWTH_WARNING * first and f"{name}_warned" not in first_norms:
+            first_norms[f"{name}_warned"] = 1.0
+            log.warning(f"step {step}: warning: {name} grew from {first:.3g} to {value:.3g} "
+                        f"({value / first:.0f}x); the run may be diverging (optim.lr={cfg.optim.lr:g})")  # fmt: skip
 
     result = TrainResult(out, start_step, skipped_nonfinite=skipped)
     bar = tqdm(total=total_steps, initial=start_step, disable=not (env.is_main and cfg.train.progress),
@@ -217,7 +321,8 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> TrainResult:
             buffers = [b for m in (model, *beside) for b in m.buffers()] if cfg.train.skip_nonfinite else []
             saved_buffers = [b.detach().clone() for b in buffers]
             for a in range(accumulate):
-                images, labels = next(batches)
+                images, labels, *reasons = next(batches)  # reasons: CheckedSamples batches only (not templates)
+                check_samples(step, [r for r in reasons[0] if r] if reasons else [])
                 images = images.to(env.device, non_blocking=True)
                 labels = labels.to(env.device, non_blocking=True)
                 if cfg.model.channels_last:
@@ -242,7 +347,16 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> TrainResult:
                         b.copy_(saved)
                 skipped += 1
                 log.info(f"step {step + 1}: non-finite loss, step skipped ({skipped} so far)")
+                if skipped > cfg.train.max_skipped:
+                    raise NonFiniteLossError(f"step {step + 1}: {skipped} steps skipped for a non-finite loss, more "
+                                             f"than train.max_skipped={cfg.train.max_skipped}; the run is stopped "
+                                             "(lower optim.lr or check the data)")  # fmt: skip
             else:
+                grads = [p.grad for p in backbone_params if p.grad is not None]
+                if grads and ((step + 1) % cfg.train.log_every == 0 or step == start_step):
+                    grad_norm = _norm(grads) / (scaler.get_scale() if scaler.is_enabled() else 1.0)
+                    logs = {**logs, "grad_norm": torch.tensor(grad_norm)}
+                    watch_norm("gradient norm", grad_norm, step + 1)
                 if cfg.optim.clip_grad > 0:
                     scaler.unscale_(optimizer)
                     for group in stage.clip_groups or [backbone_params]:  # BTNet: each branch on its own
@@ -252,7 +366,7 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> TrainResult:
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             done = step + 1
-            result.steps, result.skipped_nonfinite = done, skipped
+            result.steps, result.skipped_nonfinite, result.corrupt = done, skipped, list(corrupt)
             images_since += batch * env.world_size * accumulate
             if not nonfinite:
                 result.losses.append(step_loss)
@@ -262,6 +376,10 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> TrainResult:
                 row = {"step": done, "loss": step_loss if not nonfinite else float("nan"), "lr": lr,
                        "images_per_s": images_since / max(elapsed, 1e-9), "skipped_nonfinite": skipped}  # fmt: skip
                 row.update({k: float(v) for k, v in logs.items() if v.numel() == 1})
+                row["weight_norm"] = _norm(backbone_params)
+                watch_norm("weight norm", row["weight_norm"], done)
+                if cfg.data.skip_corrupt:
+                    row["corrupt_skipped"] = len(corrupt)
                 metrics.write(row)
                 bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.3g}", img_s=f"{row['images_per_s']:.0f}")
                 tick, images_since = time.perf_counter(), 0
@@ -284,7 +402,8 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> TrainResult:
             result.validation = validator.run(model, total_steps)
             metrics.write({"step": total_steps, **result.validation})
         barrier(env)
-        log.info(f"done: {total_steps} steps, {skipped} skipped; model in {out / 'model.safetensors'}")
+        log.info(f"done: {total_steps} steps, {skipped} skipped, {len(corrupt)} corrupt samples skipped; "
+                 f"model in {out / 'model.safetensors'}")  # fmt: skip
         return result
     finally:
         bar.close()

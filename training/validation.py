@@ -20,7 +20,8 @@ from mrface.training.config import EvalConfig
 class Validator:
     """Loads the sets once; ``run(model, step)`` returns {key: accuracy} and logs a line."""
 
-    def __init__(self, cfg: EvalConfig, log: logging.Logger) -> None:
+    def __init__(self, cfg: EvalConfig, log: logging.Logger, skip_corrupt: bool = False) -> None:
+        """``skip_corrupt`` (``data.skip_corrupt``): drop pairs with an undecodable image, named in the log."""
         from mrface.eval.verification import ExtractOptions  # evaluation is optional until needed
 
         self.cfg, self.log = cfg, log
@@ -29,7 +30,9 @@ class Validator:
         for path in cfg.bins:
             if not Path(path).is_file():
                 raise FileNotFoundError(f"eval.bins: {path} does not exist (expected a verification .bin)")
-            self.sets[Path(path).stem] = load_bin(path)
+            self.sets[Path(path).stem] = load_bin(path, skip_corrupt=skip_corrupt)
+            for msg in self.sets[Path(path).stem].skipped:
+                log.warning(f"eval.bins: corrupt pair skipped: {msg}")
 
     def run(self, model: nn.Module, step: int) -> dict[str, float]:
         from mrface.eval.verification import evaluate_pairs

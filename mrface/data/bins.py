@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -72,8 +72,16 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 def safe_load_pickle(data: bytes, source: str = "<pickle>") -> object:
-    """Unpickle with the allow-list; Python-2 str objects come back as bytes (``encoding='bytes'``)."""
-    return RestrictedUnpickler(io.BytesIO(data), source=source, encoding="bytes").load()
+    """Unpickle with the allow-list; Python-2 str objects come back as bytes (``encoding='bytes'``).
+
+    A truncated or non-pickle file raises ValueError naming ``source``."""
+    try:
+        return RestrictedUnpickler(io.BytesIO(data), source=source, encoding="bytes").load()
+    except UnsafePickleError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, AttributeError) as err:
+        raise ValueError(f"{source}: not a readable verification .bin (truncated or another format?): "
+                         f"{err}") from None  # fmt: skip
 
 
 @dataclass
@@ -83,6 +91,7 @@ class VerificationPairs:
     images: np.ndarray
     issame: np.ndarray
     color: str = "RGB"
+    skipped: list[str] = field(default_factory=list)  # pairs dropped by load_bin(skip_corrupt=True), described
 
     @property
     def num_pairs(self) -> int:
@@ -114,7 +123,7 @@ def read_bin_raw(path: str | os.PathLike) -> tuple[list[bytes], np.ndarray]:
 
 
 def load_bin(path: str | os.PathLike, size: int | tuple[int, int] | None = None, color: str = "RGB",
-             interpolation: str = "area") -> VerificationPairs:  # fmt: skip
+             interpolation: str = "area", skip_corrupt: bool = False) -> VerificationPairs:  # fmt: skip
     """Load and decode a verification ``.bin``.
 
     Args:
@@ -123,23 +132,32 @@ def load_bin(path: str | os.PathLike, size: int | tuple[int, int] | None = None,
             (all images must then share it).
         color: ``RGB`` or ``BGR`` channel order of the returned array.
         interpolation: OpenCV interpolation for ``size`` (``area``, ``linear``, ``cubic``, ``nearest``).
+        skip_corrupt: drop a pair whose image cannot be decoded (listed in ``skipped``) instead of raising.
     Returns:
         :class:`VerificationPairs` with images (2P, H, W, 3) uint8.
     """
     raw, issame = read_bin_raw(path)
-    decoded = []
+    decoded, skipped, bad_pairs = [], [], set()
     for i, data in enumerate(raw):
         try:
-            im = decode_image(data, color)
+            decode_image(data, color)
         except ValueError as err:
-            raise ValueError(f"{path}: image {i} (pair {i // 2}): {err}") from None
+            if not skip_corrupt:
+                raise ValueError(f"{path}: image {i} (pair {i // 2}): {err}") from None
+            skipped.append(f"{path}: image {i} (pair {i // 2}): {err}")
+            bad_pairs.add(i // 2)
+    keep = [p for p in range(len(issame)) if p not in bad_pairs]
+    raw = [raw[2 * p + k] for p in keep for k in (0, 1)]
+    issame = issame[keep]
+    for i, data in enumerate(raw):
+        im = decode_image(data, color)
         if size is not None:
             im = resize_image(im, size, interpolation)
         if decoded and im.shape != decoded[0].shape:
             raise ValueError(f"{path}: image {i} has shape {im.shape}, image 0 {decoded[0].shape}; pass size=")
         decoded.append(im)
     images = np.stack(decoded) if decoded else np.zeros((0, 112, 112, 3), np.uint8)
-    return VerificationPairs(images, issame, color)
+    return VerificationPairs(images, issame, color, skipped)
 
 
 def write_bin(path: str | os.PathLike, images: np.ndarray | list[bytes], issame: np.ndarray | list[bool],

@@ -1,9 +1,12 @@
-"""``mrface data {inspect,pack,synth}``: look into RecordIO files, pack image folders, write SynthFace sets."""
+"""``mrface data {inspect,pack,synth}``: look into RecordIO files, pack image folders, write SynthFace sets.
+
+Bad input raises :class:`mrface.errors.UserError` (or a ValueError naming the file/record); the
+``mrface`` entry point prints it as one ``mrface data: error: ...`` line with exit code 2.
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -11,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mrface.data.recordio import RecordIOError
+from mrface.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("rec", type=Path, help="FILE.rec (with FILE.idx beside it)")
     p.add_argument("--grid", type=Path, default=None, help="PNG to write (default FILE_grid.png)")
     p.add_argument("--samples", type=int, default=64, help="images in the grid")
-    p.add_argument("--skip-corrupt", action="store_true", help="count and report corrupt records instead of failing")
+    p.add_argument("--skip-corrupt", action="store_true",
+                   help="count and report corrupt records and bad labels instead of failing")  # fmt: skip
     p.add_argument("--no-decode", action="store_true", help="do not decode every image (faster, checks framing only)")
     p.set_defaults(func=_cmd_inspect)
 
@@ -56,16 +61,17 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     import cv2
 
     from mrface.data.images import decode_image
-    from mrface.data.insightface import InsightFaceRecord
+    from mrface.data.insightface import InsightFaceRecord, label_problem
 
-    try:
-        rec = InsightFaceRecord(args.rec, skip_corrupt=args.skip_corrupt)
-    except (RecordIOError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    grid_path = args.grid or args.rec.with_name(args.rec.stem + "_grid.png")
+    if not grid_path.parent.is_dir():
+        raise UserError(f"--grid {grid_path}", f"folder {grid_path.parent} does not exist; expected a PNG path in "
+                                               "an existing folder")  # fmt: skip
+    rec = InsightFaceRecord(args.rec, skip_corrupt=args.skip_corrupt)
+    num_classes = rec.property[0] if rec.property else (len(rec.identity_ranges) or None)
     labels: Counter[int] = Counter()
     shapes: Counter[tuple[int, ...]] = Counter()
-    samples, bad_images = [], []
+    samples, bad_images, bad_labels = [], [], []
     step = max(1, len(rec) // max(1, args.samples))
     for i in range(len(rec)):
         key = rec.image_keys[i]
@@ -73,9 +79,15 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             header, data = rec.read(i)
         except RecordIOError as err:
             if not args.skip_corrupt:
-                print(f"error: {err}", file=sys.stderr)
-                return 1
+                raise
             rec.skipped.append((key, err.offset, err.reason))
+            continue
+        problem = label_problem(header, num_classes)
+        if problem is not None:
+            msg = f"{rec.path}: record key {key} at byte offset {rec.reader.offset(key)}: {problem}"
+            if not args.skip_corrupt:
+                raise UserError(msg, "expected an integer label in [0, num_classes) (use --skip-corrupt to list all)")
+            bad_labels.append(msg)
             continue
         labels[header.class_label] += 1
         if args.no_decode and i % step:
@@ -85,8 +97,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         except ValueError as err:
             msg = f"{rec.path}: record key {key} at byte offset {rec.reader.offset(key)}: {err}"
             if not args.skip_corrupt:
-                print(f"error: {msg}", file=sys.stderr)
-                return 1
+                raise ValueError(msg) from None
             bad_images.append(msg)
             continue
         shapes[im.shape] += 1
@@ -97,7 +108,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     print(f"records in index: {len(rec.reader)}")
     print(f"images: {sum(labels.values())}")
     print(f"identities (labels seen): {len(labels)}")
-    print(f"num_classes: {rec.num_classes}" + (" (property file)" if rec.property else ""))
+    print(f"num_classes: {rec.num_classes}" + (f" ({rec.property_file.name} file)" if rec.property else ""))
     if labels:
         counts = np.array(list(labels.values()))
         print(f"images per identity: min {counts.min()}, median {int(np.median(counts))}, max {counts.max()}")
@@ -109,9 +120,16 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     print(f"undecodable images skipped: {len(bad_images)}")
     for msg in bad_images[:20]:
         print(f"  {msg}")
+    print(f"bad labels skipped (non-finite, fractional or outside [0, num_classes)): {len(bad_labels)}")
+    for msg in bad_labels[:20]:
+        print(f"  {msg}")
     if samples:
-        grid_path = args.grid or args.rec.with_name(args.rec.stem + "_grid.png")
-        cv2.imwrite(str(grid_path), _grid(samples))
+        try:
+            written = cv2.imwrite(str(grid_path), _grid(samples))
+        except cv2.error:
+            written = False
+        if not written:
+            raise UserError(f"--grid {grid_path}", "could not be written (expected a writable .png path)")
         print(f"grid: {grid_path} ({len(samples)} images)")
     return 0
 
@@ -121,11 +139,7 @@ def _cmd_pack(args: argparse.Namespace) -> int:
     from mrface.data.images import decode_image, encode_image, resize_image
     from mrface.data.insightface import write_insightface
 
-    try:
-        samples, classes = scan_image_folder(args.dir)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    samples, classes = scan_image_folder(args.dir)
 
     def payloads():
         for path, label in samples:
@@ -139,12 +153,11 @@ def _cmd_pack(args: argparse.Namespace) -> int:
             yield label, data
 
     size = (args.size, args.size) if args.size else (112, 112)
-    try:
-        n = write_insightface(args.out, payloads(), len(classes), size)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"packed {n} images of {len(classes)} identities into {args.out}")
+    from mrface.data.insightface import property_path
+
+    prop = property_path(args.out, for_writing=True)
+    n = write_insightface(args.out, payloads(), len(classes), size)
+    print(f"packed {n} images of {len(classes)} identities into {args.out} (metadata in {prop})")
     return 0
 
 
@@ -154,8 +167,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     try:
         resolutions = tuple(int(v) for v in args.resolutions.split(","))
     except ValueError:
-        print(f"error: --resolutions must be comma-separated integers, got {args.resolutions!r}", file=sys.stderr)
-        return 2
+        raise UserError("--resolutions", f"expected comma-separated integers, got {args.resolutions!r}") from None
     start = time.perf_counter()
     summary = write_synth(args.out, args.identities, args.images, args.seed, args.pairs, resolutions)
     dt = time.perf_counter() - start

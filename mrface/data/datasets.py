@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mrface.data.images import decode_image
 from mrface.data.insightface import InsightFaceRecord
+from mrface.data.recordio import RecordIOError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -57,15 +58,22 @@ class RecordDataset(_ImageDataset):
     def num_classes(self) -> int:
         return self.record.num_classes
 
+    def describe(self, index: int) -> str:
+        """``FILE: record INDEX (key K) at byte offset O``: where image ``index`` is stored."""
+        key = self.record.image_keys[index]
+        return f"{self.record.path}: record {index} (key {key}) at byte offset {self.record.reader.offset(key)}"
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        header, data = self.record.read(index)
+        """Raises ValueError naming the file, record index and offset for a corrupt record or image."""
         try:
+            header, data = self.record.read(index)
+            label = header.class_label
             image = decode_image(data, self.color)
-        except ValueError as err:
-            key = self.record.image_keys[index]
-            raise ValueError(f"{self.record.path}: record key {key} at byte offset "
-                             f"{self.record.reader.offset(key)}: {err}") from None  # fmt: skip
-        return self._finish(image), header.class_label
+        except RecordIOError as err:
+            raise ValueError(f"{self.describe(index)}: {err.reason}") from None
+        except (ValueError, OverflowError) as err:  # undecodable image; NaN/inf label
+            raise ValueError(f"{self.describe(index)}: {err}") from None
+        return self._finish(image), label
 
 
 def scan_image_folder(root: str | os.PathLike) -> tuple[list[tuple[Path, int]], list[str]]:
@@ -121,12 +129,15 @@ class ImageFolderDataset(_ImageDataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def describe(self, index: int) -> str:
+        return f"{self.samples[index][0]} (sample {index})"
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
         try:
             image = decode_image(Path(path).read_bytes(), self.color)
         except (OSError, ValueError) as err:
-            raise ValueError(f"{path}: {err}") from None
+            raise ValueError(f"{self.describe(index)}: {err}") from None
         return self._finish(image), label
 
 

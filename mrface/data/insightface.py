@@ -7,8 +7,9 @@ follow; then the encoded image.
 InsightFace layout: record 0 is a header with ``flag=2`` and labels ``[first identity key, end]``;
 image records are keys ``1 .. first-1``; identity records ``first .. end-1`` each carry the
 ``[start, end)`` range of that identity's image keys. A ``property`` text file beside the ``.rec``
-holds ``num_classes,height,width``. Files from other tools (im2rec) have no header: every key is an
-image.
+holds ``num_classes,height,width``; a folder holding several datasets gives each further one its own
+``<stem>.property`` (see :func:`property_path`), so writing one never changes another's. Files
+from other tools (im2rec) have no header: every key is an image.
 """
 
 from __future__ import annotations
@@ -40,8 +41,37 @@ class RecordHeader:
 
     @property
     def class_label(self) -> int:
-        """The identity label: ``label`` for flag 0, else the first of the label vector (arcface_torch)."""
-        return int(self.labels[0])
+        """The identity label: ``label`` for flag 0, else the first of the label vector (arcface_torch).
+
+        Raises ValueError for a NaN/inf or fractional label (a corrupt record)."""
+        value = float(self.labels[0])
+        if not np.isfinite(value) or value != int(value):
+            raise ValueError(f"label {value:g} is not an integer class index")
+        return int(value)
+
+
+def label_problem(header: RecordHeader, num_classes: int | None) -> str | None:
+    """Why ``header``'s identity label is unusable (non-finite, fractional, outside ``[0, num_classes)``), or None."""
+    try:
+        label = header.class_label
+    except ValueError as err:
+        return str(err)
+    if label < 0 or (num_classes is not None and label >= num_classes):
+        return f"label {label} outside [0, {num_classes if num_classes is not None else '...'})"
+    return None
+
+
+def property_path(rec_path: str | os.PathLike, for_writing: bool = False) -> Path:
+    """The metadata file of dataset ``rec_path``: ``<stem>.property`` when present (or, for writing, when
+    another ``.rec`` shares the folder), else the folder's InsightFace ``property``."""
+    rec_path = Path(rec_path)
+    own, shared = rec_path.with_suffix(".property"), rec_path.parent / "property"
+    if own.is_file():
+        return own
+    if for_writing:
+        others = [p for p in rec_path.parent.glob("*.rec") if p.resolve() != rec_path.resolve()]
+        return own if others else shared
+    return shared
 
 
 def pack_payload(label: float | Iterable[float], image: bytes, id: int = 0, id2: int = 0) -> bytes:
@@ -129,7 +159,8 @@ class InsightFaceRecord:
             self.image_keys = list(keys)
         if skip_corrupt:
             self.image_keys = self._drop_corrupt(self.image_keys)
-        prop = self.path.parent / "property"
+        prop = property_path(self.path)
+        self.property_file = prop if prop.is_file() else None
         self.property = read_property(prop) if prop.is_file() else None
 
     def _header_at(self, key: int) -> tuple[RecordHeader, bytes]:
@@ -153,7 +184,8 @@ class InsightFaceRecord:
             return self.property[0]
         if self.identity_ranges:
             return len(self.identity_ranges)
-        return int(max((self.label(k) for k in self.image_keys), default=-1)) + 1
+        labels = (self._header_at(k)[0].labels[0] for k in self.image_keys)
+        return int(max((v for v in labels if np.isfinite(v)), default=-1)) + 1
 
     def __len__(self) -> int:
         return len(self.image_keys)
@@ -174,9 +206,12 @@ def write_insightface(path: str | os.PathLike, samples: Iterable[tuple[int, byte
     """Write an InsightFace-layout ``.rec``/``.idx``/``property`` from (label, encoded image) pairs.
 
     Labels must be integers ``0..C-1`` and the images of one identity must come together (sorted by
-    label). Files appear atomically when the write completes. Returns the number of images.
+    label). Files appear atomically when the write completes. The metadata goes to ``property``, or to
+    ``<stem>.property`` when another dataset shares the folder (:func:`property_path`). Returns the
+    number of images.
     """
     path = Path(path)
+    prop = property_path(path, for_writing=True)
     ranges: list[tuple[int, int]] = []
     with RecordIOWriter(path) as writer:
         head_offset = writer.write(0, pack_payload([0.0, 0.0], b"", 0, 0))
@@ -204,5 +239,5 @@ def write_insightface(path: str | os.PathLike, samples: Iterable[tuple[int, byte
             writer.write(first + i, pack_payload([float(start), float(stop)], b"", first + i, 0))
         writer.overwrite(head_offset, pack_payload([float(first), float(end)], b"", 0, 0))
         classes = len(ranges) if num_classes is None else num_classes
-        write_property(path.parent / "property", classes, *image_size)
+        write_property(prop, classes, *image_size)
     return first - 1

@@ -20,6 +20,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from mrface.errors import published_mode
+
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)
 MAX_LENGTH = (1 << 29) - 1
@@ -265,8 +267,8 @@ class RecordIOWriter:
             f.flush()
             os.fsync(f.fileno())
             f.close()
-        os.chmod(self._rec.name, 0o644)
-        os.chmod(self._idx.name, 0o644)
+        published_mode(self._rec.name)  # NamedTemporaryFile makes 0600
+        published_mode(self._idx.name)
         os.replace(self._rec.name, self.path)
         os.replace(self._idx.name, self.idx_path)
         self.closed = True

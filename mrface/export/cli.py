@@ -101,10 +101,10 @@ def run(args: argparse.Namespace) -> int:
             return _run_tensorrt(args)
         return _run_onnx(args)
     except ParityError as exc:
-        print(f"mrface export: {exc}\nnothing was written to {args.out}", file=sys.stderr)
+        print(f"mrface export: error: {exc}; nothing was written to {args.out}", file=sys.stderr)
         return 1
     except (ExportError, ValueError, FileNotFoundError) as exc:
-        print(f"mrface export: {exc}", file=sys.stderr)
+        print(f"mrface export: error: {exc}", file=sys.stderr)
         return 2
 
 
@@ -136,7 +136,7 @@ def _run_tensorrt(args: argparse.Namespace) -> int:
 
     reason = tensorrt_unavailable_reason()
     if reason:
-        print(f"mrface export --format tensorrt: {reason}", file=sys.stderr)
+        print(f"mrface export: error: --format tensorrt: {reason}", file=sys.stderr)
         return 2
     from mrface.export.tensorrt_cli import build_engines_from_args
 

@@ -23,6 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from mrface.errors import published_mode
 from mrface.models.base import FaceModel
 from mrface.models.metadata import ModelMetadata
 
@@ -71,6 +72,7 @@ def _atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        published_mode(tmp)  # mkstemp makes 0600; published weights get the usual umask permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

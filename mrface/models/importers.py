@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from mrface.errors import unsafe_pickle_message
 from mrface.models.btnet import BTNet, norm_key
 from mrface.models.checkpoint import CheckpointError, load_state_dict_checked
 from mrface.models.iresnet import IResNet
@@ -43,10 +44,7 @@ def read_torch_file(path: str | os.PathLike, safe_globals: Iterable[Any] = ()) -
         with torch.serialization.safe_globals(list(safe_globals)):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path}: refused by the weights-only unpickler (it holds objects other than tensors and "
-            f"plain containers): {str(exc).splitlines()[0]}"
-        ) from None
+        raise CheckpointError(unsafe_pickle_message(path, exc)) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {exc}") from None
 

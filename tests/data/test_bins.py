@@ -92,3 +92,16 @@ def test_structure_errors(tmp_path):
     (tmp_path / "b.bin").write_bytes(pickle.dumps(([b"notanimage", b"x"], [True]), protocol=2))
     with pytest.raises(ValueError, match=r"b\.bin: image 0 \(pair 0\): cannot decode"):
         load_bin(tmp_path / "b.bin")
+
+
+def test_load_bin_skips_pairs_with_a_corrupt_image_only_when_asked(tmp_path):
+    from mrface.data.images import encode_image
+
+    good = encode_image(np.full((8, 8, 3), 7, np.uint8), ".png")
+    path = tmp_path / "v.bin"
+    write_bin(path, [good, good, good, b"\xff" * 20, good, good], [True, False, True])
+    with pytest.raises(ValueError, match=rf"{path}: image 3 \(pair 1\): cannot decode image"):
+        load_bin(path)
+    pairs = load_bin(path, skip_corrupt=True)
+    assert pairs.issame.tolist() == [True, True] and pairs.images.shape == (4, 8, 8, 3)
+    assert len(pairs.skipped) == 1 and pairs.skipped[0].startswith(f"{path}: image 3 (pair 1)")

@@ -54,7 +54,7 @@ def test_pack_then_inspect_with_corruption(tmp_path, capsys):
     data[offset + 8 + 24 : offset + 8 + 40] = b"\xff" * 16
     out.write_bytes(bytes(data))
     capsys.readouterr()
-    assert main(["data", "inspect", str(out)]) == 1
+    assert main(["data", "inspect", str(out)]) == 2
     assert f"record key 2 at byte offset {offset}" in capsys.readouterr().err
     assert main(["data", "inspect", str(out), "--skip-corrupt"]) == 0
     text = capsys.readouterr().out
@@ -68,5 +68,53 @@ def test_pack_then_inspect_with_corruption(tmp_path, capsys):
 
 
 def test_pack_missing_dir(tmp_path, capsys):
-    assert main(["data", "pack", str(tmp_path / "nope"), str(tmp_path / "o.rec")]) == 1
+    assert main(["data", "pack", str(tmp_path / "nope"), str(tmp_path / "o.rec")]) == 2
     assert "image folder not found" in capsys.readouterr().err
+
+
+def _folder(root, identities):
+    rng = np.random.default_rng(len(identities))
+    for ident in identities:
+        (root / ident).mkdir(parents=True)
+        cv2.imwrite(str(root / ident / "0.png"), rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+
+
+def test_pack_never_overwrites_another_datasets_metadata(tmp_path, capsys):
+    _folder(tmp_path / "big", [f"id{i}" for i in range(8)])
+    _folder(tmp_path / "small", ["a", "b"])
+    data = tmp_path / "data"
+    assert main(["data", "pack", str(tmp_path / "big"), str(data / "train.rec")]) == 0
+    assert (data / "property").read_text() == "8,112,112\n"
+    assert main(["data", "pack", str(tmp_path / "small"), str(data / "extra.rec")]) == 0
+    assert (data / "property").read_text() == "8,112,112\n"  # the first dataset's metadata is untouched
+    assert (data / "extra.property").read_text() == "2,112,112\n"
+    assert "metadata in " + str(data / "extra.property") in capsys.readouterr().out
+    assert InsightFaceRecord(data / "train.rec").num_classes == 8
+    assert InsightFaceRecord(data / "extra.rec").num_classes == 2
+
+
+def test_inspect_flags_bad_labels_and_never_claims_an_unwritten_grid(tmp_path, capsys):
+    import struct
+
+    _folder(tmp_path / "dir", ["a", "b", "c", "d"])
+    rec_path = tmp_path / "out.rec"
+    assert main(["data", "pack", str(tmp_path / "dir"), str(rec_path)]) == 0
+    rec = InsightFaceRecord(rec_path)
+    data = bytearray(rec_path.read_bytes())
+    for index, value in ((0, float("nan")), (1, 200.0), (2, -1.0)):  # header label field of image records
+        offset = rec.reader.offset(rec.image_keys[index])
+        data[offset + 8 + 4 : offset + 8 + 8] = struct.pack("<f", value)
+    rec_path.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["data", "inspect", str(rec_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mrface data: error: {rec_path}: record key 1 at byte offset") and "label nan" in err
+    assert main(["data", "inspect", str(rec_path), "--skip-corrupt"]) == 0
+    out = capsys.readouterr().out
+    assert "bad labels skipped (non-finite, fractional or outside [0, num_classes)): 3" in out
+    assert "label 200 outside [0, 4)" in out and "label -1 outside [0, 4)" in out and "images: 1" in out
+
+    missing = tmp_path / "missing_dir" / "g.png"
+    assert main(["data", "inspect", str(rec_path), "--skip-corrupt", "--grid", str(missing)]) == 2
+    captured = capsys.readouterr()
+    assert "grid:" not in captured.out and f"--grid {missing}: folder" in captured.err and not missing.exists()

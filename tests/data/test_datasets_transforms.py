@@ -68,7 +68,7 @@ def test_image_folder_and_list_file(tmp_path):
 
 def test_record_dataset_undecodable_image_names_key(tmp_path):
     write_insightface(tmp_path / "t.rec", [(0, b"not an image")])
-    with pytest.raises(ValueError, match=r"t\.rec: record key 1 at byte offset \d+: cannot decode"):
+    with pytest.raises(ValueError, match=r"t\.rec: record 0 \(key 1\) at byte offset \d+: cannot decode"):
         RecordDataset(tmp_path / "t.rec")[0]
 
 

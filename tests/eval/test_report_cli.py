@@ -100,3 +100,27 @@ def test_cli_crossres_and_verification(tmp_path, monkeypatch, capsys, synth_imag
     assert data["settings"]["pair"] == [112, 7] and data["settings"]["extraction"]["flip"] == "concat"
     assert 0.0 <= data["results"]["s"]["accuracy"] <= 1.0
     _png_is_nontrivial(out / "roc.png")
+
+
+def test_eval_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    import torch
+
+    from mrface.models import get_model, save_model
+
+    model = tmp_path / "m.safetensors"
+    save_model(get_model("iresnet_tiny", width=0.125, embedding_size=32), model)
+    good = tmp_path / "good.bin"
+    write_bin(good, np.zeros((4, 112, 112, 3), np.uint8), [True, False])
+    truncated = tmp_path / "cut.bin"
+    truncated.write_bytes(good.read_bytes()[:300])
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cases = [(["--bins", str(truncated), "--out", str(tmp_path / "o1")], f"{truncated}: not a readable verification"),
+             (["--bins", str(good), "--device", "cuda", "--out", str(tmp_path / "o2")],
+              "--device cuda: CUDA is not available"),
+             (["--bins", str(good), "--out", str(a_file)], f"--out {a_file}: {a_file} is a file; expected a folder")]
+    for extra, expected in cases:
+        assert main(["eval", "verification", "--model", str(model), "--quiet", *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"mrface eval: error: {expected}") and err.count("\n") == 1, err
