@@ -8,12 +8,15 @@ k >= n picks all n items once; ``mask_picked=False`` keeps them eligible (the pu
 code). The semantics are spelled out in :mod:`mrface.ops.reference.gumbel_fps`.
 
 Forward: one kernel (C++: a set per OpenMP thread; CUDA: a set per block) writes the indices; the
-straight-through weights (value: one-hot) and the coreset features are gathered from them.
-Backward (documented recompute path, :func:`_straight_through_backward`): the soft probabilities
-are recomputed for the known picks with batched tensor ops (K steps, whatever B), then the
-straight-through gradient is propagated by hand through the K steps in reverse: softmax, running
-minimum, cosine distance, norm power and the centres. It is a plain-torch function inside its own
-custom op, so the op works under ``torch.compile`` and ``opcheck``.
+straight-through weights (value: one-hot) and the coreset features are gathered from them. The
+forward saves only its inputs and the indices (B, K).
+Backward: one kernel call for the whole batch (C++: a set per OpenMP thread; CUDA: a set per block;
+see csrc/include/mrface/gumbel_fps.h) replays each set's selection for the known picks (soft
+probabilities (K, n), cosines and running-minimum tie weights (K - 1, n)) and propagates the
+straight-through gradient by hand through the K steps in reverse: softmax, running minimum, cosine
+distance, norm power and the centres, in float32. float64 inputs and the reference backend use the
+same recompute written with batched tensor ops (:func:`_straight_through_backward`). Both sit in
+their own custom op, so the op works under ``torch.compile`` and ``opcheck``.
 """
 
 from __future__ import annotations
@@ -200,7 +203,10 @@ def _straight_through_backward(
 # ------------------------------------------------------------------------------------ backends
 def _kernel_indices(backend: str, rows2d: torch.Tensor, norms: torch.Tensor, starts: torch.Tensor,
                     lengths: torch.Tensor, max_len: int, k: int, gamma: torch.Tensor, training: bool,
-                    seed: int, mask_picked: bool, logit_scale: float) -> torch.Tensor:  # fmt: skip
+                    seed: int, mask_picked: bool, logit_scale: float, padded: bool,
+                    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:  # fmt: skip
+    """Indices (B, k); on C++ with float32 features also the coreset and the weights, written by the kernel
+    (which also checks every row it reads for NaN / infinity), else None for both."""
     ext = compiled_extension()
     dtype = rows2d.dtype if backend == "cuda" and rows2d.dtype in _DTYPE_TAGS else torch.float32
     work = rows2d.to(dtype).contiguous()
@@ -209,7 +215,7 @@ def _kernel_indices(backend: str, rows2d: torch.Tensor, norms: torch.Tensor, sta
     num_sets, dim = starts.shape[0], rows2d.shape[1]
     indices = torch.empty(num_sets, k, dtype=torch.int64, device=rows2d.device)
     if num_sets == 0:
-        return indices
+        return indices, None, None
     args = (work.data_ptr(), _DTYPE_TAGS[dtype], nrm.data_ptr(), dim, starts.data_ptr(), lengths.data_ptr(),
             num_sets, max_len, k, g.data_ptr(), training, seed, mask_picked, logit_scale,
             indices.data_ptr())  # fmt: skip
@@ -220,9 +226,57 @@ def _kernel_indices(backend: str, rows2d: torch.Tensor, norms: torch.Tensor, sta
             scratch = torch.empty(num_sets * 3 * max_len, dtype=torch.float32, device=rows2d.device)
         stream = torch.cuda.current_stream(rows2d.device).cuda_stream
         ext.gumbel_fps_cuda(*args, 0 if scratch is None else scratch.data_ptr(), stream)
+        return indices, None, None
+    fill = rows2d.dtype == torch.float32
+    coreset = rows2d.new_empty(num_sets, k, dim) if fill else None
+    if not fill:
+        weights = None
+    elif padded:
+        weights = rows2d.new_empty(num_sets, k, max_len)
     else:
-        ext.gumbel_fps_cpu(*args)
-    return indices
+        weights = rows2d.new_empty(k, rows2d.shape[0])
+    w_strides = (k * max_len, 0, max_len) if padded else (0, 1, rows2d.shape[0])
+    nonfinite = torch.empty(num_sets, dtype=torch.int32)
+    ext.gumbel_fps_cpu(*args, torch.get_num_threads(), 0 if coreset is None else coreset.data_ptr(),
+                       0 if weights is None else weights.data_ptr(), *w_strides, nonfinite.data_ptr())  # fmt: skip
+    if bool(nonfinite.any()):
+        raise ValueError("gumbel_fps: features contain NaN or infinite values")
+    return indices, weights, coreset
+
+
+def _kernel_backward(backend: str, grad_weights: torch.Tensor, grad_coreset: torch.Tensor, features: torch.Tensor,
+                     norms: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor, max_len: int,
+                     indices: torch.Tensor, gamma: torch.Tensor, tau: float, training: bool, seed: int,
+                     mask_picked: bool, logit_scale: float,
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """The C++ / CUDA backward kernel (float32): one call for every set, no loop over the K steps."""
+    ext = compiled_extension()
+    dim = features.shape[-1]
+    num_sets, k = indices.shape
+    work = features.reshape(-1, dim).to(torch.float32).contiguous()
+    nrm = norms.reshape(-1).to(torch.float32).contiguous()
+    g = gamma.detach().reshape(1).to(device=features.device, dtype=torch.float32).contiguous()
+    g_w = grad_weights.to(torch.float32).contiguous()
+    g_c = grad_coreset.to(torch.float32).contiguous()
+    idx = indices.contiguous()
+    grad_f = torch.empty_like(work)
+    grad_n = torch.empty_like(nrm)
+    grad_gamma = torch.zeros(num_sets, dtype=torch.float32, device=features.device)
+    padded = features.dim() == 3
+    # grad_weights element (set, step, item): padded (B, k, N); packed (k, T), item i of set b at column start_b + i
+    strides = (k * max_len, 0, max_len) if padded else (0, 1, work.shape[0])
+    if num_sets:
+        args = (work.data_ptr(), nrm.data_ptr(), dim, starts.data_ptr(), lengths.data_ptr(), num_sets, max_len, k,
+                g.data_ptr(), training, seed, mask_picked, logit_scale, idx.data_ptr(), tau, g_w.data_ptr(), *strides,
+                g_c.data_ptr(), grad_f.data_ptr(), padded, grad_n.data_ptr(), grad_gamma.data_ptr())  # fmt: skip
+        if backend == "cuda":
+            per_set = ext.gumbel_fps_backward_cuda_scratch_floats(max_len, k, dim)
+            scratch = torch.empty(num_sets * per_set, dtype=torch.float32, device=features.device)
+            stream = torch.cuda.current_stream(features.device).cuda_stream
+            ext.gumbel_fps_backward_cuda(args[0], 0, *args[1:], scratch.data_ptr(), stream)
+        else:
+            ext.gumbel_fps_backward_cpu(*args, torch.get_num_threads())
+    return grad_f, grad_n, grad_gamma.sum()
 
 
 def _reference_indices(rows2d: torch.Tensor, norms: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor,
@@ -255,8 +309,10 @@ def _gumbel_fps_op(features: torch.Tensor, norms: torch.Tensor, lengths_or_offse
         indices = _reference_indices(rows2d, norms, starts, lengths, k, gamma, tau, training, seed, mask_picked,
                                      logit_scale)  # fmt: skip
     else:
-        indices = _kernel_indices(backend, rows2d, norms, starts, lengths, max_len, k, gamma, training, seed,
-                                  mask_picked, logit_scale)  # fmt: skip
+        indices, weights, coreset = _kernel_indices(backend, rows2d, norms, starts, lengths, max_len, k, gamma,
+                                                    training, seed, mask_picked, logit_scale, features.dim() == 3)
+        if weights is not None:
+            return weights, coreset, indices
     picked = indices >= 0
     rows = starts[:, None] + indices.clamp_min(0)
     coreset = rows2d[rows] * picked[..., None].to(features.dtype)
@@ -289,6 +345,13 @@ def _gumbel_fps_backward_op(grad_weights: torch.Tensor, grad_coreset: torch.Tens
     dim = features.shape[-1]
     starts, lengths = _starts_lengths(features, lengths_or_offsets)
     max_len = _max_len(features, lengths)
+    backend = choose_backend("gumbel_fps", features.device, _SUPPORTED)
+    if backend != "reference" and features.dtype != torch.float64:
+        g_f, g_n, g_gamma = _kernel_backward(backend, grad_weights, grad_coreset, features, norms, starts, lengths,
+                                             max_len, indices, gamma, tau, training, seed, mask_picked, logit_scale)
+        return (g_f.reshape(features.shape).to(features.dtype), g_n.reshape(norms.shape).to(norms.dtype),
+                g_gamma.reshape(gamma.shape).to(gamma.dtype))  # fmt: skip
+    # float64 (and the reference backend): the batched PyTorch recompute path in the input precision
     rows, valid = _padded_rows(starts, lengths, max_len)
     compute = torch.float64 if features.dtype == torch.float64 else torch.float32
     f = features.reshape(-1, dim)[rows].to(compute) * valid[..., None]
@@ -342,7 +405,7 @@ _gumbel_fps_op.register_autograd(_backward, setup_context=_setup_context)
 
 # ---------------------------------------------------------------------------------- public API
 def _check_inputs(features: object, norms: object, lengths_or_offsets: object, k: object, tau: object,
-                  logit_scale: object) -> None:  # fmt: skip
+                  logit_scale: object, check_features_finite: bool = True) -> None:  # fmt: skip
     op = "gumbel_fps"
     if not isinstance(features, torch.Tensor) or features.dim() not in (2, 3):
         shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
@@ -381,7 +444,7 @@ def _check_inputs(features: object, norms: object, lengths_or_offsets: object, k
         if bounds.shape[0] > 1 and not bool((bounds[1:] > bounds[:-1]).all()):
             raise ValueError(f"{op}: offsets must be strictly increasing (every set needs at least one item)")
     # One reduction pass; the element-wise check only runs when the sum is not finite (or overflowed).
-    if not bool(torch.isfinite(features.sum())) and not bool(torch.isfinite(features).all()):
+    if check_features_finite and not bool(torch.isfinite(features.sum())) and not bool(torch.isfinite(features).all()):
         raise ValueError(f"{op}: features contain NaN or infinite values")
     if not bool((torch.isfinite(norms) & (norms > 0)).all()):
         raise ValueError(f"{op}: norms must be finite and > 0")
@@ -427,7 +490,12 @@ def gumbel_fps(
         :class:`CoresetSelection` (indices (B, k), weights, coreset (B, k, D)); weights and coreset are
         differentiable w.r.t. features, norms and gamma (straight-through).
     """
-    _check_inputs(features, norms, lengths_or_offsets, k, tau, logit_scale)
+    # The C++ kernel checks the rows it reads (every item within the lengths) for NaN / infinity itself.
+    kernel_checks = (
+        not torch.compiler.is_compiling() and isinstance(features, torch.Tensor) and features.device.type == "cpu"
+        and features.dtype == torch.float32 and choose_backend("gumbel_fps", features.device, _SUPPORTED) == "cpp"
+    )  # fmt: skip
+    _check_inputs(features, norms, lengths_or_offsets, k, tau, logit_scale, not kernel_checks)
     if not isinstance(gamma, torch.Tensor):
         gamma = torch.tensor(float(gamma), dtype=torch.float32, device=features.device)
     if gamma.numel() != 1 or not bool(torch.isfinite(gamma).all()):

@@ -439,6 +439,50 @@ def test_bad_input_raises_clear_errors(mutate, match):
         gumbel_fps(f, n, lengths, **kwargs)
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_one_bad_element_in_a_later_set_is_reported(backend, k, bad):
+    features, norms, lengths = random_padded(4, 6, 5, seed=3)
+    features[2, lengths[2] - 1, 4] = bad  # the last item of set 2, last component
+    with use_backend(backend), pytest.raises(ValueError, match="NaN or infinite"):
+        gumbel_fps(features, norms, lengths, k)
+    if backend == "cpp":  # the kernel confirms a non-finite squared length element by element
+        huge = random_padded(4, 6, 5, seed=3)[0] * 1e25  # squares overflow float32, the values are finite
+        with use_backend(backend):
+            assert gumbel_fps(huge, norms, lengths, k).indices.shape == (4, k)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("packed", [False, True])
+def test_backward_kernel_odd_sizes_match_reference_and_zero_padding(backend, packed):
+    """Odd D, sets shorter than k, unit probes on weights and coreset: float32 kernel vs float64 autograd."""
+    features, norms, lengths = random_padded(6, 13, 37, seed=40)
+    lengths[1], lengths[2] = 1, 3
+    if packed:
+        features, norms, lengths = pack(features, norms, lengths)
+    gamma, k, tau, seed = torch.tensor(0.3), 5, 0.9, 19
+    g = torch.Generator().manual_seed(1)
+    probe_w = torch.randn((k, features.shape[0]) if packed else (6, k, 13), generator=g)
+    probe_c = torch.randn(6, k, 37, generator=g)
+
+    def ref(f, n, gm):
+        return gumbel_fps_reference(f.double(), n.double(), lengths, k, gm.double(), tau, True, seed)
+
+    def op(f, n, gm):
+        with use_backend(backend):
+            w, c, idx = _gumbel_fps_op(f, n, lengths, k, gm, tau, True, seed)
+            return idx, w, c
+
+    expected = _loss_grads(ref, features, norms, gamma, probe_w.double(), probe_c.double())
+    got = _loss_grads(op, features, norms, gamma, probe_w, probe_c)
+    for e, a in zip(expected, got, strict=True):
+        assert torch.allclose(a.double(), e.double(), rtol=1e-4, atol=1e-4 * e.abs().max().item())
+    if not packed:
+        pad = torch.arange(13)[None] >= lengths[:, None]
+        assert got[0][pad].eq(0).all() and got[1][pad].eq(0).all()
+
+
 def test_forcing_cuda_on_cpu_tensors_fails_clearly():
     features, norms, lengths = random_padded(2, 4, 3, seed=0)
     with use_backend("cuda"), pytest.raises(RuntimeError, match="backend 'cuda' was forced"):
