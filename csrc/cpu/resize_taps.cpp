@@ -21,6 +21,13 @@ double cubic(double x, double a) {
   return 0.0;
 }
 
+// Lanczos window with a = 4 at distance d, unnormalised: sinc(d) * sinc(d / 4).
+double lanczos4(double d) {
+  if (std::fabs(d) < 1e-12) return 1.0;
+  const double pd = 3.14159265358979323846 * d;
+  return 4.0 * std::sin(pd) * std::sin(pd / 4.0) / (pd * pd);
+}
+
 // align_corners=False source coordinate of output sample i.
 double source_coordinate(int64_t i, double scale) { return (static_cast<double>(i) + 0.5) * scale - 0.5; }
 
@@ -40,6 +47,7 @@ ResizeTaps resize_taps(int64_t in_size, int64_t out_size, ResizeFilter filter) {
     case ResizeFilter::Nearest: t.taps = 1; break;
     case ResizeFilter::Bilinear: t.taps = 2; break;
     case ResizeFilter::Bicubic: t.taps = 4; break;
+    case ResizeFilter::Lanczos: t.taps = 8; break;
     case ResizeFilter::Area:
       check_arg(in_size >= out_size, "resize_taps: the area filter only downsamples (in=" +
                                          std::to_string(in_size) + " < out=" + std::to_string(out_size) + ")");
@@ -80,6 +88,20 @@ ResizeTaps resize_taps(int64_t in_size, int64_t out_size, ResizeFilter filter) {
         for (int64_t k = 0; k < 4; ++k) {
           const int64_t j = std::clamp<int64_t>(j0 - 1 + k, 0, in_size - 1);
           set_tap(t, i, k, j, cubic(frac - static_cast<double>(k - 1), -0.75));
+        }
+        break;
+      }
+      case ResizeFilter::Lanczos: {
+        // OpenCV's INTER_LANCZOS4: taps j0-3 .. j0+4 around the align_corners=False source, weights
+        // normalised to sum 1 and taps outside the axis clamped to its edge (out-of-range taps add up).
+        const double src = source_coordinate(i, scale);
+        const auto j0 = static_cast<int64_t>(std::floor(src));
+        const double frac = src - static_cast<double>(j0);
+        double w[8];
+        double total = 0.0;
+        for (int64_t k = 0; k < 8; ++k) total += (w[k] = lanczos4(frac + 3.0 - static_cast<double>(k)));
+        for (int64_t k = 0; k < 8; ++k) {
+          set_tap(t, i, k, std::clamp<int64_t>(j0 - 3 + k, 0, in_size - 1), w[k] / total);
         }
         break;
       }

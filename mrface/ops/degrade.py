@@ -7,8 +7,9 @@ factors cascades (56 -> 28 -> 14 -> 7 from one read) and the up images never lea
 
 Filters (REFERENCE.md §7): ``area`` (cv2 INTER_AREA, box for integer factors), ``bilinear_aa``
 (PIL BILINEAR = interpolate(antialias=True)), ``bilinear`` (cv2 INTER_LINEAR, no antialias),
-``bicubic_aa`` (PIL BICUBIC), ``bicubic`` (torch/cv2 a=-0.75, no antialias), ``nearest``.
-Up filters: ``bilinear``, ``bicubic`` (align_corners=False) or ``nearest``.
+``bicubic_aa`` (PIL BICUBIC), ``bicubic`` (torch/cv2 a=-0.75, no antialias), ``nearest``,
+``lanczos`` (cv2 INTER_LANCZOS4, 8 taps, no antialias).
+Up filters: ``bilinear``, ``bicubic`` (align_corners=False), ``nearest`` or ``lanczos``.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ from mrface.ops.reference.degrade import (
     up_filter_for,
 )
 
-DEGRADE_FILTERS = ("area", "bilinear", "bilinear_aa", "bicubic_aa", "bicubic", "nearest")
-UP_FILTERS = ("bilinear", "bicubic", "nearest")
+DEGRADE_FILTERS = ("area", "bilinear", "bilinear_aa", "bicubic_aa", "bicubic", "nearest", "lanczos")
+UP_FILTERS = ("bilinear", "bicubic", "nearest", "lanczos")
 ADAFACE_FILTERS = ("nearest", "bilinear", "area", "bicubic")
-_FILTER_IDS = {"nearest": 0, "bilinear": 1, "bicubic": 2, "area": 3, "bilinear_aa": 4, "bicubic_aa": 5}
+_FILTER_IDS = {"nearest": 0, "bilinear": 1, "bicubic": 2, "area": 3, "bilinear_aa": 4, "bicubic_aa": 5, "lanczos": 6}
 _DTYPE_TAGS = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.uint8: 3}
 _CPP_DTYPES = (torch.float32, torch.uint8)
 _MAX_LEVELS = 8

@@ -21,6 +21,7 @@ enum class ResizeFilter : int {
   Area = 3,        // cv2 INTER_AREA: fractional pixel-area coverage (downsampling only)
   BilinearAA = 4,  // PIL BILINEAR / torch 'bilinear' antialias=True: triangle widened by the scale
   BicubicAA = 5,   // PIL BICUBIC / torch 'bicubic' antialias=True: a = -0.5 kernel widened by the scale
+  Lanczos = 6,     // cv2 INTER_LANCZOS4: 8 taps sinc(d) sinc(d / 4), normalised, no antialias, edge replicated
 };
 
 struct ResizeTaps {

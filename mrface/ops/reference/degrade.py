@@ -29,7 +29,9 @@ def resize_matrix(in_size: int, out_size: int, filter: str) -> torch.Tensor:
 
     Filters: ``nearest`` (index floor(i·in/out)), ``bilinear`` / ``bicubic`` (align_corners=False,
     no antialias; bicubic a=-0.75), ``area`` (fractional pixel coverage, downsampling only),
-    ``bilinear_aa`` / ``bicubic_aa`` (PIL: triangle / a=-0.5 cubic widened by the scale, normalised).
+    ``bilinear_aa`` / ``bicubic_aa`` (PIL: triangle / a=-0.5 cubic widened by the scale, normalised),
+    ``lanczos`` (cv2 INTER_LANCZOS4: sinc(d)·sinc(d/4) over the 8 samples around the source position,
+    normalised, no antialias, samples past the edge clamped to it).
     """
     if in_size <= 0 or out_size <= 0:
         raise ValueError(f"resize_matrix: sizes must be positive, got in={in_size}, out={out_size}")
@@ -50,6 +52,16 @@ def resize_matrix(in_size: int, out_size: int, filter: str) -> torch.Tensor:
             column = (base + k).clamp(0, in_size - 1).long()
             matrix.scatter_add_(1, column, _cubic(src - (base + k), _CUBIC_A_TORCH))
         return matrix
+    if filter == "lanczos":
+        src = (i + 0.5) * scale - 0.5
+        base = torch.floor(src)
+        offsets = torch.arange(-3, 5, dtype=torch.float64)[None, :]
+        distance = src - (base + offsets)
+        weights = torch.sinc(distance) * torch.sinc(distance / 4)
+        weights = weights / weights.sum(dim=1, keepdim=True)
+        matrix = torch.zeros(out_size, in_size, dtype=torch.float64)
+        matrix.scatter_add_(1, (base + offsets).clamp(0, in_size - 1).long(), weights)
+        return matrix
     if filter == "area":
         if in_size < out_size:
             raise ValueError(f"resize_matrix: 'area' only downsamples, got in={in_size} < out={out_size}")
@@ -61,7 +73,8 @@ def resize_matrix(in_size: int, out_size: int, filter: str) -> torch.Tensor:
         weights = torch.relu(1 - x.abs()) if filter == "bilinear_aa" else _cubic(x, _CUBIC_A_PIL)
         return weights / weights.sum(dim=1, keepdim=True)
     raise ValueError(
-        f"resize_matrix: unknown filter {filter!r}; expected nearest, bilinear, bicubic, area, bilinear_aa, bicubic_aa"
+        f"resize_matrix: unknown filter {filter!r}; expected nearest, bilinear, bicubic, area, bilinear_aa, "
+        "bicubic_aa, lanczos"
     )
 
 
