@@ -3,8 +3,8 @@
 Rows: the fused op on each usable backend (``cpp`` on CPU, ``cuda`` on GPU; forward and backward
 kernels), the batched PyTorch loop (K steps of tensor ops over all sets, as the public
 FaceCoresetNet code does) and the per-set reference loop (small sets only). Times are medians in
-ms of forward and forward+backward (backward of sum(coreset * probe)). ``--sweep`` times B=64, K=8 over N = 16..4096 to show the
-linear growth in N. Prints a table and writes JSON.
+ms of forward and forward+backward (backward of sum(coreset * probe)). ``--sweep`` times B=64,
+K=8 over N = 16..4096 to show the linear growth in N. Prints a table and writes JSON.
 
 Roofline of the forward: ``floor_ms`` is the compulsory traffic (read the features and norms once,
 write the coreset and its indices once) over the copy bandwidth measured in the same run
