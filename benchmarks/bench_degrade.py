@@ -2,15 +2,26 @@
 
 Prints one table (median ms, peak MiB on GPU, speed-up over the loop, and the roofline: the floor is
 the compulsory traffic over the copy bandwidth measured in the same run, ``of_floor`` = time / floor,
-``achieved`` = floor / time) and writes JSON. Example:
+``achieved`` = floor / time) and writes JSON. ``--random`` adds the per-image random degradation
+rows (``degrade_resolution_random``, AdaFace's augmentation: side in [22, 112], filter in nearest /
+bilinear / area / bicubic, back up to 112) against the per-image ``cv2.resize`` down+up loop on HWC
+uint8 faces (one OpenCV thread, as in a data-loader worker), with a fresh output and with ``out=``
+(a reused buffer). ``--busy N`` runs every row while N other processes spin on the CPU (under-load
+rows; ratios measured in the same run). Examples:
     python benchmarks/bench_degrade.py --device cpu --batches 64 256 1024
+    python benchmarks/bench_degrade.py --device cpu --batches 256 --random --filters area
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import multiprocessing
+import time
+from collections.abc import Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from common import copy_bandwidth, machine, median_time, peak_memory, print_table, roofline, roofs_line, write_json
@@ -39,6 +50,67 @@ def naive_loop(x: torch.Tensor, filter: str, up: bool) -> list[torch.Tensor]:
     return outs
 
 
+def _spin() -> None:
+    while True:
+        pass
+
+
+@contextlib.contextmanager
+def busy_processes(count: int) -> Iterator[None]:
+    """``count`` processes spinning on the CPU for the duration (competing load for under-load rows)."""
+    procs = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(count)]
+    for p in procs:
+        p.start()
+    time.sleep(0.5 if procs else 0.0)
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.join()
+
+
+_CV2_DOWN = {"nearest": "INTER_NEAREST", "bilinear": "INTER_LINEAR", "area": "INTER_AREA", "bicubic": "INTER_CUBIC"}
+_CV2_UP = {"nearest": "INTER_NEAREST", "bilinear": "INTER_LINEAR", "area": "INTER_LINEAR", "bicubic": "INTER_CUBIC"}
+
+
+def random_rows(n: int, repeats: int, bandwidth: float) -> list[dict]:
+    """Per-image random degradation (mrface, fresh output and out=) vs the per-image cv2.resize loop."""
+    import cv2
+
+    from mrface.ops import degrade_resolution_random
+    from mrface.ops.degrade import ADAFACE_FILTERS
+
+    cv2.setNumThreads(1)
+    x8 = (torch.rand(n, 3, 112, 112, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    hwc = [np.ascontiguousarray(im.permute(1, 2, 0).numpy()) for im in x8]
+    g = torch.Generator().manual_seed(1)  # the op's draws: sides, then filter ids
+    sides = torch.randint(22, 113, (n,), generator=g).tolist()
+    fids = torch.randint(0, len(ADAFACE_FILTERS), (n,), generator=g).tolist()
+    down = [getattr(cv2, _CV2_DOWN[ADAFACE_FILTERS[f]]) for f in fids]
+    up = [getattr(cv2, _CV2_UP[ADAFACE_FILTERS[f]]) for f in fids]
+
+    def cv2_loop() -> None:
+        for im, s, d, u in zip(hwc, sides, down, up, strict=True):
+            cv2.resize(cv2.resize(im, (s, s), interpolation=d), (112, 112), interpolation=u)
+
+    cv2_s = median_time(cv2_loop, "cpu", repeats)
+    rows = []
+    for dtype in (torch.uint8, torch.float32):
+        x = x8.to(dtype)
+        buffer = torch.empty_like(x)
+        for mode, out in (("fresh", None), ("out=", buffer)):
+            run = functools.partial(degrade_resolution_random, x, generator=torch.Generator().manual_seed(1), out=out)
+            ours_s = median_time(run, "cpu", repeats)
+            rows.append({"filter": "random adaface", "up": mode, "batch": n, "backend": f"cpp {str(dtype)[6:]}",
+                         "ours_ms": ours_s * 1e3, "loop_ms": cv2_s * 1e3, "speedup": cv2_s / ours_s,
+                         "loop": "cv2.resize loop (uint8, 1 thread)"}
+                        | roofline(ours_s, nbytes=2 * x.numel() * x.element_size(), bandwidth=bandwidth))  # fmt: skip
+            rows[-1].pop("bound")
+    return rows
+
+
 def run_op(x: torch.Tensor, filter: str, up: bool, backend: str) -> object:
     with use_backend(backend):
         return degrade_resolution(x, SIZES, filter, "bilinear" if up else None)
@@ -59,8 +131,14 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16", "uint8"])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--random", action="store_true", help="add the per-image random degradation rows vs cv2")
+    parser.add_argument("--busy", type=int, default=0, help="other processes spinning during the run (load rows)")
     args = parser.parse_args()
+    with busy_processes(args.busy):
+        _measure(args)
 
+
+def _measure(args: argparse.Namespace) -> None:
     device = args.device
     dtype = getattr(torch, args.dtype)
     backends = [b for b in mrface.ops.BACKENDS if b != "reference" and backend_runs_on(b, device)]
@@ -91,12 +169,16 @@ def main() -> None:
                     } | roofline(ours_s, nbytes=bytes_moved(x, up), bandwidth=bandwidth)
                     row.pop("bound")  # always memory
                     rows.append(row)
-    print(f"machine: {machine()}  dtype={args.dtype}  device={device}")
+    if args.random and device == "cpu":
+        for n in args.batches:
+            rows.extend(random_rows(n, args.repeats, bandwidth))
+    print(f"machine: {machine()}  dtype={args.dtype}  device={device}  busy_processes={args.busy}")
     print(roofs_line(bandwidth, None) + " (compulsory bytes: read the input, write every output once)")
     columns = ["filter", "up", "batch", "backend", "ours_ms", "loop_ms", "speedup", "ours_MiB", "loop_MiB",
                "floor_ms", "of_floor", "achieved"]
     print_table(rows, columns)
-    write_json("degrade", rows, args.out, {"dtype": args.dtype, "device": device, "copy_bandwidth": bandwidth})
+    write_json("degrade", rows, args.out, {"dtype": args.dtype, "device": device, "copy_bandwidth": bandwidth,
+                                           "busy_processes": args.busy})
 
 
 if __name__ == "__main__":

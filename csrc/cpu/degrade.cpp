@@ -15,9 +15,32 @@
 namespace mrface {
 namespace {
 
+// resize_rows with the tap count known at compile time: the tap loop unrolls.
+template <int Taps>
+void resize_rows_fixed(const float* src, int64_t rows, int64_t src_w, const int32_t* idx, const float* w,
+                       int64_t out_w, float* dst) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* s = src + r * src_w;
+    float* d = dst + r * out_w;
+    for (int64_t j = 0; j < out_w; ++j) {
+      float acc = 0.0f;
+      for (int t = 0; t < Taps; ++t) acc += w[j * Taps + t] * s[idx[j * Taps + t]];
+      d[j] = acc;
+    }
+  }
+}
+
 // Resize rows: dst[r, j] = sum_t w[j, t] * src[r, idx[j, t]] for r < rows.
 void resize_rows(const float* src, int64_t rows, int64_t src_w, const int32_t* idx, const float* w,
                  int64_t taps, int64_t out_w, float* dst) {
+  switch (taps) {
+    case 1: return resize_rows_fixed<1>(src, rows, src_w, idx, w, out_w, dst);
+    case 2: return resize_rows_fixed<2>(src, rows, src_w, idx, w, out_w, dst);
+    case 3: return resize_rows_fixed<3>(src, rows, src_w, idx, w, out_w, dst);
+    case 4: return resize_rows_fixed<4>(src, rows, src_w, idx, w, out_w, dst);
+    case 8: return resize_rows_fixed<8>(src, rows, src_w, idx, w, out_w, dst);
+    default: break;
+  }
   for (int64_t r = 0; r < rows; ++r) {
     const float* s = src + r * src_w;
     float* d = dst + r * out_w;
@@ -90,11 +113,23 @@ void degrade_typed(const DegradeArgs& a) {
         const float* src = L[kSource] < 0 ? source_plane : levels.data() + desc[L[kSource] * kLevelFields + kBufOff];
         float* level = levels.data() + L[kBufOff];
 
-        tmp.resize(static_cast<size_t>(std::max(src_h * out_w, out_h * a.w)));
-        resize_rows(src, src_h, src_w, a.tap_index + L[kXOff], a.tap_weight + L[kXOff], L[kXTaps], out_w, tmp.data());
-        for (int64_t i = 0; i < out_h; ++i) {
-          resize_column_row(tmp.data(), out_w, a.tap_index + L[kYOff] + i * L[kYTaps],
-                            a.tap_weight + L[kYOff] + i * L[kYTaps], L[kYTaps], level + i * out_w);
+        tmp.resize(static_cast<size_t>(std::max({src_h * out_w, out_h * src_w, out_h * a.w})));
+        if (out_h < src_h) {
+          // Fewer output rows: reduce the rows first (contiguous, vectorised, wide windows included),
+          // so the gathering pass along x runs over out_h rows instead of src_h.
+          for (int64_t i = 0; i < out_h; ++i) {
+            resize_column_row(src, src_w, a.tap_index + L[kYOff] + i * L[kYTaps],
+                              a.tap_weight + L[kYOff] + i * L[kYTaps], L[kYTaps], tmp.data() + i * src_w);
+          }
+          resize_rows(tmp.data(), out_h, src_w, a.tap_index + L[kXOff], a.tap_weight + L[kXOff], L[kXTaps], out_w,
+                      level);
+        } else {
+          resize_rows(src, src_h, src_w, a.tap_index + L[kXOff], a.tap_weight + L[kXOff], L[kXTaps], out_w,
+                      tmp.data());
+          for (int64_t i = 0; i < out_h; ++i) {
+            resize_column_row(tmp.data(), out_w, a.tap_index + L[kYOff] + i * L[kYTaps],
+                              a.tap_weight + L[kYOff] + i * L[kYTaps], L[kYTaps], level + i * out_w);
+          }
         }
         if (a.out.down[k] != nullptr) {
           T* down = static_cast<T*>(a.out.down[k]) + p * out_h * out_w;

@@ -2,17 +2,21 @@
 
 Many sets at once, padded ``(B, N_max, D)`` + lengths ``(B,)`` or packed ``(T, D)`` + offsets
 ``(B + 1,)``. Per set, the first pick maximises the norm, each further pick the running minimum of
-``norm**gamma * (1 - cos(f_i, c)) / 2`` over earlier picks c (plus Gumbel noise in training); ties go
-to the lowest index and picked items are never picked again, so k >= n picks all n items once.
-The semantics are spelled out in :mod:`mrface.ops.reference.gumbel_fps`.
+``norm**gamma * (1 - cos(f_i, c)) / 2`` over earlier picks c (scaled by ``logit_scale``, plus Gumbel
+noise when drawn); ties go to the lowest index. By default picked items are never picked again, so
+k >= n picks all n items once; ``mask_picked=False`` keeps them eligible (the public FaceCoresetNet
+code). The semantics are spelled out in :mod:`mrface.ops.reference.gumbel_fps`.
 
 Forward: one kernel (C++: a set per OpenMP thread; CUDA: a set per block) writes the indices; the
-straight-through weights (value: one-hot) and the coreset features are gathered from them.
-Backward (documented recompute path, :func:`_straight_through_backward`): the soft probabilities
-are recomputed for the known picks with batched tensor ops (K steps, whatever B), then the
-straight-through gradient is propagated by hand through the K steps in reverse: softmax, running
-minimum, cosine distance, norm power and the centres. It is a plain-torch function inside its own
-custom op, so the op works under ``torch.compile`` and ``opcheck``.
+straight-through weights (value: one-hot) and the coreset features are gathered from them. The
+forward saves only its inputs and the indices (B, K).
+Backward: one kernel call for the whole batch (C++: a set per OpenMP thread; CUDA: a set per block;
+see csrc/include/mrface/gumbel_fps.h) replays each set's selection for the known picks (soft
+probabilities (K, n), cosines and running-minimum tie weights (K - 1, n)) and propagates the
+straight-through gradient by hand through the K steps in reverse: softmax, running minimum, cosine
+distance, norm power and the centres, in float32. float64 inputs and the reference backend use the
+same recompute written with batched tensor ops (:func:`_straight_through_backward`). Both sit in
+their own custom op, so the op works under ``torch.compile`` and ``opcheck``.
 """
 
 from __future__ import annotations
@@ -70,13 +74,15 @@ def _padded_rows(starts: torch.Tensor, lengths: torch.Tensor, max_len: int) -> t
 def batched_gumbel_fps_torch(
     features: torch.Tensor, norms: torch.Tensor, valid: torch.Tensor, k: int, gamma: torch.Tensor,
     tau: float, noise: torch.Tensor | None, indices: torch.Tensor | None = None, keep: bool = False,
+    mask_picked: bool = True, logit_scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:  # fmt: skip
     """The K-step loop vectorised over sets (the "PyTorch loop" the kernels replace), autograd-able.
 
     Args:
         features: (B, N, D), zeros past each length; norms: (B, N), 1 past each length;
         valid: (B, N) bool; noise: (B, k, N) Gumbel noise or None; indices: (B, k) picks to
-        replay (None: pick by arg-max); keep: also return the intermediates the backward needs.
+        replay (None: pick by arg-max); keep: also return the intermediates the backward needs;
+        mask_picked, logit_scale: as in :mod:`mrface.ops.reference.gumbel_fps`.
     Returns:
         indices (B, k), weights (B, k, N) straight-through, coreset (B, k, D), intermediates.
     """
@@ -111,7 +117,8 @@ def batched_gumbel_fps_torch(
                 saved["rho_raw"].append(rho_raw)
             running = dist if running is None else torch.minimum(running, dist)
             logits = running
-        z = logits if noise is None else logits + noise[:, t]
+        z = logits * logit_scale
+        z = z if noise is None else z + noise[:, t]
         act = active[:, t]
         z = torch.where(act[:, None], z.masked_fill(~allowed, float("-inf")), 0)
         if indices is None:
@@ -124,7 +131,8 @@ def batched_gumbel_fps_torch(
         picks.append(pick)
         weights.append(weight)
         centres.append(torch.bmm(weight[:, None, :], features)[:, 0])
-        allowed = allowed & ~hard.bool()
+        if mask_picked:
+            allowed = allowed & ~hard.bool()
         if keep:
             saved["soft"].append(soft.detach())
     if keep:
@@ -135,6 +143,7 @@ def batched_gumbel_fps_torch(
 def _straight_through_backward(
     features: torch.Tensor, norms: torch.Tensor, valid: torch.Tensor, gamma: torch.Tensor, tau: float,
     noise: torch.Tensor | None, indices: torch.Tensor, grad_weights: torch.Tensor, grad_coreset: torch.Tensor,
+    mask_picked: bool = True, logit_scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """Gradients (features (B, N, D), norms (B, N), gamma ()) of <grad_weights, W> + <grad_coreset, C>.
 
@@ -146,7 +155,9 @@ def _straight_through_backward(
     """
     k = indices.shape[1]
     with torch.no_grad():
-        _, _, centres, s = batched_gumbel_fps_torch(features, norms, valid, k, gamma, tau, noise, indices, True)
+        _, _, centres, s = batched_gumbel_fps_torch(
+            features, norms, valid, k, gamma, tau, noise, indices, True, mask_picked, logit_scale
+        )
     active = s["active"]
     radius, length, norm_power = s["radius"], s["length"], s["norm_power"]
     grad_f = torch.zeros_like(features)
@@ -161,7 +172,7 @@ def _straight_through_backward(
         g_weight = grad_weights[:, t] * act + torch.bmm(features, g_centre[:, :, None])[..., 0]
         grad_f.scatter_add_(1, picks[:, t, None, None].expand(-1, 1, features.shape[2]), g_centre[:, None, :])
         soft = s["soft"][t]
-        g_logits = soft * (g_weight - (soft * g_weight).sum(-1, keepdim=True)) / tau
+        g_logits = soft * (g_weight - (soft * g_weight).sum(-1, keepdim=True)) * (logit_scale / tau)
         if t == 0:
             grad_norms += g_logits
             break
@@ -192,7 +203,10 @@ def _straight_through_backward(
 # ------------------------------------------------------------------------------------ backends
 def _kernel_indices(backend: str, rows2d: torch.Tensor, norms: torch.Tensor, starts: torch.Tensor,
                     lengths: torch.Tensor, max_len: int, k: int, gamma: torch.Tensor, training: bool,
-                    seed: int) -> torch.Tensor:  # fmt: skip
+                    seed: int, mask_picked: bool, logit_scale: float, padded: bool,
+                    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:  # fmt: skip
+    """Indices (B, k); on C++ with float32 features also the coreset and the weights, written by the kernel
+    (which also checks every row it reads for NaN / infinity), else None for both."""
     ext = compiled_extension()
     dtype = rows2d.dtype if backend == "cuda" and rows2d.dtype in _DTYPE_TAGS else torch.float32
     work = rows2d.to(dtype).contiguous()
@@ -201,9 +215,10 @@ def _kernel_indices(backend: str, rows2d: torch.Tensor, norms: torch.Tensor, sta
     num_sets, dim = starts.shape[0], rows2d.shape[1]
     indices = torch.empty(num_sets, k, dtype=torch.int64, device=rows2d.device)
     if num_sets == 0:
-        return indices
+        return indices, None, None
     args = (work.data_ptr(), _DTYPE_TAGS[dtype], nrm.data_ptr(), dim, starts.data_ptr(), lengths.data_ptr(),
-            num_sets, max_len, k, g.data_ptr(), training, seed, indices.data_ptr())  # fmt: skip
+            num_sets, max_len, k, g.data_ptr(), training, seed, mask_picked, logit_scale,
+            indices.data_ptr())  # fmt: skip
     if backend == "cuda":
         limit = torch.cuda.get_device_properties(rows2d.device).shared_memory_per_block_optin
         scratch = None
@@ -211,37 +226,93 @@ def _kernel_indices(backend: str, rows2d: torch.Tensor, norms: torch.Tensor, sta
             scratch = torch.empty(num_sets * 3 * max_len, dtype=torch.float32, device=rows2d.device)
         stream = torch.cuda.current_stream(rows2d.device).cuda_stream
         ext.gumbel_fps_cuda(*args, 0 if scratch is None else scratch.data_ptr(), stream)
+        return indices, None, None
+    fill = rows2d.dtype == torch.float32
+    coreset = rows2d.new_empty(num_sets, k, dim) if fill else None
+    if not fill:
+        weights = None
+    elif padded:
+        weights = rows2d.new_empty(num_sets, k, max_len)
     else:
-        ext.gumbel_fps_cpu(*args)
-    return indices
+        weights = rows2d.new_empty(k, rows2d.shape[0])
+    w_strides = (k * max_len, 0, max_len) if padded else (0, 1, rows2d.shape[0])
+    nonfinite = torch.empty(num_sets, dtype=torch.int32)
+    ext.gumbel_fps_cpu(*args, torch.get_num_threads(), 0 if coreset is None else coreset.data_ptr(),
+                       0 if weights is None else weights.data_ptr(), *w_strides, nonfinite.data_ptr())  # fmt: skip
+    if bool(nonfinite.any()):
+        raise ValueError("gumbel_fps: features contain NaN or infinite values")
+    return indices, weights, coreset
+
+
+def _kernel_backward(backend: str, grad_weights: torch.Tensor, grad_coreset: torch.Tensor, features: torch.Tensor,
+                     norms: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor, max_len: int,
+                     indices: torch.Tensor, gamma: torch.Tensor, tau: float, training: bool, seed: int,
+                     mask_picked: bool, logit_scale: float,
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """The C++ / CUDA backward kernel (float32): one call for every set, no loop over the K steps."""
+    ext = compiled_extension()
+    dim = features.shape[-1]
+    num_sets, k = indices.shape
+    work = features.reshape(-1, dim).to(torch.float32).contiguous()
+    nrm = norms.reshape(-1).to(torch.float32).contiguous()
+    g = gamma.detach().reshape(1).to(device=features.device, dtype=torch.float32).contiguous()
+    g_w = grad_weights.to(torch.float32).contiguous()
+    g_c = grad_coreset.to(torch.float32).contiguous()
+    idx = indices.contiguous()
+    grad_f = torch.empty_like(work)
+    grad_n = torch.empty_like(nrm)
+    grad_gamma = torch.zeros(num_sets, dtype=torch.float32, device=features.device)
+    padded = features.dim() == 3
+    # grad_weights element (set, step, item): padded (B, k, N); packed (k, T), item i of set b at column start_b + i
+    strides = (k * max_len, 0, max_len) if padded else (0, 1, work.shape[0])
+    if num_sets:
+        args = (work.data_ptr(), nrm.data_ptr(), dim, starts.data_ptr(), lengths.data_ptr(), num_sets, max_len, k,
+                g.data_ptr(), training, seed, mask_picked, logit_scale, idx.data_ptr(), tau, g_w.data_ptr(), *strides,
+                g_c.data_ptr(), grad_f.data_ptr(), padded, grad_n.data_ptr(), grad_gamma.data_ptr())  # fmt: skip
+        if backend == "cuda":
+            per_set = ext.gumbel_fps_backward_cuda_scratch_floats(max_len, k, dim)
+            scratch = torch.empty(num_sets * per_set, dtype=torch.float32, device=features.device)
+            stream = torch.cuda.current_stream(features.device).cuda_stream
+            ext.gumbel_fps_backward_cuda(args[0], 0, *args[1:], scratch.data_ptr(), stream)
+        else:
+            ext.gumbel_fps_backward_cpu(*args, torch.get_num_threads())
+    return grad_f, grad_n, grad_gamma.sum()
 
 
 def _reference_indices(rows2d: torch.Tensor, norms: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor,
-                       k: int, gamma: torch.Tensor, tau: float, training: bool, seed: int) -> torch.Tensor:  # fmt: skip
+                       k: int, gamma: torch.Tensor, tau: float, training: bool, seed: int, mask_picked: bool,
+                       logit_scale: float) -> torch.Tensor:  # fmt: skip
     out = []
     flat_norms = norms.reshape(-1)
     for b, (start, n) in enumerate(zip(starts.tolist(), lengths.tolist(), strict=True)):
         f, nrm = rows2d[start : start + n], flat_norms[start : start + n]
         noise = gumbel_fps_set_noise(seed, b, k, n).to(f) if training else None
-        out.append(gumbel_fps_one_set(f, nrm, k, gamma.to(f.dtype), tau, noise)[0])
+        out.append(gumbel_fps_one_set(f, nrm, k, gamma.to(f.dtype), tau, noise, None, mask_picked, logit_scale)[0])
     return torch.stack(out).to(rows2d.device) if out else torch.empty(0, k, dtype=torch.int64, device=rows2d.device)
 
 
 # --------------------------------------------------------------------------------- custom ops
 @torch.library.custom_op("mrface::gumbel_fps", mutates_args=())
 def _gumbel_fps_op(features: torch.Tensor, norms: torch.Tensor, lengths_or_offsets: torch.Tensor, k: int,
-                   gamma: torch.Tensor, tau: float, training: bool, seed: int,
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-    """Returns (weights, coreset, indices): the integer output last, as opcheck's autograd test expects."""
+                   gamma: torch.Tensor, tau: float, training: bool, seed: int, mask_picked: bool = True,
+                   logit_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Returns (weights, coreset, indices): the integer output last, as opcheck's autograd test expects.
+
+    ``training``: draw the Gumbel noise of ``seed`` (the public API also sets it for ``eval_noise``).
+    """
     dim = features.shape[-1]
     rows2d = features.reshape(-1, dim)
     starts, lengths = _starts_lengths(features, lengths_or_offsets)
     max_len = _max_len(features, lengths)
     backend = choose_backend("gumbel_fps", features.device, _SUPPORTED)
     if backend == "reference":
-        indices = _reference_indices(rows2d, norms, starts, lengths, k, gamma, tau, training, seed)
+        indices = _reference_indices(rows2d, norms, starts, lengths, k, gamma, tau, training, seed, mask_picked,
+                                     logit_scale)  # fmt: skip
     else:
-        indices = _kernel_indices(backend, rows2d, norms, starts, lengths, max_len, k, gamma, training, seed)
+        indices, weights, coreset = _kernel_indices(backend, rows2d, norms, starts, lengths, max_len, k, gamma,
+                                                    training, seed, mask_picked, logit_scale, features.dim() == 3)
+        if weights is not None:
+            return weights, coreset, indices
     picked = indices >= 0
     rows = starts[:, None] + indices.clamp_min(0)
     coreset = rows2d[rows] * picked[..., None].to(features.dtype)
@@ -256,7 +327,7 @@ def _gumbel_fps_op(features: torch.Tensor, norms: torch.Tensor, lengths_or_offse
 
 
 @_gumbel_fps_op.register_fake
-def _(features, norms, lengths_or_offsets, k, gamma, tau, training, seed):
+def _(features, norms, lengths_or_offsets, k, gamma, tau, training, seed, mask_picked=True, logit_scale=1.0):
     num_sets = features.shape[0] if features.dim() == 3 else lengths_or_offsets.shape[0] - 1
     indices = features.new_empty(num_sets, k, dtype=torch.int64)
     if features.dim() == 3:
@@ -269,11 +340,18 @@ def _(features, norms, lengths_or_offsets, k, gamma, tau, training, seed):
 @torch.library.custom_op("mrface::gumbel_fps_backward", mutates_args=())
 def _gumbel_fps_backward_op(grad_weights: torch.Tensor, grad_coreset: torch.Tensor, features: torch.Tensor,
                             norms: torch.Tensor, lengths_or_offsets: torch.Tensor, indices: torch.Tensor,
-                            gamma: torch.Tensor, tau: float, training: bool, seed: int,
-                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+                            gamma: torch.Tensor, tau: float, training: bool, seed: int, mask_picked: bool = True,
+                            logit_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     dim = features.shape[-1]
     starts, lengths = _starts_lengths(features, lengths_or_offsets)
     max_len = _max_len(features, lengths)
+    backend = choose_backend("gumbel_fps", features.device, _SUPPORTED)
+    if backend != "reference" and features.dtype != torch.float64:
+        g_f, g_n, g_gamma = _kernel_backward(backend, grad_weights, grad_coreset, features, norms, starts, lengths,
+                                             max_len, indices, gamma, tau, training, seed, mask_picked, logit_scale)
+        return (g_f.reshape(features.shape).to(features.dtype), g_n.reshape(norms.shape).to(norms.dtype),
+                g_gamma.reshape(gamma.shape).to(gamma.dtype))  # fmt: skip
+    # float64 (and the reference backend): the batched PyTorch recompute path in the input precision
     rows, valid = _padded_rows(starts, lengths, max_len)
     compute = torch.float64 if features.dtype == torch.float64 else torch.float32
     f = features.reshape(-1, dim)[rows].to(compute) * valid[..., None]
@@ -285,7 +363,7 @@ def _gumbel_fps_backward_op(grad_weights: torch.Tensor, grad_coreset: torch.Tens
     else:
         g_w = grad_weights.to(compute)[:, rows].permute(1, 0, 2) * valid[:, None, :]
     g_f, g_n, g_gamma = _straight_through_backward(
-        f, nrm, valid, gamma.to(compute), tau, noise, indices, g_w, grad_coreset.to(compute)
+        f, nrm, valid, gamma.to(compute), tau, noise, indices, g_w, grad_coreset.to(compute), mask_picked, logit_scale
     )
     flat = rows[valid]
     grad_features = torch.zeros(features.reshape(-1, dim).shape, dtype=compute, device=features.device)
@@ -296,14 +374,16 @@ def _gumbel_fps_backward_op(grad_weights: torch.Tensor, grad_coreset: torch.Tens
 
 
 @_gumbel_fps_backward_op.register_fake
-def _(grad_weights, grad_coreset, features, norms, lengths_or_offsets, indices, gamma, tau, training, seed):
+def _(grad_weights, grad_coreset, features, norms, lengths_or_offsets, indices, gamma, tau, training, seed,
+      mask_picked=True, logit_scale=1.0):
     return torch.empty_like(features), torch.empty_like(norms), torch.empty_like(gamma)
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    features, norms, lengths_or_offsets, k, gamma, tau, training, seed = inputs
+    features, norms, lengths_or_offsets, k, gamma, tau, training, seed, *options = inputs
     ctx.save_for_backward(features, norms, lengths_or_offsets, gamma, output[2])
     ctx.tau, ctx.training, ctx.seed = tau, training, seed
+    ctx.options = tuple(options)  # (mask_picked, logit_scale) when given
     ctx.weights_shape, ctx.coreset_shape = output[0].shape, output[1].shape
 
 
@@ -315,16 +395,17 @@ def _backward(ctx, grad_weights, grad_coreset, grad_indices):
         grad_coreset = features.new_zeros(ctx.coreset_shape)
     g_f, g_n, g_gamma = _gumbel_fps_backward_op(
         grad_weights, grad_coreset, features, norms, lengths_or_offsets, indices, gamma, ctx.tau, ctx.training,
-        ctx.seed,
+        ctx.seed, *ctx.options,
     )
-    return g_f, g_n, None, None, g_gamma, None, None, None
+    return (g_f, g_n, None, None, g_gamma, None, None, None) + (None,) * len(ctx.options)
 
 
 _gumbel_fps_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 # ---------------------------------------------------------------------------------- public API
-def _check_inputs(features: object, norms: object, lengths_or_offsets: object, k: object, tau: object) -> None:
+def _check_inputs(features: object, norms: object, lengths_or_offsets: object, k: object, tau: object,
+                  logit_scale: object, check_features_finite: bool = True) -> None:  # fmt: skip
     op = "gumbel_fps"
     if not isinstance(features, torch.Tensor) or features.dim() not in (2, 3):
         shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
@@ -340,6 +421,10 @@ def _check_inputs(features: object, norms: object, lengths_or_offsets: object, k
         raise ValueError(f"{op}: k must be an int >= 1, got {k!r}")
     if not isinstance(tau, (int, float)) or not tau > 0:
         raise ValueError(f"{op}: tau must be a positive float, got {tau!r}")
+    if isinstance(logit_scale, bool) or not isinstance(logit_scale, (int, float)) or not (
+        0 < logit_scale < float("inf")
+    ):
+        raise ValueError(f"{op}: logit_scale must be a positive finite float, got {logit_scale!r}")
     if not isinstance(lengths_or_offsets, torch.Tensor) or lengths_or_offsets.dim() != 1 or (
         lengths_or_offsets.dtype.is_floating_point
     ):
@@ -359,7 +444,7 @@ def _check_inputs(features: object, norms: object, lengths_or_offsets: object, k
         if bounds.shape[0] > 1 and not bool((bounds[1:] > bounds[:-1]).all()):
             raise ValueError(f"{op}: offsets must be strictly increasing (every set needs at least one item)")
     # One reduction pass; the element-wise check only runs when the sum is not finite (or overflowed).
-    if not bool(torch.isfinite(features.sum())) and not bool(torch.isfinite(features).all()):
+    if check_features_finite and not bool(torch.isfinite(features.sum())) and not bool(torch.isfinite(features).all()):
         raise ValueError(f"{op}: features contain NaN or infinite values")
     if not bool((torch.isfinite(norms) & (norms > 0)).all()):
         raise ValueError(f"{op}: norms must be finite and > 0")
@@ -374,6 +459,10 @@ def gumbel_fps(
     tau: float = 1.0,
     training: bool = False,
     generator: torch.Generator | None = None,
+    *,
+    mask_picked: bool = True,
+    eval_noise: bool = False,
+    logit_scale: float = 1.0,
 ) -> CoresetSelection:
     """Pick a coreset of k items per set by Gumbel-softmax farthest point sampling (REFERENCE.md §6).
 
@@ -387,23 +476,39 @@ def gumbel_fps(
         gamma: norm exponent of the distance; a tensor (e.g. an ``nn.Parameter``) gets a gradient.
         tau: softmax temperature of the straight-through gradient (> 0).
         training: add Gumbel noise drawn from a seed taken from ``generator`` (the default CPU
-            generator when None); the same seed gives the same picks on every backend. False: arg-max.
+            generator when None); the same seed gives the same picks on every backend. False: arg-max
+            (unless ``eval_noise``).
+        mask_picked: True (default): an item is picked at most once per set. False: every item stays
+            eligible at every step and can be drawn again (the public FaceCoresetNet code); the soft
+            probabilities then run over all items of the set.
+        eval_noise: draw the Gumbel noise in inference too (``training=False``), as the public code does.
+        logit_scale: the logits (norms, then the running minimum) are multiplied by it before the noise
+            is added: pick = argmax(logit_scale * logits + g), soft = softmax((logit_scale * logits + g) / tau).
+            Public FaceCoresetNet: training ``logit_scale=1, tau=1``; inference ``eval_noise=True,
+            logit_scale=1e4, tau=1e-10``, both with ``mask_picked=False``.
     Returns:
         :class:`CoresetSelection` (indices (B, k), weights, coreset (B, k, D)); weights and coreset are
         differentiable w.r.t. features, norms and gamma (straight-through).
     """
-    _check_inputs(features, norms, lengths_or_offsets, k, tau)
+    # The C++ kernel checks the rows it reads (every item within the lengths) for NaN / infinity itself.
+    kernel_checks = (
+        not torch.compiler.is_compiling() and isinstance(features, torch.Tensor) and features.device.type == "cpu"
+        and features.dtype == torch.float32 and choose_backend("gumbel_fps", features.device, _SUPPORTED) == "cpp"
+    )  # fmt: skip
+    _check_inputs(features, norms, lengths_or_offsets, k, tau, logit_scale, not kernel_checks)
     if not isinstance(gamma, torch.Tensor):
         gamma = torch.tensor(float(gamma), dtype=torch.float32, device=features.device)
     if gamma.numel() != 1 or not bool(torch.isfinite(gamma).all()):
         raise ValueError(f"gumbel_fps: gamma must be one finite number, got shape {tuple(gamma.shape)}")
+    noisy = bool(training or eval_noise)
     seed = 0
-    if training:
+    if noisy:
         device = generator.device if generator is not None else "cpu"
         seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=device))
     if forced_backend() is not None:
         choose_backend("gumbel_fps", features.device, _SUPPORTED)  # fail before the op for a clear error
     weights, coreset, indices = _gumbel_fps_op(
-        features, norms, lengths_or_offsets, k, gamma.reshape(()), float(tau), bool(training), seed
+        features, norms, lengths_or_offsets, k, gamma.reshape(()), float(tau), noisy, seed, bool(mask_picked),
+        float(logit_scale),
     )
     return CoresetSelection(indices, weights, coreset)

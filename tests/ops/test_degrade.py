@@ -213,6 +213,51 @@ def test_per_sample_matches_reference(backend, device):
         torch.testing.assert_close(got.cpu(), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("backend", ["cpp", "reference"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8, torch.bfloat16])
+def test_per_sample_out_buffer_is_overwritten_and_returned(backend, dtype):
+    """out= with a poisoned buffer: every element is rewritten and equals the allocating call."""
+    gen = torch.Generator().manual_seed(11)
+    x = (torch.rand(5, 3, 23, 19, generator=gen) * 255).to(dtype)
+    sides = torch.tensor([3, 23, 7, 11, 22])
+    filter_ids = torch.tensor([0, 1, 2, 3, 1])
+    with use_backend(backend):
+        want = degrade_per_sample(x, sides, filter_ids)
+        out = torch.full_like(x, 7 if dtype == torch.uint8 else float("nan"))
+        got = degrade_per_sample(x, sides, filter_ids, out=out)
+        assert got is out and torch.equal(got, want)
+        again, s2, f2 = degrade_resolution_random(x, 3, 23, generator=torch.Generator().manual_seed(2), out=out)
+        assert again is out and torch.equal(again, degrade_per_sample(x, s2, f2))
+
+
+def test_per_sample_out_buffer_bad_arguments():
+    x = torch.rand(2, 3, 8, 8)
+    sides, ids = torch.tensor([4, 5]), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="out must be a tensor"):
+        degrade_per_sample(x, sides, ids, out=torch.empty(2, 3, 8, 7))
+    with pytest.raises(ValueError, match="out must be a tensor"):
+        degrade_per_sample(x, sides, ids, out=torch.empty(2, 3, 8, 8, dtype=torch.float64))
+    with pytest.raises(ValueError, match="does not support autograd"):
+        degrade_per_sample(x.requires_grad_(), sides, ids, out=torch.empty(2, 3, 8, 8))
+    with pytest.raises(ValueError, match="must not share memory"):
+        degrade_per_sample(x.detach(), sides, ids, out=x.detach())
+
+
+@pytest.mark.parametrize("filter,interp", [("bilinear", cv2.INTER_LINEAR), ("nearest", cv2.INTER_NEAREST)])
+def test_uint8_round_trip_matches_opencv(filter, interp):
+    """uint8 down + up within one grey level of two cv2.resize calls (cv2 also rounds the small image to
+    uint8 in between; mrface keeps it in float32 and rounds once, half up, saturated)."""
+    image = np.random.default_rng(5).integers(0, 256, (112, 112, 3), dtype=np.uint8)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].contiguous()
+    for side in (22, 37, 75):
+        with use_backend("cpp"):
+            got = degrade_per_sample(x, torch.tensor([side]), torch.tensor([0]), (filter,), "same")
+        down = cv2.resize(image, (side, side), interpolation=interp)
+        expected = cv2.resize(down, (112, 112), interpolation=interp)
+        diff = np.abs(got[0].permute(1, 2, 0).numpy().astype(int) - expected.astype(int))
+        assert diff.max() <= 1 and diff.mean() < 0.5, (side, diff.max(), diff.mean())
+
+
 def test_cascade_equals_direct_area():
     """The C++ kernel cascades 56->28->14->7; the result equals box averages of the input."""
     x = torch.rand(4, 3, 112, 112, dtype=torch.float32)

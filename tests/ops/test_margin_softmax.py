@@ -333,3 +333,49 @@ def test_forcing_an_unavailable_backend_raises():
     args = (torch.randn(4, 8), torch.randn(10, 8), torch.tensor([0, 1, 2, 3]), get_margin("arcface"))
     with use_backend("cuda"), pytest.raises(RuntimeError, match="no CUDA-extension kernel"):
         margin_softmax_loss(*args)
+
+
+# ------------------------------------------------------------------------- thread choice under load
+def test_chunked_cpu_threads_follow_the_load_and_the_pin(monkeypatch):
+    monkeypatch.delenv("MRFACE_CHUNKED_THREADS", raising=False)
+    monkeypatch.setattr(ms.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(ms.os, "getloadavg", lambda: (2.1, 0.0, 0.0))  # only this process's 2 threads
+    assert ms.chunked_cpu_threads(2) == 2
+    monkeypatch.setattr(ms.os, "getloadavg", lambda: (4.3, 0.0, 0.0))  # two other busy processes
+    assert ms.chunked_cpu_threads(2) == 1
+    assert ms.chunked_cpu_threads(1) == 1
+    monkeypatch.setenv("MRFACE_CHUNKED_THREADS", "3")
+    assert ms.chunked_cpu_threads(2) == 3
+    monkeypatch.setenv("MRFACE_CHUNKED_THREADS", "two")
+    with pytest.raises(ValueError, match="MRFACE_CHUNKED_THREADS"):
+        ms.chunked_cpu_threads(2)
+
+
+def test_single_threaded_tile_loop_restores_threads_and_matches(monkeypatch):
+    """Oversubscribed: the loop runs on one thread, gives the same loss and gradients, restores threads."""
+    monkeypatch.delenv("MRFACE_CHUNKED_THREADS", raising=False)
+    monkeypatch.setattr(ms.os, "cpu_count", lambda: 2)
+    seen = []
+    real_set = torch.set_num_threads
+    monkeypatch.setattr(ms.torch, "set_num_threads", lambda n: (seen.append(n), real_set(n))[1])
+    g = torch.Generator().manual_seed(0)
+    emb = torch.randn(16, 8, generator=g)
+    weight = torch.randn(300, 8, generator=g)
+    labels = torch.randint(0, 300, (16,), generator=g)
+    margin = get_margin("cosface")
+    original = torch.get_num_threads()
+    real_set(2)
+    results = []
+    try:
+        for load in (0.0, 100.0):
+            monkeypatch.setattr(ms.os, "getloadavg", lambda load=load: (load, 0.0, 0.0))
+            e, w = emb.clone().requires_grad_(), weight.clone().requires_grad_()
+            loss = margin_softmax_loss(e, w, labels, margin)
+            loss.backward()
+            assert torch.get_num_threads() == 2
+            results.append((loss.detach(), e.grad, w.grad))
+    finally:
+        real_set(original)
+    assert 1 in seen  # the oversubscribed call switched to one thread (and back)
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
