@@ -27,14 +27,15 @@ float dot(const float* a, const float* b, int64_t dim) {
   return total;
 }
 
-// Index of the largest score + noise among items whose score is not -inf (picked); ties -> lowest.
-int64_t noisy_argmax(const float* score, int64_t n, bool stochastic, uint64_t stream) {
+// Index of the largest scale * score + noise among items whose score is not -inf (picked); ties ->
+// lowest. The product is rounded before the sum (this file is compiled with -ffp-contract=off).
+int64_t noisy_argmax(const float* score, int64_t n, bool stochastic, uint64_t stream, float scale) {
   int64_t best = -1;
   float best_value = kNegInf;
   for (int64_t i = 0; i < n; ++i) {
     if (score[i] == kNegInf) continue;
     const float noise = stochastic ? -std::log(-std::log(gumbel_fps_uniform(stream, static_cast<uint64_t>(i)))) : 0.0f;
-    const float value = score[i] + noise;
+    const float value = score[i] * scale + noise;
     if (best < 0 || value > best_value) {
       best = i;
       best_value = value;
@@ -55,7 +56,7 @@ void select_one_set(const GumbelFpsArgs& a, int64_t set, std::vector<float>& min
     return gumbel_fps_stream(a.seed, static_cast<uint64_t>(set), static_cast<uint64_t>(step));
   };
 
-  int64_t pick = noisy_argmax(norms, n, a.stochastic, stream(0));
+  int64_t pick = noisy_argmax(norms, n, a.stochastic, stream(0), a.logit_scale);
   out[0] = pick;
   for (int64_t step = 1; step < picks; ++step) {
     const float* c = f + pick * a.dim;
@@ -69,8 +70,10 @@ void select_one_set(const GumbelFpsArgs& a, int64_t set, std::vector<float>& min
       const float d = weight[i] * (1.0f - dot(fi, c, a.dim) * inv[i] * inv_c) * 0.5f;
       mind[i] = step == 1 ? d : std::fmin(mind[i], d);
     }
-    for (int64_t s = 0; s < step; ++s) mind[out[s]] = kNegInf;
-    pick = noisy_argmax(mind.data(), n, a.stochastic, stream(step));
+    if (a.mask_picked) {
+      for (int64_t s = 0; s < step; ++s) mind[out[s]] = kNegInf;
+    }
+    pick = noisy_argmax(mind.data(), n, a.stochastic, stream(step), a.logit_scale);
     out[step] = pick;
   }
   for (int64_t step = picks; step < a.k; ++step) out[step] = -1;

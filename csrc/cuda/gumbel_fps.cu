@@ -32,14 +32,17 @@ __device__ __forceinline__ bool better(float v, long long i, float best_v, long 
 }
 
 // Arg-max of score[i] + noise(step, i) over items with score > -inf; every thread gets the index.
-__device__ long long block_argmax(const float* score, long long n, bool stochastic, uint64_t stream,
+// The score is scaled with an explicitly rounded product (no fused multiply-add), as on the host.
+__device__ long long block_argmax(const float* score, long long n, bool stochastic, uint64_t stream, float scale,
                                   float* red_value, long long* red_index) {
   float best_v = -INFINITY;
   long long best_i = LLONG_MAX;
   for (long long i = threadIdx.x; i < n; i += blockDim.x) {
     const float s = score[i];
     if (s == -INFINITY) continue;
-    const float v = stochastic ? s - logf(-logf(gumbel_fps_uniform(stream, static_cast<uint64_t>(i)))) : s;
+    const float scaled = __fmul_rn(s, scale);
+    const float v =
+        stochastic ? __fadd_rn(scaled, -logf(-logf(gumbel_fps_uniform(stream, static_cast<uint64_t>(i))))) : scaled;
     if (better(v, i, best_v, best_i)) {
       best_v = v;
       best_i = i;
@@ -77,7 +80,8 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads) gumbel_fps_kernel(
     const T* __restrict__ features, const float* __restrict__ norms, int64_t dim, const int64_t* __restrict__ starts,
     const int64_t* __restrict__ lengths, int64_t max_len, int64_t k, const float* __restrict__ gamma_ptr,
-    bool stochastic, uint64_t seed, int64_t* __restrict__ indices, float* __restrict__ scratch) {
+    bool stochastic, uint64_t seed, bool mask_picked, float logit_scale, int64_t* __restrict__ indices,
+    float* __restrict__ scratch) {
   extern __shared__ float shared[];
   __shared__ float red_value[kWarps];
   __shared__ long long red_index[kWarps];
@@ -96,7 +100,8 @@ __global__ void __launch_bounds__(kThreads) gumbel_fps_kernel(
   const float gamma = *gamma_ptr;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 
-  long long pick = block_argmax(nrm, n, stochastic, gumbel_fps_stream(seed, set, 0), red_value, red_index);
+  long long pick =
+      block_argmax(nrm, n, stochastic, gumbel_fps_stream(seed, set, 0), logit_scale, red_value, red_index);
   if (threadIdx.x == 0) out[0] = pick;
   for (int64_t step = 1; step < picks; ++step) {
     for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) center[j] = to_float(f[pick * dim + j]);
@@ -124,9 +129,9 @@ __global__ void __launch_bounds__(kThreads) gumbel_fps_kernel(
       }
     }
     __syncthreads();
-    if (threadIdx.x == 0) mind[pick] = -INFINITY;  // earlier picks stay -inf through fminf
+    if (mask_picked && threadIdx.x == 0) mind[pick] = -INFINITY;  // earlier picks stay -inf through fminf
     __syncthreads();
-    pick = block_argmax(mind, n, stochastic, gumbel_fps_stream(seed, set, step), red_value, red_index);
+    pick = block_argmax(mind, n, stochastic, gumbel_fps_stream(seed, set, step), logit_scale, red_value, red_index);
     if (threadIdx.x == 0) out[step] = pick;
   }
   for (int64_t step = picks + threadIdx.x; step < k; step += blockDim.x) out[step] = -1;
@@ -150,7 +155,7 @@ void launch(const GumbelFpsArgs& a, cudaStream_t stream) {
   if (a.sets == 0) return;
   kernel<<<static_cast<unsigned>(a.sets), kThreads, static_cast<size_t>(bytes), stream>>>(
       static_cast<const T*>(a.features), a.norms, a.dim, a.starts, a.lengths, a.max_len, a.k, a.gamma, a.stochastic,
-      a.seed, a.indices, a.scratch);
+      a.seed, a.mask_picked, a.logit_scale, a.indices, a.scratch);
   check_cuda(cudaGetLastError(), "kernel launch");
 }
 

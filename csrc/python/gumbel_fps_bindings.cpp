@@ -13,7 +13,7 @@ namespace {
 
 GumbelFpsArgs make_args(uintptr_t features, int dtype, uintptr_t norms, int64_t dim, uintptr_t starts,
                         uintptr_t lengths, int64_t sets, int64_t max_len, int64_t k, uintptr_t gamma, bool stochastic,
-                        uint64_t seed, uintptr_t indices, uintptr_t scratch) {
+                        uint64_t seed, bool mask_picked, float logit_scale, uintptr_t indices, uintptr_t scratch) {
   check_arg(dtype >= 0 && dtype <= 2, "gumbel_fps: dtype tag must be 0..2, got " + std::to_string(dtype));
   check_arg(dim >= 1, "gumbel_fps: dim must be >= 1, got " + std::to_string(dim));
   check_arg(k >= 1, "gumbel_fps: k must be >= 1, got " + std::to_string(k));
@@ -31,6 +31,8 @@ GumbelFpsArgs make_args(uintptr_t features, int dtype, uintptr_t norms, int64_t 
   a.gamma = reinterpret_cast<const float*>(gamma);
   a.stochastic = stochastic;
   a.seed = seed;
+  a.mask_picked = mask_picked;
+  a.logit_scale = logit_scale;
   a.indices = reinterpret_cast<int64_t*>(indices);
   a.scratch = reinterpret_cast<float*>(scratch);
   return a;
@@ -54,9 +56,9 @@ void register_gumbel_fps(py::module_& m) {
       "gumbel_fps_cpu",
       [](uintptr_t features, int dtype, uintptr_t norms, int64_t dim, uintptr_t starts, uintptr_t lengths,
          int64_t sets, int64_t max_len, int64_t k, uintptr_t gamma, bool stochastic, uint64_t seed,
-         uintptr_t indices) {
+         bool mask_picked, float logit_scale, uintptr_t indices) {
         GumbelFpsArgs a = make_args(features, dtype, norms, dim, starts, lengths, sets, max_len, k, gamma,
-                                    stochastic, seed, indices, 0);
+                                    stochastic, seed, mask_picked, logit_scale, indices, 0);
         py::gil_scoped_release release;
         gumbel_fps_cpu(a);
       },
@@ -68,9 +70,9 @@ void register_gumbel_fps(py::module_& m) {
       "gumbel_fps_cuda",
       [](uintptr_t features, int dtype, uintptr_t norms, int64_t dim, uintptr_t starts, uintptr_t lengths,
          int64_t sets, int64_t max_len, int64_t k, uintptr_t gamma, bool stochastic, uint64_t seed,
-         uintptr_t indices, uintptr_t scratch, uintptr_t stream) {
+         bool mask_picked, float logit_scale, uintptr_t indices, uintptr_t scratch, uintptr_t stream) {
         GumbelFpsArgs a = make_args(features, dtype, norms, dim, starts, lengths, sets, max_len, k, gamma,
-                                    stochastic, seed, indices, scratch);
+                                    stochastic, seed, mask_picked, logit_scale, indices, scratch);
         py::gil_scoped_release release;
         gumbel_fps_cuda(a, reinterpret_cast<void*>(stream));
       },

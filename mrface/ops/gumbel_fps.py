@@ -2,9 +2,10 @@
 
 Many sets at once, padded ``(B, N_max, D)`` + lengths ``(B,)`` or packed ``(T, D)`` + offsets
 ``(B + 1,)``. Per set, the first pick maximises the norm, each further pick the running minimum of
-``norm**gamma * (1 - cos(f_i, c)) / 2`` over earlier picks c (plus Gumbel noise in training); ties go
-to the lowest index and picked items are never picked again, so k >= n picks all n items once.
-The semantics are spelled out in :mod:`mrface.ops.reference.gumbel_fps`.
+``norm**gamma * (1 - cos(f_i, c)) / 2`` over earlier picks c (scaled by ``logit_scale``, plus Gumbel
+noise when drawn); ties go to the lowest index. By default picked items are never picked again, so
+k >= n picks all n items once; ``mask_picked=False`` keeps them eligible (the public FaceCoresetNet
+code). The semantics are spelled out in :mod:`mrface.ops.reference.gumbel_fps`.
 
 Forward: one kernel (C++: a set per OpenMP thread; CUDA: a set per block) writes the indices; the
 straight-through weights (value: one-hot) and the coreset features are gathered from them.
@@ -70,13 +71,15 @@ def _padded_rows(starts: torch.Tensor, lengths: torch.Tensor, max_len: int) -> t
 def batched_gumbel_fps_torch(
     features: torch.Tensor, norms: torch.Tensor, valid: torch.Tensor, k: int, gamma: torch.Tensor,
     tau: float, noise: torch.Tensor | None, indices: torch.Tensor | None = None, keep: bool = False,
+    mask_picked: bool = True, logit_scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:  # fmt: skip
     """The K-step loop vectorised over sets (the "PyTorch loop" the kernels replace), autograd-able.
 
     Args:
         features: (B, N, D), zeros past each length; norms: (B, N), 1 past each length;
         valid: (B, N) bool; noise: (B, k, N) Gumbel noise or None; indices: (B, k) picks to
-        replay (None: pick by arg-max); keep: also return the intermediates the backward needs.
+        replay (None: pick by arg-max); keep: also return the intermediates the backward needs;
+        mask_picked, logit_scale: as in :mod:`mrface.ops.reference.gumbel_fps`.
     Returns:
         indices (B, k), weights (B, k, N) straight-through, coreset (B, k, D), intermediates.
     """
@@ -111,7 +114,8 @@ def batched_gumbel_fps_torch(
                 saved["rho_raw"].append(rho_raw)
             running = dist if running is None else torch.minimum(running, dist)
             logits = running
-        z = logits if noise is None else logits + noise[:, t]
+        z = logits * logit_scale
+        z = z if noise is None else z + noise[:, t]
         act = active[:, t]
         z = torch.where(act[:, None], z.masked_fill(~allowed, float("-inf")), 0)
         if indices is None:
@@ -124,7 +128,8 @@ def batched_gumbel_fps_torch(
         picks.append(pick)
         weights.append(weight)
         centres.append(torch.bmm(weight[:, None, :], features)[:, 0])
-        allowed = allowed & ~hard.bool()
+        if mask_picked:
+            allowed = allowed & ~hard.bool()
         if keep:
             saved["soft"].append(soft.detach())
     if keep:
@@ -135,6 +140,7 @@ def batched_gumbel_fps_torch(
 def _straight_through_backward(
     features: torch.Tensor, norms: torch.Tensor, valid: torch.Tensor, gamma: torch.Tensor, tau: float,
     noise: torch.Tensor | None, indices: torch.Tensor, grad_weights: torch.Tensor, grad_coreset: torch.Tensor,
+    mask_picked: bool = True, logit_scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """Gradients (features (B, N, D), norms (B, N), gamma ()) of <grad_weights, W> + <grad_coreset, C>.
 
@@ -146,7 +152,9 @@ def _straight_through_backward(
     """
     k = indices.shape[1]
     with torch.no_grad():
-        _, _, centres, s = batched_gumbel_fps_torch(features, norms, valid, k, gamma, tau, noise, indices, True)
+        _, _, centres, s = batched_gumbel_fps_torch(
+            features, norms, valid, k, gamma, tau, noise, indices, True, mask_picked, logit_scale
+        )
     active = s["active"]
     radius, length, norm_power = s["radius"], s["length"], s["norm_power"]
     grad_f = torch.zeros_like(features)
@@ -161,7 +169,7 @@ def _straight_through_backward(
         g_weight = grad_weights[:, t] * act + torch.bmm(features, g_centre[:, :, None])[..., 0]
         grad_f.scatter_add_(1, picks[:, t, None, None].expand(-1, 1, features.shape[2]), g_centre[:, None, :])
         soft = s["soft"][t]
-        g_logits = soft * (g_weight - (soft * g_weight).sum(-1, keepdim=True)) / tau
+        g_logits = soft * (g_weight - (soft * g_weight).sum(-1, keepdim=True)) * (logit_scale / tau)
         if t == 0:
             grad_norms += g_logits
             break
@@ -192,7 +200,7 @@ def _straight_through_backward(
 # ------------------------------------------------------------------------------------ backends
 def _kernel_indices(backend: str, rows2d: torch.Tensor, norms: torch.Tensor, starts: torch.Tensor,
                     lengths: torch.Tensor, max_len: int, k: int, gamma: torch.Tensor, training: bool,
-                    seed: int) -> torch.Tensor:  # fmt: skip
+                    seed: int, mask_picked: bool, logit_scale: float) -> torch.Tensor:  # fmt: skip
     ext = compiled_extension()
     dtype = rows2d.dtype if backend == "cuda" and rows2d.dtype in _DTYPE_TAGS else torch.float32
     work = rows2d.to(dtype).contiguous()
@@ -203,7 +211,8 @@ def _kernel_indices(backend: str, rows2d: torch.Tensor, norms: torch.Tensor, sta
     if num_sets == 0:
         return indices
     args = (work.data_ptr(), _DTYPE_TAGS[dtype], nrm.data_ptr(), dim, starts.data_ptr(), lengths.data_ptr(),
-            num_sets, max_len, k, g.data_ptr(), training, seed, indices.data_ptr())  # fmt: skip
+            num_sets, max_len, k, g.data_ptr(), training, seed, mask_picked, logit_scale,
+            indices.data_ptr())  # fmt: skip
     if backend == "cuda":
         limit = torch.cuda.get_device_properties(rows2d.device).shared_memory_per_block_optin
         scratch = None
@@ -217,31 +226,37 @@ def _kernel_indices(backend: str, rows2d: torch.Tensor, norms: torch.Tensor, sta
 
 
 def _reference_indices(rows2d: torch.Tensor, norms: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor,
-                       k: int, gamma: torch.Tensor, tau: float, training: bool, seed: int) -> torch.Tensor:  # fmt: skip
+                       k: int, gamma: torch.Tensor, tau: float, training: bool, seed: int, mask_picked: bool,
+                       logit_scale: float) -> torch.Tensor:  # fmt: skip
     out = []
     flat_norms = norms.reshape(-1)
     for b, (start, n) in enumerate(zip(starts.tolist(), lengths.tolist(), strict=True)):
         f, nrm = rows2d[start : start + n], flat_norms[start : start + n]
         noise = gumbel_fps_set_noise(seed, b, k, n).to(f) if training else None
-        out.append(gumbel_fps_one_set(f, nrm, k, gamma.to(f.dtype), tau, noise)[0])
+        out.append(gumbel_fps_one_set(f, nrm, k, gamma.to(f.dtype), tau, noise, None, mask_picked, logit_scale)[0])
     return torch.stack(out).to(rows2d.device) if out else torch.empty(0, k, dtype=torch.int64, device=rows2d.device)
 
 
 # --------------------------------------------------------------------------------- custom ops
 @torch.library.custom_op("mrface::gumbel_fps", mutates_args=())
 def _gumbel_fps_op(features: torch.Tensor, norms: torch.Tensor, lengths_or_offsets: torch.Tensor, k: int,
-                   gamma: torch.Tensor, tau: float, training: bool, seed: int,
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-    """Returns (weights, coreset, indices): the integer output last, as opcheck's autograd test expects."""
+                   gamma: torch.Tensor, tau: float, training: bool, seed: int, mask_picked: bool = True,
+                   logit_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Returns (weights, coreset, indices): the integer output last, as opcheck's autograd test expects.
+
+    ``training``: draw the Gumbel noise of ``seed`` (the public API also sets it for ``eval_noise``).
+    """
     dim = features.shape[-1]
     rows2d = features.reshape(-1, dim)
     starts, lengths = _starts_lengths(features, lengths_or_offsets)
     max_len = _max_len(features, lengths)
     backend = choose_backend("gumbel_fps", features.device, _SUPPORTED)
     if backend == "reference":
-        indices = _reference_indices(rows2d, norms, starts, lengths, k, gamma, tau, training, seed)
+        indices = _reference_indices(rows2d, norms, starts, lengths, k, gamma, tau, training, seed, mask_picked,
+                                     logit_scale)  # fmt: skip
     else:
-        indices = _kernel_indices(backend, rows2d, norms, starts, lengths, max_len, k, gamma, training, seed)
+        indices = _kernel_indices(backend, rows2d, norms, starts, lengths, max_len, k, gamma, training, seed,
+                                  mask_picked, logit_scale)  # fmt: skip
     picked = indices >= 0
     rows = starts[:, None] + indices.clamp_min(0)
     coreset = rows2d[rows] * picked[..., None].to(features.dtype)
@@ -256,7 +271,7 @@ def _gumbel_fps_op(features: torch.Tensor, norms: torch.Tensor, lengths_or_offse
 
 
 @_gumbel_fps_op.register_fake
-def _(features, norms, lengths_or_offsets, k, gamma, tau, training, seed):
+def _(features, norms, lengths_or_offsets, k, gamma, tau, training, seed, mask_picked=True, logit_scale=1.0):
     num_sets = features.shape[0] if features.dim() == 3 else lengths_or_offsets.shape[0] - 1
     indices = features.new_empty(num_sets, k, dtype=torch.int64)
     if features.dim() == 3:
@@ -269,8 +284,8 @@ def _(features, norms, lengths_or_offsets, k, gamma, tau, training, seed):
 @torch.library.custom_op("mrface::gumbel_fps_backward", mutates_args=())
 def _gumbel_fps_backward_op(grad_weights: torch.Tensor, grad_coreset: torch.Tensor, features: torch.Tensor,
                             norms: torch.Tensor, lengths_or_offsets: torch.Tensor, indices: torch.Tensor,
-                            gamma: torch.Tensor, tau: float, training: bool, seed: int,
-                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+                            gamma: torch.Tensor, tau: float, training: bool, seed: int, mask_picked: bool = True,
+                            logit_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     dim = features.shape[-1]
     starts, lengths = _starts_lengths(features, lengths_or_offsets)
     max_len = _max_len(features, lengths)
@@ -285,7 +300,7 @@ def _gumbel_fps_backward_op(grad_weights: torch.Tensor, grad_coreset: torch.Tens
     else:
         g_w = grad_weights.to(compute)[:, rows].permute(1, 0, 2) * valid[:, None, :]
     g_f, g_n, g_gamma = _straight_through_backward(
-        f, nrm, valid, gamma.to(compute), tau, noise, indices, g_w, grad_coreset.to(compute)
+        f, nrm, valid, gamma.to(compute), tau, noise, indices, g_w, grad_coreset.to(compute), mask_picked, logit_scale
     )
     flat = rows[valid]
     grad_features = torch.zeros(features.reshape(-1, dim).shape, dtype=compute, device=features.device)
@@ -296,14 +311,16 @@ def _gumbel_fps_backward_op(grad_weights: torch.Tensor, grad_coreset: torch.Tens
 
 
 @_gumbel_fps_backward_op.register_fake
-def _(grad_weights, grad_coreset, features, norms, lengths_or_offsets, indices, gamma, tau, training, seed):
+def _(grad_weights, grad_coreset, features, norms, lengths_or_offsets, indices, gamma, tau, training, seed,
+      mask_picked=True, logit_scale=1.0):
     return torch.empty_like(features), torch.empty_like(norms), torch.empty_like(gamma)
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    features, norms, lengths_or_offsets, k, gamma, tau, training, seed = inputs
+    features, norms, lengths_or_offsets, k, gamma, tau, training, seed, *options = inputs
     ctx.save_for_backward(features, norms, lengths_or_offsets, gamma, output[2])
     ctx.tau, ctx.training, ctx.seed = tau, training, seed
+    ctx.options = tuple(options)  # (mask_picked, logit_scale) when given
     ctx.weights_shape, ctx.coreset_shape = output[0].shape, output[1].shape
 
 
@@ -315,16 +332,17 @@ def _backward(ctx, grad_weights, grad_coreset, grad_indices):
         grad_coreset = features.new_zeros(ctx.coreset_shape)
     g_f, g_n, g_gamma = _gumbel_fps_backward_op(
         grad_weights, grad_coreset, features, norms, lengths_or_offsets, indices, gamma, ctx.tau, ctx.training,
-        ctx.seed,
+        ctx.seed, *ctx.options,
     )
-    return g_f, g_n, None, None, g_gamma, None, None, None
+    return (g_f, g_n, None, None, g_gamma, None, None, None) + (None,) * len(ctx.options)
 
 
 _gumbel_fps_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 # ---------------------------------------------------------------------------------- public API
-def _check_inputs(features: object, norms: object, lengths_or_offsets: object, k: object, tau: object) -> None:
+def _check_inputs(features: object, norms: object, lengths_or_offsets: object, k: object, tau: object,
+                  logit_scale: object) -> None:  # fmt: skip
     op = "gumbel_fps"
     if not isinstance(features, torch.Tensor) or features.dim() not in (2, 3):
         shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
@@ -340,6 +358,10 @@ def _check_inputs(features: object, norms: object, lengths_or_offsets: object, k
         raise ValueError(f"{op}: k must be an int >= 1, got {k!r}")
     if not isinstance(tau, (int, float)) or not tau > 0:
         raise ValueError(f"{op}: tau must be a positive float, got {tau!r}")
+    if isinstance(logit_scale, bool) or not isinstance(logit_scale, (int, float)) or not (
+        0 < logit_scale < float("inf")
+    ):
+        raise ValueError(f"{op}: logit_scale must be a positive finite float, got {logit_scale!r}")
     if not isinstance(lengths_or_offsets, torch.Tensor) or lengths_or_offsets.dim() != 1 or (
         lengths_or_offsets.dtype.is_floating_point
     ):
@@ -374,6 +396,10 @@ def gumbel_fps(
     tau: float = 1.0,
     training: bool = False,
     generator: torch.Generator | None = None,
+    *,
+    mask_picked: bool = True,
+    eval_noise: bool = False,
+    logit_scale: float = 1.0,
 ) -> CoresetSelection:
     """Pick a coreset of k items per set by Gumbel-softmax farthest point sampling (REFERENCE.md §6).
 
@@ -387,23 +413,34 @@ def gumbel_fps(
         gamma: norm exponent of the distance; a tensor (e.g. an ``nn.Parameter``) gets a gradient.
         tau: softmax temperature of the straight-through gradient (> 0).
         training: add Gumbel noise drawn from a seed taken from ``generator`` (the default CPU
-            generator when None); the same seed gives the same picks on every backend. False: arg-max.
+            generator when None); the same seed gives the same picks on every backend. False: arg-max
+            (unless ``eval_noise``).
+        mask_picked: True (default): an item is picked at most once per set. False: every item stays
+            eligible at every step and can be drawn again (the public FaceCoresetNet code); the soft
+            probabilities then run over all items of the set.
+        eval_noise: draw the Gumbel noise in inference too (``training=False``), as the public code does.
+        logit_scale: the logits (norms, then the running minimum) are multiplied by it before the noise
+            is added: pick = argmax(logit_scale * logits + g), soft = softmax((logit_scale * logits + g) / tau).
+            Public FaceCoresetNet: training ``logit_scale=1, tau=1``; inference ``eval_noise=True,
+            logit_scale=1e4, tau=1e-10``, both with ``mask_picked=False``.
     Returns:
         :class:`CoresetSelection` (indices (B, k), weights, coreset (B, k, D)); weights and coreset are
         differentiable w.r.t. features, norms and gamma (straight-through).
     """
-    _check_inputs(features, norms, lengths_or_offsets, k, tau)
+    _check_inputs(features, norms, lengths_or_offsets, k, tau, logit_scale)
     if not isinstance(gamma, torch.Tensor):
         gamma = torch.tensor(float(gamma), dtype=torch.float32, device=features.device)
     if gamma.numel() != 1 or not bool(torch.isfinite(gamma).all()):
         raise ValueError(f"gumbel_fps: gamma must be one finite number, got shape {tuple(gamma.shape)}")
+    noisy = bool(training or eval_noise)
     seed = 0
-    if training:
+    if noisy:
         device = generator.device if generator is not None else "cpu"
         seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=device))
     if forced_backend() is not None:
         choose_backend("gumbel_fps", features.device, _SUPPORTED)  # fail before the op for a clear error
     weights, coreset, indices = _gumbel_fps_op(
-        features, norms, lengths_or_offsets, k, gamma.reshape(()), float(tau), bool(training), seed
+        features, norms, lengths_or_offsets, k, gamma.reshape(()), float(tau), noisy, seed, bool(mask_picked),
+        float(logit_scale),
     )
     return CoresetSelection(indices, weights, coreset)

@@ -73,8 +73,12 @@ def test_noise_is_standard_gumbel():
 
 
 # -------------------------------------------------------------------- reference vs plain Python
-def python_fps(features: list[list[float]], norms: list[float], k: int, gamma: float, noise=None) -> list[int]:
-    """Textbook definition in Python floats: first pick by norm, then the farthest by running min."""
+def python_fps(features: list[list[float]], norms: list[float], k: int, gamma: float, noise=None, mask: bool = True,
+               scale: float = 1.0) -> list[int]:  # fmt: skip
+    """Textbook definition in Python floats: first pick by norm, then the farthest by running min.
+
+    mask=False: earlier picks stay eligible; scale multiplies the score before the noise is added.
+    """
     n = len(features)
     length = [math.sqrt(sum(v * v for v in f)) for f in features]
     picked: list[int] = []
@@ -90,8 +94,8 @@ def python_fps(features: list[list[float]], norms: list[float], k: int, gamma: f
             score = running
         best, best_value = -1, -math.inf
         for i in range(n):
-            value = score[i] + (noise[t][i] if noise is not None else 0.0)
-            if i not in picked and value > best_value:
+            value = score[i] * scale + (noise[t][i] if noise is not None else 0.0)
+            if (not mask or i not in picked) and value > best_value:
                 best, best_value = i, value
         picked.append(best)
     return picked + [-1] * (k - len(picked))
@@ -112,6 +116,72 @@ def test_reference_matches_python_definition(n, k, training):
             assert torch.equal(coreset[t], f[i]) and weights[t].tolist() == [float(j == i) for j in range(n)]
         else:
             assert not coreset[t].any() and not weights[t].any()
+
+
+def test_unmasked_deterministic_picks_repeat_the_first_item_of_identical_directions():
+    """Three items along one axis: every distance is exactly 0, so unmasked arg-max re-picks item 0."""
+    features = torch.tensor([[[2.0, 0.0, 0.0], [1.0, 0.0, 0.0], [3.0, 0.0, 0.0]]])
+    norms = torch.tensor([[2.0, 1.0, 1.5]])
+    lengths = torch.tensor([3])
+    for backend in CPU_BACKENDS:
+        with use_backend(backend):
+            masked = gumbel_fps(features, norms, lengths, 3, gamma=0.0).indices
+            unmasked = gumbel_fps(features, norms, lengths, 3, gamma=0.0, mask_picked=False)
+        assert masked.tolist() == [[0, 1, 2]]  # largest norm first, then ties (all distances 0): lowest unpicked
+        assert unmasked.indices.tolist() == [[0, 0, 0]]
+        assert unmasked.weights[0].tolist() == [[1.0, 0.0, 0.0]] * 3
+        assert torch.equal(unmasked.coreset[0], features[0, [0, 0, 0]])
+
+
+@pytest.mark.parametrize("n,k,scale", [(3, 3, 1.0), (4, 6, 1.0), (5, 4, 1e4), (2, 2, 1e4)])
+def test_unmasked_noisy_picks_follow_the_python_definition_and_can_repeat(n, k, scale):
+    """Near-identical directions: the noise decides, and without the mask an item is drawn again."""
+    sets, dim = 40, 4
+    g = torch.Generator().manual_seed(n + k)
+    base = torch.randn(dim, generator=g, dtype=torch.float64)
+    features = base + 1e-3 * torch.randn(sets, n, dim, generator=g, dtype=torch.float64)
+    norms = torch.ones(sets, n, dtype=torch.float64) + 1e-6 * torch.rand(sets, n, generator=g, dtype=torch.float64)
+    lengths = torch.full((sets,), n)
+    noise = gumbel_fps_noise(draw_seed(3), sets, k, n).double()
+    expected = [python_fps(features[b].tolist(), norms[b].tolist(), k, 0.5, noise[b].tolist(), False, scale)
+                for b in range(sets)]  # fmt: skip
+    repeats = sum(len(set(p)) < len(p) - p.count(-1) for p in expected)
+    assert repeats > sets // 4  # the mask matters on this data
+    for backend in CPU_BACKENDS:
+        with use_backend(backend):
+            out = gumbel_fps(features.float(), norms.float(), lengths, k, 0.5, 1.0, True,
+                             torch.Generator().manual_seed(3), mask_picked=False, logit_scale=scale)  # fmt: skip
+        assert out.indices.tolist() == expected, backend
+        picked = out.indices >= 0
+        assert torch.equal(out.weights.sum(-1), picked.float())  # one-hot rows, repeats included
+
+
+def test_public_inference_mode_draws_noise_with_a_large_logit_scale():
+    """eval_noise + logit_scale 1e4: the pick is argmax(1e4 * norms + g), not argmax(norms)."""
+    sets = 400
+    norms = torch.tensor([1.0, 1.0 + 2**-13]).expand(sets, 2).contiguous()  # 1e4 * gap = 1.22: noise decides often
+    features = torch.randn(sets, 2, 3, generator=torch.Generator().manual_seed(0))
+    lengths = torch.full((sets,), 2)
+    seed = draw_seed(6)
+    noise = gumbel_fps_noise(seed, sets, 1, 2)[:, 0].double()
+    expected = [python_fps(features[b].tolist(), norms[b].tolist(), 1, 0.01, [noise[b].tolist()], False, 1e4)[0]
+                for b in range(sets)]  # fmt: skip
+    for backend in CPU_BACKENDS:
+        with use_backend(backend):
+            out = gumbel_fps(features, norms, lengths, 1, 0.01, 1e-10, False, torch.Generator().manual_seed(6),
+                             mask_picked=False, eval_noise=True, logit_scale=1e4)  # fmt: skip
+            plain = gumbel_fps(features, norms, lengths, 1, 0.01, 1e-10, False, mask_picked=False)
+        assert out.indices[:, 0].tolist() == expected
+        assert plain.indices.eq(1).all()
+        freq0 = expected.count(0) / sets  # P(pick 0) = sigmoid(-1e4 * gap) = 0.228
+        assert abs(freq0 - 1 / (1 + math.exp(1e4 * 2**-13))) < 4 * math.sqrt(0.25 / sets)
+
+
+def test_bad_logit_scale_raises():
+    features, norms = torch.randn(2, 4, 3), torch.rand(2, 4) + 0.5
+    for bad in (0.0, -1.0, float("inf"), True):
+        with pytest.raises(ValueError, match="logit_scale must be a positive finite float"):
+            gumbel_fps(features, norms, torch.tensor([3, 4]), logit_scale=bad)
 
 
 def test_reference_straight_through_gradcheck():
@@ -264,7 +334,8 @@ def _loss_grads(fn, features, norms, gamma, weights_probe, coreset_probe):
 @pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
 @pytest.mark.parametrize("packed", [False, True])
-def test_gradients_match_reference_autograd(backend, training, dtype, tol, packed):
+@pytest.mark.parametrize("mask_picked,logit_scale", [(True, 1.0), (False, 2.5)])
+def test_gradients_match_reference_autograd(backend, training, dtype, tol, packed, mask_picked, logit_scale):
     features, norms, lengths = random_padded(5, 8, 6, seed=21, dtype=dtype)
     lengths[-1] = 2  # k > n in one set
     gamma = torch.tensor(0.5, dtype=dtype)
@@ -276,11 +347,12 @@ def test_gradients_match_reference_autograd(backend, training, dtype, tol, packe
     probe_c = torch.randn(5, k, 6, generator=g, dtype=dtype)
 
     def ref(f, n, gm):
-        return gumbel_fps_reference(f.double(), n.double(), lengths, k, gm.double(), tau, training, seed)
+        return gumbel_fps_reference(f.double(), n.double(), lengths, k, gm.double(), tau, training, seed,
+                                    mask_picked, logit_scale)  # fmt: skip
 
     def op(f, n, gm):
         with use_backend(backend):
-            w, c, idx = _gumbel_fps_op(f, n, lengths, k, gm, tau, training, seed)
+            w, c, idx = _gumbel_fps_op(f, n, lengths, k, gm, tau, training, seed, mask_picked, logit_scale)
             return idx, w, c
 
     expected = _loss_grads(ref, features, norms, gamma, probe_w.double(), probe_c.double())
@@ -387,6 +459,24 @@ def test_cuda_picks_equal_cpp_and_reference(training, sets, max_len, dim, k):
     ref = gumbel_fps_reference(features.double(), norms.double(), lengths, k, 0.3, 1.0, training, draw_seed(5))
     assert torch.equal(gpu.indices.cpu(), ref[0]) and torch.equal(cpu.indices, ref[0])
     assert torch.equal(gpu.coreset.cpu(), cpu.coreset) and torch.equal(gpu.weights.cpu(), cpu.weights)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "mask_picked,eval_noise,logit_scale,tau", [(False, False, 1.0, 1.0), (False, True, 1e4, 1e-10)]
+)
+def test_cuda_public_options_pick_like_cpp_and_reference(mask_picked, eval_noise, logit_scale, tau):
+    features, norms, lengths = random_padded(17, 30, 64, seed=31)
+    options = {"mask_picked": mask_picked, "eval_noise": eval_noise, "logit_scale": logit_scale}
+    training = not eval_noise
+    with use_backend("cpp"):
+        cpu = gumbel_fps(features, norms, lengths, 6, 0.3, tau, training, torch.Generator().manual_seed(5), **options)
+    with use_backend("cuda"):
+        gpu = gumbel_fps(features.cuda(), norms.cuda(), lengths.cuda(), 6, 0.3, tau, training,
+                         torch.Generator().manual_seed(5), **options)  # fmt: skip
+    ref = gumbel_fps_reference(features.double(), norms.double(), lengths, 6, 0.3, tau, True, draw_seed(5),
+                               mask_picked, logit_scale)  # fmt: skip
+    assert torch.equal(gpu.indices.cpu(), ref[0]) and torch.equal(cpu.indices, ref[0])
 
 
 @pytest.mark.gpu

@@ -1,10 +1,11 @@
 // Gumbel-softmax farthest point sampling (FaceCoresetNet coreset selection, REFERENCE.md §6).
 //
-// For each set of n items (features f_i of dimension D, norms ||f_i|| > 0) pick min(k, n) distinct
-// items: the first maximises norm_i + g_0i, pick t >= 1 maximises m_i + g_ti over the unpicked items,
-// where m_i = min over earlier picks c of norm_i^gamma * (1 - cos(f_i, c)) / 2 (the running minimum)
-// and g are Gumbel(0, 1) draws (stochastic mode) or 0 (deterministic mode). Ties go to the lowest
-// index. Only the indices are computed here; the straight-through weights and their gradients are
+// For each set of n items (features f_i of dimension D, norms ||f_i|| > 0) pick min(k, n) items: the
+// first maximises s * norm_i + g_0i, pick t >= 1 maximises s * m_i + g_ti over the eligible items,
+// where m_i = min over earlier picks c of norm_i^gamma * (1 - cos(f_i, c)) / 2 (the running minimum),
+// s is logit_scale (the product is rounded before the noise is added) and g are Gumbel(0, 1) draws
+// (stochastic mode) or 0 (deterministic mode). Eligible: the unpicked items (mask_picked, so picks are
+// distinct) or every item (the public FaceCoresetNet code). Ties go to the lowest index. Only the indices are computed here; the straight-through weights and their gradients are
 // built in Python from them (mrface/ops/gumbel_fps.py).
 //
 // The noise comes from a counter-based hash of (seed, set, step, item), shared verbatim by the C++,
@@ -58,6 +59,8 @@ struct GumbelFpsArgs {
   const float* gamma;      // one float: the norm exponent
   bool stochastic;         // add Gumbel noise from (seed, set, step, item)
   uint64_t seed;
+  bool mask_picked;        // earlier picks are not eligible
+  float logit_scale;       // logits are multiplied by it before the noise is added
   int64_t* indices;        // [sets, k] out: picks as indices inside the set, -1 for unused slots
   float* scratch;          // CUDA only: nullptr, or [sets, 3 * max_len] floats when shared memory is too small
 };

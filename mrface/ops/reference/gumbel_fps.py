@@ -5,10 +5,19 @@ norms (n,)) and pick t:
 
 - logits: ``norms`` for t = 0; for t >= 1 the running minimum over earlier centres c of
   ``norms**gamma * (1 - cos(f_i, c)) / 2``;
-- the pick is the arg-max of ``logits + noise[t]`` over items not picked yet (ties: lowest index);
-  ``noise`` is Gumbel(0, 1) in training and 0 in inference;
-- soft = softmax((logits + noise[t]) / tau) over the items not picked yet; the straight-through
-  weight is ``hard + (soft - soft.detach())`` (value: the one-hot pick), the centre is ``weight @ f``.
+- the score is ``z = logit_scale * logits + noise[t]``; the pick is its arg-max (ties: lowest index)
+  over the eligible items; ``noise`` is Gumbel(0, 1) when noise is drawn and 0 otherwise;
+- eligible items: with ``mask_picked`` (the default) the items not picked yet, so k >= n picks every
+  item once; without it every item of the set at every step (an item can be drawn again), as the
+  public FaceCoresetNet code does (``net_template.py``: ``gumbel_softmax`` over all N each step);
+- soft = softmax(z / tau) over the eligible items; the straight-through weight is
+  ``hard + (soft - soft.detach())`` (value: the one-hot pick), the centre is ``weight @ f``.
+
+Public FaceCoresetNet modes (ligaripash/FaceCoresetNet, ``differential_farthest_point_sample``):
+training draws noise with ``logit_scale = 1``, ``tau = 1``; inference still draws noise, with
+``logit_scale = 1e4`` and ``tau = 1e-10`` (``gumbel_softmax(logits * 1e4, tau=1e-10)``), so the pick
+is the arg-max of ``1e4 * logits + g`` rather than of the logits; neither mode masks earlier picks.
+The defaults here (mask, no noise at inference, scale 1) are mrface's; the model chooses.
 
 The noise is a counter-based hash of (seed, set, step, item) (``splitmix64``, as in
 csrc/include/mrface/gumbel_fps.h), so every backend draws the same noise for the same seed.
@@ -61,12 +70,15 @@ def gumbel_fps_noise(seed: int, num_sets: int, k: int, n: int, device: torch.dev
 def gumbel_fps_one_set(
     features: torch.Tensor, norms: torch.Tensor, k: int, gamma: torch.Tensor | float, tau: float,
     noise: torch.Tensor | None = None, frozen_soft: list[torch.Tensor] | None = None,
+    mask_picked: bool = True, logit_scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """Coreset of one set.
 
     Args:
         features: (n, D) float; norms: (n,) float > 0; gamma: scalar (tensor for a gradient);
         noise: (>= min(k, n), n) Gumbel noise, or None for deterministic picks.
+        mask_picked: earlier picks are not eligible (False: every item is, at every step).
+        logit_scale: the logits are multiplied by it before the noise is added.
         frozen_soft: constants used in place of ``soft.detach()`` (for gradcheck: the straight-through
             gradient is the true derivative of the function with the detached terms frozen).
     Returns:
@@ -91,7 +103,8 @@ def gumbel_fps_one_set(
             distance = norm_power * (1 - cos) / 2
             running = distance if running is None else torch.minimum(running, distance)
             logits = running
-        z = logits if noise is None else logits + noise[t]
+        z = logits * logit_scale
+        z = z if noise is None else z + noise[t]
         z = z.masked_fill(~allowed, float("-inf"))
         best = z.detach().max()
         pick = int(torch.nonzero(z.detach() == best)[0, 0])
@@ -102,7 +115,8 @@ def gumbel_fps_one_set(
         rows_w.append(w)
         rows_c.append(w @ features)
         indices[t] = pick
-        allowed[pick] = False
+        if mask_picked:
+            allowed[pick] = False
     if picks:
         weights = torch.cat([torch.stack(rows_w), weights[picks:]])
         coreset = torch.cat([torch.stack(rows_c), coreset[picks:]])
@@ -119,9 +133,12 @@ def gumbel_fps_set_noise(seed: int, set_index: int, k: int, n: int) -> torch.Ten
 def gumbel_fps_reference(
     features: torch.Tensor, norms: torch.Tensor, lengths_or_offsets: torch.Tensor, k: int,
     gamma: torch.Tensor | float, tau: float, training: bool, seed: int,
+    mask_picked: bool = True, logit_scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """Every set through :func:`gumbel_fps_one_set`, in the layout of ``mrface.ops.gumbel_fps``.
 
+    ``training``: draw the noise (of ``seed``); ``mask_picked``, ``logit_scale``: as in
+    :func:`gumbel_fps_one_set`.
     Padded: features (B, N_max, D), norms (B, N_max), lengths (B,) -> weights (B, k, N_max).
     Packed: features (T, D), norms (T,), offsets (B + 1,) -> weights (k, T).
     Returns (indices (B, k) int64, weights, coreset (B, k, D)); differentiable by autograd.
@@ -138,7 +155,7 @@ def gumbel_fps_reference(
             n = bounds[b]
             f, nrm = features[b, :n], norms[b, :n]
         noise = gumbel_fps_set_noise(seed, b, k, n).to(f) if training else None
-        idx, w, c = gumbel_fps_one_set(f, nrm, k, gamma, tau, noise)
+        idx, w, c = gumbel_fps_one_set(f, nrm, k, gamma, tau, noise, None, mask_picked, logit_scale)
         all_idx.append(idx)
         all_w.append(w)
         all_c.append(c)
