@@ -6,8 +6,9 @@ images of one identity, drawn by :class:`~mrface.training.templates.TemplateBatc
 (deterministic under the seed, exact on resume). Per micro-batch of B padded templates
 (images (B, W, 3, S, S), labels (B, W) with -1 at padding) the recipe's ``augment`` runs on the
 images, the backbone embeds the real ones without gradient, and the
-:class:`~mrface.models.FaceCoresetNet` aggregator (Gumbel-FPS coreset of K=3, self- and
-cross-attention) turns each template into one embedding; its unit vector times its norm goes to
+:class:`~mrface.models.FaceCoresetNet` aggregator (the public TemplateAggregateModel: Gumbel-FPS
+coreset of K=3 raw features, norm encodings, self- and cross-attention refining the picks, their mean)
+turns each template into one embedding; its unit vector times its norm goes to
 an AdaFace head (s=48, m=0.8, h=0.333 in the paper recipe) that reads the norm as quality. The
 aggregator and the head train. Gumbel noise comes from a generator seeded by (seed, step,
 micro-batch, rank), so resumed runs draw the same picks.
@@ -44,7 +45,7 @@ def coreset_arguments(cfg: TrainConfig, backbone: FaceModel) -> dict[str, Any]:
     meta = backbone.metadata
     c = cfg.coreset
     return {"backbone": meta.architecture, "backbone_args": dict(meta.arguments), "k": c.k, "heads": c.heads,
-            "gamma": c.gamma, "tau": c.tau, "dropout": c.dropout}  # fmt: skip
+            "gamma": c.gamma, "tau": c.tau, "dropout": c.dropout, "sampling": c.sampling}  # fmt: skip
 
 
 def build_coreset_model(arguments: dict[str, Any]) -> CoresetModel:
