@@ -36,7 +36,9 @@ PUBLIC_EVAL_LOGIT_SCALE = 1e4  # public inference: gumbel_softmax(logits * 1e4, 
 PUBLIC_EVAL_TAU = 1e-10
 
 
-def norm_encoding(norms: torch.Tensor, dim: int, temperature: float = 10000.0, scale: float = 2 * math.pi) -> torch.Tensor:
+def norm_encoding(
+    norms: torch.Tensor, dim: int, temperature: float = 10000.0, scale: float = 2 * math.pi
+) -> torch.Tensor:
     """Sinusoidal encoding (..., dim) of scalar norms (...), float32.
 
     ``out[2j] = sin(scale * x / temperature**(2j / dim))``, ``out[2j + 1] = cos(same angle)``

@@ -39,7 +39,8 @@ def public_state(dim: int = DIM, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     agg = {"gamma": torch.tensor(0.3), "tau": torch.tensor(0.0), "feature_norm_normalizer": torch.tensor(-2.9),
            "ur_center": torch.randn(dim, generator=g), "dist_from_ur_center_norm_size_balance": torch.tensor(-1.4),
-           "quality_measure.weight": torch.randn(1, dim, generator=g), "quality_measure.bias": torch.randn(1, generator=g),
+           "quality_measure.weight": torch.randn(1, dim, generator=g),
+           "quality_measure.bias": torch.randn(1, generator=g),
            "pos_trans_norm.weight": 1 + 0.3 * torch.randn(dim, generator=g),
            "pos_trans_norm.bias": 0.3 * torch.randn(dim, generator=g)}  # fmt: skip
     for attn in ("self_attn1", "self_attn2", "multihead_attn1", "multihead_attn2", "multihead_attn3"):
@@ -141,7 +142,8 @@ def test_import_is_lossless_and_reports_what_it_leaves(tmp_path):
              "decoder_layer1.self_attn1.out_proj.bias": "self_attn.out_proj.bias",
              "decoder_layer1.multihead_attn1.in_proj_bias": "cross_attn.in_proj_bias",
              "decoder_layer1.multihead_attn1.out_proj.weight": "cross_attn.out_proj.weight",
-             "decoder_layer1.norm1.bias": "norm_self.bias", "decoder_layer1.norm2.weight": "norm_cross.weight"}  # fmt: skip
+             "decoder_layer1.norm1.bias": "norm_self.bias",
+             "decoder_layer1.norm2.weight": "norm_cross.weight"}  # fmt: skip
     for public, ours in names.items():
         assert torch.equal(mine[ours], state["aggregate_model." + public]), public
     # every key of the file is accounted for: loaded (same count), unused by the public forward, or the head
