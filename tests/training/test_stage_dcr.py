@@ -127,7 +127,8 @@ def test_si_initialisation_copies_the_trunk_classifier(tmp_path, trunk_run):
 def test_interrupted_run_resumes_exactly_with_its_centres(tmp_path, monkeypatch):
     trunk_file = tiny_trunk_file(tmp_path / "trunk.safetensors")
     data = faces()  # 32 images, batch 8: 4 steps per epoch, the resumed part crosses an epoch
-    common = [f"dcr.trunk={trunk_file}", "train.max_steps=5", "schedule.warmup_epochs=0.5", "dcr.classifier_init=random"]
+    common = [f"dcr.trunk={trunk_file}", "train.max_steps=5", "schedule.warmup_epochs=0.5",
+              "dcr.classifier_init=random"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     train(_cfg(*common, f"output={straight}"), dataset=data)
     with monkeypatch.context() as m:
