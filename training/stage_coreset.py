@@ -10,8 +10,8 @@ images, the backbone embeds the real ones without gradient, and the
 coreset of K=3 raw features, norm encodings, self- and cross-attention refining the picks, their mean)
 turns each template into one embedding; its unit vector times its norm goes to
 an AdaFace head (s=48, m=0.8, h=0.333 in the paper recipe) that reads the norm as quality. The
-aggregator and the head train. Gumbel noise comes from a generator seeded by (seed, step,
-micro-batch, rank), so resumed runs draw the same picks.
+aggregator and the head train. Gumbel noise and the decoder's dropout masks come from generators seeded by
+(seed, step, micro-batch, rank), so resumed runs draw the same picks and masks.
 
 The saved model (:class:`~mrface.models.CoresetModel`, registered architecture ``facecoresetnet``)
 is backbone + aggregator; :func:`mrface.models.load_model` (or :func:`load_coreset_model`) rebuilds it.
@@ -23,6 +23,7 @@ import functools
 import os
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
@@ -38,6 +39,7 @@ from mrface.training.stages import Stage, _make_head
 from mrface.training.templates import PAD_LABEL, TemplateBatchSampler, TemplateDataset, seeded_generator
 
 _GUMBEL_STREAM = 3
+_DROPOUT_STREAM = 4
 
 
 def coreset_arguments(cfg: TrainConfig, backbone: FaceModel) -> dict[str, Any]:
@@ -91,7 +93,14 @@ def coreset_stage(cfg: TrainConfig, env: DistEnv, dataset: Dataset | None) -> tu
         images = augment(images.flatten(0, 1), step, micro).unflatten(0, (b, w))
         lengths = (labels != PAD_LABEL).sum(1)
         generator = seeded_generator(cfg.seed, _GUMBEL_STREAM, step, micro, env.rank)
-        loss, logs = head(net(images, lengths, generator), labels[:, 0])
+        # Decoder dropout draws from the global RNG: seed it per (step, micro-batch, rank) inside a fork so the
+        # masks are exact on resume and the caller's RNG stream is untouched.
+        dropout_seed = int(torch.randint(0, 2**62, (1,), generator=seeded_generator(cfg.seed, _DROPOUT_STREAM, step,
+                                                                                     micro, env.rank)))  # fmt: skip
+        devices = [env.device] if env.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices, device_type=env.device.type if devices else "cuda"):
+            torch.manual_seed(dropout_seed)
+            loss, logs = head(net(images, lengths, generator), labels[:, 0])
         logs["coreset/gamma"] = model.aggregator.gamma.detach()
         logs["coreset/template_size"] = lengths.float().mean()
         return loss, logs
