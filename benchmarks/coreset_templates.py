@@ -60,7 +60,7 @@ def features(trunk: torch.nn.Module, identities: int, images: int, seed: int, of
 
 
 def sample_templates(unit, norms, count: int, max_size: int, g: torch.Generator):
-    """``count`` random templates (identity, 1..max_size distinct images) -> padded (B, W, D), (B, W), lengths, labels."""
+    """``count`` random templates (identity, 1..max_size images) -> padded (B, W, D), (B, W), lengths, labels."""
     ids = torch.randint(0, unit.shape[0], (count,), generator=g)
     lengths = torch.randint(1, max_size + 1, (count,), generator=g)
     f = unit.new_zeros(count, max_size, unit.shape[-1])
@@ -154,8 +154,8 @@ def main() -> None:
     for name, value in results.items():
         print(f"| {name} | {value:.4f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"steps": args.steps, "max_size": args.max_size, "tar_at_far_1e-2": results},
-                                              indent=2))  # fmt: skip
+        summary = {"steps": args.steps, "max_size": args.max_size, "tar_at_far_1e-2": results}
+        Path(args.json).write_text(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
