@@ -22,15 +22,16 @@ import time
 import types
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from mrface.data.synthface import SynthFace
 from mrface.eval.metrics import tar_at_far
 from mrface.losses import get_head
 from mrface.models import load_model
 from mrface.models.coreset import FaceCoresetNet
 from mrface.ops import degrade_per_sample
 from mrface.training.config import load_recipe
-from mrface.training.data import synth_tensors
 from mrface.training.trainer import train
 
 SIDES = (112, 56, 28, 20, 14, 10, 7)
@@ -48,8 +49,9 @@ def old_aggregator_class(commit: str) -> type:
 @torch.no_grad()
 def features(trunk: torch.nn.Module, identities: int, images: int, seed: int, offset: int) -> tuple:
     """Degraded SynthFace faces -> (unit features (I, M, D), norms (I, M), sides (I, M))."""
-    x, _ = synth_tensors(offset + identities, images, seed=seed)
-    x = x[offset * images :].float().div(127.5).sub(1.0)
+    ids = np.repeat(np.arange(offset, offset + identities), images)
+    rendered = SynthFace(seed).render(ids, np.tile(np.arange(images), identities))  # RGB uint8 (N, H, W, 3)
+    x = torch.from_numpy(rendered).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
     g = torch.Generator().manual_seed(seed + 17)
     sides = torch.tensor(SIDES)[torch.randint(0, len(SIDES), (len(x),), generator=g)]
     x = degrade_per_sample(x, sides, torch.zeros(len(x), dtype=torch.int64), ("bilinear_aa",), "bilinear")
@@ -122,7 +124,9 @@ def main() -> None:
     parser.add_argument("--workdir", default="runs/coreset_templates")
     parser.add_argument("--before", default="fa4983e", help="git commit holding the pre-issue-16 aggregator")
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--max-size", type=int, default=8)
+    parser.add_argument("--max-size", type=int, default=6)
+    parser.add_argument("--images", type=int, default=12, help="images per identity")
+    parser.add_argument("--test-identities", type=int, default=100)
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     work = Path(args.workdir)
@@ -131,8 +135,9 @@ def main() -> None:
         print("training the tiny trunk (synthface_tiny_trunk)", file=sys.stderr)
         train(load_recipe("synthface_tiny_trunk", [f"output={trunk_run}"]))
     trunk = load_model(trunk_run / "model.safetensors").eval()
-    unit, norms, _ = features(trunk, 64, 16, seed=0, offset=0)
-    test_unit, test_norms, sides = features(trunk, 200, 16, seed=0, offset=1000)
+    print("embedding degraded SynthFace faces", file=sys.stderr)
+    unit, norms, _ = features(trunk, 64, args.images, seed=0, offset=0)
+    test_unit, test_norms, sides = features(trunk, args.test_identities, args.images, seed=0, offset=1000)
     lr = sides <= 14
     print(f"feature norm: mean {float(test_norms[~lr].mean()):.2f} at sides > 14, {float(test_norms[lr].mean()):.2f} "
           f"at sides <= 14", file=sys.stderr)  # fmt: skip
