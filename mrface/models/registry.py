@@ -221,7 +221,8 @@ def _dcr_tiny(
     description="frozen backbone + FaceCoresetNet set aggregator (template -> one embedding)",
 )
 def _facecoresetnet(backbone: str, backbone_args: dict[str, Any] | None = None, **aggregator: Any) -> FaceModel:
-    """``get_model(backbone, **backbone_args)`` + ``FaceCoresetNet(D, **aggregator)`` (k/heads/gamma/tau/dropout).
+    """``get_model(backbone, **backbone_args)`` + ``FaceCoresetNet(D, **aggregator)`` (k/heads/gamma/tau/dropout/
+    sampling).
 
     Input (B, N, 3, S, S) padded templates + lengths (B,), or (B, 3, S, S) faces -> (B, D) embeddings.
     """
