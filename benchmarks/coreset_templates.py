@@ -90,8 +90,8 @@ def train_aggregator(agg: torch.nn.Module, unit, norms, steps: int, max_size: in
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if step % 50 == 0 or step == steps - 1:
-            print(f"  step {step + 1}/{steps} loss {float(loss.detach()):.3f} ({(step + 1) / (time.time() - start):.1f} it/s)",
-                  file=sys.stderr)  # fmt: skip
+            rate = (step + 1) / (time.time() - start)
+            print(f"  step {step + 1}/{steps} loss {float(loss.detach()):.3f} ({rate:.1f} it/s)", file=sys.stderr)
     return agg.eval()
 
 
