@@ -6,6 +6,11 @@ Test-mode flags are explicit (InsightFace's names in brackets), never defaults h
 * ``norm_weighting`` (N1): keep each image feature's norm as its weight instead of L2-normalising.
 * ``detector_score`` (D1): multiply each image feature by its faceness score.
 
+Presets (:data:`IJB_PRESETS`, ``IjbFlags.preset(name)``) name the two public set-ups:
+``arcface_torch`` (insightface ``recognition/arcface_torch/eval_ijbc.py``: flip, norm score N1 and
+detector score D1 all on) and ``btnet`` (BTNet ``eval_ijbc_11_multi_reso.py`` /
+``eval_ijbc_1n_multi_reso.py``: flip and detector score on, norm score off).
+
 Pooling (REFERENCE.md §9, :func:`mrface.models.template_pooling.pool_templates`): media mean,
 template sum, L2. 1:1 scores are cosines between the two templates of each pair; TAR at the ROC
 point nearest each FAR 1e-6 … 1e-1 (:func:`mrface.eval.metrics.tar_at_far`). 1:N: the gallery
@@ -36,6 +41,20 @@ class IjbFlags:
 
     def as_dict(self) -> dict[str, bool]:
         return asdict(self)
+
+    @classmethod
+    def preset(cls, name: str) -> IjbFlags:
+        """Flags of a public set-up by name (see :data:`IJB_PRESETS`)."""
+        if name not in IJB_PRESETS:
+            raise ValueError(f"IJB preset {name!r}: expected one of {sorted(IJB_PRESETS)}")
+        return cls(**IJB_PRESETS[name])
+
+
+#: The public IJB set-ups: arcface_torch's eval_ijbc.py and BTNet's eval_ijbc_{11,1n}_multi_reso.py.
+IJB_PRESETS: dict[str, dict[str, bool]] = {
+    "arcface_torch": {"flip": True, "norm_weighting": True, "detector_score": True},
+    "btnet": {"flip": True, "norm_weighting": False, "detector_score": True},
+}
 
 
 def template_features(

@@ -6,7 +6,9 @@ Verification (``.bin`` sets, InsightFace ``verification.py`` semantics):
   ``np.arange(0, 4, 0.01)`` (0.00 … 3.99; a pair is "same" when ``dist < threshold``), 10 folds over
   pairs in file order (``KFold(shuffle=False)``: the first ``P % 10`` folds hold one extra pair),
   best threshold on the 9 training folds (first maximum), accuracy on the held-out fold; mean ± std
-  (population std, ``np.std``). VAL@FAR likewise: on the training folds the threshold reaching the
+  (population std, ``np.std``). VAL@FAR likewise, on its own finer grid ``np.arange(0, 4, 0.001)``
+  (:data:`VAL_THRESHOLDS`, as arcface_torch's ``eval/verification.py``): on the training folds the
+  threshold reaching the
   target FAR is interpolated linearly from the (FAR, threshold) table (duplicate FAR values keep the
   smallest threshold, which is what ``interp1d(kind='slinear')`` did before SciPy refused duplicates);
   0 when the target FAR is never reached.
@@ -44,6 +46,8 @@ from sklearn.model_selection import KFold
 
 #: Squared-L2 thresholds of the InsightFace verification protocol: 0.00, 0.01, …, 3.99.
 VERIFICATION_THRESHOLDS = np.arange(0, 4, 0.01)
+#: Squared-L2 thresholds of InsightFace's VAL@FAR: 0.000, 0.001, …, 3.999.
+VAL_THRESHOLDS = np.arange(0, 4, 0.001)
 #: FAR points of the IJB 1:1 ROC table.
 ROC_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 OPEN_SET_VARIANTS = ("nist", "btnet_survface", "insightface_1n")
@@ -166,6 +170,7 @@ def verification_kfold(
     num_folds: int = 10,
     far_target: float = 1e-3,
     thresholds: np.ndarray | None = None,
+    val_thresholds: np.ndarray | None = None,
 ) -> VerificationResult:
     """k-fold verification accuracy and VAL@FAR from squared L2 distances (see module docstring).
 
@@ -174,7 +179,8 @@ def verification_kfold(
         issame: (P,) bool, True for a genuine pair; pairs in file order.
         num_folds: folds over pairs (10 in the protocol).
         far_target: FAR for VAL@FAR (1e-3 in the protocol).
-        thresholds: (T,) candidate thresholds; default :data:`VERIFICATION_THRESHOLDS`.
+        thresholds: (T,) candidate thresholds of the accuracy and ROC; default :data:`VERIFICATION_THRESHOLDS`.
+        val_thresholds: (V,) candidate thresholds of VAL@FAR; default :data:`VAL_THRESHOLDS`.
     """
     dist = _as_1d("distances", distances, np.float64)
     same = _as_1d("issame", issame).astype(bool)
@@ -182,6 +188,7 @@ def verification_kfold(
     if not np.all(np.isfinite(dist)):
         raise ValueError("distances: contains NaN or inf (did extraction produce NaN embeddings?)")
     thr = VERIFICATION_THRESHOLDS if thresholds is None else _as_1d("thresholds", thresholds, np.float64)
+    val_thr = VAL_THRESHOLDS if val_thresholds is None else _as_1d("val_thresholds", val_thresholds, np.float64)
     splits = fold_splits(dist.size, num_folds)
     acc = np.zeros(len(splits))
     best = np.zeros(len(splits))
@@ -195,8 +202,8 @@ def verification_kfold(
         tp, fp, tn, fn = _rates(dist[test], same[test], thr)
         tprs[k] = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 0.0)
         fprs[k] = np.where(fp + tn > 0, fp / np.maximum(fp + tn, 1), 0.0)
-        _, far_train = _val_far(dist[train], same[train], thr)
-        t_far = _threshold_at_far(far_train, thr, far_target)
+        _, far_train = _val_far(dist[train], same[train], val_thr)
+        t_far = _threshold_at_far(far_train, val_thr, far_target)
         v, f = _val_far(dist[test], same[test], np.array([t_far]))
         val[k], far[k] = v[0], f[0]
     return VerificationResult(

@@ -126,7 +126,8 @@ def _cmd_survface(args: argparse.Namespace) -> int:
 
     model = _start(args)
     res = evaluate_survface(model, args.root, options=_options(args), routing=_routing(args), fpirs=args.fpirs,
-                            rank=args.rank, variant=args.variant, gallery_mode=args.gallery)  # fmt: skip
+                            rank=args.rank, variant=args.variant, gallery_mode=args.gallery,
+                            setup=args.setup)  # fmt: skip
     o = res.open_set
     rows = [[f"{f:g}", 100 * v, o.thresholds[f]] for f, v in o.tpir.items()] + [["AUC", 100 * o.auc, "-"]]
     table = {"title": f"QMUL-SurvFace 1:N ({args.variant}, TPIR at rank {args.rank}; {res.num_gallery} gallery, "
@@ -143,7 +144,13 @@ def _cmd_ijb(args: argparse.Namespace) -> int:
     from mrface.eval.ijb import IjbFlags
     from mrface.eval.ijb_protocol import evaluate_ijb
 
-    flags = IjbFlags(flip=args.test_flip, norm_weighting=args.norm_weighting, detector_score=args.detector_score)
+    given = {"flip": args.test_flip, "norm_weighting": args.norm_weighting, "detector_score": args.detector_score}
+    base = IjbFlags.preset(args.preset).as_dict() if args.preset else {}
+    missing = [k for k, v in given.items() if v is None and k not in base]
+    if missing:
+        raise ValueError(f"ijb: give --preset (arcface_torch or btnet) or all of --test-flip, --norm-weighting, "
+                         f"--detector-score (missing: {', '.join(missing)})")  # fmt: skip
+    flags = IjbFlags(**{**base, **{k: v for k, v in given.items() if v is not None}})
     model = _start(args)
     res = evaluate_ijb(model, args.root, flags, name=args.name, resolution=args.resolution, upsample=args.upsample,
                        options=_options(args, flip="none"), fars=args.fars, one_to_n=not args.no_1n,
@@ -206,17 +213,24 @@ def register(sub: argparse._SubParsersAction, clear_errors: Any) -> None:
                    help="nist, or btnet_survface for BTNet's published numbers")
     v.add_argument("--rank", type=int, default=20, help="R of TPIR_R (BTNet reports TPIR20)")
     v.add_argument("--fpirs", type=_fractions, default=(0.3, 0.2, 0.1, 0.01))
-    v.add_argument("--gallery", default="entries", choices=GALLERY_MODES,
-                   help="entries: every gallery image; prototypes: one mean feature per subject")
+    v.add_argument("--gallery", default="entries", choices=[*GALLERY_MODES, "raw_prototypes"],
+                   help="entries: every gallery image; prototypes: one unit mean of unit features per subject; "
+                        "raw_prototypes: mean raw feature, then normalised (BTNet)")
+    v.add_argument("--setup", default="mrface", choices=["mrface", "btnet"],
+                   help="btnet: BTNet's eval_survface_1n_multi_reso.py (PIL bicubic resize to the branch, "
+                        "raw_prototypes, btnet_survface variant, no flip); overrides --variant/--gallery/--flip")
     v.set_defaults(func=clear_errors(_cmd_survface))
 
     j = sub.add_parser("ijb", help="IJB-B/C 1:1 TAR@FAR and 1:N from loose crops + 5-point landmarks")
     _extraction(j, flip=False, routing=False)
     j.add_argument("--name", default="ijbc", choices=["ijbc", "ijbb"])
-    j.add_argument("--test-flip", type=_yes_no, required=True, help="F2: add the mirrored image's feature (yes/no)")
-    j.add_argument("--norm-weighting", type=_yes_no, required=True,
+    j.add_argument("--preset", choices=["arcface_torch", "btnet"], default=None,
+                   help="public flag set: arcface_torch eval_ijbc.py (flip, norm score, detector score) or BTNet's "
+                        "eval_ijbc_*_multi_reso.py (flip, detector score, no norm score); flags below override it")
+    j.add_argument("--test-flip", type=_yes_no, default=None, help="F2: add the mirrored image's feature (yes/no)")
+    j.add_argument("--norm-weighting", type=_yes_no, default=None,
                    help="N1: keep feature norms as weights instead of L2-normalising images (yes/no)")
-    j.add_argument("--detector-score", type=_yes_no, required=True, help="D1: weight by faceness (yes/no)")
+    j.add_argument("--detector-score", type=_yes_no, default=None, help="D1: weight by faceness (yes/no)")
     j.add_argument("--resolution", type=int, default=112, help="degrade aligned crops to this size (its branch)")
     j.add_argument("--upsample", action="store_true", help="with --resolution: back to 112 through the trunk")
     j.add_argument("--fars", type=_fractions, default=ROC_FARS)

@@ -5,7 +5,13 @@ Gallery = ``gallery`` images (1-based subject ids from the .mat list); probes = 
 L2-normalised features. The metric is :func:`mrface.eval.metrics.open_set_identification` with the
 named ``variant`` (``nist``, or ``btnet_survface`` for BTNet's published SurvFace numbers: TPIR20 at
 FPIR 0.3/0.2/0.1/0.01 and AUC); ``gallery`` = ``entries`` keeps every gallery image,
-``prototypes`` pools them into one unit mean per subject.
+``prototypes`` pools them into one unit mean of unit features per subject, ``raw_prototypes``
+averages the raw (un-normalised) features of each subject and then normalises, as BTNet's
+``eval_survface_1n_multi_reso.py``.
+
+``setup="btnet"`` is BTNet's whole set-up in one name: each crop resized with PIL's bicubic
+``Image.resize`` (Pillow's default filter) straight to the side of the branch its (w, h) routes to,
+``raw_prototypes``, the ``btnet_survface`` variant and no flip (``ExtractOptions(flip="none")``).
 
 AUC is the area under the TPIR-vs-FPIR curve the variant produces (``nist``: the exact step curve over
 FPIR ∈ [0, 1]; ``btnet_survface``: trapezoids over its 1000-threshold grid); reported in [0, 1].
@@ -19,15 +25,36 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from torch import nn
 
 from mrface.data.protocols.survface import load_survface
-from mrface.eval.crops import CropRouting, embed_files
+from mrface.eval.crops import CropRouting, embed_crops, embed_files, read_images
 from mrface.eval.identification import open_set_search
 from mrface.eval.metrics import OpenSetResult
 from mrface.eval.verification import ExtractOptions
 
 SURVFACE_FPIRS = (0.3, 0.2, 0.1, 0.01)
+SETUPS = ("mrface", "btnet")
+
+
+def raw_prototypes(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) raw features, (N,) labels -> (mean raw feature of each subject (S, D), sorted labels (S,))."""
+    f = np.asarray(features, np.float64)
+    subjects, inverse, counts = np.unique(np.asarray(labels, np.int64), return_inverse=True, return_counts=True)
+    sums = np.zeros((subjects.size, f.shape[1]))
+    np.add.at(sums, inverse, f)
+    return sums / counts[:, None], subjects
+
+
+def pil_bicubic_to_branch(images: Sequence[np.ndarray], resolutions: Sequence[int], routing: CropRouting
+                          ) -> list[np.ndarray]:  # fmt: skip
+    """Each (H, W, 3) uint8 crop resized (PIL bicubic) to the square side of the branch its (w, h) routes to."""
+    from mrface.models.branch_select import choose_branches
+
+    sides = choose_branches([(im.shape[1], im.shape[0]) for im in images], resolutions, routing.indicator,
+                            routing.strategy)  # fmt: skip
+    return [np.asarray(Image.fromarray(im).resize((r, r), Image.BICUBIC)) for im, r in zip(images, sides, strict=True)]
 
 
 @dataclass
@@ -57,6 +84,9 @@ def score_survface(
     """
     gallery_labels = np.asarray(gallery_labels, np.int64)
     mated_labels = np.asarray(mated_labels, np.int64)
+    if gallery_mode == "raw_prototypes":
+        gallery, gallery_labels = raw_prototypes(gallery, gallery_labels)
+        gallery_mode = "entries"
     stray = np.setdiff1d(mated_labels, gallery_labels)
     if stray.size:
         raise ValueError(f"SurvFace: {stray.size} mated-probe subject ids are not in the gallery "
@@ -79,16 +109,34 @@ def evaluate_survface(
     rank: int = 20,
     variant: str = "nist",
     gallery_mode: str = "entries",
+    setup: str = "mrface",
 ) -> SurvFaceResult:
-    """Load ``root`` (missing lists/images listed), embed every crop, and score."""
+    """Load ``root`` (missing lists/images listed), embed every crop, and score.
+
+    ``setup="btnet"`` overrides ``variant``, ``gallery_mode`` and the flip with BTNet's (module docstring)."""
+    if setup not in SETUPS:
+        raise ValueError(f"setup={setup!r}: expected one of {SETUPS}")
     options, routing = options or ExtractOptions(), routing or CropRouting()
+    if setup == "btnet":
+        options = ExtractOptions(**{**options.as_dict(), "flip": "none"})
+        variant, gallery_mode = "btnet_survface", "raw_prototypes"
     sf = load_survface(root)
-    feats = {name: embed_files(model, [p for p, _ in items], options, routing, f"survface {name}").features
+    resolutions = list(getattr(model, "resolutions", (int(getattr(model, "input_size", 112)),)))
+
+    def embed(paths: list, name: str) -> np.ndarray:
+        if setup != "btnet":
+            return embed_files(model, paths, options, routing, f"survface {name}").features
+        crops = pil_bicubic_to_branch(read_images(paths, options.progress, f"read survface {name}"), resolutions,
+                                      routing)  # fmt: skip
+        return embed_crops(model, crops, options, routing, f"survface {name}").features
+
+    feats = {name: embed([p for p, _ in items], name)
              for name, items in (("gallery", sf.gallery), ("mated", sf.mated_probe),
                                  ("unmated", sf.unmated_probe))}  # fmt: skip
     res = score_survface(feats["gallery"], [i for _, i in sf.gallery], feats["mated"],
                          [i for _, i in sf.mated_probe], feats["unmated"], fpirs=fpirs, rank=rank, variant=variant,
                          gallery_mode=gallery_mode)  # fmt: skip
-    settings = {"root": str(root), "fpirs": list(fpirs), "rank": rank, "variant": variant, "gallery": gallery_mode,
+    settings = {"root": str(root), "setup": setup, "fpirs": list(fpirs), "rank": rank, "variant": variant,
+                "gallery": gallery_mode,
                 "routing": routing.as_dict(), "extraction": options.as_dict()}  # fmt: skip
     return SurvFaceResult(res, len(sf.gallery), len(sf.mated_probe), len(sf.unmated_probe), settings)

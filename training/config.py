@@ -72,6 +72,8 @@ class AugmentConfig:
     prob: float = 1.0  # fraction of images degraded (the others stay at full resolution)
     min_size: int = 22  # adaface
     flip: bool = True  # random horizontal flip
+    crop_prob: float = 0.0  # AdaFace crop: keep a RandomResizedCrop box (scale 0.2-1, ratio 3/4-4/3), zero the rest
+    photometric_prob: float = 0.0  # AdaFace photometric: brightness/contrast/saturation 0.5 in random order
 
 
 @dataclass
@@ -82,6 +84,7 @@ class OptimConfig:
     weight_decay: float = 5e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     clip_grad: float = 0.0  # max global grad norm, 0 = off
+    no_decay_bn: bool = False  # BatchNorm parameters without weight decay (AdaFace train_val.py split_parameters)
     accumulate: int = 1  # micro-batches per optimiser step
     amp: str = "none"  # none | bf16 | fp16 (fp16 uses a grad scaler)
 
@@ -299,8 +302,10 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
         raise RecipeError(f"{source}: need train.epochs > 0 or train.max_steps > 0")
     if not 0 < cfg.head.sample_rate <= 1:
         raise RecipeError(f"{source}: head.sample_rate={cfg.head.sample_rate}, expected a value in (0, 1]")
-    if not 0 <= cfg.augment.prob <= 1:
-        raise RecipeError(f"{source}: augment.prob={cfg.augment.prob}, expected a value in [0, 1]")
+    for key in ("prob", "crop_prob", "photometric_prob"):
+        value = getattr(cfg.augment, key)
+        if not 0 <= value <= 1:
+            raise RecipeError(f"{source}: augment.{key}={value}, expected a value in [0, 1]")
     if cfg.data.kind in ("rec", "folder") and not cfg.data.path:
         raise RecipeError(f"{source}: data.kind={cfg.data.kind} needs data.path")
     for name in cfg.distill.filters:

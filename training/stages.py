@@ -7,6 +7,11 @@
   size); the branches (and their BN copies of the shared tail) learn from the same batch resized
   to each r: margin loss through the frozen classifier + MSE of the implant-level feature maps +
   MSE of the embeddings (:class:`~mrface.losses.BTNetDistillLoss`), summed over the branches.
+  The public code trains one branch per run; here the branches of ``distill.resolutions`` train
+  jointly on the same batches, which is the public run for each branch when their parameters are
+  disjoint (they are), each branch's gradient norm is clipped on its own (``optim.clip_grad``), and
+  the classifier's margin state (CurricularFace's t) updates once per branch and step (once per
+  step in a one-branch run, ``distill.resolutions=[r]``, the public set-up).
 * ``dcr`` (DCR coupled branches) and ``coreset`` (FaceCoresetNet set aggregation) live in
   :mod:`mrface.training.stage_dcr` and :mod:`mrface.training.stage_coreset`.
 
@@ -45,6 +50,8 @@ class Stage:
     train_mode: Callable[[], None]
     extra: nn.Module | None = None  # loss-side state (DCR's centres): trains with the head, saved per rank
     sampler: Callable[..., Sampler] | None = None  # GlobalBatchSampler's signature; None = GlobalBatchSampler
+    # optim.clip_grad applies to each group's norm on its own (None: one group, every backbone parameter)
+    clip_groups: list[list[nn.Parameter]] | None = None
 
 
 def _weights_file(path: str) -> str:
@@ -100,7 +107,9 @@ def trunk_stage(cfg: TrainConfig, env: DistEnv, num_classes: int) -> Stage:
             raise ValueError(f"model.init={cfg.model.init}: weights do not fit {cfg.model.name} "
                              f"(unexpected {unexpected[:5]}, missing {missing[:5]})")  # fmt: skip
     head = _make_head(cfg, model.embedding_size, num_classes)
-    augment = ResolutionAugment(cfg.augment, cfg.seed, env.rank, env.world_size, cfg.optim.accumulate)
+    meta = model.metadata
+    augment = ResolutionAugment(cfg.augment, cfg.seed, env.rank, env.world_size, cfg.optim.accumulate,
+                                meta.mean, meta.std, cfg.data.color or meta.color_order)  # fmt: skip
 
     def loss_fn(net: nn.Module, images: Tensor, labels: Tensor, step: int, micro: int) -> tuple[Tensor, dict]:
         embeddings = net(augment(images, step, micro))
@@ -188,7 +197,9 @@ def distill_stage(cfg: TrainConfig, env: DistEnv) -> tuple[Stage, int]:
     load_head(ckpt, head)
     criterion = BTNetDistillLoss(head, cfg.distill.feature_weight, cfg.distill.embedding_weight, freeze_classifier=True)
     net = BranchStudents(model, list(cfg.distill.resolutions))
-    augment = ResolutionAugment(cfg.augment, cfg.seed, env.rank, env.world_size, cfg.optim.accumulate)
+    meta = model.metadata
+    augment = ResolutionAugment(cfg.augment, cfg.seed, env.rank, env.world_size, cfg.optim.accumulate,
+                                meta.mean, meta.std, cfg.data.color or meta.color_order)  # fmt: skip
     student_inputs = StudentResize(list(cfg.distill.resolutions), list(cfg.distill.filters), cfg.seed, env.rank,
                                    env.world_size, cfg.optim.accumulate)  # fmt: skip
 
@@ -211,4 +222,5 @@ def distill_stage(cfg: TrainConfig, env: DistEnv) -> tuple[Stage, int]:
         if cfg.model.freeze_bn:
             _freeze_bn(model)
 
-    return Stage(model, net, head, loss_fn, train_mode), int(manifest["num_classes"])
+    clip_groups = [model.branch_parameters(int(r)) for r in cfg.distill.resolutions]
+    return Stage(model, net, head, loss_fn, train_mode, clip_groups=clip_groups), int(manifest["num_classes"])

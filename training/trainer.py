@@ -69,8 +69,19 @@ def _batch_stats(step: int, images: Tensor, labels: Tensor, logs: dict[str, Tens
     return "; ".join(parts)
 
 
-def _build_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+def batchnorm_parameter_ids(module: nn.Module) -> set[int]:
+    """ids of the parameters of every BatchNorm module (AdaFace train_val.py: no weight decay for them)."""
+    return {id(p) for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            for p in m.parameters(recurse=False)}  # fmt: skip
+
+
+def _build_optimizer(cfg: TrainConfig, params: list[nn.Parameter], no_decay: set[int] = frozenset()
+                     ) -> torch.optim.Optimizer:  # fmt: skip
+    """SGD/AdamW over ``params``; those whose id is in ``no_decay`` get weight decay 0 (a second group)."""
     o = cfg.optim
+    if no_decay:
+        params = [{"params": [p for p in params if id(p) not in no_decay]},
+                  {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0}]  # fmt: skip
     if o.name == "sgd":
         return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
     return torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
@@ -133,7 +144,8 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> TrainResult:
 
     backbone_params = [p for p in stage.net.parameters() if p.requires_grad]
     params = backbone_params + [p for m in beside for p in m.parameters() if p.requires_grad]
-    optimizer = _build_optimizer(cfg, params)
+    no_decay = batchnorm_parameter_ids(stage.net) if cfg.optim.no_decay_bn else set()
+    optimizer = _build_optimizer(cfg, params, no_decay)
     scheduler = build_scheduler(optimizer, cfg.schedule, total_steps, steps_per_epoch)
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.optim.amp]
     scaler = torch.amp.GradScaler(env.device.type, enabled=cfg.optim.amp == "fp16")
@@ -230,7 +242,8 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> TrainResult:
             else:
                 if cfg.optim.clip_grad > 0:
                     scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(backbone_params, cfg.optim.clip_grad)
+                    for group in stage.clip_groups or [backbone_params]:  # BTNet: each branch on its own
+                        torch.nn.utils.clip_grad_norm_(group, cfg.optim.clip_grad)
                 scaler.step(optimizer)
                 scaler.update()
             lr = optimizer.param_groups[0]["lr"]

@@ -36,7 +36,9 @@ class BTNetDistillLoss(nn.Module):
     Args:
         classifier: TNet's margin head (CurricularFace s=64 m=0.5 in the paper). With
             ``freeze_classifier`` its centres get ``requires_grad=False`` and the head stays in
-            eval mode (no margin-EMA updates, no class sampling).
+            eval mode (no class sampling) while its margin follows this module's mode, so margin
+            state (CurricularFace's t) keeps updating as in the public runs, whose frozen head runs
+            in train mode; ``update_margin_state=False`` freezes that state too.
         feature_weight, embedding_weight: 0.5 and 0.5 in the paper.
 
     Call: ``loss, logs = fn(student_feature, teacher_feature, student_embedding,
@@ -44,22 +46,24 @@ class BTNetDistillLoss(nn.Module):
     """
 
     def __init__(self, classifier: PartialFC, feature_weight: float = 0.5,
-                 embedding_weight: float = 0.5, freeze_classifier: bool = True) -> None:
+                 embedding_weight: float = 0.5, freeze_classifier: bool = True,
+                 update_margin_state: bool = True) -> None:
         super().__init__()
         if feature_weight < 0 or embedding_weight < 0:
             raise ValueError(f"feature_weight and embedding_weight must be >= 0, got "
                              f"{feature_weight} and {embedding_weight}")
         self.classifier = classifier
         self.feature_weight, self.embedding_weight = float(feature_weight), float(embedding_weight)
-        self.freeze_classifier = freeze_classifier
+        self.freeze_classifier, self.update_margin_state = freeze_classifier, update_margin_state
         if freeze_classifier:
             classifier.requires_grad_(False)
-            classifier.eval()
+        self.train(self.training)
 
     def train(self, mode: bool = True) -> BTNetDistillLoss:
         super().train(mode)
         if self.freeze_classifier:
             self.classifier.eval()
+            self.classifier.margin.train(mode and self.update_margin_state)
         return self
 
     def forward(self, student_feature: Tensor, teacher_feature: Tensor, student_embedding: Tensor,

@@ -182,15 +182,21 @@ class Margin(nn.Module):
 class CombinedMargin(Margin):
     """target = s * (cos(m1 * theta_y + m2) - m3); non-targets s * cos theta_j.
 
-    ArcFace (1, 0.5, 0), CosFace (1, 0, 0.35). ``gradient="straight_through"`` keeps the forward
-    value but back-propagates ``dz_y/dcos_y = s`` (InsightFace's no-grad transform);
-    ``"exact"`` differentiates through the margin. ``fallback`` for m1*theta + m2 > pi:
-    "linear" (cos theta - m3 - m2 sin m2, InsightFace default), "easy" (cos theta - m3 where
-    cos theta <= 0), "none" (the raw formula; InsightFace's straight-through code path does this).
+    ArcFace (1, 0.5, 0), CosFace (1, 0, 0.4 as every arcface_torch config; 0.35 in the paper).
+
+    Defaults follow InsightFace arcface_torch's ``CombinedMarginLoss``: ``gradient="straight_through"``
+    keeps the forward value but back-propagates ``dz_y/dcos_y = s`` (its transform runs under no_grad)
+    and ``fallback="none"`` applies the raw formula even where m1*theta + m2 > pi. Options:
+    ``gradient="exact"`` differentiates through the margin; ``fallback="linear"``
+    (cos theta - m3 - m2 sin m2, the older ArcFace class, e.g. BTNet's ``losses.py``: preset
+    ``arcface_btnet``) or ``"easy"`` (cos theta - m3 where cos theta <= 0).
+
+    With m2 and m3 both non-zero this applies the original combined margin cos(m1*theta + m2) - m3;
+    arcface_torch's class differs there: it ignores m2 whenever m3 > 0 (and m1 != 1 raises).
     """
 
     def __init__(self, s: float = 64.0, m1: float = 1.0, m2: float = 0.5, m3: float = 0.0,
-                 gradient: str = "exact", fallback: str = "linear") -> None:
+                 gradient: str = "straight_through", fallback: str = "none") -> None:
         super().__init__(s)
         _check_positive("m1", m1)
         if m2 < 0 or m3 < 0:
@@ -319,16 +325,20 @@ def magface_min_lambda_g(s: float, l_a: float, u_a: float, l_m: float, u_m: floa
 
 class MagFace(Margin):
     """MagFace: a = clamp(||z||, l_a, u_a), m(a) = l_m + (u_m - l_m)(a - l_a)/(u_a - l_a);
-    target s cos(theta_y + m(a)) (``kind="arc"``, linear fallback as ArcFace) or
+    target s cos(theta_y + m(a)) (``kind="arc"``) or
     s (cos theta_y - m(a)) (``kind="cos"``, Mag-CosFace). The margin is differentiable in a.
     :meth:`regularizer` returns lambda_g * mean(a / u_a^2 + 1 / a). Warns when lambda_g is below
-    :func:`magface_min_lambda_g` (22.6 for the defaults)."""
+    :func:`magface_min_lambda_g` (22.6 for the defaults).
+
+    ``fallback`` (``kind="arc"``): "easy" (default, the public MagLinear's ``easy_margin=True``: the
+    target keeps cos theta_y where cos theta_y <= 0), "linear" (cos theta_y - m sin m where
+    theta_y + m > pi, MagLinear's easy_margin=False) or "none"."""
 
     needs_norms = True
 
     def __init__(self, s: float = 64.0, l_a: float = 10.0, u_a: float = 110.0, l_m: float = 0.45,
                  u_m: float = 0.8, lambda_g: float = 35.0, kind: str = "arc",
-                 fallback: str = "linear") -> None:
+                 fallback: str = "easy") -> None:
         super().__init__(s)
         if not 0 < l_a < u_a:
             raise ValueError(f"need 0 < l_a < u_a, got l_a={l_a}, u_a={u_a}")

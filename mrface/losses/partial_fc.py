@@ -11,6 +11,8 @@ the exact backbone gradient.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -18,6 +20,8 @@ from torch import Tensor, nn
 from mrface.losses import _dist
 from mrface.losses.margins import Margin, RowTransform, apply_nontarget
 from mrface.ops.margin_softmax import margin_softmax_per_row
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["PartialFC", "reshard_centres", "reshard_state_dicts", "shard_range"]
 
@@ -114,6 +118,11 @@ class PartialFC(nn.Module):
         fused: compute the softmax with :func:`mrface.ops.margin_softmax.margin_softmax_per_row`,
             which never holds the (N, K) logits (the default); False: the materialising reference
             path (same results up to float32 rounding).
+        interclass_filtering_threshold: arcface_torch's option (0 = off, its default): a
+            non-target cosine above it is set to 0 before the margin (its logit becomes 0 and gets
+            no gradient), for every row (rows whose class lives on another rank included). The
+            fused kernels have no such filter: with a threshold > 0 the head computes the
+            materialising path (noted once in the log).
 
     Call: ``loss, logs = head(embeddings, labels)`` with embeddings (B, D) any float dtype and
     labels (B,) int64; B must be the same on every rank. ``loss`` is a float32 scalar.
@@ -124,7 +133,7 @@ class PartialFC(nn.Module):
 
     def __init__(self, embedding_size: int, num_classes: int, margin: Margin,
                  sample_rate: float = 1.0, process_group=None, ignore_index: int = -1,
-                 fused: bool = True) -> None:
+                 fused: bool = True, interclass_filtering_threshold: float = 0.0) -> None:
         super().__init__()
         if not (isinstance(embedding_size, int) and embedding_size > 0):
             raise ValueError(f"embedding_size must be a positive int, got {embedding_size!r}")
@@ -142,6 +151,10 @@ class PartialFC(nn.Module):
         self.class_start, self.num_local = shard_range(num_classes, self.world_size, self.rank)
         self.sample_rate, self.ignore_index = float(sample_rate), ignore_index
         self.fused = bool(fused)
+        if not 0 <= interclass_filtering_threshold < 1:
+            raise ValueError(f"interclass_filtering_threshold must be in [0, 1), got {interclass_filtering_threshold}")
+        self.interclass_filtering_threshold = float(interclass_filtering_threshold)
+        self._warned_filter = False
         self.margin = margin
         self.weight = nn.Parameter(torch.normal(0.0, 0.01, (self.num_local, embedding_size)))
         self.last_sampled_index: Tensor | None = None  # local ids used in the last forward
@@ -247,6 +260,9 @@ class PartialFC(nn.Module):
         cos, norms = self.centre_cosines(emb_all, weight)
         has = local_labels >= 0
         idx = local_labels.clamp_min(0)[:, None]
+        if self.interclass_filtering_threshold > 0:
+            target = torch.zeros_like(cos, dtype=torch.bool).scatter(1, idx, has[:, None])
+            cos = torch.where((cos > self.interclass_filtering_threshold) & ~target, 0.0, cos)
         cos_y_local = torch.where(has, cos.gather(1, idx)[:, 0], 0.0)
         cos_y = cos_y_local
         if self.world_size > 1:  # every rank needs every row's target cosine (thresholds, EMAs)
@@ -280,7 +296,11 @@ class PartialFC(nn.Module):
         else:
             self.last_sampled_index = None
 
-        if self.fused:
+        fused = self.fused and self.interclass_filtering_threshold == 0
+        if self.fused and not fused and not self._warned_filter:
+            logger.info("PartialFC: interclass_filtering_threshold > 0 runs the materialising path")
+            self._warned_filter = True
+        if fused:
             out = margin_softmax_per_row(emb_all, weight, local_labels, self.margin, valid=valid,
                                          process_group=group)
             per_row, cos_y, norms, rows = out.loss, out.cos_y, out.norms, out.rows
@@ -309,4 +329,5 @@ class PartialFC(nn.Module):
     def extra_repr(self) -> str:
         return (f"embedding_size={self.embedding_size}, num_classes={self.num_classes}, "
                 f"shard=[{self.class_start}, {self.class_start + self.num_local}), "
-                f"world_size={self.world_size}, sample_rate={self.sample_rate}, fused={self.fused}")
+                f"world_size={self.world_size}, sample_rate={self.sample_rate}, fused={self.fused}, "
+                f"interclass_filtering_threshold={self.interclass_filtering_threshold}")

@@ -12,7 +12,10 @@ __all__ = ["get_head", "get_margin", "list_heads"]
 # name -> (margin class, published defaults)
 _MARGINS: dict[str, tuple[Callable[..., Margin], dict]] = {
     "arcface": (CombinedMargin, {"s": 64.0, "m1": 1.0, "m2": 0.5, "m3": 0.0}),
-    "cosface": (CombinedMargin, {"s": 64.0, "m1": 1.0, "m2": 0.0, "m3": 0.35}),
+    # arcface_torch's CombinedMarginLoss (straight-through, no theta + m > pi fallback)
+    "arcface_btnet": (CombinedMargin, {"s": 64.0, "m1": 1.0, "m2": 0.5, "m3": 0.0, "gradient": "exact",
+                                       "fallback": "linear"}),  # the older ArcFace class (BTNet losses.py)
+    "cosface": (CombinedMargin, {"s": 64.0, "m1": 1.0, "m2": 0.0, "m3": 0.4}),
     "combined": (CombinedMargin, {"s": 64.0, "m1": 1.0, "m2": 0.3, "m3": 0.2}),
     "curricularface": (CurricularFace, {"s": 64.0, "m": 0.5}),
     "adaface": (AdaFace, {"s": 64.0, "m": 0.4, "h": 0.333}),
@@ -20,7 +23,7 @@ _MARGINS: dict[str, tuple[Callable[..., Margin], dict]] = {
                           "lambda_g": 35.0}),
     "qgface": (QGFace, {"s": 64.0, "m": 0.4, "h": 0.333}),
 }
-_HEAD_KWARGS = ("sample_rate", "process_group", "ignore_index", "fused")
+_HEAD_KWARGS = ("sample_rate", "process_group", "ignore_index", "fused", "interclass_filtering_threshold")
 
 
 def list_heads() -> list[str]:
@@ -39,7 +42,8 @@ def get_margin(name: str, **kwargs) -> Margin:
 def get_head(name: str, embedding_size: int = 512, num_classes: int = 1000, **kwargs) -> PartialFC:
     """A :class:`PartialFC` head (single process unless torch.distributed is initialised).
 
-    ``sample_rate``, ``process_group``, ``ignore_index`` and ``fused`` go to PartialFC, the rest to the margin,
+    ``sample_rate``, ``process_group``, ``ignore_index``, ``fused`` and ``interclass_filtering_threshold`` go to
+    PartialFC, the rest to the margin,
     e.g. ``get_head("arcface", 512, 93431, m2=0.45, gradient="straight_through")``.
     """
     head_kw = {k: kwargs.pop(k) for k in _HEAD_KWARGS if k in kwargs}

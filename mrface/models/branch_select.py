@@ -1,6 +1,7 @@
 """Test-time branch choice for multi-resolution models (REFERENCE.md §2).
 
-``indicator`` turns a probe's raw (w, h) into one size: ``max``, ``mean`` or ``min``.
+``indicator`` turns a probe's raw (w, h) into one size: ``max``, ``avg`` ((w + h) // 2, an integer, as
+BTNet's evaluation scripts), ``mean`` ((w + h) / 2, the exact midpoint: an option) or ``min``.
 ``strategy`` maps that size to an available branch resolution:
 
 * ``ceil`` (default): the smallest branch >= size (the largest branch when none is).
@@ -15,14 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-INDICATORS = ("max", "mean", "min")
+INDICATORS = ("max", "avg", "mean", "min")
 STRATEGIES = ("ceil", "near", "floor")
 
 
 def size_indicator(width: float, height: float, indicator: str = "max") -> float:
-    """One size for a (width, height) probe by ``indicator`` (max/mean/min)."""
+    """One size for a (width, height) probe by ``indicator`` (max/avg/mean/min)."""
     if indicator == "max":
         return float(max(width, height))
+    if indicator == "avg":
+        return float((int(width) + int(height)) // 2)
     if indicator == "mean":
         return (width + height) / 2.0
     if indicator == "min":

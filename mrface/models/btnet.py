@@ -17,7 +17,10 @@ branch also keeps its own copy of every BatchNorm of the shared tail (``branches
 keys = trunk module names with '.' -> '_'), used in place of the trunk's when running that
 branch, in the branch's train/eval mode (so ``model.train(); model.trunk.eval()`` trains a
 branch and its BN copies against a frozen teacher); with ``branch_bn=False`` the tail is fully
-shared and follows the trunk's mode.
+shared and follows the trunk's mode. Trainable set (BTNet ``train_multi_reso_distill.py``: a
+shared parameter stays frozen when its name holds no "bn"): the copies of ``bn*`` modules train
+their affine parameters, the copies of ``features`` and ``downsample.1`` keep theirs frozen
+(their running statistics still update in train mode).
 
 State-dict layout: ``trunk.*`` (InsightFace names), ``branches.<r>.net.*`` (InsightFace names of
 the owned layers), ``branches.<r>.norms.*``.
@@ -102,6 +105,9 @@ class BTNet(FaceModel):
             self._norm_names[r] = names
             if branch_bn:
                 norms = nn.ModuleDict({norm_key(n): copy.deepcopy(trunk.get_submodule(n)) for n in names})
+                for n in names:
+                    if "bn" not in n:  # the public name rule (features, downsample.1): affine frozen
+                        norms[norm_key(n)].requires_grad_(False)
             self.branches[str(r)] = Branch(net, j, norms)
 
     # ------------------------------------------------------------------------------- structure

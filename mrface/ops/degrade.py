@@ -32,7 +32,9 @@ from mrface.ops.reference.degrade import (
 
 DEGRADE_FILTERS = ("area", "bilinear", "bilinear_aa", "bicubic_aa", "bicubic", "nearest", "lanczos")
 UP_FILTERS = ("bilinear", "bicubic", "nearest", "lanczos")
-ADAFACE_FILTERS = ("nearest", "bilinear", "area", "bicubic")
+#: AdaFace's low-resolution augmentation (dataset/augmenter.py) draws the down and the up interpolation
+#: independently from cv2 INTER_NEAREST, INTER_LINEAR, INTER_AREA, INTER_CUBIC, INTER_LANCZOS4.
+ADAFACE_FILTERS = ("nearest", "bilinear", "area", "bicubic", "lanczos")
 _FILTER_IDS = {"nearest": 0, "bilinear": 1, "bicubic": 2, "area": 3, "bilinear_aa": 4, "bicubic_aa": 5, "lanczos": 6}
 _DTYPE_TAGS = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.uint8: 3}
 _CPP_DTYPES = (torch.float32, torch.uint8)

@@ -99,3 +99,12 @@ def test_1to1_and_1toN_end_to_end():
         verify_1to1(t, ids, np.array([[0, 999]]), np.array([1]))
     with pytest.raises(ValueError, match="flip_features"):
         template_features(feats, tids, mids, IjbFlags(True, False, False))
+
+
+def test_ijb_presets_name_the_public_set_ups():
+    """insightface arcface_torch/eval_ijbc.py: use_norm_score, use_detector_score, use_flip_test all True;
+    BTNet eval_ijbc_11_multi_reso.py / eval_ijbc_1n_multi_reso.py: use_norm_score False, the others True."""
+    assert IjbFlags.preset("arcface_torch") == IjbFlags(flip=True, norm_weighting=True, detector_score=True)
+    assert IjbFlags.preset("btnet") == IjbFlags(flip=True, norm_weighting=False, detector_score=True)
+    with pytest.raises(ValueError, match="IJB preset 'insightface'"):
+        IjbFlags.preset("insightface")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 
@@ -58,8 +59,10 @@ def test_all_wrong_labels_give_accuracy_of_majority_rule():
 
 
 def _slow_kfold(dist, issame, far_target):
-    """Plain-Python loop over folds and thresholds; threshold at FAR by explicit segment search."""
+    """Plain-Python loop over folds and thresholds; threshold at FAR by explicit segment search.
+    Accuracy on the 0.01 grid, VAL@FAR on the 0.001 grid (arcface_torch eval/verification.py evaluate())."""
     thresholds = [i / 100 for i in range(400)]
+    val_thresholds = [i / 1000 for i in range(4000)]
     n = len(dist)
     k = 10
     sizes = [n // k + (1 if i < n % k else 0) for i in range(k)]
@@ -84,12 +87,13 @@ def _slow_kfold(dist, issame, far_target):
         train_accs = [acc(t, train) for t in thresholds]
         best = thresholds[train_accs.index(max(train_accs))]
         accs.append(acc(best, test))
-        fars = [far(t, train) for t in thresholds]
+        neg_train = sorted(dist[i] for i in train if not issame[i])
+        fars = [bisect.bisect_left(neg_train, t) / len(neg_train) for t in val_thresholds]  # #{d < t} / n
         if max(fars) < far_target:
             t_far = 0.0
         else:
             pts = []  # (far, threshold) with the first threshold of each distinct far
-            for f, t in zip(fars, thresholds, strict=True):
+            for f, t in zip(fars, val_thresholds, strict=True):
                 if not pts or f != pts[-1][0]:
                     pts.append((f, t))
             pts.sort()
@@ -108,12 +112,14 @@ def test_kfold_accuracy_and_val_match_slow_loop(seed):
     p = 437  # not a multiple of 10
     issame = rng.random(p) < 0.5
     dist = np.where(issame, rng.normal(0.9, 0.35, p), rng.normal(1.6, 0.3, p)).clip(0, 4)
-    res = M.verification_kfold(dist, issame, far_target=0.05)
-    acc, std, val = _slow_kfold(dist.tolist(), issame.tolist(), 0.05)
+    res = M.verification_kfold(dist, issame, far_target=0.02)
+    acc, std, val = _slow_kfold(dist.tolist(), issame.tolist(), 0.02)
     assert res.accuracy == pytest.approx(acc, abs=1e-12)
     assert res.accuracy_std == pytest.approx(std, abs=1e-12)
     assert res.val == pytest.approx(val, abs=1e-12)
     assert 0.6 < res.accuracy < 1.0  # a non-trivial case
+    coarse = M.verification_kfold(dist, issame, far_target=0.02, val_thresholds=np.arange(0, 4, 0.01))
+    assert coarse.val != pytest.approx(val, abs=1e-12)  # the grid matters: the test sees the 0.001 grid
 
 
 def test_verification_rejects_bad_input():

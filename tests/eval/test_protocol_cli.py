@@ -79,8 +79,8 @@ def test_missing_files_and_arguments_are_clear(tmp_path, ijb_root, use_model, ca
     err = capsys.readouterr().err
     assert "16 expected path(s) missing" in err and "mugshot_frontal_cropped_all" in err
     root, _ = ijb_root
-    with pytest.raises(SystemExit):  # test-mode flags must be given explicitly
-        main(["eval", "ijb", "--model", "m", "--root", str(root), "--out", str(tmp_path)])
+    # test-mode flags must be given explicitly (or by a named public preset)
+    assert main(["eval", "ijb", "--model", "m", "--root", str(root), "--out", str(tmp_path)]) == 2
     assert "--test-flip" in capsys.readouterr().err
     assert main(["eval", "ijb", "--model", "m", "--root", str(tmp_path / "sc"), "--out", str(tmp_path / "o"),
                  "--test-flip", "no", "--norm-weighting", "no", "--detector-score", "no"]) == 2  # fmt: skip

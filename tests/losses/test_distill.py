@@ -30,6 +30,9 @@ def test_btnet_loss_closed_form_and_frozen_classifier(generator):
 
     e = es.float()
     cos = F.normalize(e, dim=1) @ F.normalize(frozen.weight.detach(), dim=1).T
+    # BTNet's frozen head runs in train mode: t <- 0.99 t + 0.01 mean(cos_y), updated before use
+    t_new = 0.99 * 0.2 + 0.01 * cos[torch.arange(b), labels].mean().item()
+    frozen.margin.t.fill_(t_new)
     ce = F.cross_entropy(frozen.margin(cos, labels), labels).double()
     expected = ce + 0.5 * ((fs - ft) ** 2).mean() + 0.5 * ((es - et) ** 2).mean()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
@@ -37,7 +40,10 @@ def test_btnet_loss_closed_form_and_frozen_classifier(generator):
                                atol=1e-9)
     assert tf.grad is None and te.grad is None
     assert head.weight.grad is None and not head.weight.requires_grad
-    assert head.margin.t.item() == pytest.approx(0.2)  # EMA frozen with the classifier
+    assert head.margin.t.item() == pytest.approx(t_new, abs=1e-7)  # the margin state keeps updating
+    still = BTNetDistillLoss(copy.deepcopy(frozen), update_margin_state=False).train()
+    still(xs.detach(), tf.detach(), xe.detach(), te.detach(), labels)
+    assert still.classifier.margin.t.item() == pytest.approx(t_new, abs=1e-7)  # option: frozen state
     assert logs["distill/feature_mse"].item() == pytest.approx(((fs - ft) ** 2).mean().item(),
                                                                rel=1e-5)
 

@@ -51,7 +51,7 @@ def test_arcface_closed_form_with_linear_fallback(generator):
         theta = torch.arccos(c)
         return torch.where(theta + m < math.pi, S * torch.cos(theta + m), S * (c - m * math.sin(m)))
 
-    out = CombinedMargin(S, 1.0, m, 0.0)(cos.float(), labels)
+    out = CombinedMargin(S, 1.0, m, 0.0, fallback="linear")(cos.float(), labels)
     assert out.dtype == torch.float32
     _close(out, _expected(cos, labels, target))
 
@@ -79,7 +79,7 @@ def test_cosface_and_general_combined_closed_form(generator):
         return torch.where(inside, S * (torch.cos(m1 * theta + m2) - m3),
                            S * (c - m2 * math.sin(m2) - m3))
 
-    out = CombinedMargin(S, m1, m2, m3)(cos.float(), labels)
+    out = CombinedMargin(S, m1, m2, m3, fallback="linear")(cos.float(), labels)
     _close(out, _expected(cos, labels, target), atol=2e-3)  # acos in float32 near +-1
 
 
@@ -106,6 +106,34 @@ def test_arcface_straight_through_vs_exact_gradient(generator):
     mask[rows, labels] = False
     torch.testing.assert_close(grads["exact"][mask], grads["straight_through"][mask])
     assert (grads["exact"][mask] == S).all()
+
+
+def test_arcface_default_is_arcface_torch_combined_margin_loss():
+    """arcface_torch CombinedMarginLoss (m1=1, m3=0): under no_grad every logit becomes
+    cos(arccos(c) [+ m2 on the target]), then times s; so the target is cos(theta + 0.5) even past
+    theta + m = pi (no fallback) and every logit's gradient w.r.t. its cosine is s."""
+    cos = torch.tensor([[-0.97, 0.2, 0.1], [0.3, 0.6, -0.5]], dtype=torch.float64)
+    labels = torch.tensor([0, 1])
+    x = cos.float().requires_grad_(True)
+    out = get_margin("arcface")(x, labels)
+    # hand values: arccos(-0.97) = 2.89602714, + 0.5 = 3.39602714 > pi, cos = -0.96780579
+    #              arccos(0.6) = 0.92729522, + 0.5 = 1.42729522, cos = 0.14300911
+    expected = S * torch.tensor([[-0.96780579, 0.2, 0.1], [0.3, 0.14300911, -0.5]], dtype=torch.float64)
+    torch.testing.assert_close(out.detach().double(), expected, rtol=0, atol=1e-4)
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, torch.full_like(x, S))
+
+
+def test_magface_default_easy_margin():
+    """IrvingMeng/MagFace MagLinear(easy_margin=True): target cos(theta + m(a)) where cos theta > 0,
+    else cos theta. a = 60 -> m = 0.45 + 0.35 * 50 / 100 = 0.625."""
+    head = MagFace()
+    cos = torch.tensor([[0.5, 0.1], [-0.2, 0.3]])
+    out = head(cos, torch.tensor([0, 0]), torch.tensor([60.0, 60.0]))
+    # cos(arccos(0.5) + 0.625) = cos(1.04719755 + 0.625) = cos(1.67219755) = -0.10114...
+    assert out[0, 0].item() == pytest.approx(S * math.cos(math.acos(0.5) + 0.625), rel=1e-5)
+    assert out[0, 0].item() == pytest.approx(S * -0.1012, abs=S * 1e-3)
+    assert out[1, 0].item() == pytest.approx(S * -0.2, rel=1e-6)  # cos <= 0: unchanged
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -175,7 +203,7 @@ def test_adaface_special_cases(generator, z, kind):
 
 
 def test_magface_margin_endpoints_target_and_regulariser(generator):
-    head = MagFace()
+    head = MagFace(fallback="linear")
     norms = torch.tensor([5.0, 10.0, 60.0, 110.0, 200.0])
     torch.testing.assert_close(head.margin_of(norms),
                                torch.tensor([0.45, 0.45, 0.45 + 0.35 * 0.5, 0.8, 0.8]))
@@ -239,9 +267,13 @@ def test_get_head_published_defaults():
     assert set(list_heads()) >= {"arcface", "cosface", "curricularface", "adaface", "magface",
                                  "qgface", "combined"}
     arc = get_margin("arcface")
-    assert (arc.s, arc.m1, arc.m2, arc.m3, arc.gradient) == (64.0, 1.0, 0.5, 0.0, "exact")
+    assert (arc.s, arc.m1, arc.m2, arc.m3, arc.gradient, arc.fallback) == (
+        64.0, 1.0, 0.5, 0.0, "straight_through", "none")
+    btnet = get_margin("arcface_btnet")
+    assert (btnet.m2, btnet.gradient, btnet.fallback) == (0.5, "exact", "linear")
     cosf = get_margin("cosface")
-    assert (cosf.m2, cosf.m3) == (0.0, 0.35)
+    assert (cosf.m2, cosf.m3) == (0.0, 0.4)
+    assert get_margin("magface").fallback == "easy"
     cur = get_margin("curricularface")
     assert (cur.s, cur.m, cur.momentum, cur.t.item()) == (64.0, 0.5, 0.01, 0.0)
     ada = get_margin("adaface")

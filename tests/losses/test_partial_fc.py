@@ -242,3 +242,31 @@ def test_two_gloo_ranks_bad_inputs_raise_everywhere(two_rank_results):
     assert "labels must be in [0, 23)" in r1["err_label"]
     assert "bad input on rank(s) [1]" in r0["err_label"]
     assert "D=16" in r1["err_dim"] and "bad input on rank(s) [1]" in r0["err_dim"]
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_interclass_filtering_threshold_zeroes_high_nontarget_cosines(fused):
+    """arcface_torch CombinedMarginLoss(interclass_filtering_threshold=0.3), CosFace m3=0.4, s=4: a non-target
+    cosine > 0.3 is multiplied by 0 (no_grad mask), so its logit is 0 and carries no gradient; the target is
+    never filtered. Centres are the unit axes, so the cosines are the normalised embedding entries."""
+    from mrface.losses import get_head
+
+    s = 4.0
+    head = get_head("cosface", 3, 3, s=s, interclass_filtering_threshold=0.3, fused=fused)
+    with torch.no_grad():
+        head.weight.copy_(torch.eye(3))
+    e0 = torch.tensor([[0.6, 0.64, 0.48], [0.0, 0.6, 0.8]])  # unit rows
+    e = e0.clone().requires_grad_(True)
+    labels = torch.tensor([0, 1])
+    loss, _ = head(e, labels)
+    loss.backward()
+    # public formula in float64: mask fixed from the forward values, logits s * (mask * c), target s (c - 0.4)
+    x = e0.double().requires_grad_(True)
+    c = x / x.norm(dim=1, keepdim=True)
+    keep = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]], dtype=torch.float64)  # 0.64, 0.48, 0.8 > 0.3
+    z = s * (c * keep)
+    z = z - s * 0.4 * torch.nn.functional.one_hot(labels, 3)
+    expected = torch.nn.functional.cross_entropy(z, labels)
+    expected.backward()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    torch.testing.assert_close(e.grad.double(), x.grad, rtol=1e-4, atol=1e-6)

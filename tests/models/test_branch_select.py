@@ -48,6 +48,9 @@ def test_indicators_differ_on_the_same_probe():
     assert choose_branches(probe, BRANCHES, "min", "ceil") == [28]
     assert choose_branches([(28, 29)], BRANCHES, "mean", "floor") == [28]  # 28.5
     assert choose_branches([(28, 29)], BRANCHES, "mean", "ceil") == [112]
+    # BTNet eval_survface_1n_multi_reso.py: reso = (w + h) // 2 -> 57 // 2 = 28 -> ceil 28, not 112
+    assert choose_branches([(28, 29)], BRANCHES, "avg", "ceil") == [28]
+    assert choose_branches([(14, 15), (6, 9)], BRANCHES, "avg", "ceil") == [14, 7]
 
 
 def test_unknown_indicator_or_strategy():

@@ -180,3 +180,29 @@ def test_branch_training_against_frozen_teacher(generator):
     assert all(m.training is False for m in model.trunk.modules())  # modes restored after the branch path
     with torch.no_grad():
         torch.testing.assert_close(out.teacher_embedding, model.trunk(x_hr))
+
+
+@pytest.mark.parametrize("r", [28, 14, 7])
+def test_branch_trainable_set_is_the_public_one(r):
+    """BTNet train_multi_reso_distill.py on a full network: a parameter is frozen when its name contains
+    a fix_params entry and not "bn", then the implant block <stage>.0 is re-enabled. fix_params per
+    configs/ms1mv3_r50_reso{28,14,7}.py."""
+    fix_params = {28: ["layer2", "layer3", "layer4", "fc", "features"], 14: ["layer3", "layer4", "fc", "features"],
+                  7: ["layer4", "fc", "features"]}[r]
+    implant = IMPLANT[r][0] + "."
+    model = _btnet()
+    full_names = [n for n, p in model.trunk.named_parameters()]
+    trainable_features = {n for n in full_names if not (any(f in n for f in fix_params) and "bn" not in n)
+                          or n.startswith(implant)}
+    trainable_features.discard("features.weight")  # iResNet's features.weight is fixed at 1 in every code
+    branch = model.branch(r)
+    ours = {n for n, p in branch.net.named_parameters() if p.requires_grad}
+    universe = {n for n, p in branch.net.named_parameters()}  # a branch rebuilt for r x r may lack a shortcut
+    for key, bn in branch.norms.items():
+        trunk_name = next(n for n in model.tail_norm_names(r) if n.replace(".", "_") == key)
+        ours |= {f"{trunk_name}.{n}" for n, p in bn.named_parameters() if p.requires_grad}
+        universe |= {f"{trunk_name}.{n}" for n, p in bn.named_parameters()}
+    assert ours == trainable_features & universe
+    if r != 7:  # for 7 the block layer4.0 is owned (the implant block)
+        assert f"{'layer3' if r == 28 else 'layer4'}.0.downsample.1.weight" not in ours
+    assert "features.bias" not in ours and "bn2.weight" in ours

@@ -302,7 +302,7 @@ def test_bad_per_sample_input():
     with pytest.raises(ValueError, match="sides must lie in"):
         degrade_per_sample(x, torch.tensor([0, 5]), torch.tensor([0, 0]))
     with pytest.raises(ValueError, match="filter_ids"):
-        degrade_per_sample(x, torch.tensor([3, 5]), torch.tensor([0, 4]))
+        degrade_per_sample(x, torch.tensor([3, 5]), torch.tensor([0, 5]))  # 5 default filters: ids 0..4
     with pytest.raises(ValueError, match="sides must be an integer tensor"):
         degrade_per_sample(x, torch.tensor([3.0, 5.0]), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="min_size"):

@@ -78,3 +78,52 @@ def test_cli_reports_typo_and_exits_2():
                           capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 2
     assert "did you mean 'optim.weight_decay'" in proc.stderr
+
+
+# Values below are read off the public configs (repository and commit in FIDELITY.md), not from mrface.
+@pytest.mark.parametrize("name", ["arcface_ms1mv3_r50", "arcface_ms1mv3_r100", "cosface_ms1mv3_r50"])
+def test_arcface_torch_recipes_follow_train_v2_and_configs(name):
+    """arcface_torch train_v2.py: clip_grad_norm_(backbone, 5), PolynomialLRWarmup power 1;
+    configs/ms1mv3_r*.py: lr 0.1, wd 5e-4, 20 epochs, warmup_epoch 0, fp16; CosFace configs m3 = 0.4."""
+    cfg = load_recipe(name)
+    assert (cfg.optim.clip_grad, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.amp) == (5.0, 0.1, 5e-4, "fp16")
+    assert (cfg.schedule.kind, cfg.schedule.power, cfg.schedule.warmup_epochs, cfg.train.epochs) == ("poly", 1.0, 0, 20)
+    margin = get_margin(cfg.head.name, **cfg.head.args)
+    expected = (1.0, 0.0, 0.4) if name.startswith("cosface") else (1.0, 0.5, 0.0)
+    assert (margin.m1, margin.m2, margin.m3, margin.gradient, margin.fallback) == (*expected, "straight_through",
+                                                                                  "none")
+
+
+def test_magface_recipe_is_float32_with_easy_margin():
+    """MagFace run/run_dist.sh: --fp16 0, lr drop at 10/18/22 of 25 epochs; MagLinear easy_margin=True."""
+    cfg = load_recipe("magface_ms1mv2_r100")
+    assert cfg.optim.amp == "none"
+    assert (cfg.schedule.milestones, cfg.train.epochs) == ([10, 18, 22], 25)
+    assert get_margin(cfg.head.name, **cfg.head.args).fallback == "easy"
+
+
+def test_btnet_recipes_follow_the_public_configs():
+    """BTNet configs/ms1mv3_r50_reso{112,28}.py and surv_r50_reso{112,28,14,7}.py (fp16 True everywhere)."""
+    tnet = load_recipe("btnet_ms1mv3_r50_reso112")
+    assert (tnet.optim.lr, tnet.train.epochs, tnet.schedule.warmup_epochs, tnet.optim.amp) == (0.2, 25, 2, "fp16")
+    distill = load_recipe("btnet_ms1mv3_r50_distill")
+    assert distill.distill.filters == ["bilinear"]  # transforms.Resize on tensors: no antialias
+    assert (distill.optim.lr, distill.train.epochs, distill.optim.clip_grad, distill.optim.amp) == (0.02, 10, 5.0,
+                                                                                                    "fp16")
+    surv = load_recipe("btnet_surv_finetune")
+    assert (surv.optim.lr, surv.train.epochs, surv.schedule.warmup_epochs, surv.augment.kind, surv.optim.amp) == (
+        0.02, 10, 0, "none", "fp16")
+    for r, epochs in ((28, 10), (14, 10), (7, 25)):
+        b = load_recipe(f"btnet_surv_r50_reso{r}")
+        assert (b.stage, b.distill.resolutions, b.distill.teacher, b.train.epochs, b.optim.lr) == (
+            "distill", [r], "runs/btnet_surv_finetune", epochs, 0.02)
+
+
+def test_adaface_recipe_follows_run_scripts():
+    """AdaFace scripts/run_ir101_*.sh: low-res, crop and photometric augmentation 0.2 each, 26 epochs, milestones
+    12/20/24, lr 0.1, fp16; train_val.py: BatchNorm parameters without weight decay."""
+    cfg = load_recipe("adaface_webface4m_r100")
+    a = cfg.augment
+    assert (a.kind, a.prob, a.crop_prob, a.photometric_prob, a.min_size) == ("adaface", 0.2, 0.2, 0.2, 22)
+    assert (cfg.optim.no_decay_bn, cfg.optim.lr, cfg.optim.amp) == (True, 0.1, "fp16")
+    assert (cfg.schedule.milestones, cfg.train.epochs) == ([12, 20, 24], 26)

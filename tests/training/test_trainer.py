@@ -35,6 +35,7 @@ def test_a_step_changes_weights_and_loss_drops_on_a_fixed_batch(tmp_path, faces)
     fixed.num_classes = 8
     cfg = _cfg(tmp_path / "run", f"model.init={tmp_path / 'init.safetensors'}", "augment.kind=none",
                "augment.flip=false", "train.max_steps=6", "schedule.kind=constant", "optim.lr=0.05",
+               "schedule.warmup_epochs=0",  # a warm-up starts at lr 0 (the public schedulers' k / w)
                "checkpoint.every=1", "checkpoint.keep=10")  # fmt: skip
     result = train(cfg, dataset=fixed)
     assert result.steps == 6 and len(result.losses) == 6
