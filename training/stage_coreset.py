@@ -85,7 +85,9 @@ def coreset_stage(cfg: TrainConfig, env: DistEnv, dataset: Dataset | None) -> tu
         num_classes = dataset_classes(dataset)
     templates = TemplateDataset(dataset, num_classes)
     head = _make_head(cfg, model.embedding_size, num_classes)
-    augment = ResolutionAugment(cfg.augment, cfg.seed, env.rank, env.world_size, cfg.optim.accumulate)
+    meta = model.metadata
+    augment = ResolutionAugment(cfg.augment, cfg.seed, env.rank, env.world_size, cfg.optim.accumulate,
+                                meta.mean, meta.std, cfg.data.color or meta.color_order)  # fmt: skip
 
     def loss_fn(net: nn.Module, images: Tensor, labels: Tensor, step: int, micro: int) -> tuple[Tensor, dict]:
         """images (B, W, 3, S, S), labels (B, W) (-1 at padding) -> AdaFace loss of the B template embeddings."""

@@ -105,7 +105,8 @@ def dcr_stage(cfg: TrainConfig, env: DistEnv, dataset: Dataset | None) -> tuple[
         model.init_classifiers(torch.nn.functional.normalize(weight, dim=1) * cfg.dcr.classifier_scale)
     scales = ([model.hr_resolution] if model.hr_resolution is not None else []) + list(model.resolutions)
     criterion = DCRCentres(scales, num_classes, model.embedding_size, cfg.dcr.centre_rate, seed=cfg.seed)
-    augment = ResolutionAugment(cfg.augment, cfg.seed, env.rank, env.world_size, cfg.optim.accumulate)
+    augment = ResolutionAugment(cfg.augment, cfg.seed, env.rank, env.world_size, cfg.optim.accumulate,
+                                trunk_meta.mean, trunk_meta.std, cfg.data.color or trunk_meta.color_order)  # fmt: skip
     resolutions = model.resolutions
 
     def loss_fn(net: nn.Module, images: Tensor, labels: Tensor, step: int, micro: int) -> tuple[Tensor, dict]:
