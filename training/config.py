@@ -147,6 +147,9 @@ class DCRConfig:
     centre_weight: float = 0.008
     coupling_weight: float = 0.008
     centre_rate: float = 0.6  # centre update rate alpha
+    # SI initialisation: copy the trunk run's classifier (unit rows x classifier_scale) into every branch
+    classifier_init: str = "trunk"  # trunk | random
+    classifier_scale: float = 64.0  # the trunk head's scale s (its logits are s * cos)
 
 
 @dataclass
@@ -158,7 +161,8 @@ class CoresetConfig:
     heads: int = 8
     gamma: float = 0.01  # initial norm exponent of the FPS distance (learned)
     tau: float = 1.0  # Gumbel-softmax temperature while training
-    dropout: float = 0.0
+    dropout: float = 0.1  # decoder attention + residual dropout (public 0.1)
+    sampling: str = "public"  # public: unmasked draws, noisy 1e4-scaled inference | masked: pick once, arg-max
 
 
 @dataclass
@@ -416,6 +420,8 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
     if cfg.stage == "coreset" and not cfg.coreset.backbone:
         raise RecipeError(f"{source}: stage=coreset needs coreset.backbone (a run, checkpoint dir or weights file)")
     _choice(cfg.coreset.size_mode, ("batch", "template"), "coreset.size_mode", source)
+    _choice(cfg.dcr.classifier_init, ("trunk", "random"), "dcr.classifier_init", source)
+    _choice(cfg.coreset.sampling, ("public", "masked"), "coreset.sampling", source)
     if cfg.stage == "coreset" and cfg.model.channels_last:
         raise RecipeError(f"{source}: stage=coreset batches are 5-D templates: model.channels_last must be false")
     if cfg.coreset.max_size < 1 or cfg.coreset.k < 1:

@@ -6,11 +6,12 @@ images of one identity, drawn by :class:`~mrface.training.templates.TemplateBatc
 (deterministic under the seed, exact on resume). Per micro-batch of B padded templates
 (images (B, W, 3, S, S), labels (B, W) with -1 at padding) the recipe's ``augment`` runs on the
 images, the backbone embeds the real ones without gradient, and the
-:class:`~mrface.models.FaceCoresetNet` aggregator (Gumbel-FPS coreset of K=3, self- and
-cross-attention) turns each template into one embedding; its unit vector times its norm goes to
+:class:`~mrface.models.FaceCoresetNet` aggregator (the public TemplateAggregateModel: Gumbel-FPS
+coreset of K=3 raw features, norm encodings, self- and cross-attention refining the picks, their mean)
+turns each template into one embedding; its unit vector times its norm goes to
 an AdaFace head (s=48, m=0.8, h=0.333 in the paper recipe) that reads the norm as quality. The
-aggregator and the head train. Gumbel noise comes from a generator seeded by (seed, step,
-micro-batch, rank), so resumed runs draw the same picks.
+aggregator and the head train. Gumbel noise and the decoder's dropout masks come from generators seeded by
+(seed, step, micro-batch, rank), so resumed runs draw the same picks and masks.
 
 The saved model (:class:`~mrface.models.CoresetModel`, registered architecture ``facecoresetnet``)
 is backbone + aggregator; :func:`mrface.models.load_model` (or :func:`load_coreset_model`) rebuilds it.
@@ -22,6 +23,7 @@ import functools
 import os
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
@@ -37,6 +39,7 @@ from mrface.training.stages import Stage, _make_head
 from mrface.training.templates import PAD_LABEL, TemplateBatchSampler, TemplateDataset, seeded_generator
 
 _GUMBEL_STREAM = 3
+_DROPOUT_STREAM = 4
 
 
 def coreset_arguments(cfg: TrainConfig, backbone: FaceModel) -> dict[str, Any]:
@@ -44,7 +47,7 @@ def coreset_arguments(cfg: TrainConfig, backbone: FaceModel) -> dict[str, Any]:
     meta = backbone.metadata
     c = cfg.coreset
     return {"backbone": meta.architecture, "backbone_args": dict(meta.arguments), "k": c.k, "heads": c.heads,
-            "gamma": c.gamma, "tau": c.tau, "dropout": c.dropout}  # fmt: skip
+            "gamma": c.gamma, "tau": c.tau, "dropout": c.dropout, "sampling": c.sampling}  # fmt: skip
 
 
 def build_coreset_model(arguments: dict[str, Any]) -> CoresetModel:
@@ -82,7 +85,9 @@ def coreset_stage(cfg: TrainConfig, env: DistEnv, dataset: Dataset | None) -> tu
         num_classes = dataset_classes(dataset)
     templates = TemplateDataset(dataset, num_classes)
     head = _make_head(cfg, model.embedding_size, num_classes)
-    augment = ResolutionAugment(cfg.augment, cfg.seed, env.rank, env.world_size, cfg.optim.accumulate)
+    meta = model.metadata
+    augment = ResolutionAugment(cfg.augment, cfg.seed, env.rank, env.world_size, cfg.optim.accumulate,
+                                meta.mean, meta.std, cfg.data.color or meta.color_order)  # fmt: skip
 
     def loss_fn(net: nn.Module, images: Tensor, labels: Tensor, step: int, micro: int) -> tuple[Tensor, dict]:
         """images (B, W, 3, S, S), labels (B, W) (-1 at padding) -> AdaFace loss of the B template embeddings."""
@@ -90,7 +95,14 @@ def coreset_stage(cfg: TrainConfig, env: DistEnv, dataset: Dataset | None) -> tu
         images = augment(images.flatten(0, 1), step, micro).unflatten(0, (b, w))
         lengths = (labels != PAD_LABEL).sum(1)
         generator = seeded_generator(cfg.seed, _GUMBEL_STREAM, step, micro, env.rank)
-        loss, logs = head(net(images, lengths, generator), labels[:, 0])
+        # Decoder dropout draws from the global RNG: seed it per (step, micro-batch, rank) inside a fork so the
+        # masks are exact on resume and the caller's RNG stream is untouched.
+        dropout_seed = int(torch.randint(0, 2**62, (1,), generator=seeded_generator(cfg.seed, _DROPOUT_STREAM, step,
+                                                                                     micro, env.rank)))  # fmt: skip
+        devices = [env.device] if env.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices, device_type=env.device.type if devices else "cuda"):
+            torch.manual_seed(dropout_seed)
+            loss, logs = head(net(images, lengths, generator), labels[:, 0])
         logs["coreset/gamma"] = model.aggregator.gamma.detach()
         logs["coreset/template_size"] = lengths.float().mean()
         return loss, logs

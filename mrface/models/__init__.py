@@ -13,7 +13,7 @@ Public API::
 
 Modules: ``registry`` (names), ``metadata`` (ModelMetadata, preprocess), ``iresnet``, ``btnet``,
 ``mobilefacenet``, ``dcr``, ``branch_select`` + ``multires`` (resolution-aware inference),
-``checkpoint`` (own format), ``importers`` (InsightFace / AdaFace / MagFace / BTNet files),
+``checkpoint`` (own format), ``importers`` (InsightFace / AdaFace / MagFace / BTNet / FaceCoresetNet files),
 ``summary``. ``coreset`` and ``template_pooling`` (set aggregation) live beside them;
 ``coreset_model`` holds :class:`CoresetModel` (backbone + FaceCoresetNet, registered as
 ``facecoresetnet``, so ``load_model`` opens a coreset run's ``model.safetensors``).
@@ -30,6 +30,7 @@ from mrface.models.importers import (
     import_adaface,
     import_btnet_branch,
     import_btnet_trunk,
+    import_facecoresetnet,
     import_insightface,
     import_magface,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "import_adaface",
     "import_btnet_branch",
     "import_btnet_trunk",
+    "import_facecoresetnet",
     "import_insightface",
     "import_magface",
     "iresnet",

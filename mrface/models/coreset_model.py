@@ -7,7 +7,7 @@ Registered as ``facecoresetnet`` (see :mod:`mrface.models.registry`)::
     emb = model(faces)                # (B, 3, S, S): templates of one face -> (B, D)
 
 The backbone is rebuilt with ``get_model(backbone, **backbone_args)``; the remaining arguments go to
-:class:`FaceCoresetNet` (``k``, ``heads``, ``gamma``, ``tau``, ``dropout``). The model's metadata is
+:class:`FaceCoresetNet` (``k``, ``heads``, ``gamma``, ``tau``, ``dropout``, ``sampling``). The model's metadata is
 derived from the backbone's (:func:`coreset_metadata`): same input size, colour order, mean/std and
 alignment; embedding size D; output not normalised (its norm is the template quality).
 """
@@ -32,7 +32,7 @@ class CoresetModel(FaceModel):
     ``forward(x, lengths=None, generator=None)``: x (B, N, 3, S, S) padded templates with ``lengths``
     (B,) in [1, N] (slots past a length are ignored), or (B, 3, S, S) single faces (templates of one)
     -> (B, D) template embeddings: the aggregator's unit vector times its norm (the quality an AdaFace
-    head reads). ``generator`` draws the Gumbel noise in training mode.
+    head reads). ``generator`` draws the Gumbel noise (training, and inference with public sampling).
     """
 
     def __init__(self, backbone: FaceModel, aggregator: FaceCoresetNet) -> None:

@@ -8,6 +8,10 @@
   ``argparse.Namespace`` (AdaFace's saved hyper-parameters) is the only extra global allowed.
 * :func:`import_magface`: MagFace checkpoints (``state_dict`` with ``features.module.`` /
   ``module.features.`` prefixes; the MagFace classifier is dropped).
+* :func:`import_facecoresetnet`: a public FaceCoresetNet checkpoint (lightning ``state_dict`` with
+  ``aggregate_model.`` / ``model.`` / ``head.`` keys, or a bare ``TemplateAggregateModel`` state dict) into a
+  :class:`~mrface.models.FaceCoresetNet` or a :class:`~mrface.models.CoresetModel` (aggregator + AdaFace
+  IR backbone); :func:`facecoresetnet_to_mrface` is the pure key mapping.
 * :func:`import_btnet_branch`: a public BTNet branch checkpoint (a full iResNet built for the
   branch resolution) -> the branch's owned layers plus its tail BatchNorm copies; the shared conv /
   PReLU / fc weights must equal the trunk's (checked unless ``check_shared=False``).
@@ -30,6 +34,8 @@ import torch
 from mrface.errors import unsafe_pickle_message
 from mrface.models.btnet import BTNet, norm_key
 from mrface.models.checkpoint import CheckpointError, load_state_dict_checked
+from mrface.models.coreset import FaceCoresetNet
+from mrface.models.coreset_model import CoresetModel
 from mrface.models.iresnet import IResNet
 
 _NESTED_KEYS = ("state_dict", "model", "backbone", "state_dict_backbone", "net")
@@ -142,6 +148,93 @@ def import_magface(model: torch.nn.Module, path: str | os.PathLike) -> torch.nn.
         state = strip_prefix(state, ("module.",))
     load_state_dict_checked(model, state, source)
     return model
+
+
+# ------------------------------------------------------------------------------- FaceCoresetNet
+# public TemplateAggregateModel name -> FaceCoresetNet name (ligaripash/FaceCoresetNet net_template.py)
+_CORESET_MODULES = {
+    "pos_trans_norm": "norm_encoding",
+    "decoder_layer1.self_attn1": "self_attn",
+    "decoder_layer1.multihead_attn1": "cross_attn",
+    "decoder_layer1.norm1": "norm_self",
+    "decoder_layer1.norm2": "norm_cross",
+}
+# public parameters its forward never reads (kept in its checkpoints): reported, not loaded
+_CORESET_UNUSED = ("tau", "feature_norm_normalizer", "ur_center", "dist_from_ur_center_norm_size_balance",
+                   "quality_measure.", "decoder_layer1.self_attn2.", "decoder_layer1.multihead_attn2.",
+                   "decoder_layer1.multihead_attn3.", "decoder_layer1.norm3.", "decoder_layer1.norm4.")  # fmt: skip
+
+
+class CoresetImport(NamedTuple):
+    """What :func:`import_facecoresetnet` loaded and what it left out (every key of the file is in one list)."""
+
+    loaded: list[str]  # mrface names now holding the file's tensors
+    unused: list[str]  # public keys the public forward never reads (aggregator leftovers, backbone alias)
+    head: list[str]  # public AdaFace head keys (``head.*``): training state, not part of the model
+
+
+def facecoresetnet_to_mrface(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Public ``TemplateAggregateModel`` keys -> (FaceCoresetNet keys, the public keys its forward never reads).
+
+    Keys that are neither are kept unchanged so a strict load reports them as unexpected.
+    """
+    out, unused = {}, []
+    for key, value in state.items():
+        if key.startswith(_CORESET_UNUSED) or key in _CORESET_UNUSED:
+            unused.append(key)
+            continue
+        module = next((m for m in _CORESET_MODULES if key.startswith(m + ".")), None)
+        out[_CORESET_MODULES[module] + key[len(module) :] if module else key] = value
+    return out, unused
+
+
+def import_facecoresetnet(
+    model: FaceCoresetNet | CoresetModel, checkpoint: str | os.PathLike | Mapping[str, torch.Tensor]
+) -> CoresetImport:
+    """Load a public FaceCoresetNet checkpoint (path or state dict) into ``model`` (strict).
+
+    A :class:`FaceCoresetNet` takes the aggregator (``aggregate_model.*``, or every key of a bare
+    ``TemplateAggregateModel`` state dict); a :class:`CoresetModel` also takes the AdaFace IR backbone
+    (``model.*``, mapped by :func:`adaface_to_insightface`; its ``template_model.module.*`` alias must hold
+    the same tensors). Missing, unknown or misshaped keys raise :class:`CheckpointError` naming them.
+    """
+    if isinstance(checkpoint, Mapping):
+        source, state = "<state dict>", find_state_dict(checkpoint, "<state dict>")
+    else:
+        source = os.fspath(checkpoint)
+        state = find_state_dict(read_torch_file(checkpoint, safe_globals=[argparse.Namespace]), source)
+    aggregator = model.aggregator if isinstance(model, CoresetModel) else model
+    if not isinstance(aggregator, FaceCoresetNet):
+        raise TypeError(f"import_facecoresetnet: model must be a FaceCoresetNet or CoresetModel, got {type(model)}")
+    lightning = any(k.startswith("aggregate_model.") for k in state)
+    parts: dict[str, dict[str, torch.Tensor]] = {"aggregate_model.": {}, "model.": {}, "template_model.module.": {},
+                                                 "head.": {}, "": {}}  # fmt: skip
+    for key, value in state.items():
+        prefix = next((p for p in parts if p and key.startswith(p)), "") if lightning else ""
+        parts[prefix][key[len(prefix) :]] = value
+    if lightning and parts[""]:
+        raise CheckpointError(f"{source}: unknown keys outside aggregate_model./model./head.: {sorted(parts[''])[:8]}")
+    agg_state, unused = facecoresetnet_to_mrface(parts["aggregate_model."] if lightning else parts[""])
+    prefix = "aggregate_model." if lightning else ""
+    unused = [prefix + k for k in unused]
+    load_state_dict_checked(aggregator, agg_state, f"{source} (aggregator)")
+    loaded = sorted(("aggregator." if isinstance(model, CoresetModel) else "") + k for k in agg_state)
+    backbone, alias = parts["model."], parts["template_model.module."]
+    if isinstance(model, CoresetModel):
+        if not backbone:
+            raise CheckpointError(f"{source}: no backbone keys (model.*) for the CoresetModel's backbone")
+        differing = sorted(k for k, v in alias.items() if k not in backbone or not torch.equal(v, backbone[k]))
+        if differing:
+            raise CheckpointError(f"{source}: template_model.module.* differs from model.* at {differing[:8]}")
+        layers = getattr(model.backbone, "layers", None)
+        if layers is None:
+            raise CheckpointError(f"{source}: the backbone must be an (AdaFace-layout) IResNet to take model.*")
+        load_state_dict_checked(model.backbone, adaface_to_insightface(backbone, layers), f"{source} (backbone)")
+        loaded += sorted("backbone." + k for k in model.backbone.state_dict())
+        unused += sorted("template_model.module." + k for k in alias)
+    else:
+        unused += sorted("model." + k for k in backbone) + sorted("template_model.module." + k for k in alias)
+    return CoresetImport(loaded, unused, sorted("head." + k for k in parts["head."]))
 
 
 # ---------------------------------------------------------------------------------------- BTNet

@@ -199,16 +199,20 @@ def _btnet_mobilefacenet(resolutions: Any = (28, 14, 7), branch_bn: bool = True,
 
 @register_model("dcr_iresnet50", description="DCR: iResNet-50 trunk + coupled branches 8/12/16/20")
 def _dcr_iresnet50(
-    num_classes: int, resolutions: Any = (8, 12, 16, 20), identity_init: bool = True, **kwargs: Any
-) -> FaceModel:
-    return DCR(iresnet(50, **kwargs), num_classes, tuple(resolutions), identity_init=identity_init)
+    num_classes: int, resolutions: Any = (8, 12, 16, 20), identity_init: bool = True,
+    normalized_embeddings: bool = False, hr_branch: bool = True, **kwargs: Any,
+) -> FaceModel:  # fmt: skip
+    return DCR(iresnet(50, **kwargs), num_classes, tuple(resolutions), identity_init=identity_init,
+               normalized_embeddings=normalized_embeddings, hr_branch=hr_branch)  # fmt: skip
 
 
 @register_model("dcr_tiny", description="DCR over iresnet_tiny")
 def _dcr_tiny(
-    num_classes: int, resolutions: Any = (8, 12, 16, 20), identity_init: bool = True, **kwargs: Any
-) -> FaceModel:
-    return DCR(iresnet(**{**TINY, **kwargs}), num_classes, tuple(resolutions), identity_init=identity_init)
+    num_classes: int, resolutions: Any = (8, 12, 16, 20), identity_init: bool = True,
+    normalized_embeddings: bool = False, hr_branch: bool = True, **kwargs: Any,
+) -> FaceModel:  # fmt: skip
+    return DCR(iresnet(**{**TINY, **kwargs}), num_classes, tuple(resolutions), identity_init=identity_init,
+               normalized_embeddings=normalized_embeddings, hr_branch=hr_branch)  # fmt: skip
 
 
 @register_model(
@@ -217,7 +221,8 @@ def _dcr_tiny(
     description="frozen backbone + FaceCoresetNet set aggregator (template -> one embedding)",
 )
 def _facecoresetnet(backbone: str, backbone_args: dict[str, Any] | None = None, **aggregator: Any) -> FaceModel:
-    """``get_model(backbone, **backbone_args)`` + ``FaceCoresetNet(D, **aggregator)`` (k/heads/gamma/tau/dropout).
+    """``get_model(backbone, **backbone_args)`` + ``FaceCoresetNet(D, **aggregator)`` (k/heads/gamma/tau/dropout/
+    sampling).
 
     Input (B, N, 3, S, S) padded templates + lengths (B,), or (B, 3, S, S) faces -> (B, D) embeddings.
     """

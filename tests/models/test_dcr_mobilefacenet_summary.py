@@ -1,65 +1,136 @@
-"""DCR coupled branches and loss pieces (closed forms), MobileFaceNet and its multi-resolution
-variant, and summary() against published parameter / MAC counts."""
+"""DCR coupled branches and loss against the public formulas (gyfastas/CS7319E1G16 ``models/branch.py``,
+``losses/cm_loss.py``, ``losses/center_buffer.py``), MobileFaceNet and its multi-resolution variant, and
+summary() against published parameter / MAC counts."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from mrface.models import get_model, summary
-from mrface.models.dcr import center_loss, coupling_loss, dcr_branch_loss, update_centers
+from mrface.models.dcr import DCRCentres, center_loss, coupling_loss, dcr_branch_loss, dcr_loss, update_centers
 
 
 # ------------------------------------------------------------------------------------------ DCR
-def test_dcr_identity_init_and_branch_outputs(generator):
+def test_branch_embedding_is_fc1_and_a_one_parameter_prelu_feeds_the_classifier(generator):
+    for normalized in (False, True):
+        model = get_model("dcr_tiny", num_classes=5, normalized_embeddings=normalized).eval()
+        x = torch.randn(3, 3, 112, 112, generator=generator)
+        with torch.no_grad():
+            for p in model.branch(12).parameters():
+                p.add_(0.1 * torch.randn(p.shape, generator=generator))
+            trunk = model.trunk(x)
+            fc1, fc2, a = model.branch(12).mapping, model.branch(12).classifier, model.branch(12).prelu.weight
+            assert a.shape == (1,)
+            feature = F.normalize(trunk, dim=1) if normalized else trunk  # the public trunk's output
+            emb = feature @ fc1.weight.T + fc1.bias
+            emb = emb / emb.norm(dim=1, keepdim=True) if normalized else emb
+            torch.testing.assert_close(model(x, resolution=12), emb)
+            logits = torch.where(emb >= 0, emb, a * emb) @ fc2.weight.T + fc2.bias
+            out = model.branch_outputs(x, {12: x})
+            torch.testing.assert_close(out.logits[12], logits)
+            torch.testing.assert_close(out.embeddings[12], emb)
+
+
+def test_hr_branch_is_branch_zero_and_identity_init(generator):
     model = get_model("dcr_tiny", num_classes=5).eval()
+    assert list(model.branches) == ["112", "8", "12", "16", "20"] and model.resolutions == (8, 12, 16, 20)
+    assert torch.equal(model.branch(8).mapping.weight, torch.eye(128)) and not model.branch(8).mapping.bias.any()
     x = torch.randn(3, 3, 112, 112, generator=generator)
     with torch.no_grad():
-        trunk = model(x)
-        branch = model(x, resolution=12)
-    slope = model.branch(12).prelu.weight
-    torch.testing.assert_close(branch, torch.where(trunk >= 0, trunk, slope * trunk))  # PReLU(I·e + 0)
-    out = model.branch_outputs(x, {8: x[:2], 16: x[1:]})
-    assert out.e_hr.shape == (3, 128) and out.logits[8].shape == (2, 5) and out.embeddings[16].shape == (2, 128)
+        out = model.branch_outputs(x, {8: x[:2], 16: x[1:]})
+        torch.testing.assert_close(out.e_hr, model.trunk(x))  # identity init: HR branch = trunk at first
+    assert list(out.embeddings) == [112, 8, 16] and out.logits[8].shape == (2, 5)
+    legacy = get_model("dcr_tiny", num_classes=5, hr_branch=False)
+    assert list(legacy.branches) == ["8", "12", "16", "20"]
     with pytest.raises(ValueError, match="resolution=10"):
         model(x, resolution=10)
 
 
-def test_dcr_loss_pieces_closed_form(generator):
+def test_init_classifiers_copies_the_trunk_classifier(generator):
+    model = get_model("dcr_tiny", num_classes=5, resolutions=[8])
+    w, b = torch.randn(5, 128, generator=generator), torch.randn(5, generator=generator)
+    model.init_classifiers(w, b)
+    for branch in model.branches.values():
+        assert torch.equal(branch.classifier.weight, w) and torch.equal(branch.classifier.bias, b)
+    with pytest.raises(ValueError, match="trunk classifier"):
+        model.init_classifiers(torch.zeros(4, 128))
+
+
+def test_dcr_loss_pieces_are_element_means(generator):
     e = torch.randn(4, 3, generator=generator)
     c = torch.randn(2, 3, generator=generator)
     y = torch.tensor([0, 1, 1, 0])
-    expected = sum(float(((e[i] - c[y[i]]) ** 2).sum()) for i in range(4)) / 4
+    expected = sum(float(((e[i] - c[y[i]]) ** 2).sum()) for i in range(4)) / (4 * 3)
     assert center_loss(e, y, c).item() == pytest.approx(expected, rel=1e-6)
 
     e_hr = torch.randn(4, 3, generator=generator)
     ks = {8: torch.randn(4, 3, generator=generator), 12: torch.randn(4, 3, generator=generator)}
-    expected = sum(float(((e_hr - v) ** 2).sum()) / 4 for v in ks.values())
+    expected = sum(float(((e_hr - v) ** 2).sum()) / 12 for v in ks.values())
     assert coupling_loss(e_hr, ks).item() == pytest.approx(expected, rel=1e-6)
 
+
+def test_centre_update_is_the_public_rule(generator):
+    """center_buffer.py: c_j <- (n_j c_j + rate * sum_i (e_i - c_j)) / n_j, classes absent from the batch unchanged."""
+    e = torch.randn(5, 3, generator=generator)
+    c = torch.randn(4, 3, generator=generator)
+    y = torch.tensor([0, 1, 1, 0, 1])
     centers = c.clone()
     update_centers(centers, e, y, rate=0.6)
-    for j in range(2):
+    for j in range(4):
         members = e[y == j]
-        delta = (c[j] - members).sum(0) / (1 + len(members))
-        torch.testing.assert_close(centers[j], c[j] - 0.6 * delta)
+        if len(members) == 0:
+            expected = c[j]
+        else:
+            expected = (len(members) * c[j] + 0.6 * (members - c[j]).sum(0)) / len(members)
+        torch.testing.assert_close(centers[j], expected)
 
 
-def test_dcr_branch_loss_combines_pieces(generator):
+def test_centre_tables_start_as_the_public_init():
+    centres = DCRCentres([112, 8], num_classes=400, embedding_size=64, seed=3)
+    for s in (112, 8):
+        table = centres.table(s)
+        assert table.shape == (400, 64)
+        assert abs(float(table.mean())) < 0.005 and float(table.std()) == pytest.approx(math.sqrt(2 / 400), rel=0.03)
+    assert not torch.equal(centres.table(112), centres.table(8))
+    assert torch.equal(DCRCentres([112, 8], 400, 64, seed=3).table(8), centres.table(8))  # same on every rank
+
+
+def test_dcr_loss_is_the_public_cm_loss(generator):
     model = get_model("dcr_tiny", num_classes=3, resolutions=[8, 16])
-    x = torch.randn(2, 3, 112, 112, generator=generator)
-    y = torch.tensor([0, 2])
+    x = torch.randn(4, 3, 112, 112, generator=generator)
+    y = torch.tensor([0, 2, 2, 1])
     out = model.branch_outputs(x, {8: x.flip(0), 16: x})
-    centers = {8: torch.randn(3, 128, generator=generator), 16: torch.randn(3, 128, generator=generator)}
-    loss = dcr_branch_loss(out, y, centers)
-    by_hand = 0.5 * sum(
-        F.cross_entropy(out.logits[k], y) + 0.008 * ((out.embeddings[k] - centers[k][y]) ** 2).sum(1).mean()
-        for k in (8, 16)
-    ) + 0.008 * sum(((out.e_hr - out.embeddings[k]) ** 2).sum(1).mean() for k in (8, 16))
-    torch.testing.assert_close(loss, by_hand)
-    loss.backward()
-    assert model.branch(8).mapping.weight.grad is not None
+    centres = DCRCentres([112, 8, 16], 3, 128, seed=0)
+    before = {k: centres.table(k).clone() for k in (112, 8, 16)}
+    loss, logs = dcr_loss(out, y, centres)
+    # by hand: per scale, the centres move first (public order), then CE + mse to the moved centres
+    ce, cen, coup = 0.0, 0.0, 0.0
+    for k in (112, 8, 16):
+        e = out.embeddings[k].detach()
+        moved = before[k].clone()
+        for j in range(3):
+            members = e[y == j]
+            if len(members):
+                moved[j] = (len(members) * moved[j] + 0.6 * (members - moved[j]).sum(0)) / len(members)
+        torch.testing.assert_close(centres.table(k), moved)
+        ce = ce + F.cross_entropy(out.logits[k], y)
+        cen = cen + ((out.embeddings[k] - moved[y]) ** 2).mean()
+        coup = coup + ((out.embeddings[112] - out.embeddings[k]) ** 2).mean()
+    torch.testing.assert_close(loss, ce / 3 + 0.008 * cen / 3 + 0.008 * coup)
+    torch.testing.assert_close(logs["dcr/coupling"], coup.detach())
+    loss.backward()  # the HR branch trains too: its embedding is not detached
+    assert model.branch(112).mapping.weight.grad.abs().sum() > 0
+    assert model.branch(8).prelu.weight.grad is not None
+
+    fixed = {k: before[k] for k in (112, 8, 16)}  # the functional form, centres given
+    out = model.branch_outputs(x, {8: x.flip(0), 16: x})
+    by_hand = sum(F.cross_entropy(out.logits[k], y) + 0.008 * ((out.embeddings[k] - fixed[k][y]) ** 2).mean()
+                  for k in (112, 8, 16)) / 3 + 0.008 * coupling_loss(out.e_hr, out.embeddings)  # fmt: skip
+    torch.testing.assert_close(dcr_branch_loss(out, y, fixed), by_hand)
 
 
 # -------------------------------------------------------------------------------- MobileFaceNet

@@ -39,20 +39,28 @@ def _one_batch() -> TensorDataset:
     return ds
 
 
-def _dcr_loss_by_hand(model: DCR, centres: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> float:
-    """REFERENCE.md §3 with plain torch: LR views by antialiased bilinear down, bilinear up."""
+def _dcr_loss_by_hand(model: DCR, centres: dict[int, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> float:
+    """The public CMLoss with plain torch: LR views by antialiased bilinear down, bilinear up; HR branch first;
+    per scale the centres move first (c_j += 0.6 mean_i (e_i - c_j)), then CE + 0.008 mse(e, c[y]) (element means),
+    plus 0.008 sum_s mse(e_HR, e_s)."""
     with torch.no_grad():
-        e_hr = model.trunk(x)
-        ce, centre, coupling = [], [], 0.0
+        views = {112: x}
         for k in RESOLUTIONS:
             low = F.interpolate(x, size=(k, k), mode="bilinear", antialias=True, align_corners=False)
-            up = F.interpolate(low, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            views[k] = F.interpolate(low, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        ce = centre = coupling = 0.0
+        e_hr = None
+        for k, view in views.items():
             branch = model.branch(k)
-            e_k = branch.prelu(branch.mapping(model.trunk(up)))
-            ce.append(F.cross_entropy(branch.classifier(e_k), y))
-            centre.append((e_k - centres[y]).pow(2).sum(1).mean())
-            coupling = coupling + (e_hr - e_k).pow(2).sum(1).mean()
-        return float(sum(c + 0.008 * m for c, m in zip(ce, centre, strict=True)) / len(RESOLUTIONS) + 0.008 * coupling)
+            e = branch.mapping(model.trunk(view))
+            e_hr = e if e_hr is None else e_hr
+            moved = centres[k].clone()
+            for j in y.unique():
+                moved[j] += 0.6 * (e[y == j] - moved[j]).mean(0)
+            ce += F.cross_entropy(branch.classifier(torch.where(e >= 0, e, branch.prelu.weight * e)), y)
+            centre += (e - moved[y]).pow(2).mean()
+            coupling += (e_hr - e).pow(2).mean()
+        return float(ce / 5 + 0.008 * centre / 5 + 0.008 * coupling)
 
 
 def test_branches_learn_on_a_fixed_batch_and_the_trunk_stays_frozen(tmp_path):
@@ -60,6 +68,7 @@ def test_branches_learn_on_a_fixed_batch_and_the_trunk_stays_frozen(tmp_path):
     out = tmp_path / "run"
     data = _one_batch()
     cfg = _cfg(f"dcr.trunk={trunk_file}", "augment.flip=false", "dcr.filter=bilinear_aa", "dcr.up=bilinear",
+               "dcr.classifier_init=random", "model.args.normalized_embeddings=false",
                "schedule.kind=constant", "optim.lr=0.03", "train.max_steps=6", "checkpoint.every=1",
                "checkpoint.keep=10",
                f"output={out}")  # fmt: skip
@@ -79,8 +88,9 @@ def test_branches_learn_on_a_fixed_batch_and_the_trunk_stays_frozen(tmp_path):
     # Step 6's logged loss, recomputed from the weights and centres saved after step 5.
     step5 = out / "checkpoints" / "step_00000005"
     model = load_model(step5 / "model.safetensors")
-    centres = torch.load(step5 / "state_rank0.pt", weights_only=True)["extra"]["centre.centres"]
-    assert centres.shape == (8, 32) and centres.abs().sum() > 0  # moved from their zero start
+    extra = torch.load(step5 / "state_rank0.pt", weights_only=True)["extra"]
+    centres = {k: extra[f"centres_{k}"] for k in (112, *RESOLUTIONS)}
+    assert all(c.shape == (8, 32) for c in centres.values())
     x, y = data.tensors
     assert result.losses[5] == pytest.approx(_dcr_loss_by_hand(model, centres, x, y), rel=1e-4)
 
@@ -98,10 +108,27 @@ def test_dcr_from_a_trunk_run_saves_a_loadable_model(tmp_path, trunk_run):
     assert '"num_classes": null' in manifest  # no Partial FC head in this stage
 
 
+def test_si_initialisation_copies_the_trunk_classifier(tmp_path, trunk_run):
+    from safetensors.torch import load_file
+
+    from mrface.training.stage_dcr import dcr_stage
+
+    stage, _ = dcr_stage(_cfg(f"dcr.trunk={trunk_run}"), CPU, faces())
+    ckpt = sorted((trunk_run / "checkpoints").iterdir())[-1]
+    w = load_file(str(ckpt / "head_rank0.safetensors"))["weight"]
+    expected = 64.0 * w / w.norm(dim=1, keepdim=True)
+    for branch in stage.model.branches.values():
+        torch.testing.assert_close(branch.classifier.weight, expected)
+        assert not branch.classifier.bias.any() and torch.equal(branch.mapping.weight, torch.eye(32))
+    with pytest.raises(ValueError, match="dcr.classifier_init=trunk.*set dcr.classifier_init=random"):
+        dcr_stage(_cfg(f"dcr.trunk={tiny_trunk_file(tmp_path / 't.safetensors')}"), CPU, faces())
+
+
 def test_interrupted_run_resumes_exactly_with_its_centres(tmp_path, monkeypatch):
     trunk_file = tiny_trunk_file(tmp_path / "trunk.safetensors")
     data = faces()  # 32 images, batch 8: 4 steps per epoch, the resumed part crosses an epoch
-    common = [f"dcr.trunk={trunk_file}", "train.max_steps=5", "schedule.warmup_epochs=0.5"]
+    common = [f"dcr.trunk={trunk_file}", "train.max_steps=5", "schedule.warmup_epochs=0.5",
+              "dcr.classifier_init=random"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     train(_cfg(*common, f"output={straight}"), dataset=data)
     with monkeypatch.context() as m:
@@ -115,7 +142,8 @@ def test_interrupted_run_resumes_exactly_with_its_centres(tmp_path, monkeypatch)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     states = [torch.load(r / "checkpoints" / "step_00000005" / "state_rank0.pt", weights_only=True)
               for r in (resumed, straight)]  # fmt: skip
-    assert torch.equal(states[0]["extra"]["centre.centres"], states[1]["extra"]["centre.centres"])
+    assert states[0]["extra"].keys() == states[1]["extra"].keys() and len(states[0]["extra"]) == 5
+    assert all(torch.equal(states[0]["extra"][k], states[1]["extra"][k]) for k in states[0]["extra"])
 
 
 def test_configuration_errors_name_the_problem(tmp_path):
@@ -123,6 +151,8 @@ def test_configuration_errors_name_the_problem(tmp_path):
     with pytest.raises(RecipeError, match="stage=dcr needs dcr.trunk"):
         load_recipe("synthface_tiny_dcr", ["dcr.trunk=''"])
     with pytest.raises(ValueError, match="model.args.num_classes=5, but the data has 8 classes"):
-        train(_cfg(f"dcr.trunk={trunk_file}", "model.args.num_classes=5", f"output={tmp_path / 'a'}"))
+        train(_cfg(f"dcr.trunk={trunk_file}", "model.args.num_classes=5", "dcr.classifier_init=random",
+                   f"output={tmp_path / 'a'}"))
     with pytest.raises(ValueError, match="'btnet_tiny' is not a DCR model"):
-        train(_cfg(f"dcr.trunk={trunk_file}", "model.name=btnet_tiny", f"output={tmp_path / 'b'}"))
+        train(_cfg(f"dcr.trunk={trunk_file}", "model.name=btnet_tiny", "dcr.classifier_init=random",
+                   f"output={tmp_path / 'b'}"))
