@@ -71,7 +71,11 @@ class Spec:
 
 # Quick sizes are tiny on purpose: they check the pipeline runs (CI), they are not published numbers.
 SPECS: tuple[Spec, ...] = (
-    Spec("degrade", "kernels", "bench_degrade.py", quick=("--batches", "2", "8", "--repeats", "2")),
+    Spec("degrade", "kernels", "bench_degrade.py", full=("--random",), quick=("--batches", "2", "8", "--repeats", "2")),
+    Spec("degrade_uint8", "kernels", "bench_degrade.py", full_only=True,
+         full=("--dtype", "uint8", "--batches", "1024", "--repeats", "5")),
+    Spec("degrade_busy", "kernels", "bench_degrade.py", full_only=True,
+         full=("--batches", "256", "--filters", "area", "--random", "--busy", "2", "--repeats", "5")),
     Spec("gumbel_fps", "kernels", "bench_gumbel_fps.py",
          quick=("--quick", "--dim", "32", "--max-gib", "0.0001")),  # --max-gib keeps only the B=1 sets
     Spec("gumbel_fps_sweep", "kernels", "bench_gumbel_fps.py", full=("--sweep",), full_only=True),
