@@ -71,8 +71,10 @@ def busy_processes(count: int) -> Iterator[None]:
             p.join()
 
 
-_CV2_DOWN = {"nearest": "INTER_NEAREST", "bilinear": "INTER_LINEAR", "area": "INTER_AREA", "bicubic": "INTER_CUBIC"}
-_CV2_UP = {"nearest": "INTER_NEAREST", "bilinear": "INTER_LINEAR", "area": "INTER_LINEAR", "bicubic": "INTER_CUBIC"}
+_CV2_DOWN = {"nearest": "INTER_NEAREST", "bilinear": "INTER_LINEAR", "area": "INTER_AREA", "bicubic": "INTER_CUBIC",
+             "lanczos": "INTER_LANCZOS4"}
+_CV2_UP = {"nearest": "INTER_NEAREST", "bilinear": "INTER_LINEAR", "area": "INTER_LINEAR", "bicubic": "INTER_CUBIC",
+           "lanczos": "INTER_LANCZOS4"}
 
 
 def random_rows(n: int, repeats: int, bandwidth: float) -> list[dict]:
