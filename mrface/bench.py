@@ -104,6 +104,20 @@ SPECS: tuple[Spec, ...] = (
 )  # fmt: skip
 
 
+def new_run_dir(out_dir: Path) -> tuple[str, Path]:
+    """(UTC timestamp, a fresh ``<out_dir>/<timestamp>[-n]`` folder) whose name no run file or folder uses yet."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = out_dir.resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base, n = stamp, 0
+    while (out_dir / f"{base}.json").exists() or (out_dir / base).exists():
+        n += 1
+        base = f"{stamp}-{n}"
+    run_dir = out_dir / base
+    run_dir.mkdir()
+    return stamp, run_dir
+
+
 def find_bench_dir(explicit: str | None = None, starts: list[Path] | None = None) -> Path:
     """The benchmarks/ folder: ``explicit`` (the folder or a checkout holding it), else searched upwards."""
     if explicit is not None:
@@ -246,15 +260,8 @@ def run_suite(
     if not specs:
         raise BenchError(f"--only {' '.join(only or [])}: no benchmark of area {area!r} has that name "
                          f"(names: {', '.join(s.name for s in SPECS)})")  # fmt: skip
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out_dir = out_dir.resolve()  # the scripts run inside the run folder
-    out_dir.mkdir(parents=True, exist_ok=True)
-    base, n = stamp, 0
-    while (out_dir / f"{base}.json").exists() or (out_dir / base).exists():
-        n += 1
-        base = f"{stamp}-{n}"
-    run_dir = out_dir / base
-    run_dir.mkdir()
+    stamp, run_dir = new_run_dir(out_dir)  # the scripts run inside the run folder
+    out_dir, base = run_dir.parent, run_dir.name
     command = ["mrface", "bench", area, "--device", device] + (["--quick"] if quick else [])
     report = {
         "suite": "mrface bench",

@@ -44,10 +44,18 @@ import shlex
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
-from mrface.bench import BenchError, Spec, find_bench_dir, machine_info, print_tables, run_logged, run_spec
+from mrface.bench import (
+    BenchError,
+    Spec,
+    find_bench_dir,
+    machine_info,
+    new_run_dir,
+    print_tables,
+    run_logged,
+    run_spec,
+)
 
 HALF_ENV = {"MRFACE_MARGIN_TRITON_HALF": "1"}  # the half-precision re-test of the Triton margin kernels
 TOTAL_BUDGET_S = 460  # under 8 minutes on one H100 with start-up and rendering (a 15-minute GPU slot
@@ -278,15 +286,8 @@ def run_gpu_suite(out_dir: Path, bench_dir: Path, dry_run: bool, budget_s: float
     slack = DRY_RUN_SLACK if dry_run else 1
     budget_s = budget_s if budget_s is not None else TOTAL_BUDGET_S * slack
     started = time.perf_counter()
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out_dir = out_dir.resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    base, n = stamp, 0
-    while (out_dir / f"{base}.json").exists() or (out_dir / base).exists():
-        n += 1
-        base = f"{stamp}-{n}"
-    run_dir = out_dir / base
-    run_dir.mkdir()
+    stamp, run_dir = new_run_dir(out_dir)
+    out_dir, base = run_dir.parent, run_dir.name
     machine = machine_info(bench_dir) | {"versions": versions()}
     built = machine.get("mrface_C")
     if not dry_run and not (isinstance(built, dict) and built.get("cuda")):
