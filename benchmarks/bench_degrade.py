@@ -71,10 +71,20 @@ def busy_processes(count: int) -> Iterator[None]:
             p.join()
 
 
-_CV2_DOWN = {"nearest": "INTER_NEAREST", "bilinear": "INTER_LINEAR", "area": "INTER_AREA", "bicubic": "INTER_CUBIC",
-             "lanczos": "INTER_LANCZOS4"}
-_CV2_UP = {"nearest": "INTER_NEAREST", "bilinear": "INTER_LINEAR", "area": "INTER_LINEAR", "bicubic": "INTER_CUBIC",
-           "lanczos": "INTER_LANCZOS4"}
+_CV2_DOWN = {
+    "nearest": "INTER_NEAREST",
+    "bilinear": "INTER_LINEAR",
+    "area": "INTER_AREA",
+    "bicubic": "INTER_CUBIC",
+    "lanczos": "INTER_LANCZOS4",
+}
+_CV2_UP = {
+    "nearest": "INTER_NEAREST",
+    "bilinear": "INTER_LINEAR",
+    "area": "INTER_LINEAR",
+    "bicubic": "INTER_CUBIC",
+    "lanczos": "INTER_LANCZOS4",
+}
 
 
 def random_rows(n: int, repeats: int, bandwidth: float) -> list[dict]:
@@ -105,10 +115,19 @@ def random_rows(n: int, repeats: int, bandwidth: float) -> list[dict]:
         for mode, out in (("fresh", None), ("out=", buffer)):
             run = functools.partial(degrade_resolution_random, x, generator=torch.Generator().manual_seed(1), out=out)
             ours_s = median_time(run, "cpu", repeats)
-            rows.append({"filter": "random adaface", "up": mode, "batch": n, "backend": f"cpp {str(dtype)[6:]}",
-                         "ours_ms": ours_s * 1e3, "loop_ms": cv2_s * 1e3, "speedup": cv2_s / ours_s,
-                         "loop": "cv2.resize loop (uint8, 1 thread)"}
-                        | roofline(ours_s, nbytes=2 * x.numel() * x.element_size(), bandwidth=bandwidth))  # fmt: skip
+            rows.append(
+                {
+                    "filter": "random adaface",
+                    "up": mode,
+                    "batch": n,
+                    "backend": f"cpp {str(dtype)[6:]}",
+                    "ours_ms": ours_s * 1e3,
+                    "loop_ms": cv2_s * 1e3,
+                    "speedup": cv2_s / ours_s,
+                    "loop": "cv2.resize loop (uint8, 1 thread)",
+                }
+                | roofline(ours_s, nbytes=2 * x.numel() * x.element_size(), bandwidth=bandwidth)
+            )
             rows[-1].pop("bound")
     return rows
 
@@ -176,11 +195,27 @@ def _measure(args: argparse.Namespace) -> None:
             rows.extend(random_rows(n, args.repeats, bandwidth))
     print(f"machine: {machine()}  dtype={args.dtype}  device={device}  busy_processes={args.busy}")
     print(roofs_line(bandwidth, None) + " (compulsory bytes: read the input, write every output once)")
-    columns = ["filter", "up", "batch", "backend", "ours_ms", "loop_ms", "speedup", "ours_MiB", "loop_MiB",
-               "floor_ms", "of_floor", "achieved"]
+    columns = [
+        "filter",
+        "up",
+        "batch",
+        "backend",
+        "ours_ms",
+        "loop_ms",
+        "speedup",
+        "ours_MiB",
+        "loop_MiB",
+        "floor_ms",
+        "of_floor",
+        "achieved",
+    ]
     print_table(rows, columns)
-    write_json("degrade", rows, args.out, {"dtype": args.dtype, "device": device, "copy_bandwidth": bandwidth,
-                                           "busy_processes": args.busy})
+    write_json(
+        "degrade",
+        rows,
+        args.out,
+        {"dtype": args.dtype, "device": device, "copy_bandwidth": bandwidth, "busy_processes": args.busy},
+    )
 
 
 if __name__ == "__main__":

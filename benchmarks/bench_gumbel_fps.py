@@ -98,8 +98,10 @@ def main() -> None:
     bandwidth = copy_bandwidth(args.device)
     print(f"device={args.device} D={args.dim} threads={torch.get_num_threads()}")
     print(roofs_line(bandwidth, None) + " (forward: read features and norms, write the coreset once)")
-    print(f"{'B':>5} {'N':>5} {'K':>2}  {'impl':<20} {'fwd ms':>10} {'fwd+bwd ms':>11}  {'fwd speed-up':>12}"
-          f"  {'f+b speed-up':>12}  {'floor ms':>9} {'achieved':>8}")
+    print(
+        f"{'B':>5} {'N':>5} {'K':>2}  {'impl':<20} {'fwd ms':>10} {'fwd+bwd ms':>11}  {'fwd speed-up':>12}"
+        f"  {'f+b speed-up':>12}  {'floor ms':>9} {'achieved':>8}"
+    )
     for sets, n, k in grid:
         if sets * n * args.dim * 4 / 2**30 > args.max_gib:
             print(f"{sets:>5} {n:>5} {k:>2}  skipped: features larger than {args.max_gib} GiB")
@@ -114,18 +116,40 @@ def main() -> None:
         loop_fwd, loop_both = results["torch batched loop"]
         for name, (fwd, both) in results.items():
             roof = roofline(fwd / 1e3, nbytes=forward_bytes(sets, n, k, args.dim), bandwidth=bandwidth)
-            print(f"{sets:>5} {n:>5} {k:>2}  {name:<20} {fwd:>10.3f} {both:>11.3f}  {loop_fwd / fwd:>11.1f}x"
-                  f"  {loop_both / both:>11.1f}x  {roof['floor_ms']:>9.4f} {roof['achieved']:>8.3f}")
-            rows.append({"B": sets, "N": n, "K": k, "D": args.dim, "impl": name, "forward_ms": fwd,
-                         "forward_backward_ms": both, "fwd_speedup_vs_loop": loop_fwd / fwd,
-                         "fwd_bwd_speedup_vs_loop": loop_both / both,
-                         "floor_ms": roof["floor_ms"], "of_floor": roof["of_floor"],
-                         "achieved": roof["achieved"]})  # fmt: skip
+            print(
+                f"{sets:>5} {n:>5} {k:>2}  {name:<20} {fwd:>10.3f} {both:>11.3f}  {loop_fwd / fwd:>11.1f}x"
+                f"  {loop_both / both:>11.1f}x  {roof['floor_ms']:>9.4f} {roof['achieved']:>8.3f}"
+            )
+            rows.append(
+                {
+                    "B": sets,
+                    "N": n,
+                    "K": k,
+                    "D": args.dim,
+                    "impl": name,
+                    "forward_ms": fwd,
+                    "forward_backward_ms": both,
+                    "fwd_speedup_vs_loop": loop_fwd / fwd,
+                    "fwd_bwd_speedup_vs_loop": loop_both / both,
+                    "floor_ms": roof["floor_ms"],
+                    "of_floor": roof["of_floor"],
+                    "achieved": roof["achieved"],
+                }
+            )
     pytorch3d = importlib.util.find_spec("pytorch3d") is not None
     print(f"pytorch3d sample_farthest_points: {'installed (not compared yet)' if pytorch3d else 'not installed'}")
     print(f"machine: {machine()}")
-    write_json("gumbel_fps", rows, args.out, {"device": args.device, "threads": torch.get_num_threads(),
-                                              "pytorch3d_installed": pytorch3d, "copy_bandwidth": bandwidth})
+    write_json(
+        "gumbel_fps",
+        rows,
+        args.out,
+        {
+            "device": args.device,
+            "threads": torch.get_num_threads(),
+            "pytorch3d_installed": pytorch3d,
+            "copy_bandwidth": bandwidth,
+        },
+    )
 
 
 def forward_bytes(sets: int, n: int, k: int, dim: int) -> int:

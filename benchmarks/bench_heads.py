@@ -61,15 +61,33 @@ def main() -> None:
                 seconds = median_time(run, device, args.repeats)
                 used = max(1, round(c * args.sample_rate))  # centres in the GEMMs after sampling
                 flops, nbytes = 3 * 2 * b * used * args.dim, 2 * (used + b) * args.dim * dtype.itemsize
-                rows.append({"head": name, "classes": c, "batch": b, "ms": seconds * 1e3,
-                             "peak_MiB": peak_memory(run, device), "logits_MiB": b * c * 4 / 2**20}
-                            | roofline(seconds, flops=flops, nbytes=nbytes, peak_flops=peak, bandwidth=bandwidth))
+                rows.append(
+                    {
+                        "head": name,
+                        "classes": c,
+                        "batch": b,
+                        "ms": seconds * 1e3,
+                        "peak_MiB": peak_memory(run, device),
+                        "logits_MiB": b * c * 4 / 2**20,
+                    }
+                    | roofline(seconds, flops=flops, nbytes=nbytes, peak_flops=peak, bandwidth=bandwidth)
+                )
     print(f"machine: {machine()}  dtype={args.dtype}  device={device}")
     print(roofs_line(bandwidth, peak, args.dtype))
     print_table(rows, ["head", "classes", "batch", "ms", "peak_MiB", "logits_MiB", "floor_ms", "achieved", "bound"])
-    write_json("heads", rows, args.out, {"dtype": args.dtype, "device": device, "dim": args.dim,
-                                         "sample_rate": args.sample_rate, "copy_bandwidth": bandwidth,
-                                         "matmul_peak_flops": peak})
+    write_json(
+        "heads",
+        rows,
+        args.out,
+        {
+            "dtype": args.dtype,
+            "device": device,
+            "dim": args.dim,
+            "sample_rate": args.sample_rate,
+            "copy_bandwidth": bandwidth,
+            "matmul_peak_flops": peak,
+        },
+    )
 
 
 if __name__ == "__main__":

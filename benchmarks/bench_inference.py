@@ -156,8 +156,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
     parser.add_argument("--resolutions", type=int, nargs="+", default=None, help="paths to time (default all)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64])
-    parser.add_argument("--backends", nargs="+", default=["eager", "compile", "ort"],
-                        choices=["eager", "compile", "ort", "trt"])  # fmt: skip
+    parser.add_argument(
+        "--backends", nargs="+", default=["eager", "compile", "ort"], choices=["eager", "compile", "ort", "trt"]
+    )
     parser.add_argument("--device", default="cpu", help="device for eager/compile (cpu or cuda)")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)

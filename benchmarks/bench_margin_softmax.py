@@ -89,6 +89,7 @@ def make_step(path: str, margin: str, b: int, c: int, d: int, device: str, dtype
             w_hat = torch.nn.functional.normalize(head.weight.float(), dim=1).to(dtype)
             liger(w_hat, e_hat, labels).backward()
             head.weight.grad = None
+
         return step, grad_bytes
 
     forward = head
@@ -101,11 +102,11 @@ def make_step(path: str, margin: str, b: int, c: int, d: int, device: str, dtype
         loss, _ = forward(x, labels)
         loss.backward()
         head.weight.grad = None
+
     return step, grad_bytes
 
 
-def measure(path: str, margin: str, b: int, c: int, d: int, device: str, dtype: torch.dtype,
-            repeats: int) -> dict:
+def measure(path: str, margin: str, b: int, c: int, d: int, device: str, dtype: torch.dtype, repeats: int) -> dict:
     step, grad_bytes = make_step(path, margin, b, c, d, device, dtype)
     if step is None:
         return {"note": "liger-kernel not installed" if _liger_step() is None else "liger: GPU only"}
@@ -132,13 +133,25 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=None, help="B,C,D triples")
     parser.add_argument("--margins", nargs="+", default=["arcface", "adaface"])
     parser.add_argument("--paths", nargs="+", default=None)
-    parser.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
-                        help="default: float32 on CPU, bfloat16 on GPU")
-    parser.add_argument("--dtypes", nargs="+", default=None, choices=["float32", "float16", "bfloat16"],
-                        help="several weight dtypes in one run (rows carry the dtype); replaces --dtype")
-    parser.add_argument("--in-process", action="store_true",
-                        help="CPU: measure in this process (no child per path; work_MiB from this process's RSS, "
-                             "so only indicative): the suite's quick checks")
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        choices=["float32", "float16", "bfloat16"],
+        help="default: float32 on CPU, bfloat16 on GPU",
+    )
+    parser.add_argument(
+        "--dtypes",
+        nargs="+",
+        default=None,
+        choices=["float32", "float16", "bfloat16"],
+        help="several weight dtypes in one run (rows carry the dtype); replaces --dtype",
+    )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="CPU: measure in this process (no child per path; work_MiB from this process's RSS, "
+        "so only indicative): the suite's quick checks",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=None)
     parser.add_argument("--child", nargs=7, default=None, help=argparse.SUPPRESS)
@@ -146,8 +159,7 @@ def main() -> None:
 
     if args.child:
         path, margin, b, c, d, device, dtype = args.child
-        print(json.dumps(measure(path, margin, int(b), int(c), int(d), device, getattr(torch, dtype),
-                                 args.repeats)))
+        print(json.dumps(measure(path, margin, int(b), int(c), int(d), device, getattr(torch, dtype), args.repeats)))
         return
 
     device = args.device
@@ -169,29 +181,73 @@ def main() -> None:
                 for path in paths:
                     res = _run(path, margin, b, c, d, device, dtype, args.repeats, args.in_process)
                     results[path] = res
-                    rows.append({"B": b, "C": c, "D": d, "margin": margin, "path": path, "dtype": dtype,
-                                 "backend": _backend(path, device, dtype), "ms": res.get("ms"),
-                                 "work_MiB": res.get("work_MiB"), "logits_MiB": b * c * 4 / 2**20,
-                                 "speedup_vs_ref": None, "mem_ratio_vs_ref": None})  # fmt: skip
+                    rows.append(
+                        {
+                            "B": b,
+                            "C": c,
+                            "D": d,
+                            "margin": margin,
+                            "path": path,
+                            "dtype": dtype,
+                            "backend": _backend(path, device, dtype),
+                            "ms": res.get("ms"),
+                            "work_MiB": res.get("work_MiB"),
+                            "logits_MiB": b * c * 4 / 2**20,
+                            "speedup_vs_ref": None,
+                            "mem_ratio_vs_ref": None,
+                        }
+                    )
                 ref = results.get("reference", {})
-                for row in rows[-len(paths):]:
+                for row in rows[-len(paths) :]:
                     if row["ms"] and ref.get("ms"):
                         row["speedup_vs_ref"] = ref["ms"] / row["ms"]
                         row["mem_ratio_vs_ref"] = row["work_MiB"] / ref["work_MiB"] if ref["work_MiB"] else None
-                    row |= roofline(row["ms"] / 1e3 if row["ms"] else None, flops=step_flops(b, c, d),
-                                    nbytes=step_bytes(b, c, d, dtype), peak_flops=peaks[dtype], bandwidth=bandwidth)
+                    row |= roofline(
+                        row["ms"] / 1e3 if row["ms"] else None,
+                        flops=step_flops(b, c, d),
+                        nbytes=step_bytes(b, c, d, dtype),
+                        peak_flops=peaks[dtype],
+                        bandwidth=bandwidth,
+                    )
                     row["note"] = results[row["path"]].get("note") or note
                 write_partial("margin_softmax", rows, args.out)
     print(f"machine: {machine()}  device={device}  dtypes={dtypes}")
     for dtype in dtypes:
         print(roofs_line(bandwidth, peaks[dtype], dtype))
-    print_table(rows, ["B", "C", "D", "margin", "path", "dtype", "backend", "ms", "work_MiB", "logits_MiB",
-                       "speedup_vs_ref", "mem_ratio_vs_ref", "floor_ms", "achieved", "bound", "note"])
-    write_json("margin_softmax", rows, args.out, {"device": device, "dtype": dtypes[0] if len(dtypes) == 1 else dtypes,
-                                                  "memory_method": __doc__.split("\n\n")[2],
-                                                  "copy_bandwidth": bandwidth,
-                                                  "matmul_peak_flops": peaks[dtypes[0]] if len(dtypes) == 1 else peaks,
-                                                  "margin_triton_half": os.environ.get("MRFACE_MARGIN_TRITON_HALF")})
+    print_table(
+        rows,
+        [
+            "B",
+            "C",
+            "D",
+            "margin",
+            "path",
+            "dtype",
+            "backend",
+            "ms",
+            "work_MiB",
+            "logits_MiB",
+            "speedup_vs_ref",
+            "mem_ratio_vs_ref",
+            "floor_ms",
+            "achieved",
+            "bound",
+            "note",
+        ],
+    )
+    write_json(
+        "margin_softmax",
+        rows,
+        args.out,
+        {
+            "device": device,
+            "dtype": dtypes[0] if len(dtypes) == 1 else dtypes,
+            "memory_method": __doc__.split("\n\n")[2],
+            "copy_bandwidth": bandwidth,
+            "matmul_peak_flops": peaks[dtypes[0]] if len(dtypes) == 1 else peaks,
+            "margin_triton_half": os.environ.get("MRFACE_MARGIN_TRITON_HALF"),
+        },
+    )
 
 
 def _backend(path: str, device: str, dtype: str) -> str:
@@ -216,16 +272,29 @@ def step_bytes(b: int, c: int, d: int, dtype: str) -> float:
     return 2 * (c * d + b * d) * getattr(torch, dtype).itemsize
 
 
-def _run(path: str, margin: str, b: int, c: int, d: int, device: str, dtype: str, repeats: int,
-         in_process: bool = False) -> dict:
+def _run(
+    path: str, margin: str, b: int, c: int, d: int, device: str, dtype: str, repeats: int, in_process: bool = False
+) -> dict:
     if device == "cuda" or in_process:
         return measure(path, margin, b, c, d, device, getattr(torch, dtype), repeats)
     # Memory in a child whose large allocations are mmapped (RSS follows live tensors), time in a
     # child with the default allocator (mmap/munmap of every tile would slow the tiled path down).
     results = []
     for env in (dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536"), dict(os.environ)):
-        cmd = [sys.executable, __file__, "--repeats", str(repeats), "--child", path, margin, str(b), str(c),
-               str(d), device, dtype]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--repeats",
+            str(repeats),
+            "--child",
+            path,
+            margin,
+            str(b),
+            str(c),
+            str(d),
+            device,
+            dtype,
+        ]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if out.returncode != 0:
             return {"note": "failed: " + (out.stderr.strip().splitlines() or ["?"])[-1][:120]}

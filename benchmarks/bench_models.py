@@ -16,8 +16,18 @@ from common import median_time, print_table, write_json
 
 from mrface.models import get_model, summary
 
-DEFAULT_MODELS = ["iresnet18", "iresnet50", "iresnet100", "iresnet200", "iresnet_tiny", "mobilefacenet", "mbf",
-                  "btnet_r50", "btnet_tiny", "btnet_mobilefacenet"]  # fmt: skip
+DEFAULT_MODELS = [
+    "iresnet18",
+    "iresnet50",
+    "iresnet100",
+    "iresnet200",
+    "iresnet_tiny",
+    "mobilefacenet",
+    "mbf",
+    "btnet_r50",
+    "btnet_tiny",
+    "btnet_mobilefacenet",
+]
 
 
 def rows_for(name: str, device: str, throughput: bool, batch: int, repeats: int) -> list[dict]:
@@ -38,8 +48,9 @@ def rows_for(name: str, device: str, throughput: bool, batch: int, repeats: int)
             model = get_model(name).eval().to(device)
             x = torch.randn(batch, 3, r, r, device=device)
             with torch.inference_mode():
-                t = median_time(lambda m=model, x=x, r=r: m(x, resolution=r) if r != m.input_size else m(x),
-                                device, repeats)  # fmt: skip
+                t = median_time(
+                    lambda m=model, x=x, r=r: m(x, resolution=r) if r != m.input_size else m(x), device, repeats
+                )
             row["img_per_s"] = round(batch / t, 1)
         rows.append(row)
     return rows

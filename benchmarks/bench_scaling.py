@@ -58,8 +58,9 @@ def worker(rank: int, world: int, port: int, cfg: dict, result: str) -> None:
     if cuda:
         torch.cuda.set_device(rank)
     torch.set_num_threads(cfg["threads"])
-    dist.init_process_group("nccl" if cuda else "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world)  # fmt: skip
+    dist.init_process_group(
+        "nccl" if cuda else "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
     try:
         torch.manual_seed(0)
         model = build_model(cfg["model"], cfg["width"])
@@ -67,8 +68,9 @@ def worker(rank: int, world: int, port: int, cfg: dict, result: str) -> None:
         def wrap(m: torch.nn.Module) -> torch.nn.Module:
             return torch.nn.parallel.DistributedDataParallel(m, device_ids=[rank] if cuda else None)
 
-        step = make_train_step(model, device, cfg["batch"], cfg["classes"], VARIANTS["base"], rank=rank,
-                               world_size=world, wrap=wrap)  # fmt: skip
+        step = make_train_step(
+            model, device, cfg["batch"], cfg["classes"], VARIANTS["base"], rank=rank, world_size=world, wrap=wrap
+        )
         for _ in range(cfg["warmup"]):
             step()
         times = []
@@ -102,10 +104,19 @@ def run_world(world: int, threads: int, cfg: dict) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                        help="auto: NCCL on GPUs when 2 or more are visible, else gloo on the CPU")  # fmt: skip
-    parser.add_argument("--world-sizes", type=int, nargs="+", default=None,
-                        help="default: 1 2 on the CPU; 1 2 4 ... up to the GPU count on CUDA")  # fmt: skip
+    parser.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="auto: NCCL on GPUs when 2 or more are visible, else gloo on the CPU",
+    )
+    parser.add_argument(
+        "--world-sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="default: 1 2 on the CPU; 1 2 4 ... up to the GPU count on CUDA",
+    )
     parser.add_argument("--model", default="iresnet_tiny")
     parser.add_argument("--width", type=float, default=None, help="width multiplier for tiny models")
     parser.add_argument("--batch", type=int, default=None, help="per process (default 32, 4 under --quick)")
@@ -126,19 +137,34 @@ def main() -> None:
     worlds = sorted(set(worlds) | {1})
     cores = os.cpu_count() or 1
     threads = (args.threads or max(1, cores // max(worlds))) if device == "cpu" else 1
-    cfg = {"device": device, "model": args.model, "width": args.width, "batch": args.batch or (4 if quick else 32),
-           "classes": args.classes or (100 if quick else 1000), "repeats": args.repeats or (2 if quick else 5),
-           "warmup": args.warmup if args.warmup is not None else (1 if quick else 2)}  # fmt: skip
+    cfg = {
+        "device": device,
+        "model": args.model,
+        "width": args.width,
+        "batch": args.batch or (4 if quick else 32),
+        "classes": args.classes or (100 if quick else 1000),
+        "repeats": args.repeats or (2 if quick else 5),
+        "warmup": args.warmup if args.warmup is not None else (1 if quick else 2),
+    }
     backend = "nccl" if device == "cuda" else "gloo"
     runs = [(w, threads) for w in worlds]
     if device == "cpu" and not args.no_all_cores and threads < cores:
         runs.append((1, cores))
     rows, single = [], None
     for world, t in runs:
-        row = {"model": args.model, "backend": backend, "device": device, "processes": world,
-               "threads_per_process": t if device == "cpu" else None, "batch_per_process": cfg["batch"],
-               "global_batch": world * cfg["batch"], "images_per_s": None, "per_process_images_per_s": None,
-               "efficiency": None, "note": ""}  # fmt: skip
+        row = {
+            "model": args.model,
+            "backend": backend,
+            "device": device,
+            "processes": world,
+            "threads_per_process": t if device == "cpu" else None,
+            "batch_per_process": cfg["batch"],
+            "global_batch": world * cfg["batch"],
+            "images_per_s": None,
+            "per_process_images_per_s": None,
+            "efficiency": None,
+            "note": "",
+        }
         if device == "cuda" and world > gpus:
             row["note"] = f"skipped: {world} processes need {world} GPUs, {gpus} visible"
         elif device == "cpu" and world * t > cores:
@@ -155,8 +181,20 @@ def main() -> None:
         rows.append(row)
         print_table(rows[-1:], list(rows[-1]))
     print()
-    print_table(rows, ["model", "backend", "processes", "threads_per_process", "global_batch", "images_per_s",
-                       "per_process_images_per_s", "efficiency", "note"])  # fmt: skip
+    print_table(
+        rows,
+        [
+            "model",
+            "backend",
+            "processes",
+            "threads_per_process",
+            "global_batch",
+            "images_per_s",
+            "per_process_images_per_s",
+            "efficiency",
+            "note",
+        ],
+    )
     write_json("scaling", rows, args.out, cfg | {"backend": backend, "device_note": note, "quick": quick})
 
 

@@ -83,8 +83,10 @@ def channels_last_problem(model: torch.nn.Module, device: str) -> str | None:
         return None
     narrow = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     if narrow and min(narrow) < MIN_CHANNELS_LAST_CPU:
-        return (f"skipped: a convolution has {min(narrow)} output channels; torch's CPU kernels crash on "
-                f"channels_last tensors that narrow (< {MIN_CHANNELS_LAST_CPU})")  # fmt: skip
+        return (
+            f"skipped: a convolution has {min(narrow)} output channels; torch's CPU kernels crash on "
+            f"channels_last tensors that narrow (< {MIN_CHANNELS_LAST_CPU})"
+        )
     return None
 
 
@@ -96,9 +98,18 @@ def build_model(name: str, width: float | None) -> torch.nn.Module:
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
 
 
-def make_train_step(model: torch.nn.Module, device: str, batch: int, classes: int, variant: Variant,
-                    amp_dtype: str = "bf16", batches: Batches | None = None, rank: int = 0, world_size: int = 1,
-                    wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None) -> Callable[[], None]:
+def make_train_step(
+    model: torch.nn.Module,
+    device: str,
+    batch: int,
+    classes: int,
+    variant: Variant,
+    amp_dtype: str = "bf16",
+    batches: Batches | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+) -> Callable[[], None]:
     """A closure running one optimiser step of ``model`` with a ``classes``-way Partial FC head.
 
     ``batches`` yields (images (B, 3, 112, 112) float, labels (B,)) on the CPU; without it one fixed
@@ -151,15 +162,19 @@ def base_variant(settings: list[str]) -> Variant:
 
 def derived_variant(name: str, base: Variant) -> Variant | None:
     """Variant ``name`` applied on top of ``base``; None when it changes nothing there (``amp`` over an AMP base)."""
-    change = {f.name: getattr(VARIANTS[name], f.name) for f in dataclasses.fields(Variant)
-              if f.name != "name" and getattr(VARIANTS[name], f.name) != getattr(VARIANTS["base"], f.name)}
+    change = {
+        f.name: getattr(VARIANTS[name], f.name)
+        for f in dataclasses.fields(Variant)
+        if f.name != "name" and getattr(VARIANTS[name], f.name) != getattr(VARIANTS["base"], f.name)
+    }
     if all(getattr(base, k) == v for k, v in change.items()):
         return None
     return dataclasses.replace(base, name=name, **change)
 
 
-def make_distill_step(name: str, device: str, batch: int, classes: int, base: Variant, amp_dtype: str = "bf16",
-                      width: float | None = None) -> Callable[[], None]:
+def make_distill_step(
+    name: str, device: str, batch: int, classes: int, base: Variant, amp_dtype: str = "bf16", width: float | None = None
+) -> Callable[[], None]:
     """A closure running one BTNet distillation step: the stage's BranchStudents (teacher trunk once, without
     gradient), BTNetDistillLoss per branch with a frozen ``classes``-way CurricularFace head, SGD on the branches."""
     import torch.nn.functional as F
@@ -189,13 +204,17 @@ def make_distill_step(name: str, device: str, batch: int, classes: int, base: Va
     scaler = torch.amp.GradScaler(device, enabled=dtype == torch.float16)
 
     def one_step() -> None:
-        lows = [F.interpolate(x_hr, size=(r, r), mode="bilinear", antialias=True).contiguous(memory_format=memory)
-                for r in resolutions]
+        lows = [
+            F.interpolate(x_hr, size=(r, r), mode="bilinear", antialias=True).contiguous(memory_format=memory)
+            for r in resolutions
+        ]
         ctx = torch.autocast(device, dtype=dtype) if dtype else contextlib.nullcontext()
         with ctx:
             outs = net(x_hr.contiguous(memory_format=memory), lows)
-            total = sum(criterion(o.student_feature, o.teacher_feature, o.student_embedding, o.teacher_embedding,
-                                  labels)[0] for o in outs.values())  # fmt: skip
+            total = sum(
+                criterion(o.student_feature, o.teacher_feature, o.student_embedding, o.teacher_embedding, labels)[0]
+                for o in outs.values()
+            )
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(total).backward()
         scaler.step(optimizer)
@@ -206,10 +225,19 @@ def make_distill_step(name: str, device: str, batch: int, classes: int, base: Va
 
 def run_distill(name: str, base: Variant, args: argparse.Namespace) -> dict:
     """The ``distill`` row: images/s of one BTNet distillation step (all branches) with the base settings."""
-    row = {"model": name, "variant": "distill", "head": "fused (frozen)" if base.fused else "reference (frozen)",
-           "amp": args.amp if base.amp else "none", "channels_last": base.channels_last, "compile": False,
-           "data": "memory", "batch": args.batch, "threads": torch.get_num_threads(), "images_per_s": None,
-           "first_step_s": None}  # fmt: skip
+    row = {
+        "model": name,
+        "variant": "distill",
+        "head": "fused (frozen)" if base.fused else "reference (frozen)",
+        "amp": args.amp if base.amp else "none",
+        "channels_last": base.channels_last,
+        "compile": False,
+        "data": "memory",
+        "batch": args.batch,
+        "threads": torch.get_num_threads(),
+        "images_per_s": None,
+        "first_step_s": None,
+    }
     step = make_distill_step(name, args.device, args.batch, args.classes, base, args.amp, args.width)
     start = time.perf_counter()
     step()
@@ -223,8 +251,7 @@ def write_recordio(folder: Path, images: int, classes: int) -> Path:
     from mrface.data.synth_writer import write_synth
 
     per_id = max(1, -(-images // classes))
-    write_synth(folder, identities=-(-images // per_id), images=per_id, pairs=2, val_identities=2,
-                resolutions=(112,))  # fmt: skip
+    write_synth(folder, identities=-(-images // per_id), images=per_id, pairs=2, val_identities=2, resolutions=(112,))
     return folder / "train.rec"
 
 
@@ -251,10 +278,19 @@ def run_variant(name: str, variant: Variant, args: argparse.Namespace, rec: Path
     """One row: images/s of ``variant`` for model ``name`` (or a note saying why it did not run)."""
     torch.manual_seed(0)
     model = build_model(name, args.width)
-    row = {"model": name, "variant": variant.name, "head": "fused" if variant.fused else "reference",
-           "amp": args.amp if variant.amp else "none", "channels_last": variant.channels_last,
-           "compile": variant.compile, "data": variant.data, "batch": args.batch,
-           "threads": torch.get_num_threads(), "images_per_s": None, "first_step_s": None}  # fmt: skip
+    row = {
+        "model": name,
+        "variant": variant.name,
+        "head": "fused" if variant.fused else "reference",
+        "amp": args.amp if variant.amp else "none",
+        "channels_last": variant.channels_last,
+        "compile": variant.compile,
+        "data": variant.data,
+        "batch": args.batch,
+        "threads": torch.get_num_threads(),
+        "images_per_s": None,
+        "first_step_s": None,
+    }
     if variant.channels_last and (problem := channels_last_problem(model, args.device)):
         print(f"{name} {variant.name}: {problem}")
         return row | {"note": problem}
@@ -273,15 +309,34 @@ def run_variant(name: str, variant: Variant, args: argparse.Namespace, rec: Path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=None, help="default: iresnet_tiny iresnet18")
-    parser.add_argument("--variant-models", nargs="+", default=None,
-                        help="models that also get the variant rows (default: the first of --models)")
-    parser.add_argument("--variants", nargs="+", default=None, choices=[v for v in VARIANTS if v != "base"],
-                        help="default: all (without compile under --quick)")  # fmt: skip
+    parser.add_argument(
+        "--variant-models",
+        nargs="+",
+        default=None,
+        help="models that also get the variant rows (default: the first of --models)",
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=None,
+        choices=[v for v in VARIANTS if v != "base"],
+        help="default: all (without compile under --quick)",
+    )
     parser.add_argument("--no-compile", action="store_true", help="drop the torch.compile variant")
-    parser.add_argument("--base", nargs="+", default=[], choices=["amp", "channels_last"],
-                        help="settings of the base row (and so of every row): e.g. amp channels_last on a GPU")
-    parser.add_argument("--distill", nargs="+", default=None, metavar="MODEL",
-                        help="BTNet models that also get a distillation-step row (e.g. btnet_r50)")
+    parser.add_argument(
+        "--base",
+        nargs="+",
+        default=[],
+        choices=["amp", "channels_last"],
+        help="settings of the base row (and so of every row): e.g. amp channels_last on a GPU",
+    )
+    parser.add_argument(
+        "--distill",
+        nargs="+",
+        default=None,
+        metavar="MODEL",
+        help="BTNet models that also get a distillation-step row (e.g. btnet_r50)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=None, help="default 32 (8 under --quick)")
     parser.add_argument("--classes", type=int, default=None, help="default 1000 (100 under --quick)")
@@ -340,13 +395,38 @@ def main() -> None:
             rows.append(row)
             print_table(rows[-1:], list(rows[-1]))
             write_partial("train", rows, args.out)
-    columns = ["model", "variant", "head", "amp", "channels_last", "compile", "data", "batch", "threads",
-               "images_per_s", "vs_base", "first_step_s", "loader_images_per_s", "loader_keeps_up", "note"]
+    columns = [
+        "model",
+        "variant",
+        "head",
+        "amp",
+        "channels_last",
+        "compile",
+        "data",
+        "batch",
+        "threads",
+        "images_per_s",
+        "vs_base",
+        "first_step_s",
+        "loader_images_per_s",
+        "loader_keeps_up",
+        "note",
+    ]
     print()
     print_table(rows, columns)
-    write_json("train", rows, args.out, {"device": args.device, "classes": args.classes, "repeats": args.repeats,
-                                         "base": args.base,
-                                         "warmup": args.warmup, "quick": quick})  # fmt: skip
+    write_json(
+        "train",
+        rows,
+        args.out,
+        {
+            "device": args.device,
+            "classes": args.classes,
+            "repeats": args.repeats,
+            "base": args.base,
+            "warmup": args.warmup,
+            "quick": quick,
+        },
+    )
 
 
 if __name__ == "__main__":

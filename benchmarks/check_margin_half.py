@@ -60,8 +60,12 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=None, choices=list(TOL), help="CPU: float16 only")
     parser.add_argument("--margins", nargs="+", default=["arcface", "adaface"])
     parser.add_argument("--stages", nargs="+", default=["none", "1"], help="backward inner-loop stages to try")
-    parser.add_argument("--configs", choices=["autotune", "each"], default="each",
-                        help="autotune: the tuned choice only; each: every autotune config forced in turn")  # fmt: skip
+    parser.add_argument(
+        "--configs",
+        choices=["autotune", "each"],
+        default="each",
+        help="autotune: the tuned choice only; each: every autotune config forced in turn",
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     cpu = args.device == "cpu"
@@ -84,8 +88,9 @@ def main() -> None:
     rows = []
     for name in args.margins:
         margin = get_margin(name).to(args.device)
-        truth = loss_and_grads(margin_softmax_loss_reference, copy.deepcopy(margin).double(), weight, emb, labels,
-                               torch.float64)  # fmt: skip
+        truth = loss_and_grads(
+            margin_softmax_loss_reference, copy.deepcopy(margin).double(), weight, emb, labels, torch.float64
+        )
         for dtype_name in dtypes:
             dtype = getattr(torch, dtype_name)
             base = loss_and_grads(margin_softmax_loss_reference, margin, weight, emb, labels, dtype, gemm_dtype=dtype)
@@ -94,9 +99,17 @@ def main() -> None:
                 for config in configs:
                     tk.BWD_INNER_STAGES = None if stages == "none" else int(stages)
                     tk._FORCED_CONFIG = config
-                    row = {"B": b, "C": c, "D": d, "margin": name, "dtype": dtype_name, "bwd_inner_stages": stages,
-                           "config": "autotune" if config is None else
-                           "x".join(map(str, config.kwargs.values())) + f"/w{config.num_warps}s{config.num_stages}"}
+                    row = {
+                        "B": b,
+                        "C": c,
+                        "D": d,
+                        "margin": name,
+                        "dtype": dtype_name,
+                        "bwd_inner_stages": stages,
+                        "config": "autotune"
+                        if config is None
+                        else "x".join(map(str, config.kwargs.values())) + f"/w{config.num_warps}s{config.num_stages}",
+                    }
                     try:
                         with use_backend("triton"):
                             got = loss_and_grads(margin_softmax_loss, margin, weight, emb, labels, dtype)
@@ -105,13 +118,36 @@ def main() -> None:
                         continue
                     err = [abs(float(got[0] - truth[0]))] + [rel(g, t) for g, t in zip(got[1:], truth[1:], strict=True)]
                     ok = all(e <= be + TOL[dtype_name] for e, be in zip(err, base_err, strict=True))
-                    rows.append(row | {"loss_err": err[0], "emb_rel_err": err[1], "weight_rel_err": err[2],
-                                       "ref_emb_rel_err": base_err[1], "ref_weight_rel_err": base_err[2], "ok": ok})
+                    rows.append(
+                        row
+                        | {
+                            "loss_err": err[0],
+                            "emb_rel_err": err[1],
+                            "weight_rel_err": err[2],
+                            "ref_emb_rel_err": base_err[1],
+                            "ref_weight_rel_err": base_err[2],
+                            "ok": ok,
+                        }
+                    )
                     print_table(rows[-1:], list(rows[-1]))
     tk.BWD_INNER_STAGES, tk._FORCED_CONFIG = 1, None
     print()
-    print_table(rows, ["margin", "dtype", "bwd_inner_stages", "config", "loss_err", "emb_rel_err", "ref_emb_rel_err",
-                       "weight_rel_err", "ref_weight_rel_err", "ok", "note"])  # fmt: skip
+    print_table(
+        rows,
+        [
+            "margin",
+            "dtype",
+            "bwd_inner_stages",
+            "config",
+            "loss_err",
+            "emb_rel_err",
+            "ref_emb_rel_err",
+            "weight_rel_err",
+            "ref_weight_rel_err",
+            "ok",
+            "note",
+        ],
+    )
     write_json("margin_half_check", rows, args.out, {"device": args.device, "interpreted": cpu})
     if not all(r.get("ok") for r in rows if r["bwd_inner_stages"] == "1"):
         sys.exit("the non-pipelined backward (the default) failed the accuracy check")

@@ -96,8 +96,13 @@ def matmul_peak(device: str, dtype: torch.dtype = torch.float32, n: int | None =
     return 2 * n**3 / seconds
 
 
-def roofline(seconds: float | None, flops: float = 0.0, nbytes: float = 0.0, peak_flops: float | None = None,
-             bandwidth: float | None = None) -> dict:  # fmt: skip
+def roofline(
+    seconds: float | None,
+    flops: float = 0.0,
+    nbytes: float = 0.0,
+    peak_flops: float | None = None,
+    bandwidth: float | None = None,
+) -> dict:
     """Roofline columns of one measurement.
 
     The floor is the larger of ``flops / peak_flops`` (compute) and ``nbytes / bandwidth`` (memory traffic),

@@ -39,8 +39,13 @@ SIDES = (112, 56, 28, 20, 14, 10, 7)
 
 def old_aggregator_class(commit: str) -> type:
     """FaceCoresetNet as mrface/models/coreset.py held it at ``commit`` (before the public network)."""
-    source = subprocess.run(["git", "show", f"{commit}:mrface/models/coreset.py"], check=True, capture_output=True,
-                            text=True, cwd=Path(__file__).resolve().parents[1]).stdout  # fmt: skip
+    source = subprocess.run(
+        ["git", "show", f"{commit}:mrface/models/coreset.py"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    ).stdout
     module = types.ModuleType("coreset_before")
     exec(compile(source, f"{commit}:mrface/models/coreset.py", "exec"), module.__dict__)  # noqa: S102 - our own history
     return module.FaceCoresetNet
@@ -139,14 +144,19 @@ def main() -> None:
     unit, norms, _ = features(trunk, 64, args.images, seed=0, offset=0)
     test_unit, test_norms, sides = features(trunk, args.test_identities, args.images, seed=0, offset=1000)
     lr = sides <= 14
-    print(f"feature norm: mean {float(test_norms[~lr].mean()):.2f} at sides > 14, {float(test_norms[lr].mean()):.2f} "
-          f"at sides <= 14", file=sys.stderr)  # fmt: skip
+    print(
+        f"feature norm: mean {float(test_norms[~lr].mean()):.2f} at sides > 14, {float(test_norms[lr].mean()):.2f} "
+        f"at sides <= 14",
+        file=sys.stderr,
+    )
     f, n, lengths, labels = evaluation_templates(test_unit, test_norms, args.max_size, seed=1)
     valid = (torch.arange(args.max_size)[None] < lengths[:, None]).float()[..., None]
     rows = {"mean pooling": (f * valid).sum(1), "norm-weighted pooling": (f * n[..., None] * valid).sum(1)}
     dim = unit.shape[-1]
-    for name, cls in (("coreset, before (mrface aggregator)", old_aggregator_class(args.before)),
-                      ("coreset, after (public TemplateAggregateModel)", FaceCoresetNet)):  # fmt: skip
+    for name, cls in (
+        ("coreset, before (mrface aggregator)", old_aggregator_class(args.before)),
+        ("coreset, after (public TemplateAggregateModel)", FaceCoresetNet),
+    ):
         print(f"training {name}", file=sys.stderr)
         torch.manual_seed(0)
         agg = train_aggregator(cls(dim=dim, k=3, heads=8, gamma=0.01), unit, norms, args.steps, args.max_size, seed=0)

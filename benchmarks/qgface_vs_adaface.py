@@ -45,19 +45,41 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def common(args: argparse.Namespace, seed: int, out: Path) -> list[str]:
-    return [f"seed={seed}", f"output={out}", "model.name=iresnet_tiny", f"model.args.width={args.width}",
-            f"model.args.embedding_size={args.embedding}", f"data.synth_identities={args.identities}",
-            f"data.synth_images={args.images}", f"data.batch_size={args.batch}", f"train.max_steps={args.steps}",
-            "train.progress=false", "train.tensorboard=false", "train.log_every=5", f"optim.lr={args.lr}",
-            "schedule.warmup_epochs=0", f"head.args.s={args.s}"]  # fmt: skip
+    return [
+        f"seed={seed}",
+        f"output={out}",
+        "model.name=iresnet_tiny",
+        f"model.args.width={args.width}",
+        f"model.args.embedding_size={args.embedding}",
+        f"data.synth_identities={args.identities}",
+        f"data.synth_images={args.images}",
+        f"data.batch_size={args.batch}",
+        f"train.max_steps={args.steps}",
+        "train.progress=false",
+        "train.tensorboard=false",
+        "train.log_every=5",
+        f"optim.lr={args.lr}",
+        "schedule.warmup_epochs=0",
+        f"head.args.s={args.s}",
+    ]
 
 
 def run(method: str, args: argparse.Namespace, seed: int, root: Path) -> dict:
     out = root / f"{method}_seed{seed}"
     if method == "adaface":
-        cfg = load_recipe("synthface_tiny_trunk", [*common(args, seed, out), "head.name=adaface", "head.args.m=0.4",
-                                                   "head.args.h=0.333", "augment.kind=adaface", "augment.prob=0.2",
-                                                   "augment.min_size=22", "augment.flip=true"])  # fmt: skip
+        cfg = load_recipe(
+            "synthface_tiny_trunk",
+            [
+                *common(args, seed, out),
+                "head.name=adaface",
+                "head.args.m=0.4",
+                "head.args.h=0.333",
+                "augment.kind=adaface",
+                "augment.prob=0.2",
+                "augment.min_size=22",
+                "augment.flip=true",
+            ],
+        )
     else:
         jpeg = f"qgface.jpeg_quality={args.jpeg_quality}"
         cfg = load_recipe("synthface_tiny_qgface", [*common(args, seed, out), jpeg])
@@ -74,13 +96,20 @@ def run(method: str, args: argparse.Namespace, seed: int, root: Path) -> dict:
     for r1, r2 in PAIRS:
         res = score_pairs(feats[r1][0::2], feats[r2][1::2], pairs.issame)
         acc[f"{r1}&{r2}"] = float(res.accuracy)
-    return {"method": method, "seed": seed, "accuracy": acc, "faces_per_s": float(np.mean(speeds)) if speeds else None,
-            "train_seconds": seconds}  # fmt: skip
+    return {
+        "method": method,
+        "seed": seed,
+        "accuracy": acc,
+        "faces_per_s": float(np.mean(speeds)) if speeds else None,
+        "train_seconds": seconds,
+    }
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| method | " + " | ".join(f"{a}&{b}" for a, b in PAIRS) + " | train faces/s |",
-             "|---|" + "---|" * (len(PAIRS) + 1)]
+    lines = [
+        "| method | " + " | ".join(f"{a}&{b}" for a, b in PAIRS) + " | train faces/s |",
+        "|---|" + "---|" * (len(PAIRS) + 1),
+    ]
     for method in ("adaface", "qgface"):
         rs = [r for r in results if r["method"] == method]
         if not rs:
@@ -120,8 +149,10 @@ def main() -> None:
             for method in ("adaface", "qgface"):
                 results.append(run(method, args, seed, Path(tmp)))
                 print(json.dumps(results[-1]), flush=True)
-                atomic_write_text(args.out, json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                                        "results": results}, indent=1))  # fmt: skip
+                atomic_write_text(
+                    args.out,
+                    json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=1),
+                )
     print(table(results))
 
 

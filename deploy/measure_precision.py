@@ -46,27 +46,40 @@ def main() -> None:
     rows = []
     for precision in args.precisions:
         t = time.time()
-        result = export_model(model, Path(args.out) / precision,
-                              ExportOptions(precision=precision, threads=args.threads, accuracy_pairs=args.pairs))
+        result = export_model(
+            model,
+            Path(args.out) / precision,
+            ExportOptions(precision=precision, threads=args.threads, accuracy_pairs=args.pairs),
+        )
         print(f"[{precision}] exported in {time.time() - t:.0f} s", flush=True)
         for g in result.graphs:
             s = g.spec
-            rows.append({
-                "path": s.resolution, "precision": precision,
-                "min_cos": g.parity.min_cosine, "mean_cos": g.parity.mean_cosine,
-                "acc": g.accuracy["accuracy"], "acc_fp32": g.accuracy["accuracy_fp32"], "drop": g.accuracy["drop"],
-                "b1_ms": latency_ms(g.path, s.input_shape(1), s.input_dtype, args.threads, args.repeats),
-                "b64_ms": latency_ms(g.path, s.input_shape(64), s.input_dtype, args.threads, args.repeats),
-                "kib": g.path.stat().st_size / 1024,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "path": s.resolution,
+                    "precision": precision,
+                    "min_cos": g.parity.min_cosine,
+                    "mean_cos": g.parity.mean_cosine,
+                    "acc": g.accuracy["accuracy"],
+                    "acc_fp32": g.accuracy["accuracy_fp32"],
+                    "drop": g.accuracy["drop"],
+                    "b1_ms": latency_ms(g.path, s.input_shape(1), s.input_dtype, args.threads, args.repeats),
+                    "b64_ms": latency_ms(g.path, s.input_shape(64), s.input_dtype, args.threads, args.repeats),
+                    "kib": g.path.stat().st_size / 1024,
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
-    print("\n| path | precision | cosine vs fp32 (mean / min) | 10-fold acc (PyTorch fp32) | drop "
-          "| ORT CPU b=1 (ms) | b=64 (ms) | size (KiB) |")
+    print(
+        "\n| path | precision | cosine vs fp32 (mean / min) | 10-fold acc (PyTorch fp32) | drop "
+        "| ORT CPU b=1 (ms) | b=64 (ms) | size (KiB) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in sorted(rows, key=lambda r: (-r["path"], ["fp32", "fp16", "int8"].index(r["precision"]))):
-        print(f"| {r['path']} | {r['precision']} | {r['mean_cos']:.5f} / {r['min_cos']:.5f} | "
-              f"{100 * r['acc']:.2f}% ({100 * r['acc_fp32']:.2f}%) | {100 * r['drop']:+.2f} | "
-              f"{r['b1_ms']:.2f} | {r['b64_ms']:.1f} | {r['kib']:.0f} |")
+        print(
+            f"| {r['path']} | {r['precision']} | {r['mean_cos']:.5f} / {r['min_cos']:.5f} | "
+            f"{100 * r['acc']:.2f}% ({100 * r['acc_fp32']:.2f}%) | {100 * r['drop']:+.2f} | "
+            f"{r['b1_ms']:.2f} | {r['b64_ms']:.1f} | {r['kib']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

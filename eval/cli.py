@@ -41,12 +41,15 @@ def load_eval_model(spec: str) -> Any:
     path = Path(spec)
     if path.suffix == ".safetensors" or path.exists():
         if not path.is_file():
-            raise FileNotFoundError(f"--model {spec}: no such checkpoint file (expected a .safetensors file "
-                                    "written by mrface.models.save_model)")  # fmt: skip
+            raise FileNotFoundError(
+                f"--model {spec}: no such checkpoint file (expected a .safetensors file "
+                "written by mrface.models.save_model)"
+            )
         return load_model(path)
     if spec in list_models():
-        warnings.warn(f"--model {spec}: a registry name, so the weights are RANDOM (pass a checkpoint path)",
-                      stacklevel=2)  # fmt: skip
+        warnings.warn(
+            f"--model {spec}: a registry name, so the weights are RANDOM (pass a checkpoint path)", stacklevel=2
+        )
         return get_model(spec).eval()
     raise ValueError(f"--model {spec!r}: neither an existing checkpoint file nor a registered model {list_models()}")
 
@@ -70,8 +73,14 @@ def _load_bins(paths: list[str], skip_corrupt: bool = False) -> dict[str, Any]:
 def _options(args: argparse.Namespace) -> Any:
     from mrface.eval.verification import ExtractOptions
 
-    return ExtractOptions(flip=args.flip, filter=args.filter, batch_size=args.batch_size, amp=args.amp,
-                          device=args.device, progress=not args.quiet)  # fmt: skip
+    return ExtractOptions(
+        flip=args.flip,
+        filter=args.filter,
+        batch_size=args.batch_size,
+        amp=args.amp,
+        device=args.device,
+        progress=not args.quiet,
+    )
 
 
 def _model_json(model: Any) -> dict[str, Any] | None:
@@ -106,15 +115,19 @@ def _check_common(args: argparse.Namespace) -> None:
         except RuntimeError:
             raise UserError(f"--device {device}", "expected a torch device such as cpu, cuda or cuda:1") from None
         if kind == "cuda" and not torch.cuda.is_available():
-            raise UserError(f"--device {device}", "CUDA is not available on this machine (no GPU visible to torch "
-                                                  f"{torch.__version__}); expected --device cpu")  # fmt: skip
+            raise UserError(
+                f"--device {device}",
+                "CUDA is not available on this machine (no GPU visible to torch "
+                f"{torch.__version__}); expected --device cpu",
+            )
     out = getattr(args, "out", None)
     if out:
         for p in (Path(out), *Path(out).parents):
             if p.exists():
                 if not p.is_dir():
-                    raise UserError(f"--out {out}", f"{p} is a file; expected a folder for results.json, report.md "
-                                                    "and plots")  # fmt: skip
+                    raise UserError(
+                        f"--out {out}", f"{p} is a file; expected a folder for results.json, report.md and plots"
+                    )
                 break
 
 
@@ -138,8 +151,10 @@ def _erc_quality(args: argparse.Namespace, sets: dict[str, Any]) -> Any:
     if args.erc is None or args.erc == "norm":
         return args.erc
     if len(sets) != 1:
-        raise ValueError(f"--erc {args.erc}: a quality file holds one .bin set's images; pass a single --bins "
-                         f"(got {len(sets)}) or use --erc norm")  # fmt: skip
+        raise ValueError(
+            f"--erc {args.erc}: a quality file holds one .bin set's images; pass a single --bins "
+            f"(got {len(sets)}) or use --erc norm"
+        )
     from mrface.eval.erc import load_quality_array
 
     return load_quality_array(args.erc, len(next(iter(sets.values())).images))
@@ -163,25 +178,55 @@ def _cmd_verification(args: argparse.Namespace) -> int:
         else:
             from mrface.eval.erc import verification_erc
 
-            res, erc = verification_erc(model, pairs, r1, r2, upsample=args.upsample, options=options,
-                                        quality=quality, fmr=args.erc_fmr)  # fmt: skip
-            results[name] = {**res.summary(), "erc": {"quality": args.erc, "fmr": erc.fmr, "threshold": erc.threshold,
-                                                      "reject_fractions": erc.reject_fractions.tolist(),
-                                                      "fnmr": erc.fnmr.tolist()}}  # fmt: skip
+            res, erc = verification_erc(
+                model, pairs, r1, r2, upsample=args.upsample, options=options, quality=quality, fmr=args.erc_fmr
+            )
+            results[name] = {
+                **res.summary(),
+                "erc": {
+                    "quality": args.erc,
+                    "fmr": erc.fmr,
+                    "threshold": erc.threshold,
+                    "reject_fractions": erc.reject_fractions.tolist(),
+                    "fnmr": erc.fnmr.tolist(),
+                },
+            }
             erc_series.append({"label": name, "x": erc.reject_fractions.tolist(), "y": erc.fnmr.tolist()})
         rows.append([name, f"{r1}&{r2}", 100 * res.accuracy, 100 * res.accuracy_std, 100 * res.val])
         plots.append({"label": name, "x": res.fpr.tolist(), "y": res.tpr.tolist()})
     columns = ["set", "pair", "accuracy %", "± std", "VAL@FAR=1e-3 %"]
-    settings = {"model": args.model, "bins": args.bins, "pair": [r1, r2], "upsample": args.upsample,
-                "extraction": options.as_dict(), "erc": args.erc, "erc_fmr": args.erc_fmr,
-                "corrupt_pairs_skipped": {n: p.skipped for n, p in sets.items()}}  # fmt: skip
+    settings = {
+        "model": args.model,
+        "bins": args.bins,
+        "pair": [r1, r2],
+        "upsample": args.upsample,
+        "extraction": options.as_dict(),
+        "erc": args.erc,
+        "erc_fmr": args.erc_fmr,
+        "corrupt_pairs_skipped": {n: p.skipped for n, p in sets.items()},
+    }
     report = new_report("verification", "Verification", settings=settings, model=_model_json(model), results=results)
     report["tables"].append({"title": "Verification (10-fold)", "columns": columns, "rows": rows})
-    report["plots"].append({"name": "roc", "title": "ROC (fold-averaged)", "xlabel": "FAR", "ylabel": "TAR",
-                            "xscale": "log", "series": plots})  # fmt: skip
+    report["plots"].append(
+        {
+            "name": "roc",
+            "title": "ROC (fold-averaged)",
+            "xlabel": "FAR",
+            "ylabel": "TAR",
+            "xscale": "log",
+            "series": plots,
+        }
+    )
     if erc_series:
-        report["plots"].append({"name": "erc", "title": f"ERC (quality: {args.erc}, FMR {args.erc_fmr:g})",
-                                "xlabel": "rejected fraction", "ylabel": "FNMR", "series": erc_series})  # fmt: skip
+        report["plots"].append(
+            {
+                "name": "erc",
+                "title": f"ERC (quality: {args.erc}, FMR {args.erc_fmr:g})",
+                "xlabel": "rejected fraction",
+                "ylabel": "FNMR",
+                "series": erc_series,
+            }
+        )
     return _finish(write_report(args.out, report), _table_text(columns, rows))
 
 
@@ -195,32 +240,53 @@ def _cmd_crossres(args: argparse.Namespace) -> int:
     rows_data = crossres_matrix(model, sets, args.resolutions, baseline=args.baseline, options=options)
     names = list(sets)
     columns = ["pair", "mode", *[f"{n} %" for n in names], "average %"]
-    rows = [[r["pair"], r["mode"], *[100 * r["results"][n]["accuracy"] for n in names], 100 * r["average"]]
-            for r in rows_data]  # fmt: skip
-    settings = {"model": args.model, "bins": args.bins, "resolutions": list(args.resolutions),
-                "baseline": args.baseline, "extraction": options.as_dict(),
-                "corrupt_pairs_skipped": {n: p.skipped for n, p in sets.items()}}  # fmt: skip
-    report = new_report("crossres", "Cross-resolution verification matrix", settings=settings,
-                        model=_model_json(model), results={"rows": rows_data})  # fmt: skip
+    rows = [
+        [r["pair"], r["mode"], *[100 * r["results"][n]["accuracy"] for n in names], 100 * r["average"]]
+        for r in rows_data
+    ]
+    settings = {
+        "model": args.model,
+        "bins": args.bins,
+        "resolutions": list(args.resolutions),
+        "baseline": args.baseline,
+        "extraction": options.as_dict(),
+        "corrupt_pairs_skipped": {n: p.skipped for n, p in sets.items()},
+    }
+    report = new_report(
+        "crossres",
+        "Cross-resolution verification matrix",
+        settings=settings,
+        model=_model_json(model),
+        results={"rows": rows_data},
+    )
     report["tables"].append({"title": "Accuracy by resolution pair", "columns": columns, "rows": rows})
     series = []
     for mode in ("branch", "upsampled"):
         high = max(args.resolutions)
         pts = sorted((r["r2"], 100 * r["average"]) for r in rows_data if r["mode"] == mode and r["r1"] == high)
         if pts:
-            series.append({"label": f"{max(args.resolutions)}&r ({mode})", "x": [p[0] for p in pts],
-                           "y": [p[1] for p in pts]})  # fmt: skip
-    report["plots"].append({"name": "accuracy_vs_resolution", "title": "Average accuracy vs resolution",
-                            "xlabel": "resolution r (px)", "ylabel": "accuracy %", "xscale": "log",
-                            "series": series})  # fmt: skip
+            series.append(
+                {"label": f"{max(args.resolutions)}&r ({mode})", "x": [p[0] for p in pts], "y": [p[1] for p in pts]}
+            )
+    report["plots"].append(
+        {
+            "name": "accuracy_vs_resolution",
+            "title": "Average accuracy vs resolution",
+            "xlabel": "resolution r (px)",
+            "ylabel": "accuracy %",
+            "xscale": "log",
+            "series": series,
+        }
+    )
     return _finish(write_report(args.out, report), _table_text(columns, rows))
 
 
 def _cmd_synthface(args: argparse.Namespace) -> int:
     from mrface.eval.synthface_report import synthface_report
 
-    files = synthface_report(args.out, num_pairs=args.pairs, seed=args.seed, options=_options(args),
-                             include_random_cnn=not args.no_cnn)  # fmt: skip
+    files = synthface_report(
+        args.out, num_pairs=args.pairs, seed=args.seed, options=_options(args), include_random_cnn=not args.no_cnn
+    )
     print((Path(args.out) / "report.md").read_text())
     return _finish(files)
 
@@ -239,14 +305,18 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--amp", default=None, choices=["fp16", "bf16"])
     p.add_argument("--device", default=None, help="torch device (default: the model's)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--skip-corrupt", action="store_true",
-                   help="drop pairs with an undecodable image (counted and named) instead of stopping")  # fmt: skip
+    p.add_argument(
+        "--skip-corrupt",
+        action="store_true",
+        help="drop pairs with an undecodable image (counted and named) instead of stopping",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``eval`` and its sub-commands to the ``mrface`` parser."""
-    ev = subparsers.add_parser("eval", help="evaluate models: verification, crossres, ijb, tinyface, scface, "
-                                            "survface, synthface, report")
+    ev = subparsers.add_parser(
+        "eval", help="evaluate models: verification, crossres, ijb, tinyface, scface, survface, synthface, report"
+    )
     sub = ev.add_subparsers(dest="eval_command", required=True)
 
     v = sub.add_parser("verification", help="10-fold verification on .bin sets at a resolution pair")
@@ -254,8 +324,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument("--bins", nargs="+", required=True, help="verification .bin files")
     v.add_argument("--pair", type=_pair, default=(112, 112), help="resolutions of image 1 and 2, e.g. 112,7")
     v.add_argument("--upsample", action="store_true", help="resize degraded images back to 112 (trunk only)")
-    v.add_argument("--erc", default=None, metavar="norm|FILE.npy",
-                   help="ERC curve with quality = the raw embedding norm (MagFace/AdaFace) or a per-image .npy")
+    v.add_argument(
+        "--erc",
+        default=None,
+        metavar="norm|FILE.npy",
+        help="ERC curve with quality = the raw embedding norm (MagFace/AdaFace) or a per-image .npy",
+    )
     v.add_argument("--erc-fmr", type=float, default=1e-3, help="FMR fixing the ERC threshold")
     _common(v)
     v.set_defaults(func=_clear_errors(_cmd_verification))

@@ -63,10 +63,21 @@ def embed_crops(
     description: str = "extract",
 ) -> Embeddings:
     """(H, W, 3) uint8 RGB crops (sizes may differ) -> :class:`Embeddings` (features (N, D), norms (N,))."""
-    return extract_embeddings(model, list(images), color_order="RGB", flip=options.flip, resolution=None,
-                              upsample=routing.upsample, indicator=routing.indicator, strategy=routing.strategy,
-                              batch_size=options.batch_size, amp=options.amp, device=options.device,
-                              progress=options.progress, description=description)  # fmt: skip
+    return extract_embeddings(
+        model,
+        list(images),
+        color_order="RGB",
+        flip=options.flip,
+        resolution=None,
+        upsample=routing.upsample,
+        indicator=routing.indicator,
+        strategy=routing.strategy,
+        batch_size=options.batch_size,
+        amp=options.amp,
+        device=options.device,
+        progress=options.progress,
+        description=description,
+    )
 
 
 def embed_files(

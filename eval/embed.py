@@ -92,10 +92,19 @@ class EmbeddingSet:
 
     def meta(self) -> dict[str, Any]:
         """Everything but the embedding matrix, as JSON-ready values."""
-        items = [{"path": p, "width": int(s[0]), "height": int(s[1]), "branch": int(b), "norm": float(n)}
-                 for p, s, b, n in zip(self.paths, self.sizes, self.branches, self.norms, strict=True)]  # fmt: skip
-        return {"schema": SCHEMA, "count": len(self), "dim": int(self.embeddings.shape[1]), "model": self.model,
-                "settings": self.settings, "items": items, "skipped": self.skipped}  # fmt: skip
+        items = [
+            {"path": p, "width": int(s[0]), "height": int(s[1]), "branch": int(b), "norm": float(n)}
+            for p, s, b, n in zip(self.paths, self.sizes, self.branches, self.norms, strict=True)
+        ]
+        return {
+            "schema": SCHEMA,
+            "count": len(self),
+            "dim": int(self.embeddings.shape[1]),
+            "model": self.model,
+            "settings": self.settings,
+            "items": items,
+            "skipped": self.skipped,
+        }
 
     def save(self, path: str | os.PathLike) -> list[Path]:
         """Write ``.npy`` (+ ``.json`` beside it) or ``.safetensors``; atomic (temp file + rename). Files written."""
@@ -106,8 +115,9 @@ class EmbeddingSet:
             from safetensors.numpy import save_file
 
             tmp = path.with_name(f".{path.name}.tmp")
-            save_file({"embeddings": np.ascontiguousarray(self.embeddings, np.float32)}, str(tmp),
-                      metadata={"mrface": meta})  # fmt: skip
+            save_file(
+                {"embeddings": np.ascontiguousarray(self.embeddings, np.float32)}, str(tmp), metadata={"mrface": meta}
+            )
             os.replace(tmp, path)
             return [path]
         if path.suffix != ".npy":
@@ -142,13 +152,21 @@ class EmbeddingSet:
             emb = np.load(path, allow_pickle=False)
             meta = json.loads(side.read_text())
         if meta.get("schema") != SCHEMA or emb.ndim != 2 or len(meta["items"]) != emb.shape[0]:
-            raise ValueError(f"{path}: expected schema {SCHEMA} with one item per embedding row, got "
-                             f"{meta.get('schema')!r}, {emb.shape} embeddings, {len(meta.get('items', []))} items")
+            raise ValueError(
+                f"{path}: expected schema {SCHEMA} with one item per embedding row, got "
+                f"{meta.get('schema')!r}, {emb.shape} embeddings, {len(meta.get('items', []))} items"
+            )
         items = meta["items"]
-        return cls(emb.astype(np.float32), [i["path"] for i in items],
-                   np.array([[i["width"], i["height"]] for i in items], np.int64).reshape(-1, 2),
-                   np.array([i["branch"] for i in items], np.int64), np.array([i["norm"] for i in items], np.float32),
-                   meta.get("model"), meta.get("settings", {}), meta.get("skipped", []))  # fmt: skip
+        return cls(
+            emb.astype(np.float32),
+            [i["path"] for i in items],
+            np.array([[i["width"], i["height"]] for i in items], np.int64).reshape(-1, 2),
+            np.array([i["branch"] for i in items], np.int64),
+            np.array([i["norm"] for i in items], np.float32),
+            meta.get("model"),
+            meta.get("settings", {}),
+            meta.get("skipped", []),
+        )
 
 
 class FaceEmbedder:
@@ -161,9 +179,20 @@ class FaceEmbedder:
         chunk: files decoded at a time.
     """
 
-    def __init__(self, model: Any, *, resolution: int | None = None, flip: str = "pre_norm_vector_add",
-                 indicator: str = "max", strategy: str = "ceil", batch_size: int = 64, amp: str | None = None,
-                 device: str | None = None, chunk: int = 1024, progress: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: Any,
+        *,
+        resolution: int | None = None,
+        flip: str = "pre_norm_vector_add",
+        indicator: str = "max",
+        strategy: str = "ceil",
+        batch_size: int = 64,
+        amp: str | None = None,
+        device: str | None = None,
+        chunk: int = 1024,
+        progress: bool = False,
+    ) -> None:
         if flip not in FLIP_MODES or flip == "concat":
             raise ValueError(f"flip={flip!r}: expected one of {[m for m in FLIP_MODES if m != 'concat']}")
         if isinstance(model, (str, os.PathLike)):
@@ -181,14 +210,28 @@ class FaceEmbedder:
         return json.loads(meta.to_json()) if meta is not None else None
 
     def settings(self) -> dict[str, Any]:
-        return {"resolution": self.resolution, "flip": self.flip, "indicator": self.indicator,
-                "strategy": self.strategy, "normalised": True}  # fmt: skip
+        return {
+            "resolution": self.resolution,
+            "flip": self.flip,
+            "indicator": self.indicator,
+            "strategy": self.strategy,
+            "normalised": True,
+        }
 
     def embed_arrays(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """RGB uint8 (H, W, 3) crops -> (unit embeddings (N, E), raw norms (N,), model input taken (N,))."""
-        e = extract_embeddings(self.model, list(images), color_order="RGB", flip=self.flip,
-                               resolution=self.resolution, indicator=self.indicator, strategy=self.strategy,
-                               batch_size=self.batch_size, amp=self.amp, device=self.device)  # fmt: skip
+        e = extract_embeddings(
+            self.model,
+            list(images),
+            color_order="RGB",
+            flip=self.flip,
+            resolution=self.resolution,
+            indicator=self.indicator,
+            strategy=self.strategy,
+            batch_size=self.batch_size,
+            amp=self.amp,
+            device=self.device,
+        )
         unit = e.features / np.maximum(np.linalg.norm(e.features, axis=1, keepdims=True), 1e-12)
         return unit.astype(np.float32), e.norms.astype(np.float32), e.paths
 
@@ -222,11 +265,16 @@ class FaceEmbedder:
                     sizes += [(im.shape[1], im.shape[0]) for im in images]
                 bar.update(len(paths[lo : lo + self.chunk]))
         dim = int(getattr(getattr(self.model, "metadata", None), "embedding_size", 0) or 0)
-        return EmbeddingSet(np.concatenate(embs) if embs else np.zeros((0, dim), np.float32), kept,
-                            np.array(sizes, np.int64).reshape(-1, 2),
-                            np.concatenate(branches) if branches else np.zeros(0, np.int64),
-                            np.concatenate(norms) if norms else np.zeros(0, np.float32),
-                            self.model_metadata(), self.settings(), skipped)  # fmt: skip
+        return EmbeddingSet(
+            np.concatenate(embs) if embs else np.zeros((0, dim), np.float32),
+            kept,
+            np.array(sizes, np.int64).reshape(-1, 2),
+            np.concatenate(branches) if branches else np.zeros(0, np.int64),
+            np.concatenate(norms) if norms else np.zeros(0, np.float32),
+            self.model_metadata(),
+            self.settings(),
+            skipped,
+        )
 
 
 def embed(model: Any, inputs: str | os.PathLike | Iterable[str | os.PathLike], **options: Any) -> EmbeddingSet:
@@ -245,17 +293,28 @@ class SearchResult:
     backend: str
 
     def rows(self) -> list[dict[str, Any]]:
-        return [{"probe": p, "matches": [{"rank": k + 1, "gallery": self.gallery_paths[int(j)], "score": float(s)}
-                                         for k, (j, s) in enumerate(zip(idx, sc, strict=True))]}
-                for p, idx, sc in zip(self.probe_paths, self.indices, self.scores, strict=True)]  # fmt: skip
+        return [
+            {
+                "probe": p,
+                "matches": [
+                    {"rank": k + 1, "gallery": self.gallery_paths[int(j)], "score": float(s)}
+                    for k, (j, s) in enumerate(zip(idx, sc, strict=True))
+                ],
+            }
+            for p, idx, sc in zip(self.probe_paths, self.indices, self.scores, strict=True)
+        ]
 
 
 def _as_set(x: EmbeddingSet | str | os.PathLike) -> EmbeddingSet:
     return x if isinstance(x, EmbeddingSet) else EmbeddingSet.load(x)
 
 
-def search(gallery: EmbeddingSet | str | os.PathLike, probe: EmbeddingSet | str | os.PathLike, top: int = 5,
-           backend: str = "auto") -> SearchResult:  # fmt: skip
+def search(
+    gallery: EmbeddingSet | str | os.PathLike,
+    probe: EmbeddingSet | str | os.PathLike,
+    top: int = 5,
+    backend: str = "auto",
+) -> SearchResult:
     """Top-``top`` gallery faces per probe face by cosine (faiss when installed, numpy otherwise)."""
     from mrface.eval.search import faiss_available, gallery_search
 
@@ -265,8 +324,10 @@ def search(gallery: EmbeddingSet | str | os.PathLike, probe: EmbeddingSet | str 
     gm, pm = (g.model or {}), (p.model or {})
     if gm != pm:
         keys = sorted(k for k in set(gm) | set(pm) if gm.get(k) != pm.get(k))
-        raise ValueError(f"search: gallery and probes were embedded by different models (metadata differs in "
-                         f"{keys}); embed both with the same model")  # fmt: skip
+        raise ValueError(
+            f"search: gallery and probes were embedded by different models (metadata differs in "
+            f"{keys}); embed both with the same model"
+        )
     scores, idx = gallery_search(p.embeddings, g.embeddings, k=top, backend=backend)
     used = "faiss" if backend == "faiss" or (backend == "auto" and faiss_available()) else "numpy"
     return SearchResult(scores, idx, p.paths, g.paths, used)

@@ -35,17 +35,28 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
     if Path(args.out).suffix not in (".npy", ".safetensors"):
         raise ValueError(f"--out {args.out}: expected a .npy (with a .json beside it) or .safetensors file name")
-    embedder = FaceEmbedder(args.model, resolution=args.resolution, flip=args.flip, indicator=args.indicator,
-                            strategy=args.strategy, batch_size=args.batch_size, amp=args.amp, device=args.device,
-                            progress=not args.quiet)  # fmt: skip
+    embedder = FaceEmbedder(
+        args.model,
+        resolution=args.resolution,
+        flip=args.flip,
+        indicator=args.indicator,
+        strategy=args.strategy,
+        batch_size=args.batch_size,
+        amp=args.amp,
+        device=args.device,
+        progress=not args.quiet,
+    )
     result = embedder.embed(args.inputs)
     if len(result) == 0:
-        raise ValueError(f"no face crop could be embedded from {args.inputs} ({len(result.skipped)} skipped: "
-                         f"{result.skipped[:3]})")  # fmt: skip
+        raise ValueError(
+            f"no face crop could be embedded from {args.inputs} ({len(result.skipped)} skipped: {result.skipped[:3]})"
+        )
     files = result.save(args.out)
     per_branch = ", ".join(f"{b} px: {n}" for b, n in sorted(Counter(result.branches.tolist()).items()))
-    print(f"embedded {len(result)} faces ({result.embeddings.shape[1]}-d; by model input {per_branch}); "
-          f"skipped {len(result.skipped)}")  # fmt: skip
+    print(
+        f"embedded {len(result)} faces ({result.embeddings.shape[1]}-d; by model input {per_branch}); "
+        f"skipped {len(result.skipped)}"
+    )
     for s in result.skipped[:MAX_SKIPPED_SHOWN]:
         print(f"  skipped {s['path']}: {s['reason']}")
     if len(result.skipped) > MAX_SKIPPED_SHOWN:
@@ -67,8 +78,18 @@ def _cmd_search(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps({"gallery": str(args.gallery), "probe": str(args.probe), "top": args.top,
-                                   "backend": res.backend, "results": rows}, indent=1))  # fmt: skip
+        tmp.write_text(
+            json.dumps(
+                {
+                    "gallery": str(args.gallery),
+                    "probe": str(args.probe),
+                    "top": args.top,
+                    "backend": res.backend,
+                    "results": rows,
+                },
+                indent=1,
+            )
+        )
         os.replace(tmp, out)
         print(f"wrote {out}")
     return 0
@@ -83,8 +104,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("model", help="checkpoint .safetensors (with its metadata JSON)")
     e.add_argument("inputs", nargs="+", help="image files, folders (recursive) or list files (.txt, one path a line)")
     e.add_argument("--out", required=True, help="FILE.npy (+ FILE.json) or FILE.safetensors")
-    e.add_argument("--resolution", type=int, default=None,
-                   help="treat every crop as this size (its branch) instead of routing each by its own size")
+    e.add_argument(
+        "--resolution",
+        type=int,
+        default=None,
+        help="treat every crop as this size (its branch) instead of routing each by its own size",
+    )
     e.add_argument("--flip", default="pre_norm_vector_add", choices=["none", "sum", "pre_norm_vector_add"])
     e.add_argument("--indicator", default="max", choices=INDICATORS, help="crop size indicator for branches")
     e.add_argument("--strategy", default="ceil", choices=STRATEGIES, help="branch choice from the indicator")

@@ -30,9 +30,15 @@ QUALITY_SOURCES = ("norm",)
 
 
 def erc_from_features(
-    features1: np.ndarray, features2: np.ndarray, issame: np.ndarray, quality1: np.ndarray, quality2: np.ndarray,
-    fmr: float = 1e-3, reject_fractions: np.ndarray | tuple[float, ...] = ERC_REJECT_FRACTIONS, what: str = "quality",
-) -> ErcResult:  # fmt: skip
+    features1: np.ndarray,
+    features2: np.ndarray,
+    issame: np.ndarray,
+    quality1: np.ndarray,
+    quality2: np.ndarray,
+    fmr: float = 1e-3,
+    reject_fractions: np.ndarray | tuple[float, ...] = ERC_REJECT_FRACTIONS,
+    what: str = "quality",
+) -> ErcResult:
     """Pair features (P, D) each, issame (P,), per-image qualities (P,) each -> ERC on cosine scores.
 
     Raises ``ValueError`` (naming ``what``) when the qualities are constant or not finite: such a
@@ -46,8 +52,10 @@ def erc_from_features(
     if not np.all(np.isfinite(q)):
         raise ValueError(f"{what}: contains NaN or inf")
     if np.ptp(q) <= 1e-5 * max(1.0, float(np.abs(q).max())):  # float32 unit vectors have norms 1 +- 1e-7
-        raise ValueError(f"{what}: every image has the same quality ({q[0]:g}); for 'norm' the model must output "
-                         "un-normalised embeddings whose norm carries quality (MagFace, AdaFace)")  # fmt: skip
+        raise ValueError(
+            f"{what}: every image has the same quality ({q[0]:g}); for 'norm' the model must output "
+            "un-normalised embeddings whose norm carries quality (MagFace, AdaFace)"
+        )
     scores = np.sum(l2_normalize(features1) * l2_normalize(features2), axis=1)
     return erc_curve(scores, np.asarray(issame).astype(int), pair_quality(q1, q2), fmr, reject_fractions)
 
@@ -56,22 +64,32 @@ def load_quality_array(path: str | os.PathLike, num_images: int) -> np.ndarray:
     """A user's per-image quality ``.npy``: (2P,) floats in ``.bin`` order (pair i = images 2i, 2i+1)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--erc {path}: no such file (expected 'norm' or a .npy of {num_images} "
-                                "per-image qualities in .bin order)")  # fmt: skip
+        raise FileNotFoundError(
+            f"--erc {path}: no such file (expected 'norm' or a .npy of {num_images} per-image qualities in .bin order)"
+        )
     try:
         q = np.load(path, allow_pickle=False)
     except ValueError as exc:
         raise ValueError(f"{path}: not a numeric .npy array ({exc})") from None
     if q.shape != (num_images,) or q.dtype.kind not in "iuf":
-        raise ValueError(f"{path}: expected a ({num_images},) numeric array (one quality per image of the .bin, "
-                         f"pair i = images 2i and 2i+1), got {q.dtype} {q.shape}")  # fmt: skip
+        raise ValueError(
+            f"{path}: expected a ({num_images},) numeric array (one quality per image of the .bin, "
+            f"pair i = images 2i and 2i+1), got {q.dtype} {q.shape}"
+        )
     return q.astype(np.float64)
 
 
 def verification_erc(
-    model: nn.Module, pairs: VerificationPairs, r1: int = 112, r2: int = 112, *, upsample: bool = False,
-    options: ExtractOptions | None = None, quality: str | np.ndarray = "norm", fmr: float = 1e-3,
-) -> tuple[VerificationResult, ErcResult]:  # fmt: skip
+    model: nn.Module,
+    pairs: VerificationPairs,
+    r1: int = 112,
+    r2: int = 112,
+    *,
+    upsample: bool = False,
+    options: ExtractOptions | None = None,
+    quality: str | np.ndarray = "norm",
+    fmr: float = 1e-3,
+) -> tuple[VerificationResult, ErcResult]:
     """Verification at (r1, r2) plus its ERC; ``quality`` = ``"norm"`` or a (2P,) per-image array."""
     options = options or ExtractOptions()
     first, second = pairs.images[0::2], pairs.images[1::2]

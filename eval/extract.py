@@ -155,17 +155,22 @@ class _Cache:
                 raise ValueError(f"{self.meta_path}: extraction cache metadata is not valid JSON ({exc})") from None
             keep = {k: old.get(k) for k in ("version", "settings", "count", "dim")}
             if keep != {k: meta[k] for k in keep}:
-                raise ValueError(f"{self.meta_path}: the cache was written with other settings or data "
-                                 f"({keep}); expected {({k: meta[k] for k in keep})}. Use another cache "
-                                 "folder or delete this one.")  # fmt: skip
+                raise ValueError(
+                    f"{self.meta_path}: the cache was written with other settings or data "
+                    f"({keep}); expected { ({k: meta[k] for k in keep}) }. Use another cache "
+                    "folder or delete this one."
+                )
             meta["done"] = int(old.get("done", 0))
         mode = "r+" if meta["done"] > 0 else "w+"
-        self.features = np.lib.format.open_memmap(folder / "features.npy", mode=mode, dtype=np.float32,
-                                                  shape=(n, dim) if mode == "w+" else None)  # fmt: skip
-        self.norms = np.lib.format.open_memmap(folder / "norms.npy", mode=mode, dtype=np.float32,
-                                               shape=(n,) if mode == "w+" else None)  # fmt: skip
-        self.paths = np.lib.format.open_memmap(folder / "paths.npy", mode=mode, dtype=np.int64,
-                                               shape=(n,) if mode == "w+" else None)  # fmt: skip
+        self.features = np.lib.format.open_memmap(
+            folder / "features.npy", mode=mode, dtype=np.float32, shape=(n, dim) if mode == "w+" else None
+        )
+        self.norms = np.lib.format.open_memmap(
+            folder / "norms.npy", mode=mode, dtype=np.float32, shape=(n,) if mode == "w+" else None
+        )
+        self.paths = np.lib.format.open_memmap(
+            folder / "paths.npy", mode=mode, dtype=np.int64, shape=(n,) if mode == "w+" else None
+        )
         self.meta = meta
         if mode == "w+":
             self._write_meta()
@@ -250,9 +255,15 @@ def extract_embeddings(
     if cache_dir is not None:
         settings = {
             "model": json.loads(meta.to_json()) if meta is not None else type(model).__name__,
-            "color_order": color_order, "flip": flip, "resolution": resolution, "upsample": upsample,
-            "indicator": indicator, "strategy": strategy, "amp": amp, "data": data_fingerprint(images),
-        }  # fmt: skip
+            "color_order": color_order,
+            "flip": flip,
+            "resolution": resolution,
+            "upsample": upsample,
+            "indicator": indicator,
+            "strategy": strategy,
+            "amp": amp,
+            "data": data_fingerprint(images),
+        }
         cache = _Cache(Path(cache_dir), settings, n, dim)
     features = cache.features if cache else np.zeros((n, dim), np.float32)
     norms = cache.norms if cache else np.zeros(n, np.float32)

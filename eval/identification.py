@@ -89,16 +89,19 @@ def closed_set_cmc(
     gl = _labels("gallery_labels", gallery_labels, len(g))
     absent = np.setdiff1d(pl, gl[gl >= 0])
     if absent.size or (pl < 0).any():
-        raise ValueError(f"closed-set identification: {absent.size} probe labels have no gallery entry "
-                         f"(e.g. {absent[:5].tolist()}); every probe must be enrolled")  # fmt: skip
+        raise ValueError(
+            f"closed-set identification: {absent.size} probe labels have no gallery entry "
+            f"(e.g. {absent[:5].tolist()}); every probe must be enrolled"
+        )
     if level == "entry":
         _, idx = gallery_search(p, g, k=max(ranks), backend=backend)
         hits = gl[idx] == pl[:, None]  # (P, k)
         first = np.where(hits.any(1), hits.argmax(1) + 1, np.iinfo(np.int64).max)
     else:
         gl_u = unique_distractor_labels(gl)
-        first = np.concatenate([mate_ranks(p[lo : lo + block] @ g.T, pl[lo : lo + block], gl_u)[1]
-                                for lo in range(0, len(p), block)])  # fmt: skip
+        first = np.concatenate(
+            [mate_ranks(p[lo : lo + block] @ g.T, pl[lo : lo + block], gl_u)[1] for lo in range(0, len(p), block)]
+        )
     return {int(r): float(np.mean(first <= r)) for r in ranks}
 
 

@@ -92,9 +92,12 @@ def _rows_of(ids: np.ndarray, wanted: np.ndarray, what: str) -> np.ndarray:
 
 
 def verify_1to1(
-    templates: np.ndarray, template_ids: np.ndarray, pairs: np.ndarray, labels: np.ndarray,
+    templates: np.ndarray,
+    template_ids: np.ndarray,
+    pairs: np.ndarray,
+    labels: np.ndarray,
     fars: Sequence[float] = ROC_FARS,
-) -> tuple[np.ndarray, RocResult]:  # fmt: skip
+) -> tuple[np.ndarray, RocResult]:
     """(T, D) unit templates, (M, 2) template-id pairs, (M,) 0/1 labels -> (cosine scores (M,), ROC)."""
     pairs = np.asarray(pairs, np.int64)
     if pairs.ndim != 2 or pairs.shape[1] != 2:
@@ -106,13 +109,19 @@ def verify_1to1(
 
 
 def identify_1toN(
-    templates: np.ndarray, template_ids: np.ndarray,
-    gallery_templates: np.ndarray, gallery_subjects: np.ndarray,
-    probe_templates: np.ndarray, probe_subjects: np.ndarray,
-    fpirs: Sequence[float] = (0.01, 0.1), rank: int = 1, variant: str = "nist",
-) -> OpenSetResult:  # fmt: skip
+    templates: np.ndarray,
+    template_ids: np.ndarray,
+    gallery_templates: np.ndarray,
+    gallery_subjects: np.ndarray,
+    probe_templates: np.ndarray,
+    probe_subjects: np.ndarray,
+    fpirs: Sequence[float] = (0.01, 0.1),
+    rank: int = 1,
+    variant: str = "nist",
+) -> OpenSetResult:
     """1:N over pooled templates: gallery/probe template ids with their subject ids."""
     g = templates[_rows_of(template_ids, np.asarray(gallery_templates, np.int64), "gallery templates")]
     p = templates[_rows_of(template_ids, np.asarray(probe_templates, np.int64), "probe templates")]
-    return open_set_identification(p @ g.T, np.asarray(probe_subjects), np.asarray(gallery_subjects),
-                                   fpirs=fpirs, rank=rank, variant=variant)  # fmt: skip
+    return open_set_identification(
+        p @ g.T, np.asarray(probe_subjects), np.asarray(gallery_subjects), fpirs=fpirs, rank=rank, variant=variant
+    )

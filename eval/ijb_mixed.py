@@ -146,15 +146,23 @@ def view_features(
     n = len(ijb.names)
     parts: dict[View, list[np.ndarray]] = {v: [] for v in views}
     paths: dict[View, int] = {}
-    with tqdm(total=n, desc=f"{ijb.root.name} align+extract x{len(views)} views", unit="img",
-              disable=not options.progress) as bar:  # fmt: skip
+    with tqdm(
+        total=n, desc=f"{ijb.root.name} align+extract x{len(views)} views", unit="img", disable=not options.progress
+    ) as bar:
         for lo in range(0, n, chunk):
             aligned = np.stack([ijb.aligned(i, ALIGNED, "RGB") for i in range(lo, min(lo + chunk, n))])
             for v in views:
                 size = v[0][-1]
-                emb = extract_embeddings(model, render_view(aligned, v), color_order="RGB", flip="none",
-                                         resolution=size, batch_size=options.batch_size, amp=options.amp,
-                                         device=options.device)  # fmt: skip
+                emb = extract_embeddings(
+                    model,
+                    render_view(aligned, v),
+                    color_order="RGB",
+                    flip="none",
+                    resolution=size,
+                    batch_size=options.batch_size,
+                    amp=options.amp,
+                    device=options.device,
+                )
                 parts[v].append(emb.features)
                 paths[v] = int(emb.paths[0])
             bar.update(len(aligned))
@@ -162,31 +170,47 @@ def view_features(
 
 
 def _cross_one_to_n(
-    side1: np.ndarray, side2: np.ndarray, tids: np.ndarray, lists: dict[str, dict[int, int]],
-    variant: str, fpirs: Sequence[float], rank: int,
-) -> dict[str, OpenSetResult]:  # fmt: skip
+    side1: np.ndarray,
+    side2: np.ndarray,
+    tids: np.ndarray,
+    lists: dict[str, dict[int, int]],
+    variant: str,
+    fpirs: Sequence[float],
+    rank: int,
+) -> dict[str, OpenSetResult]:
     """1:N with gallery templates from ``side1`` and probe templates from ``side2`` (both (T, D), ids ``tids``)."""
     probe = lists["probe"]
     p_t, p_s = np.array(list(probe), np.int64), np.array(list(probe.values()), np.int64)
     galleries = [k for k in lists if k != "probe"]
-    searches = ({"+".join(galleries): {t: s for k in galleries for t, s in lists[k].items()}}
-                if variant == "insightface_1n" else {k: lists[k] for k in galleries})  # fmt: skip
+    searches = (
+        {"+".join(galleries): {t: s for k in galleries for t, s in lists[k].items()}}
+        if variant == "insightface_1n"
+        else {k: lists[k] for k in galleries}
+    )
     # both sides share template ids: stack them and offset side 2's ids past side 1's
     offset = int(tids.max()) + 1
     stacked, stacked_ids = np.concatenate([side1, side2]), np.concatenate([tids, tids + offset])
     out = {}
     for key, gal in searches.items():
         g_t, g_s = np.array(list(gal), np.int64), np.array(list(gal.values()), np.int64)
-        out[key] = identify_1toN(stacked, stacked_ids, g_t, g_s, p_t + offset, p_s, fpirs=fpirs, rank=rank,
-                                 variant=variant)  # fmt: skip
+        out[key] = identify_1toN(
+            stacked, stacked_ids, g_t, g_s, p_t + offset, p_s, fpirs=fpirs, rank=rank, variant=variant
+        )
     return out
 
 
 def score_setting(
-    ijb: IJB, feats: dict[View, np.ndarray], setting: MixedSetting, flags: IjbFlags,
-    lists: dict[str, dict[int, int]], *, fars: Sequence[float] = ROC_FARS, variant: str = "insightface_1n",
-    fpirs: Sequence[float] = (0.01, 0.1), rank: int = 1,
-) -> tuple[np.ndarray, Any, dict[str, OpenSetResult]]:  # fmt: skip
+    ijb: IJB,
+    feats: dict[View, np.ndarray],
+    setting: MixedSetting,
+    flags: IjbFlags,
+    lists: dict[str, dict[int, int]],
+    *,
+    fars: Sequence[float] = ROC_FARS,
+    variant: str = "insightface_1n",
+    fpirs: Sequence[float] = (0.01, 0.1),
+    rank: int = 1,
+) -> tuple[np.ndarray, Any, dict[str, OpenSetResult]]:
     """(1:1 scores (P,), ROC, 1:N results) of one setting from the view features (see module docstring)."""
     v = needed_views(setting, flags, bool(lists))
     f = {k: feats[view] for k, view in v.items()}
@@ -204,8 +228,10 @@ def score_setting(
         return scores, roc, one_to_n
     side1, tids = pool(f["a"], f.get("a_flip"))
     side2, _ = pool(f["b"], f.get("b_flip"))
-    scores = np.sum(side1[_rows_of(tids, ijb.pairs[:, 0], "pairs[:, 0]")]
-                    * side2[_rows_of(tids, ijb.pairs[:, 1], "pairs[:, 1]")], axis=1)
+    scores = np.sum(
+        side1[_rows_of(tids, ijb.pairs[:, 0], "pairs[:, 0]")] * side2[_rows_of(tids, ijb.pairs[:, 1], "pairs[:, 1]")],
+        axis=1,
+    )
     roc = tar_at_far(scores, ijb.labels, fars)
     one_to_n = _cross_one_to_n(side1, side2, tids, lists, variant, fpirs, rank) if lists else {}
     return scores, roc, one_to_n
@@ -233,8 +259,11 @@ def evaluate_ijb_mixed(
         raise ValueError("settings: expected at least one MixedSetting")
     options = options or ExtractOptions()
     if not flags.flip and any(s.mode == "aggregate" and s.reso2 != s.reso1 for s in settings):
-        warnings.warn("IjbFlags.flip=False: the public scripts then use view 1 only, so reso2 has no effect "
-                      "(pass the flip test to aggregate both views)", stacklevel=2)  # fmt: skip
+        warnings.warn(
+            "IjbFlags.flip=False: the public scripts then use view 1 only, so reso2 has no effect "
+            "(pass the flip test to aggregate both views)",
+            stacklevel=2,
+        )
     ijb = load_ijb(root, name)
     lists = one_to_n_lists(ijb, name) if one_to_n else {}
     views = [v for s in settings for v in needed_views(s, flags, one_to_n).values()]
@@ -242,16 +271,30 @@ def evaluate_ijb_mixed(
     out = {}
     trunk = int(getattr(model, "input_size", ALIGNED))
     for s in settings:
-        _, roc, res_1n = score_setting(ijb, feats, s, flags, lists, fars=fars, variant=variant, fpirs=fpirs,
-                                       rank=rank)  # fmt: skip
-        used = {k: {"sizes": list(v[0]), "mirrored": v[1], "model_input": paths[v],
-                    "route": "trunk" if paths[v] == trunk else f"branch {paths[v]}"}
-                for k, v in needed_views(s, flags, one_to_n).items()}  # fmt: skip
-        info = {"root": str(root), "name": name, "flags": flags.as_dict(), **s.as_dict(), "views": used,
-                "fars": list(fars), "one_to_n": one_to_n, "variant": variant, "fpirs": list(fpirs), "rank": rank,
-                "extraction": options.as_dict()}  # fmt: skip
-        out[s.label] = IjbResult(name, roc, res_1n, len(ijb.names), len(np.unique(ijb.templates)), len(ijb.pairs),
-                                 info)  # fmt: skip
+        _, roc, res_1n = score_setting(ijb, feats, s, flags, lists, fars=fars, variant=variant, fpirs=fpirs, rank=rank)
+        used = {
+            k: {
+                "sizes": list(v[0]),
+                "mirrored": v[1],
+                "model_input": paths[v],
+                "route": "trunk" if paths[v] == trunk else f"branch {paths[v]}",
+            }
+            for k, v in needed_views(s, flags, one_to_n).items()
+        }
+        info = {
+            "root": str(root),
+            "name": name,
+            "flags": flags.as_dict(),
+            **s.as_dict(),
+            "views": used,
+            "fars": list(fars),
+            "one_to_n": one_to_n,
+            "variant": variant,
+            "fpirs": list(fpirs),
+            "rank": rank,
+            "extraction": options.as_dict(),
+        }
+        out[s.label] = IjbResult(name, roc, res_1n, len(ijb.names), len(np.unique(ijb.templates)), len(ijb.pairs), info)
     return out
 
 

@@ -36,15 +36,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from mrface.eval.ijb_mixed import MODES
 
     g = p.add_argument_group("mixed resolutions (BTNet's IJB-C tables)")
-    g.add_argument("--pair", type=_pair, default=None, metavar="R1,R2",
-                   help="view 1 at R1 and view 2 at R2 px, e.g. 112,7 (see --mixed-mode)")  # fmt: skip
+    g.add_argument(
+        "--pair",
+        type=_pair,
+        default=None,
+        metavar="R1,R2",
+        help="view 1 at R1 and view 2 at R2 px, e.g. 112,7 (see --mixed-mode)",
+    )
     g.add_argument("--matrix", action="store_true", help="every BTNet row: 112&7 112&14 112&28 7&7 14&14 28&28 112&112")
-    g.add_argument("--upsample1", type=_flag01, default=False, metavar="0|1",
-                   help="resize view 1 back to 112 for the trunk (public flag; README's table: 0)")
+    g.add_argument(
+        "--upsample1",
+        type=_flag01,
+        default=False,
+        metavar="0|1",
+        help="resize view 1 back to 112 for the trunk (public flag; README's table: 0)",
+    )
     g.add_argument("--upsample2", type=_flag01, default=False, metavar="0|1", help="the same for view 2")
-    g.add_argument("--mixed-mode", default="aggregate", choices=MODES,
-                   help="aggregate: each image = view1 + mirrored view2 (the public scripts); cross: side 1 / "
-                        "gallery from view 1, side 2 / probes from view 2")  # fmt: skip
+    g.add_argument(
+        "--mixed-mode",
+        default="aggregate",
+        choices=MODES,
+        help="aggregate: each image = view1 + mirrored view2 (the public scripts); cross: side 1 / "
+        "gallery from view 1, side 2 / probes from view 2",
+    )
     # --variant stays None unless given: nist for one resolution, insightface_1n (the public script) here
     p.set_defaults(variant=None)
 
@@ -76,10 +90,20 @@ def run(args: argparse.Namespace, flags: IjbFlags) -> int:
     settings = settings_from_args(args)
     variant = args.variant or "insightface_1n"  # the public 1:N script: G1 ∪ G2, every probe mated
     model = cli.load_eval_model(args.model)
-    results = evaluate_ijb_mixed(model, args.root, flags, settings, name=args.name,
-                                 options=protocol_cli._options(args, flip="none"), fars=args.fars,
-                                 one_to_n=not args.no_1n, variant=variant, fpirs=args.fpirs, rank=args.rank,
-                                 chunk=args.chunk)  # fmt: skip
+    results = evaluate_ijb_mixed(
+        model,
+        args.root,
+        flags,
+        settings,
+        name=args.name,
+        options=protocol_cli._options(args, flip="none"),
+        fars=args.fars,
+        one_to_n=not args.no_1n,
+        variant=variant,
+        fpirs=args.fpirs,
+        rank=args.rank,
+        chunk=args.chunk,
+    )
     name = args.name.upper()
     far_cols = [f"TAR@{f:g} %" for f in args.fars]
     rows, bars, series = [], [], []
@@ -99,14 +123,28 @@ def run(args: argparse.Namespace, flags: IjbFlags) -> int:
     for g, o in first.one_to_n.items():
         columns += [f"{g} TPIR@{f:g} %" for f in o.tpir] + [f"{g} rank-{r} %" for r in o.rank_rates]
     s0 = settings[0]
-    title = (f"{name} at mixed resolutions ({s0.mode}; upsample1={int(s0.upsample1)}, upsample2={int(s0.upsample2)}; "
-             f"{first.num_pairs} pairs, {first.num_templates} templates; flags {flags.as_dict()}; 1:N {variant})")
-    report = new_report("ijb_mixed", f"{name} mixed resolutions", settings={"model": args.model,
-                        "settings": {k: r.settings for k, r in results.items()}}, model=cli._model_json(model),
-                        results={k: r.summary() for k, r in results.items()})  # fmt: skip
+    title = (
+        f"{name} at mixed resolutions ({s0.mode}; upsample1={int(s0.upsample1)}, upsample2={int(s0.upsample2)}; "
+        f"{first.num_pairs} pairs, {first.num_templates} templates; flags {flags.as_dict()}; 1:N {variant})"
+    )
+    report = new_report(
+        "ijb_mixed",
+        f"{name} mixed resolutions",
+        settings={"model": args.model, "settings": {k: r.settings for k, r in results.items()}},
+        model=cli._model_json(model),
+        results={k: r.summary() for k, r in results.items()},
+    )
     report["tables"].append({"title": title, "columns": columns, "rows": rows})
-    report["plots"].append({"name": "roc", "title": f"{name} 1:1 ROC per setting", "xlabel": "FAR",
-                            "ylabel": "TAR %", "xscale": "log", "series": series})  # fmt: skip
+    report["plots"].append(
+        {
+            "name": "roc",
+            "title": f"{name} 1:1 ROC per setting",
+            "xlabel": "FAR",
+            "ylabel": "TAR %",
+            "xscale": "log",
+            "series": series,
+        }
+    )
     files = write_report(args.out, report)
     png = Path(args.out) / "matrix.png"
     try:

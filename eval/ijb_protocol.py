@@ -48,9 +48,14 @@ class IjbResult:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        return {"tar_at_far": {str(k): v for k, v in self.roc.tar_at_far.items()}, "auc": self.roc.auc,
-                "one_to_n": {k: v.summary() for k, v in self.one_to_n.items()}, "num_images": self.num_images,
-                "num_templates": self.num_templates, "num_pairs": self.num_pairs}  # fmt: skip
+        return {
+            "tar_at_far": {str(k): v for k, v in self.roc.tar_at_far.items()},
+            "auc": self.roc.auc,
+            "one_to_n": {k: v.summary() for k, v in self.one_to_n.items()},
+            "num_images": self.num_images,
+            "num_templates": self.num_templates,
+            "num_pairs": self.num_pairs,
+        }
 
 
 def ijb_features(
@@ -70,8 +75,9 @@ def ijb_features(
     inner = replace(options, flip="concat" if flags.flip else "none", progress=False)
     n = len(ijb.names)
     parts = []
-    with tqdm(total=n, desc=f"{ijb.root.name} align+extract@{resolution}", disable=not options.progress,
-              unit="img") as bar:  # fmt: skip
+    with tqdm(
+        total=n, desc=f"{ijb.root.name} align+extract@{resolution}", disable=not options.progress, unit="img"
+    ) as bar:
         for lo in range(0, n, chunk):
             images = np.stack([ijb.aligned(i, 112, "RGB") for i in range(lo, min(lo + chunk, n))])
             parts.append(embed_at(model, images, resolution, upsample, inner, "RGB").features)
@@ -94,9 +100,14 @@ def one_to_n_lists(ijb: IJB, name: str) -> dict[str, dict[int, int]]:
 
 
 def ijb_one_to_n(
-    templates: np.ndarray, template_ids: np.ndarray, lists: dict[str, dict[int, int]], *,
-    variant: str = "nist", fpirs: Sequence[float] = (0.01, 0.1), rank: int = 1,
-) -> dict[str, OpenSetResult]:  # fmt: skip
+    templates: np.ndarray,
+    template_ids: np.ndarray,
+    lists: dict[str, dict[int, int]],
+    *,
+    variant: str = "nist",
+    fpirs: Sequence[float] = (0.01, 0.1),
+    rank: int = 1,
+) -> dict[str, OpenSetResult]:
     """1:N on pooled unit templates (T, D) with sorted ids (T,); galleries as in the module docstring."""
     probe = lists["probe"]
     p_t, p_s = np.array(list(probe), np.int64), np.array(list(probe.values()), np.int64)
@@ -109,8 +120,7 @@ def ijb_one_to_n(
     out = {}
     for key, gal in searches.items():
         g_t, g_s = np.array(list(gal), np.int64), np.array(list(gal.values()), np.int64)
-        out[key] = identify_1toN(templates, template_ids, g_t, g_s, p_t, p_s, fpirs=fpirs, rank=rank,
-                                 variant=variant)  # fmt: skip
+        out[key] = identify_1toN(templates, template_ids, g_t, g_s, p_t, p_s, fpirs=fpirs, rank=rank, variant=variant)
     return out
 
 
@@ -136,12 +146,23 @@ def evaluate_ijb(
     options = options or ExtractOptions()
     ijb = load_ijb(root, name)
     lists = one_to_n_lists(ijb, name) if one_to_n else {}  # fail on missing csv files before extracting
-    feats, flip_feats = ijb_features(model, ijb, flags, resolution=resolution, upsample=upsample,
-                                     options=options, chunk=chunk)  # fmt: skip
+    feats, flip_feats = ijb_features(
+        model, ijb, flags, resolution=resolution, upsample=upsample, options=options, chunk=chunk
+    )
     templates, tids = template_features(feats, ijb.templates, ijb.medias, flags, flip_feats, ijb.faceness)
     _, roc = verify_1to1(templates, tids, ijb.pairs, ijb.labels, fars)
     results = ijb_one_to_n(templates, tids, lists, variant=variant, fpirs=fpirs, rank=rank) if one_to_n else {}
-    settings = {"root": str(root), "name": name, "flags": flags.as_dict(), "resolution": resolution,
-                "upsample": upsample, "fars": list(fars), "one_to_n": one_to_n, "variant": variant,
-                "fpirs": list(fpirs), "rank": rank, "extraction": options.as_dict()}  # fmt: skip
+    settings = {
+        "root": str(root),
+        "name": name,
+        "flags": flags.as_dict(),
+        "resolution": resolution,
+        "upsample": upsample,
+        "fars": list(fars),
+        "one_to_n": one_to_n,
+        "variant": variant,
+        "fpirs": list(fpirs),
+        "rank": rank,
+        "extraction": options.as_dict(),
+    }
     return IjbResult(name, roc, results, len(ijb.names), len(tids), len(ijb.pairs), settings)

@@ -207,10 +207,20 @@ def verification_kfold(
         v, f = _val_far(dist[test], same[test], np.array([t_far]))
         val[k], far[k] = v[0], f[0]
     return VerificationResult(
-        accuracy=float(acc.mean()), accuracy_std=float(acc.std()), fold_accuracies=acc, best_thresholds=best,
-        val=float(val.mean()), val_std=float(val.std()), far=float(far.mean()), far_target=float(far_target),
-        fold_val=val, fold_far=far, thresholds=thr, tpr=tprs.mean(0), fpr=fprs.mean(0),
-    )  # fmt: skip
+        accuracy=float(acc.mean()),
+        accuracy_std=float(acc.std()),
+        fold_accuracies=acc,
+        best_thresholds=best,
+        val=float(val.mean()),
+        val_std=float(val.std()),
+        far=float(far.mean()),
+        far_target=float(far_target),
+        fold_val=val,
+        fold_far=far,
+        thresholds=thr,
+        tpr=tprs.mean(0),
+        fpr=fprs.mean(0),
+    )
 
 
 def evaluate_verification(
@@ -329,16 +339,20 @@ def cmc(
     mated, rank, _, _ = mate_ranks(scores, probe_labels, gallery_labels)
     if not mated.all():
         missing = np.asarray(probe_labels)[~mated][:5]
-        raise ValueError(f"cmc: {int((~mated).sum())} probes have no mate in the gallery (e.g. labels {missing}); "
-                         "closed-set identification needs every probe enrolled")  # fmt: skip
+        raise ValueError(
+            f"cmc: {int((~mated).sum())} probes have no mate in the gallery (e.g. labels {missing}); "
+            "closed-set identification needs every probe enrolled"
+        )
     return {int(r): float(np.mean(rank <= r)) for r in ranks}
 
 
 def _nist(scores, probe_labels, gallery_labels, fpirs, rank) -> OpenSetResult:
     mated, ranks, mate, best = mate_ranks(scores, probe_labels, gallery_labels)
     if not mated.any() or mated.all():
-        raise ValueError("open-set identification needs both mated and unmated probes "
-                         f"(got {int(mated.sum())} mated, {int((~mated).sum())} unmated)")  # fmt: skip
+        raise ValueError(
+            "open-set identification needs both mated and unmated probes "
+            f"(got {int(mated.sum())} mated, {int((~mated).sum())} unmated)"
+        )
     unmated_best = np.sort(best[~mated])[::-1]
     hit_scores = mate[mated & (ranks <= rank)]
     n_mated, n_unmated = int(mated.sum()), unmated_best.size
@@ -401,8 +415,16 @@ def _insightface_1n(scores, probe_labels, gallery_labels, fpirs, rank) -> OpenSe
         thresholds[float(f)], tpir[float(f)] = t, float(np.sum(mate > t) / p.size)
     rank_rates = {r: float(np.mean(ranks <= r)) for r in (1, 5, 10)}
     fpir_grid = np.array(sorted(tpir))
-    return OpenSetResult("insightface_1n", rank, tpir, thresholds, fpir_grid, np.array([tpir[f] for f in fpir_grid]),
-                         float("nan"), rank_rates)  # fmt: skip
+    return OpenSetResult(
+        "insightface_1n",
+        rank,
+        tpir,
+        thresholds,
+        fpir_grid,
+        np.array([tpir[f] for f in fpir_grid]),
+        float("nan"),
+        rank_rates,
+    )
 
 
 def open_set_identification(

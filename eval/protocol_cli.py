@@ -60,8 +60,14 @@ def _curve(x: np.ndarray, y: np.ndarray, n: int = MAX_CURVE_POINTS) -> tuple[lis
 def _options(args: argparse.Namespace, flip: str | None = None) -> Any:
     from mrface.eval.verification import ExtractOptions
 
-    return ExtractOptions(flip=flip or args.flip, filter=args.filter, batch_size=args.batch_size, amp=args.amp,
-                          device=args.device, progress=not args.quiet)  # fmt: skip
+    return ExtractOptions(
+        flip=flip or args.flip,
+        filter=args.filter,
+        batch_size=args.batch_size,
+        amp=args.amp,
+        device=args.device,
+        progress=not args.quiet,
+    )
 
 
 def _routing(args: argparse.Namespace) -> Any:
@@ -76,13 +82,22 @@ def _start(args: argparse.Namespace) -> Any:
     return cli.load_eval_model(args.model)
 
 
-def _write(args: argparse.Namespace, kind: str, title: str, model: Any, settings: dict[str, Any],
-           results: dict[str, Any], tables: list[dict[str, Any]], plots: list[dict[str, Any]]) -> int:  # fmt: skip
+def _write(
+    args: argparse.Namespace,
+    kind: str,
+    title: str,
+    model: Any,
+    settings: dict[str, Any],
+    results: dict[str, Any],
+    tables: list[dict[str, Any]],
+    plots: list[dict[str, Any]],
+) -> int:
     from mrface.eval import cli
     from mrface.eval.report import new_report, write_report
 
-    report = new_report(kind, title, settings={"model": args.model, **settings}, model=cli._model_json(model),
-                        results=results)  # fmt: skip
+    report = new_report(
+        kind, title, settings={"model": args.model, **settings}, model=cli._model_json(model), results=results
+    )
     report["tables"] += tables
     report["plots"] += plots
     text = "\n\n".join(f"{t['title']}\n{cli._table_text(t['columns'], t['rows'])}" for t in tables)
@@ -94,15 +109,29 @@ def _cmd_tinyface(args: argparse.Namespace) -> int:
     from mrface.eval.tinyface import evaluate_tinyface
 
     model = _start(args)
-    res = evaluate_tinyface(model, args.root, options=_options(args), routing=_routing(args), ranks=args.ranks,
-                            level=args.level, backend=args.backend)  # fmt: skip
+    res = evaluate_tinyface(
+        model,
+        args.root,
+        options=_options(args),
+        routing=_routing(args),
+        ranks=args.ranks,
+        level=args.level,
+        backend=args.backend,
+    )
     rows = [[f"rank-{r}", 100 * v] for r, v in res.cmc.items()]
-    table = {"title": f"TinyFace closed-set identification ({res.num_probes} probes, "
-                      f"{res.num_gallery_match} + {res.num_distractors} distractors, {args.level} ranks)",
-             "columns": ["rank", "identification %"], "rows": rows}  # fmt: skip
-    plot = {"name": "cmc", "title": "TinyFace CMC", "xlabel": "rank", "ylabel": "identification %",
-            "series": [{"label": args.level, "x": list(res.cmc),
-                        "y": [100 * v for v in res.cmc.values()]}]}  # fmt: skip
+    table = {
+        "title": f"TinyFace closed-set identification ({res.num_probes} probes, "
+        f"{res.num_gallery_match} + {res.num_distractors} distractors, {args.level} ranks)",
+        "columns": ["rank", "identification %"],
+        "rows": rows,
+    }
+    plot = {
+        "name": "cmc",
+        "title": "TinyFace CMC",
+        "xlabel": "rank",
+        "ylabel": "identification %",
+        "series": [{"label": args.level, "x": list(res.cmc), "y": [100 * v for v in res.cmc.values()]}],
+    }
     return _write(args, "tinyface", "TinyFace", model, res.settings, res.summary(), [table], [plot])
 
 
@@ -110,15 +139,29 @@ def _cmd_scface(args: argparse.Namespace) -> int:
     from mrface.eval.scface import evaluate_scface
 
     model = _start(args)
-    res = evaluate_scface(model, args.root, protocol=args.protocol, cams=args.cams, options=_options(args),
-                          routing=_routing(args), ranks=args.ranks, subjects=args.subjects)  # fmt: skip
+    res = evaluate_scface(
+        model,
+        args.root,
+        protocol=args.protocol,
+        cams=args.cams,
+        options=_options(args),
+        routing=_routing(args),
+        ranks=args.ranks,
+        subjects=args.subjects,
+    )
     columns = ["distance", "probes", *[f"rank-{r} %" for r in args.ranks]]
     rows = [[f"d{d}", res.num_probes[d], *[100 * c[r] for r in args.ranks]] for d, c in res.per_distance.items()]
     table = {"title": f"SCface {res.protocol} ({res.num_gallery} mugshots)", "columns": columns, "rows": rows}
     r1 = args.ranks[0]
-    plot = {"name": "rank_vs_distance", "title": f"SCface rank-{r1} by distance", "xlabel": "distance (1 = 4.2 m)",
-            "ylabel": f"rank-{r1} %", "series": [{"label": res.protocol, "x": list(res.per_distance),
-                                                   "y": [100 * c[r1] for c in res.per_distance.values()]}]}  # fmt: skip
+    plot = {
+        "name": "rank_vs_distance",
+        "title": f"SCface rank-{r1} by distance",
+        "xlabel": "distance (1 = 4.2 m)",
+        "ylabel": f"rank-{r1} %",
+        "series": [
+            {"label": res.protocol, "x": list(res.per_distance), "y": [100 * c[r1] for c in res.per_distance.values()]}
+        ],
+    }
     return _write(args, "scface", "SCface", model, res.settings, res.summary(), [table], [plot])
 
 
@@ -126,18 +169,33 @@ def _cmd_survface(args: argparse.Namespace) -> int:
     from mrface.eval.survface import evaluate_survface
 
     model = _start(args)
-    res = evaluate_survface(model, args.root, options=_options(args), routing=_routing(args), fpirs=args.fpirs,
-                            rank=args.rank, variant=args.variant, gallery_mode=args.gallery,
-                            setup=args.setup)  # fmt: skip
+    res = evaluate_survface(
+        model,
+        args.root,
+        options=_options(args),
+        routing=_routing(args),
+        fpirs=args.fpirs,
+        rank=args.rank,
+        variant=args.variant,
+        gallery_mode=args.gallery,
+        setup=args.setup,
+    )
     o = res.open_set
     rows = [[f"{f:g}", 100 * v, o.thresholds[f]] for f, v in o.tpir.items()] + [["AUC", 100 * o.auc, "-"]]
-    table = {"title": f"QMUL-SurvFace 1:N ({args.variant}, TPIR at rank {args.rank}; {res.num_gallery} gallery, "
-                      f"{res.num_mated} mated, {res.num_unmated} unmated)",
-             "columns": ["FPIR", "TPIR %", "threshold"], "rows": rows}  # fmt: skip
+    table = {
+        "title": f"QMUL-SurvFace 1:N ({args.variant}, TPIR at rank {args.rank}; {res.num_gallery} gallery, "
+        f"{res.num_mated} mated, {res.num_unmated} unmated)",
+        "columns": ["FPIR", "TPIR %", "threshold"],
+        "rows": rows,
+    }
     x, y = _curve(o.curve_fpir, 100 * np.asarray(o.curve_tpir))
-    plot = {"name": "tpir_fpir", "title": "SurvFace TPIR vs FPIR", "xlabel": "FPIR",
-            "ylabel": f"TPIR@rank{args.rank} %",
-            "series": [{"label": args.variant, "x": x, "y": y}]}  # fmt: skip
+    plot = {
+        "name": "tpir_fpir",
+        "title": "SurvFace TPIR vs FPIR",
+        "xlabel": "FPIR",
+        "ylabel": f"TPIR@rank{args.rank} %",
+        "series": [{"label": args.variant, "x": x, "y": y}],
+    }
     return _write(args, "survface", "QMUL-SurvFace", model, res.settings, res.summary(), [table], [plot])
 
 
@@ -149,8 +207,10 @@ def ijb_flags_from_args(args: argparse.Namespace) -> IjbFlags:
     base = IjbFlags.preset(args.preset).as_dict() if args.preset else {}
     missing = [k for k, v in given.items() if v is None and k not in base]
     if missing:
-        raise ValueError(f"ijb: give --preset (arcface_torch or btnet) or all of --test-flip, --norm-weighting, "
-                         f"--detector-score (missing: {', '.join(missing)})")  # fmt: skip
+        raise ValueError(
+            f"ijb: give --preset (arcface_torch or btnet) or all of --test-flip, --norm-weighting, "
+            f"--detector-score (missing: {', '.join(missing)})"
+        )
     return IjbFlags(**{**base, **{k: v for k, v in given.items() if v is not None}})
 
 
@@ -163,21 +223,50 @@ def _cmd_ijb(args: argparse.Namespace) -> int:
         return ijb_mixed_cli.run(args, flags)
     args.variant = args.variant or "nist"
     model = _start(args)
-    res = evaluate_ijb(model, args.root, flags, name=args.name, resolution=args.resolution, upsample=args.upsample,
-                       options=_options(args, flip="none"), fars=args.fars, one_to_n=not args.no_1n,
-                       variant=args.variant, fpirs=args.fpirs, rank=args.rank, chunk=args.chunk)  # fmt: skip
+    res = evaluate_ijb(
+        model,
+        args.root,
+        flags,
+        name=args.name,
+        resolution=args.resolution,
+        upsample=args.upsample,
+        options=_options(args, flip="none"),
+        fars=args.fars,
+        one_to_n=not args.no_1n,
+        variant=args.variant,
+        fpirs=args.fpirs,
+        rank=args.rank,
+        chunk=args.chunk,
+    )
     rows = [[f"{f:g}", 100 * v] for f, v in res.roc.tar_at_far.items()]
-    tables = [{"title": f"{args.name.upper()} 1:1 ({res.num_pairs} pairs, {res.num_templates} templates, flags "
-                        f"{flags.as_dict()})", "columns": ["FAR", "TAR %"], "rows": rows}]  # fmt: skip
+    tables = [
+        {
+            "title": f"{args.name.upper()} 1:1 ({res.num_pairs} pairs, {res.num_templates} templates, flags "
+            f"{flags.as_dict()})",
+            "columns": ["FAR", "TAR %"],
+            "rows": rows,
+        }
+    ]
     if res.one_to_n:
         rows = [[g, f"{f:g}", 100 * v] for g, o in res.one_to_n.items() for f, v in o.tpir.items()]
         rows += [[g, f"rank-{r}", 100 * v] for g, o in res.one_to_n.items() for r, v in o.rank_rates.items()]
-        tables.append({"title": f"{args.name.upper()} 1:N ({args.variant}, TPIR at rank {args.rank})",
-                       "columns": ["gallery", "FPIR / rank", "TPIR %"], "rows": rows})  # fmt: skip
+        tables.append(
+            {
+                "title": f"{args.name.upper()} 1:N ({args.variant}, TPIR at rank {args.rank})",
+                "columns": ["gallery", "FPIR / rank", "TPIR %"],
+                "rows": rows,
+            }
+        )
     keep = res.roc.fpr > 0
     x, y = _curve(res.roc.fpr[keep], 100 * res.roc.tpr[keep])
-    plot = {"name": "roc", "title": f"{args.name.upper()} 1:1 ROC", "xlabel": "FAR", "ylabel": "TAR %",
-            "xscale": "log", "series": [{"label": f"@{args.resolution}", "x": x, "y": y}]}  # fmt: skip
+    plot = {
+        "name": "roc",
+        "title": f"{args.name.upper()} 1:1 ROC",
+        "xlabel": "FAR",
+        "ylabel": "TAR %",
+        "xscale": "log",
+        "series": [{"label": f"@{args.resolution}", "x": x, "y": y}],
+    }
     return _write(args, "ijb", args.name.upper(), model, res.settings, res.summary(), tables, [plot])
 
 
@@ -204,15 +293,23 @@ def register(sub: argparse._SubParsersAction, clear_errors: Any) -> None:
     t = sub.add_parser("tinyface", help="TinyFace closed-set rank-1/5/20 (probe vs match + distractors)")
     _extraction(t)
     t.add_argument("--ranks", type=_ints, default=(1, 5, 20))
-    t.add_argument("--level", default="entry", choices=CMC_LEVELS,
-                   help="entry: any of the top-R gallery images matches (published rule); subject: ranks of subjects")
+    t.add_argument(
+        "--level",
+        default="entry",
+        choices=CMC_LEVELS,
+        help="entry: any of the top-R gallery images matches (published rule); subject: ranks of subjects",
+    )
     t.add_argument("--backend", default="auto", choices=BACKENDS, help="gallery search (faiss when installed)")
     t.set_defaults(func=clear_errors(_cmd_tinyface))
 
     s = sub.add_parser("scface", help="SCface per-distance rank-1 identification, gallery = mugshots")
     _extraction(s)
-    s.add_argument("--protocol", default="finetune50", choices=["finetune50", "all130"],
-                   help="finetune50: test subjects 51-130 (fine-tune on 1-50 first); all130: zero-shot")
+    s.add_argument(
+        "--protocol",
+        default="finetune50",
+        choices=["finetune50", "all130"],
+        help="finetune50: test subjects 51-130 (fine-tune on 1-50 first); all130: zero-shot",
+    )
     s.add_argument("--cams", type=_ints, default=(1, 2, 3, 4, 5), help="surveillance cameras (6-8 are IR)")
     s.add_argument("--ranks", type=_ints, default=(1,))
     s.add_argument("--subjects", type=int, default=130, help="highest subject id present (130 in SCface)")
@@ -220,34 +317,58 @@ def register(sub: argparse._SubParsersAction, clear_errors: Any) -> None:
 
     v = sub.add_parser("survface", help="QMUL-SurvFace open-set 1:N: TPIR@FPIR and AUC")
     _extraction(v)
-    v.add_argument("--variant", default="nist", choices=[x for x in OPEN_SET_VARIANTS if x != "insightface_1n"],
-                   help="nist, or btnet_survface for BTNet's published numbers")
+    v.add_argument(
+        "--variant",
+        default="nist",
+        choices=[x for x in OPEN_SET_VARIANTS if x != "insightface_1n"],
+        help="nist, or btnet_survface for BTNet's published numbers",
+    )
     v.add_argument("--rank", type=int, default=20, help="R of TPIR_R (BTNet reports TPIR20)")
     v.add_argument("--fpirs", type=_fractions, default=(0.3, 0.2, 0.1, 0.01))
-    v.add_argument("--gallery", default="entries", choices=[*GALLERY_MODES, "raw_prototypes"],
-                   help="entries: every gallery image; prototypes: one unit mean of unit features per subject; "
-                        "raw_prototypes: mean raw feature, then normalised (BTNet)")
-    v.add_argument("--setup", default="mrface", choices=["mrface", "btnet"],
-                   help="btnet: BTNet's eval_survface_1n_multi_reso.py (PIL bicubic resize to the branch, "
-                        "raw_prototypes, btnet_survface variant, no flip); overrides --variant/--gallery/--flip")
+    v.add_argument(
+        "--gallery",
+        default="entries",
+        choices=[*GALLERY_MODES, "raw_prototypes"],
+        help="entries: every gallery image; prototypes: one unit mean of unit features per subject; "
+        "raw_prototypes: mean raw feature, then normalised (BTNet)",
+    )
+    v.add_argument(
+        "--setup",
+        default="mrface",
+        choices=["mrface", "btnet"],
+        help="btnet: BTNet's eval_survface_1n_multi_reso.py (PIL bicubic resize to the branch, "
+        "raw_prototypes, btnet_survface variant, no flip); overrides --variant/--gallery/--flip",
+    )
     v.set_defaults(func=clear_errors(_cmd_survface))
 
     j = sub.add_parser("ijb", help="IJB-B/C 1:1 TAR@FAR and 1:N from loose crops + 5-point landmarks")
     _extraction(j, flip=False, routing=False)
     j.add_argument("--name", default="ijbc", choices=["ijbc", "ijbb"])
-    j.add_argument("--preset", choices=["arcface_torch", "btnet"], default=None,
-                   help="public flag set: arcface_torch eval_ijbc.py (flip, norm score, detector score) or BTNet's "
-                        "eval_ijbc_*_multi_reso.py (flip, detector score, no norm score); flags below override it")
+    j.add_argument(
+        "--preset",
+        choices=["arcface_torch", "btnet"],
+        default=None,
+        help="public flag set: arcface_torch eval_ijbc.py (flip, norm score, detector score) or BTNet's "
+        "eval_ijbc_*_multi_reso.py (flip, detector score, no norm score); flags below override it",
+    )
     j.add_argument("--test-flip", type=_yes_no, default=None, help="F2: add the mirrored image's feature (yes/no)")
-    j.add_argument("--norm-weighting", type=_yes_no, default=None,
-                   help="N1: keep feature norms as weights instead of L2-normalising images (yes/no)")
+    j.add_argument(
+        "--norm-weighting",
+        type=_yes_no,
+        default=None,
+        help="N1: keep feature norms as weights instead of L2-normalising images (yes/no)",
+    )
     j.add_argument("--detector-score", type=_yes_no, default=None, help="D1: weight by faceness (yes/no)")
     j.add_argument("--resolution", type=int, default=112, help="degrade aligned crops to this size (its branch)")
     j.add_argument("--upsample", action="store_true", help="with --resolution: back to 112 through the trunk")
     j.add_argument("--fars", type=_fractions, default=ROC_FARS)
     j.add_argument("--no-1n", action="store_true", help="skip 1:N (no 1:N csv files needed)")
-    j.add_argument("--variant", default="nist", choices=OPEN_SET_VARIANTS,
-                   help="1:N rule (default nist; insightface_1n with --pair/--matrix, as the BTNet script)")
+    j.add_argument(
+        "--variant",
+        default="nist",
+        choices=OPEN_SET_VARIANTS,
+        help="1:N rule (default nist; insightface_1n with --pair/--matrix, as the BTNet script)",
+    )
     j.add_argument("--rank", type=int, default=1)
     j.add_argument("--fpirs", type=_fractions, default=(0.01, 0.1))
     j.add_argument("--chunk", type=int, default=2048, help="images aligned and embedded at a time")

@@ -37,8 +37,16 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 def versions() -> dict[str, str]:
     """Versions of the packages that shape the numbers."""
     out = {"python": platform.python_version()}
-    for pkg in ("mrface", "torch", "numpy", "scikit-learn", "scipy", "opencv-python-headless", "faiss-cpu",
-                "matplotlib"):  # fmt: skip
+    for pkg in (
+        "mrface",
+        "torch",
+        "numpy",
+        "scikit-learn",
+        "scipy",
+        "opencv-python-headless",
+        "faiss-cpu",
+        "matplotlib",
+    ):
         try:
             out[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
@@ -59,15 +67,27 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def new_report(kind: str, title: str, *, settings: dict[str, Any], model: dict[str, Any] | None = None,
-               results: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+def new_report(
+    kind: str,
+    title: str,
+    *,
+    settings: dict[str, Any],
+    model: dict[str, Any] | None = None,
+    results: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """An empty report skeleton; add ``tables`` and ``plots`` entries, then :func:`write_report`."""
     return {
-        "schema": SCHEMA, "kind": kind, "title": title,
+        "schema": SCHEMA,
+        "kind": kind,
+        "title": title,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "settings": settings, "model": model, "versions": versions(), "results": results or {},
-        "tables": [], "plots": [],
-    }  # fmt: skip
+        "settings": settings,
+        "model": model,
+        "versions": versions(),
+        "results": results or {},
+        "tables": [],
+        "plots": [],
+    }
 
 
 def validate_report(report: Any, source: str = "report") -> None:
@@ -84,8 +104,9 @@ def validate_report(report: Any, source: str = "report") -> None:
             raise ValueError(f"{source}: tables[{i}] needs 'title', 'columns' and 'rows'")
         for j, row in enumerate(table["rows"]):
             if len(row) != len(table["columns"]):
-                raise ValueError(f"{source}: tables[{i}].rows[{j}] has {len(row)} cells for "
-                                 f"{len(table['columns'])} columns")  # fmt: skip
+                raise ValueError(
+                    f"{source}: tables[{i}].rows[{j}] has {len(row)} cells for {len(table['columns'])} columns"
+                )
     for i, plot in enumerate(report["plots"]):
         if not isinstance(plot, dict) or not {"name", "title", "series"} <= set(plot):
             raise ValueError(f"{source}: plots[{i}] needs 'name', 'title' and 'series'")

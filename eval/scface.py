@@ -36,22 +36,28 @@ class SCfaceResult:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        return {"protocol": self.protocol,
-                "per_distance": {f"d{d}": {str(r): v for r, v in c.items()} for d, c in self.per_distance.items()},
-                "num_gallery": self.num_gallery,
-                "num_probes": {f"d{d}": n for d, n in self.num_probes.items()}}  # fmt: skip
+        return {
+            "protocol": self.protocol,
+            "per_distance": {f"d{d}": {str(r): v for r, v in c.items()} for d, c in self.per_distance.items()},
+            "num_gallery": self.num_gallery,
+            "num_probes": {f"d{d}": n for d, n in self.num_probes.items()},
+        }
 
 
 def score_scface(
-    gallery: np.ndarray, gallery_labels: np.ndarray, probes: dict[int, tuple[np.ndarray, np.ndarray]],
+    gallery: np.ndarray,
+    gallery_labels: np.ndarray,
+    probes: dict[int, tuple[np.ndarray, np.ndarray]],
     ranks: Sequence[int] = (1,),
-) -> dict[int, dict[int, float]]:  # fmt: skip
+) -> dict[int, dict[int, float]]:
     """Mugshot features (G, D) + labels (G,), {distance: (features (P, D), labels (P,))} -> {d: {rank: rate}}."""
     labels = np.asarray(gallery_labels, np.int64)
     if np.unique(labels).size != labels.size:
         raise ValueError("SCface: the gallery must hold one mugshot per subject")
-    return {d: closed_set_cmc(f, lbl, gallery, labels, ranks, level="subject", backend="numpy")
-            for d, (f, lbl) in sorted(probes.items())}  # fmt: skip
+    return {
+        d: closed_set_cmc(f, lbl, gallery, labels, ranks, level="subject", backend="numpy")
+        for d, (f, lbl) in sorted(probes.items())
+    }
 
 
 def evaluate_scface(
@@ -72,10 +78,22 @@ def evaluate_scface(
     options, routing = options or ExtractOptions(), routing or CropRouting()
     sc = load_scface(root, protocol, cams, subjects)
     gallery = embed_files(model, [p for p, _ in sc.gallery], options, routing, "scface mugshots").features
-    probes = {d: (embed_files(model, [p for p, _ in items], options, routing, f"scface d{d}").features,
-                  np.array([s for _, s in items], np.int64)) for d, items in sc.probes.items()}  # fmt: skip
+    probes = {
+        d: (
+            embed_files(model, [p for p, _ in items], options, routing, f"scface d{d}").features,
+            np.array([s for _, s in items], np.int64),
+        )
+        for d, items in sc.probes.items()
+    }
     per_distance = score_scface(gallery, [s for _, s in sc.gallery], probes, ranks)
-    settings = {"root": str(root), "protocol": protocol, "cams": list(cams), "ranks": list(ranks),
-                "test_subjects": len(sc.gallery), "finetune_subjects": len(sc.train_subjects),
-                "routing": routing.as_dict(), "extraction": options.as_dict()}  # fmt: skip
+    settings = {
+        "root": str(root),
+        "protocol": protocol,
+        "cams": list(cams),
+        "ranks": list(ranks),
+        "test_subjects": len(sc.gallery),
+        "finetune_subjects": len(sc.train_subjects),
+        "routing": routing.as_dict(),
+        "extraction": options.as_dict(),
+    }
     return SCfaceResult(protocol, per_distance, len(sc.gallery), {d: len(v) for d, v in sc.probes.items()}, settings)

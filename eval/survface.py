@@ -47,13 +47,15 @@ def raw_prototypes(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray
     return sums / counts[:, None], subjects
 
 
-def pil_bicubic_to_branch(images: Sequence[np.ndarray], resolutions: Sequence[int], routing: CropRouting
-                          ) -> list[np.ndarray]:  # fmt: skip
+def pil_bicubic_to_branch(
+    images: Sequence[np.ndarray], resolutions: Sequence[int], routing: CropRouting
+) -> list[np.ndarray]:
     """Each (H, W, 3) uint8 crop resized (PIL bicubic) to the square side of the branch its (w, h) routes to."""
     from mrface.models.branch_select import choose_branches
 
-    sides = choose_branches([(im.shape[1], im.shape[0]) for im in images], resolutions, routing.indicator,
-                            routing.strategy)  # fmt: skip
+    sides = choose_branches(
+        [(im.shape[1], im.shape[0]) for im in images], resolutions, routing.indicator, routing.strategy
+    )
     return [np.asarray(Image.fromarray(im).resize((r, r), Image.BICUBIC)) for im, r in zip(images, sides, strict=True)]
 
 
@@ -68,16 +70,27 @@ class SurvFaceResult:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        return {**self.open_set.summary(), "thresholds": {str(k): v for k, v in self.open_set.thresholds.items()},
-                "num_gallery": self.num_gallery, "num_mated": self.num_mated,
-                "num_unmated": self.num_unmated}  # fmt: skip
+        return {
+            **self.open_set.summary(),
+            "thresholds": {str(k): v for k, v in self.open_set.thresholds.items()},
+            "num_gallery": self.num_gallery,
+            "num_mated": self.num_mated,
+            "num_unmated": self.num_unmated,
+        }
 
 
 def score_survface(
-    gallery: np.ndarray, gallery_labels: np.ndarray, mated: np.ndarray, mated_labels: np.ndarray,
-    unmated: np.ndarray, *, fpirs: Sequence[float] = SURVFACE_FPIRS, rank: int = 20, variant: str = "nist",
+    gallery: np.ndarray,
+    gallery_labels: np.ndarray,
+    mated: np.ndarray,
+    mated_labels: np.ndarray,
+    unmated: np.ndarray,
+    *,
+    fpirs: Sequence[float] = SURVFACE_FPIRS,
+    rank: int = 20,
+    variant: str = "nist",
     gallery_mode: str = "entries",
-) -> OpenSetResult:  # fmt: skip
+) -> OpenSetResult:
     """Features (G, D), (M, D), (U, D), labels (G,), (M,) -> open-set result (see module docstring).
 
     Raises ``ValueError`` when a mated probe's subject is not in the gallery (the lists disagree).
@@ -89,14 +102,16 @@ def score_survface(
         gallery_mode = "entries"
     stray = np.setdiff1d(mated_labels, gallery_labels)
     if stray.size:
-        raise ValueError(f"SurvFace: {stray.size} mated-probe subject ids are not in the gallery "
-                         f"(e.g. {stray[:5].tolist()})")  # fmt: skip
+        raise ValueError(
+            f"SurvFace: {stray.size} mated-probe subject ids are not in the gallery (e.g. {stray[:5].tolist()})"
+        )
     # unmated probes get ids below every gallery id, so none can match
     unmated_labels = np.full(len(unmated), min(0, int(gallery_labels.min())) - 1, np.int64)
     probes = np.concatenate([np.asarray(mated), np.asarray(unmated)])
     labels = np.concatenate([mated_labels, unmated_labels])
-    return open_set_search(probes, labels, gallery, gallery_labels, fpirs=fpirs, rank=rank, variant=variant,
-                           gallery=gallery_mode)  # fmt: skip
+    return open_set_search(
+        probes, labels, gallery, gallery_labels, fpirs=fpirs, rank=rank, variant=variant, gallery=gallery_mode
+    )
 
 
 def evaluate_survface(
@@ -126,17 +141,34 @@ def evaluate_survface(
     def embed(paths: list, name: str) -> np.ndarray:
         if setup != "btnet":
             return embed_files(model, paths, options, routing, f"survface {name}").features
-        crops = pil_bicubic_to_branch(read_images(paths, options.progress, f"read survface {name}"), resolutions,
-                                      routing)  # fmt: skip
+        crops = pil_bicubic_to_branch(
+            read_images(paths, options.progress, f"read survface {name}"), resolutions, routing
+        )
         return embed_crops(model, crops, options, routing, f"survface {name}").features
 
-    feats = {name: embed([p for p, _ in items], name)
-             for name, items in (("gallery", sf.gallery), ("mated", sf.mated_probe),
-                                 ("unmated", sf.unmated_probe))}  # fmt: skip
-    res = score_survface(feats["gallery"], [i for _, i in sf.gallery], feats["mated"],
-                         [i for _, i in sf.mated_probe], feats["unmated"], fpirs=fpirs, rank=rank, variant=variant,
-                         gallery_mode=gallery_mode)  # fmt: skip
-    settings = {"root": str(root), "setup": setup, "fpirs": list(fpirs), "rank": rank, "variant": variant,
-                "gallery": gallery_mode,
-                "routing": routing.as_dict(), "extraction": options.as_dict()}  # fmt: skip
+    feats = {
+        name: embed([p for p, _ in items], name)
+        for name, items in (("gallery", sf.gallery), ("mated", sf.mated_probe), ("unmated", sf.unmated_probe))
+    }
+    res = score_survface(
+        feats["gallery"],
+        [i for _, i in sf.gallery],
+        feats["mated"],
+        [i for _, i in sf.mated_probe],
+        feats["unmated"],
+        fpirs=fpirs,
+        rank=rank,
+        variant=variant,
+        gallery_mode=gallery_mode,
+    )
+    settings = {
+        "root": str(root),
+        "setup": setup,
+        "fpirs": list(fpirs),
+        "rank": rank,
+        "variant": variant,
+        "gallery": gallery_mode,
+        "routing": routing.as_dict(),
+        "extraction": options.as_dict(),
+    }
     return SurvFaceResult(res, len(sf.gallery), len(sf.mated_probe), len(sf.unmated_probe), settings)

@@ -21,8 +21,13 @@ from mrface.data.synthface import SynthFace
 from mrface.models import FaceModel, ModelMetadata
 
 
-def synthface_pairs(num_pairs: int = 600, num_identities: int = 200, first_identity: int = 100_000,
-                    images_per_identity: int = 20, seed: int = 0) -> tuple[VerificationPairs, np.ndarray]:  # fmt: skip
+def synthface_pairs(
+    num_pairs: int = 600,
+    num_identities: int = 200,
+    first_identity: int = 100_000,
+    images_per_identity: int = 20,
+    seed: int = 0,
+) -> tuple[VerificationPairs, np.ndarray]:
     """(pairs with images (2P, 112, 112, 3) uint8 RGB, identities (2P,)) from SynthFace seed ``seed``."""
     if num_pairs < 2 or num_identities < 2:
         raise ValueError("synthface_pairs: need num_pairs >= 2 and num_identities >= 2")
@@ -57,9 +62,11 @@ class Fisherfaces(FaceModel):
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("projection", torch.zeros(dim, components))
         self.register_buffer("offset", torch.zeros(components))
-        self.metadata = ModelMetadata(architecture="fisherfaces", embedding_size=components,
-                                      arguments={"components": components, "pca_components": pca_components,
-                                                 "pool": pool})  # fmt: skip
+        self.metadata = ModelMetadata(
+            architecture="fisherfaces",
+            embedding_size=components,
+            arguments={"components": components, "pca_components": pca_components, "pool": pool},
+        )
 
     def _pixels(self, x: torch.Tensor) -> torch.Tensor:
         return F.adaptive_avg_pool2d(x.float(), self.pool).flatten(1)
@@ -72,8 +79,10 @@ class Fisherfaces(FaceModel):
 
         classes = np.unique(identities).size
         if classes <= self.embedding_size:
-            raise ValueError(f"Fisherfaces.fit: {classes} identities give at most {classes - 1} LDA components; "
-                             f"components={self.embedding_size} needs more identities")  # fmt: skip
+            raise ValueError(
+                f"Fisherfaces.fit: {classes} identities give at most {classes - 1} LDA components; "
+                f"components={self.embedding_size} needs more identities"
+            )
         x = self._pixels(self.preprocess(images, color_order=color_order)).double().numpy()
         pca = PCA(min(self.pca_components, x.shape[0] - classes), svd_solver="full").fit(x)  # deterministic
         lda = LinearDiscriminantAnalysis(n_components=self.embedding_size).fit(pca.transform(x), identities)

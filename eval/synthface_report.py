@@ -54,14 +54,21 @@ def synthface_report(
     fisher = Fisherfaces().fit(train, train_ids)
 
     settings = {
-        "dataset": "SynthFace", "seed": seed, "pairs": num_pairs, "test_identities": test_identities,
-        "train_identities": train_identities, "train_images_per_identity": train_images,
-        "resolutions": list(resolutions), "protocol": "10-fold, squared L2 thresholds 0..3.99 step 0.01",
+        "dataset": "SynthFace",
+        "seed": seed,
+        "pairs": num_pairs,
+        "test_identities": test_identities,
+        "train_identities": train_identities,
+        "train_images_per_identity": train_images,
+        "resolutions": list(resolutions),
+        "protocol": "10-fold, squared L2 thresholds 0..3.99 step 0.01",
         "degradation": f"112 -> r with '{options.filter}', branch/trunk input resized by model.preprocess",
-        "extraction": options.as_dict(), "erc_fmr": erc_fmr,
-    }  # fmt: skip
-    report = new_report("synthface", "SynthFace verification report", settings=settings,
-                        model=json.loads(fisher.metadata.to_json()))  # fmt: skip
+        "extraction": options.as_dict(),
+        "erc_fmr": erc_fmr,
+    }
+    report = new_report(
+        "synthface", "SynthFace verification report", settings=settings, model=json.loads(fisher.metadata.to_json())
+    )
     results: dict[str, Any] = {}
     rows: list[list[Any]] = []
     roc: list[dict[str, Any]] = []
@@ -81,8 +88,15 @@ def synthface_report(
         if (r1, r2) in ((112, 112), (112, min(resolutions)), (min(resolutions), min(resolutions))):
             roc.append(_roc_series(f"Fisherfaces {r1}&{r2}", res))
         if (r1, r2) == (112, 112):
-            rows.append(["Fisherfaces (PCA+LDA, training-free)", "112&112", _pct(res.accuracy),
-                         _pct(res.accuracy_std), _pct(res.val)])  # fmt: skip
+            rows.append(
+                [
+                    "Fisherfaces (PCA+LDA, training-free)",
+                    "112&112",
+                    _pct(res.accuracy),
+                    _pct(res.accuracy_std),
+                    _pct(res.val),
+                ]
+            )
 
     if include_random_cnn:
         torch.manual_seed(seed)
@@ -90,8 +104,15 @@ def synthface_report(
         e = embed_at(cnn, pairs.images, 112, False, options, pairs.color).features
         res = score_pairs(e[0::2], e[1::2], pairs.issame)
         results["random_init_iresnet_tiny"] = res.summary()
-        rows.append(["random-init iresnet_tiny (width 1/8)", "112&112", _pct(res.accuracy),
-                     _pct(res.accuracy_std), _pct(res.val)])  # fmt: skip
+        rows.append(
+            [
+                "random-init iresnet_tiny (width 1/8)",
+                "112&112",
+                _pct(res.accuracy),
+                _pct(res.accuracy_std),
+                _pct(res.val),
+            ]
+        )
         roc.append(_roc_series("random-init iresnet_tiny", res))
 
     noise = np.random.default_rng(seed).standard_normal((2 * num_pairs, 64))
@@ -101,21 +122,45 @@ def synthface_report(
 
     columns = ["pair", "accuracy %", "± std", "VAL@FAR=1e-3 %"]
     report["tables"].append({"title": "Verification (10-fold)", "columns": ["model", *columns], "rows": rows})
-    report["tables"].append({"title": f"Fisherfaces cross-resolution matrix ({options.filter} degradation)",
-                             "columns": columns, "rows": matrix})  # fmt: skip
-    report["plots"].append({"name": "roc", "title": "SynthFace ROC (fold-averaged)", "xlabel": "FAR",
-                            "ylabel": "TAR", "xscale": "log", "series": roc})  # fmt: skip
+    report["tables"].append(
+        {
+            "title": f"Fisherfaces cross-resolution matrix ({options.filter} degradation)",
+            "columns": columns,
+            "rows": matrix,
+        }
+    )
+    report["plots"].append(
+        {
+            "name": "roc",
+            "title": "SynthFace ROC (fold-averaged)",
+            "xlabel": "FAR",
+            "ylabel": "TAR",
+            "xscale": "log",
+            "series": roc,
+        }
+    )
     low = sorted(r for r in resolutions if r != 112)
-    report["plots"].append({
-        "name": "accuracy_vs_resolution", "title": "Fisherfaces accuracy vs probe resolution",
-        "xlabel": "resolution r (px)", "ylabel": "accuracy %", "xscale": "log",
-        "series": [
-            {"label": "112&r", "x": [*low, 112], "y": [results[f"fisherfaces_112&{r}"]["accuracy"] * 100 for r in
-                                                       [*low, 112]]},
-            {"label": "r&r", "x": [*low, 112], "y": [results[f"fisherfaces_{r}&{r}"]["accuracy"] * 100 for r in
-                                                     [*low, 112]]},
-        ],
-    })  # fmt: skip
+    report["plots"].append(
+        {
+            "name": "accuracy_vs_resolution",
+            "title": "Fisherfaces accuracy vs probe resolution",
+            "xlabel": "resolution r (px)",
+            "ylabel": "accuracy %",
+            "xscale": "log",
+            "series": [
+                {
+                    "label": "112&r",
+                    "x": [*low, 112],
+                    "y": [results[f"fisherfaces_112&{r}"]["accuracy"] * 100 for r in [*low, 112]],
+                },
+                {
+                    "label": "r&r",
+                    "x": [*low, 112],
+                    "y": [results[f"fisherfaces_{r}&{r}"]["accuracy"] * 100 for r in [*low, 112]],
+                },
+            ],
+        }
+    )
 
     # ERC: each image at a random resolution; quality = resolution; pair quality = the smaller one
     rng = np.random.default_rng(seed + 1)
@@ -126,13 +171,23 @@ def synthface_report(
     labels = pairs.issame.astype(int)
     erc_res = erc_curve(scores, labels, pair_quality(res_of[0::2], res_of[1::2]), fmr=erc_fmr)
     erc_rand = erc_curve(scores, labels, rng.random(num_pairs), fmr=erc_fmr)
-    results["erc_mixed_resolution"] = {"reject": erc_res.reject_fractions, "fnmr_resolution_quality": erc_res.fnmr,
-                                       "fnmr_random_quality": erc_rand.fnmr, "threshold": erc_res.threshold}
-    report["plots"].append({
-        "name": "erc", "title": f"ERC, mixed resolutions (FMR {erc_fmr:g})", "xlabel": "rejected fraction",
-        "ylabel": "FNMR",
-        "series": [{"label": "quality = min resolution", "x": erc_res.reject_fractions, "y": erc_res.fnmr},
-                   {"label": "random quality", "x": erc_rand.reject_fractions, "y": erc_rand.fnmr}],
-    })  # fmt: skip
+    results["erc_mixed_resolution"] = {
+        "reject": erc_res.reject_fractions,
+        "fnmr_resolution_quality": erc_res.fnmr,
+        "fnmr_random_quality": erc_rand.fnmr,
+        "threshold": erc_res.threshold,
+    }
+    report["plots"].append(
+        {
+            "name": "erc",
+            "title": f"ERC, mixed resolutions (FMR {erc_fmr:g})",
+            "xlabel": "rejected fraction",
+            "ylabel": "FNMR",
+            "series": [
+                {"label": "quality = min resolution", "x": erc_res.reject_fractions, "y": erc_res.fnmr},
+                {"label": "random quality", "x": erc_rand.reject_fractions, "y": erc_rand.fnmr},
+            ],
+        }
+    )
     report["results"] = results
     return write_report(run_dir, report)

@@ -35,14 +35,24 @@ class TinyFaceResult:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        return {"cmc": {str(k): v for k, v in self.cmc.items()}, "num_probes": self.num_probes,
-                "num_gallery_match": self.num_gallery_match, "num_distractors": self.num_distractors}  # fmt: skip
+        return {
+            "cmc": {str(k): v for k, v in self.cmc.items()},
+            "num_probes": self.num_probes,
+            "num_gallery_match": self.num_gallery_match,
+            "num_distractors": self.num_distractors,
+        }
 
 
 def score_tinyface(
-    probe: np.ndarray, probe_labels: np.ndarray, match: np.ndarray, match_labels: np.ndarray,
-    distractors: np.ndarray, ranks: Sequence[int] = TINYFACE_RANKS, level: str = "entry", backend: str = "auto",
-) -> dict[int, float]:  # fmt: skip
+    probe: np.ndarray,
+    probe_labels: np.ndarray,
+    match: np.ndarray,
+    match_labels: np.ndarray,
+    distractors: np.ndarray,
+    ranks: Sequence[int] = TINYFACE_RANKS,
+    level: str = "entry",
+    backend: str = "auto",
+) -> dict[int, float]:
     """Features (P, D), (M, D), (X, D) with labels (P,), (M,) -> CMC {rank: fraction}; distractors unlabelled."""
     gallery = np.concatenate([np.asarray(match), np.asarray(distractors)])
     labels = np.concatenate([np.asarray(match_labels, np.int64), np.full(len(distractors), -1, np.int64)])
@@ -62,11 +72,25 @@ def evaluate_tinyface(
     """Load ``root`` (missing folders listed), embed every crop, and score (see module docstring)."""
     options, routing = options or ExtractOptions(), routing or CropRouting()
     tf = load_tinyface(root)
-    feats = {name: embed_files(model, [p for p, _ in items], options, routing, f"tinyface {name}").features
-             for name, items in (("probe", tf.probe), ("match", tf.gallery_match),
-                                 ("distractor", tf.gallery_distractor))}  # fmt: skip
-    cmc = score_tinyface(feats["probe"], [lbl for _, lbl in tf.probe], feats["match"],
-                         [lbl for _, lbl in tf.gallery_match], feats["distractor"], ranks, level, backend)  # fmt: skip
-    settings = {"root": str(root), "ranks": list(ranks), "level": level, "routing": routing.as_dict(),
-                "extraction": options.as_dict()}  # fmt: skip
+    feats = {
+        name: embed_files(model, [p for p, _ in items], options, routing, f"tinyface {name}").features
+        for name, items in (("probe", tf.probe), ("match", tf.gallery_match), ("distractor", tf.gallery_distractor))
+    }
+    cmc = score_tinyface(
+        feats["probe"],
+        [lbl for _, lbl in tf.probe],
+        feats["match"],
+        [lbl for _, lbl in tf.gallery_match],
+        feats["distractor"],
+        ranks,
+        level,
+        backend,
+    )
+    settings = {
+        "root": str(root),
+        "ranks": list(ranks),
+        "level": level,
+        "routing": routing.as_dict(),
+        "extraction": options.as_dict(),
+    }
     return TinyFaceResult(cmc, len(tf.probe), len(tf.gallery_match), len(tf.gallery_distractor), settings)

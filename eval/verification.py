@@ -61,14 +61,24 @@ def embed_at(
     input_size = int(getattr(model, "input_size", 112))
     low = degrade_images(images, resolution, options.filter, up="bilinear" if upsample else None)
     routed_res = input_size if upsample else resolution
-    return extract_embeddings(model, low, color_order=color, flip=options.flip, resolution=routed_res,
-                              upsample=False, batch_size=options.batch_size, amp=options.amp,
-                              device=options.device, progress=options.progress,
-                              description=f"extract@{resolution}{'↑' if upsample else ''}")  # fmt: skip
+    return extract_embeddings(
+        model,
+        low,
+        color_order=color,
+        flip=options.flip,
+        resolution=routed_res,
+        upsample=False,
+        batch_size=options.batch_size,
+        amp=options.amp,
+        device=options.device,
+        progress=options.progress,
+        description=f"extract@{resolution}{'↑' if upsample else ''}",
+    )
 
 
-def score_pairs(features1: np.ndarray, features2: np.ndarray, issame: np.ndarray, num_folds: int = 10,
-                far_target: float = 1e-3) -> VerificationResult:  # fmt: skip
+def score_pairs(
+    features1: np.ndarray, features2: np.ndarray, issame: np.ndarray, num_folds: int = 10, far_target: float = 1e-3
+) -> VerificationResult:
     """Pair features (P, D) each -> 10-fold result on the squared L2 of the unit vectors."""
     return verification_kfold(squared_l2(features1, features2), issame, num_folds, far_target)
 
@@ -125,8 +135,14 @@ def crossres_matrix(
             for name, pairs in sets.items():
                 res = score_pairs(feats[name, r1][0::2], feats[name, r2][1::2], pairs.issame)
                 results[name] = res.summary()
-            rows.append({
-                "pair": f"{r1}&{r2}", "r1": r1, "r2": r2, "mode": "upsampled" if upsample else "branch",
-                "results": results, "average": float(np.mean([v["accuracy"] for v in results.values()])),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "pair": f"{r1}&{r2}",
+                    "r1": r1,
+                    "r2": r2,
+                    "mode": "upsampled" if upsample else "branch",
+                    "results": results,
+                    "average": float(np.mean([v["accuracy"] for v in results.values()])),
+                }
+            )
     return rows

@@ -20,11 +20,25 @@ _UP_Y_OFF, _UP_Y_TAPS, _UP_X_OFF, _UP_X_TAPS, _BUF_OFF, _FIELDS = 9, 10, 11, 12,
 
 @triton.jit
 def _resize_planes_kernel(
-    src_ptr, src_plane_stride, dst_ptr, dst_plane_stride, scratch_ptr, scratch_plane_stride,
-    level_ptr, level_set_stride, channels, full_h, full_w, tap_index_ptr, tap_weight_ptr,
-    UP: tl.constexpr, WRITE_DST: tl.constexpr, WRITE_SCRATCH: tl.constexpr, ROUND_U8: tl.constexpr,
+    src_ptr,
+    src_plane_stride,
+    dst_ptr,
+    dst_plane_stride,
+    scratch_ptr,
+    scratch_plane_stride,
+    level_ptr,
+    level_set_stride,
+    channels,
+    full_h,
+    full_w,
+    tap_index_ptr,
+    tap_weight_ptr,
+    UP: tl.constexpr,
+    WRITE_DST: tl.constexpr,
+    WRITE_SCRATCH: tl.constexpr,
+    ROUND_U8: tl.constexpr,
     BLOCK_SIZE: tl.constexpr,
-):  # fmt: skip
+):
     plane = tl.program_id(0)
     block = tl.program_id(1)
     row = level_ptr + (plane // channels) * level_set_stride
@@ -73,9 +87,15 @@ def _resize_planes_kernel(
 
 
 def degrade_triton(
-    x: torch.Tensor, levels: torch.Tensor, tap_index: torch.Tensor, tap_weight: torch.Tensor,
-    buffer_floats: int, per_image: bool, downs: list[torch.Tensor | None], ups: list[torch.Tensor | None],
-) -> None:  # fmt: skip
+    x: torch.Tensor,
+    levels: torch.Tensor,
+    tap_index: torch.Tensor,
+    tap_weight: torch.Tensor,
+    buffer_floats: int,
+    per_image: bool,
+    downs: list[torch.Tensor | None],
+    ups: list[torch.Tensor | None],
+) -> None:
     """Fill ``downs``/``ups`` like the C++/CUDA kernels (see mrface/ops/degrade.py for the arguments).
 
     x: (N, C, H, W) contiguous; levels: int32 (sets, L, fields) on x's device. Cascaded levels read
@@ -101,14 +121,44 @@ def degrade_triton(
         grid = (planes, triton.cdiv(down_elems, BLOCK))
         down = downs[k]
         _resize_planes_kernel[grid](
-            src, src_stride, down if down is not None else scratch, out_h * out_w,
-            scratch[:, buf_off:], buffer_floats, level_row, set_stride, c, height, width, tap_index, tap_weight,
-            UP=False, WRITE_DST=down is not None, WRITE_SCRATCH=True, ROUND_U8=round_u8, BLOCK_SIZE=BLOCK,
-        )  # fmt: skip
+            src,
+            src_stride,
+            down if down is not None else scratch,
+            out_h * out_w,
+            scratch[:, buf_off:],
+            buffer_floats,
+            level_row,
+            set_stride,
+            c,
+            height,
+            width,
+            tap_index,
+            tap_weight,
+            UP=False,
+            WRITE_DST=down is not None,
+            WRITE_SCRATCH=True,
+            ROUND_U8=round_u8,
+            BLOCK_SIZE=BLOCK,
+        )
         if ups[k] is not None:
             grid = (planes, triton.cdiv(height * width, BLOCK))
             _resize_planes_kernel[grid](
-                scratch[:, buf_off:], buffer_floats, ups[k], height * width,
-                scratch, buffer_floats, level_row, set_stride, c, height, width, tap_index, tap_weight,
-                UP=True, WRITE_DST=True, WRITE_SCRATCH=False, ROUND_U8=round_u8, BLOCK_SIZE=BLOCK,
-            )  # fmt: skip
+                scratch[:, buf_off:],
+                buffer_floats,
+                ups[k],
+                height * width,
+                scratch,
+                buffer_floats,
+                level_row,
+                set_stride,
+                c,
+                height,
+                width,
+                tap_index,
+                tap_weight,
+                UP=True,
+                WRITE_DST=True,
+                WRITE_SCRATCH=False,
+                ROUND_U8=round_u8,
+                BLOCK_SIZE=BLOCK,
+            )

@@ -61,19 +61,37 @@ BWD_INNER_STAGES: int | None = 1
 
 
 @triton.jit
-def _cosine_tile(e_ptr, w_ptr, rows, cols, row_mask, col_mask, D, stride_e, stride_w,
-                 PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr,
-                 BLOCK_D: tl.constexpr):
+def _cosine_tile(
+    e_ptr,
+    w_ptr,
+    rows,
+    cols,
+    row_mask,
+    col_mask,
+    D,
+    stride_e,
+    stride_w,
+    PRECISION: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     """(cos (BLOCK_B, BLOCK_C) raw cosines, inv (BLOCK_C,) 1/||w||, norm (BLOCK_C,) ||w||)."""
     acc = tl.zeros([BLOCK_B, BLOCK_C], dtype=tl.float32)
     wsq = tl.zeros([BLOCK_C], dtype=tl.float32)
     for d0 in range(0, D, BLOCK_D):
         dk = d0 + tl.arange(0, BLOCK_D)
         d_mask = dk < D
-        e = tl.load(e_ptr + rows[:, None].to(tl.int64) * stride_e + dk[None, :],
-                    mask=row_mask[:, None] & d_mask[None, :], other=0.0)
-        w = tl.load(w_ptr + cols[:, None].to(tl.int64) * stride_w + dk[None, :],
-                    mask=col_mask[:, None] & d_mask[None, :], other=0.0)
+        e = tl.load(
+            e_ptr + rows[:, None].to(tl.int64) * stride_e + dk[None, :],
+            mask=row_mask[:, None] & d_mask[None, :],
+            other=0.0,
+        )
+        w = tl.load(
+            w_ptr + cols[:, None].to(tl.int64) * stride_w + dk[None, :],
+            mask=col_mask[:, None] & d_mask[None, :],
+            other=0.0,
+        )
         wf = w.to(tl.float32)
         wsq += tl.sum(wf * wf, axis=1)
         acc += tl.dot(e, tl.trans(w), input_precision=PRECISION)
@@ -121,11 +139,29 @@ def _pow2_scale(m):
 
 @triton.jit
 def _margin_fwd_kernel(
-    e_ptr, w_ptr, target_ptr, scale_ptr, thr_ptr, hard_t, cos_lo, cos_hi,
-    max_ptr, sum_ptr, cos_y_ptr, B, C, D, stride_e, stride_w, num_splits,
-    HARD: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr,
-):  # fmt: skip
+    e_ptr,
+    w_ptr,
+    target_ptr,
+    scale_ptr,
+    thr_ptr,
+    hard_t,
+    cos_lo,
+    cos_hi,
+    max_ptr,
+    sum_ptr,
+    cos_y_ptr,
+    B,
+    C,
+    D,
+    stride_e,
+    stride_w,
+    num_splits,
+    HARD: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     split = tl.program_id(1)
     rows, row_mask, target, scale, thr = _row_block(target_ptr, scale_ptr, thr_ptr, B, BLOCK_B)
     run_max = tl.full([BLOCK_B], float("-inf"), tl.float32)
@@ -134,8 +170,9 @@ def _margin_fwd_kernel(
     for tile in range(split, tl.cdiv(C, BLOCK_C), num_splits):
         cols = tile * BLOCK_C + tl.arange(0, BLOCK_C)
         col_mask = cols < C
-        cos, inv, norm = _cosine_tile(e_ptr, w_ptr, rows, cols, row_mask, col_mask, D, stride_e, stride_w,
-                                      PRECISION, BLOCK_B, BLOCK_C, BLOCK_D)
+        cos, inv, norm = _cosine_tile(
+            e_ptr, w_ptr, rows, cols, row_mask, col_mask, D, stride_e, stride_w, PRECISION, BLOCK_B, BLOCK_C, BLOCK_D
+        )
         live = row_mask[:, None] & col_mask[None, :]
         z, _, is_target = _nontarget_logits(cos, cols, live, target, scale, thr, hard_t, cos_lo, cos_hi, HARD)
         cos_y += tl.sum(tl.where(is_target, tl.minimum(tl.maximum(cos, -1.0), 1.0), 0.0), axis=1)
@@ -151,11 +188,33 @@ def _margin_fwd_kernel(
 
 @triton.jit
 def _margin_bwd_kernel(
-    e_ptr, w_ptr, target_ptr, scale_ptr, thr_ptr, hard_t, cos_lo, cos_hi, lse_ptr, grad_lse_ptr,
-    grad_cos_y_ptr, d_e_ptr, d_w_ptr, B, C, D, stride_e, stride_w, num_splits,
-    HARD: tl.constexpr, PRECISION: tl.constexpr, RESCALE: tl.constexpr, BWD_INNER_STAGES: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr,
-):  # fmt: skip
+    e_ptr,
+    w_ptr,
+    target_ptr,
+    scale_ptr,
+    thr_ptr,
+    hard_t,
+    cos_lo,
+    cos_hi,
+    lse_ptr,
+    grad_lse_ptr,
+    grad_cos_y_ptr,
+    d_e_ptr,
+    d_w_ptr,
+    B,
+    C,
+    D,
+    stride_e,
+    stride_w,
+    num_splits,
+    HARD: tl.constexpr,
+    PRECISION: tl.constexpr,
+    RESCALE: tl.constexpr,
+    BWD_INNER_STAGES: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     split = tl.program_id(1)
     rows, row_mask, target, scale, thr = _row_block(target_ptr, scale_ptr, thr_ptr, B, BLOCK_B)
     lse = tl.load(lse_ptr + rows, mask=row_mask, other=0.0)
@@ -165,8 +224,9 @@ def _margin_bwd_kernel(
     for tile in range(split, tl.cdiv(C, BLOCK_C), num_splits):
         cols = tile * BLOCK_C + tl.arange(0, BLOCK_C)
         col_mask = cols < C
-        cos, inv, norm = _cosine_tile(e_ptr, w_ptr, rows, cols, row_mask, col_mask, D, stride_e, stride_w,
-                                      PRECISION, BLOCK_B, BLOCK_C, BLOCK_D)
+        cos, inv, norm = _cosine_tile(
+            e_ptr, w_ptr, rows, cols, row_mask, col_mask, D, stride_e, stride_w, PRECISION, BLOCK_B, BLOCK_C, BLOCK_D
+        )
         live = row_mask[:, None] & col_mask[None, :]
         z, dz_dc, is_target = _nontarget_logits(cos, cols, live, target, scale, thr, hard_t, cos_lo, cos_hi, HARD)
         grad = tl.exp(z - lse[:, None]) * grad_lse[:, None] * dz_dc
@@ -213,8 +273,7 @@ def _tuned(kernel, reset: tuple[str, ...] = ()):
 def _precision(weight: torch.Tensor) -> str:
     """IEEE float32 dots (FMA on NVIDIA) unless torch allows TF32 and the tensor-core gate is lifted; the
     precision is ignored for float16/bfloat16 operands."""
-    if weight.dtype == torch.float32 and not (torch.backends.cuda.matmul.allow_tf32
-                                              and triton_tensor_cores_enabled()):
+    if weight.dtype == torch.float32 and not (torch.backends.cuda.matmul.allow_tf32 and triton_tensor_cores_enabled()):
         return "ieee"
     return "tf32"
 
@@ -251,7 +310,8 @@ def _launch(kernel, reset: tuple[str, ...], args: tuple, b: int, splits: int, me
         config = triton.Config(_INTERPRETER_BLOCKS)
     if config is not None:
         kernel[(triton.cdiv(b, config.kwargs["BLOCK_B"]), splits)](
-            *args, **meta, **config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
+            *args, **meta, **config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages
+        )
     else:
         _tuned(kernel, reset)[lambda m: (triton.cdiv(b, m["BLOCK_B"]), splits)](*args, **meta)
 
@@ -264,9 +324,23 @@ def margin_softmax_fwd_triton(emb_hat, weight, target, row_scale, hard_threshold
     splits = _num_splits(b, c, e.device)
     part_max = torch.empty(splits, b, device=e.device, dtype=torch.float32)
     part_sum, part_cos = torch.empty_like(part_max), torch.empty_like(part_max)
-    args = (e, w, target.contiguous(), row_scale.float().contiguous(), hard_threshold.float().contiguous(),
-            *_scalars(hard_t, cos_lo, cos_hi), part_max, part_sum, part_cos, b, c, d, e.stride(0), w.stride(0),
-            splits)
+    args = (
+        e,
+        w,
+        target.contiguous(),
+        row_scale.float().contiguous(),
+        hard_threshold.float().contiguous(),
+        *_scalars(hard_t, cos_lo, cos_hi),
+        part_max,
+        part_sum,
+        part_cos,
+        b,
+        c,
+        d,
+        e.stride(0),
+        w.stride(0),
+        splits,
+    )
     if b:
         _launch(_margin_fwd_kernel, (), args, b, splits, _meta(weight, hard_threshold))
     top = part_max.amax(dim=0)
@@ -276,8 +350,9 @@ def margin_softmax_fwd_triton(emb_hat, weight, target, row_scale, hard_threshold
     return lse, part_cos.sum(dim=0)
 
 
-def margin_softmax_bwd_triton(grad_lse, grad_cos_y, emb_hat, weight, target, row_scale, hard_threshold, hard_t,
-                              lse, cos_lo, cos_hi):
+def margin_softmax_bwd_triton(
+    grad_lse, grad_cos_y, emb_hat, weight, target, row_scale, hard_threshold, hard_t, lse, cos_lo, cos_hi
+):
     """Same contract as :func:`mrface.ops.reference.margin_softmax.margin_softmax_bwd_reference`."""
     e, w = _operands(emb_hat, weight)
     b, d = e.shape
@@ -285,10 +360,32 @@ def margin_softmax_bwd_triton(grad_lse, grad_cos_y, emb_hat, weight, target, row
     d_e = torch.zeros(b, d, device=e.device, dtype=torch.float32)
     d_w = torch.zeros(c, d, device=e.device, dtype=torch.float32)
     splits = _num_splits(b, c, e.device)
-    args = (e, w, target.contiguous(), row_scale.float().contiguous(), hard_threshold.float().contiguous(),
-            *_scalars(hard_t, cos_lo, cos_hi), lse.float().contiguous(), grad_lse.float().contiguous(),
-            grad_cos_y.float().contiguous(), d_e, d_w, b, c, d, e.stride(0), w.stride(0), splits)
+    args = (
+        e,
+        w,
+        target.contiguous(),
+        row_scale.float().contiguous(),
+        hard_threshold.float().contiguous(),
+        *_scalars(hard_t, cos_lo, cos_hi),
+        lse.float().contiguous(),
+        grad_lse.float().contiguous(),
+        grad_cos_y.float().contiguous(),
+        d_e,
+        d_w,
+        b,
+        c,
+        d,
+        e.stride(0),
+        w.stride(0),
+        splits,
+    )
     if b and c:
-        _launch(_margin_bwd_kernel, ("d_e_ptr", "d_w_ptr"), args, b, splits,
-                {**_meta(weight, hard_threshold), "RESCALE": _rescale(weight), "BWD_INNER_STAGES": BWD_INNER_STAGES})
+        _launch(
+            _margin_bwd_kernel,
+            ("d_e_ptr", "d_w_ptr"),
+            args,
+            b,
+            splits,
+            {**_meta(weight, hard_threshold), "RESCALE": _rescale(weight), "BWD_INNER_STAGES": BWD_INNER_STAGES},
+        )
     return d_e, d_w

@@ -72,36 +72,103 @@ class Spec:
 # Quick sizes are tiny on purpose: they check the pipeline runs (CI), they are not published numbers.
 SPECS: tuple[Spec, ...] = (
     Spec("degrade", "kernels", "bench_degrade.py", full=("--random",), quick=("--batches", "2", "8", "--repeats", "2")),
-    Spec("degrade_uint8", "kernels", "bench_degrade.py", full_only=True,
-         full=("--dtype", "uint8", "--batches", "1024", "--repeats", "5")),
-    Spec("degrade_busy", "kernels", "bench_degrade.py", full_only=True,
-         full=("--batches", "256", "--filters", "area", "--random", "--busy", "2", "--repeats", "5")),
-    Spec("gumbel_fps", "kernels", "bench_gumbel_fps.py",
-         quick=("--quick", "--dim", "32", "--max-gib", "0.0001")),  # --max-gib keeps only the B=1 sets
+    Spec(
+        "degrade_uint8",
+        "kernels",
+        "bench_degrade.py",
+        full_only=True,
+        full=("--dtype", "uint8", "--batches", "1024", "--repeats", "5"),
+    ),
+    Spec(
+        "degrade_busy",
+        "kernels",
+        "bench_degrade.py",
+        full_only=True,
+        full=("--batches", "256", "--filters", "area", "--random", "--busy", "2", "--repeats", "5"),
+    ),
+    Spec(
+        "gumbel_fps", "kernels", "bench_gumbel_fps.py", quick=("--quick", "--dim", "32", "--max-gib", "0.0001")
+    ),  # --max-gib keeps only the B=1 sets
     Spec("gumbel_fps_sweep", "kernels", "bench_gumbel_fps.py", full=("--sweep",), full_only=True),
-    Spec("heads", "kernels", "bench_heads.py",
-         full=("--classes", "1000", "10000", "100000"), full_cuda=("--classes", "10000", "100000", "1000000"),
-         quick=("--heads", "arcface", "--classes", "500", "2000", "--batch", "16", "--dim", "64", "--repeats", "2")),
-    Spec("margin_softmax", "kernels", "bench_margin_softmax.py",
-         quick=("--shapes", "16,2000,64", "--margins", "arcface", "--repeats", "2")),  # a process per path on CPU
-    Spec("margin_softmax_classes", "kernels", "bench_margin_softmax.py", full_only=True,
-         full=("--margins", "arcface", "--shapes", "512,10000,512", "512,30000,512", "512,100000,512"),
-         full_cuda=("--margins", "arcface", "--shapes", "512,10000,512", "512,100000,512", "512,300000,512",
-                    "512,1000000,512")),
+    Spec(
+        "heads",
+        "kernels",
+        "bench_heads.py",
+        full=("--classes", "1000", "10000", "100000"),
+        full_cuda=("--classes", "10000", "100000", "1000000"),
+        quick=("--heads", "arcface", "--classes", "500", "2000", "--batch", "16", "--dim", "64", "--repeats", "2"),
+    ),
+    Spec(
+        "margin_softmax",
+        "kernels",
+        "bench_margin_softmax.py",
+        quick=("--shapes", "16,2000,64", "--margins", "arcface", "--repeats", "2"),
+    ),  # a process per path on CPU
+    Spec(
+        "margin_softmax_classes",
+        "kernels",
+        "bench_margin_softmax.py",
+        full_only=True,
+        full=("--margins", "arcface", "--shapes", "512,10000,512", "512,30000,512", "512,100000,512"),
+        full_cuda=(
+            "--margins",
+            "arcface",
+            "--shapes",
+            "512,10000,512",
+            "512,100000,512",
+            "512,300000,512",
+            "512,1000000,512",
+        ),
+    ),
     Spec("train", "train", "bench_train.py", quick=("--quick",), full_cuda=("--models", "iresnet50", "--batch", "128")),
     Spec("scaling", "train", "bench_scaling.py", quick=("--quick",)),
     # Full CPU runs keep the inference sizes a 2-core machine finishes in minutes (iresnet200 at batch 64 would
     # take hours there); full GPU runs use the scripts' defaults.
-    Spec("models", "inference", "bench_models.py", full=("--throughput", "--batch", "8", "--repeats", "3"),
-         full_cuda=("--throughput",),
-         quick=("--throughput", "--models", "iresnet_tiny", "--batch", "4", "--repeats", "2")),
-    Spec("inference", "inference", "bench_inference.py",
-         full=("--models", "iresnet_tiny", "btnet_tiny", "mobilefacenet", "iresnet50", "--batches", "1", "8", "32",
-               "--repeats", "5", "--warmup", "2"), full_cuda=(),
-         quick=("--models", "iresnet_tiny", "--batches", "1", "4", "--backends", "eager", "ort", "--repeats", "3",
-                "--warmup", "1")),
+    Spec(
+        "models",
+        "inference",
+        "bench_models.py",
+        full=("--throughput", "--batch", "8", "--repeats", "3"),
+        full_cuda=("--throughput",),
+        quick=("--throughput", "--models", "iresnet_tiny", "--batch", "4", "--repeats", "2"),
+    ),
+    Spec(
+        "inference",
+        "inference",
+        "bench_inference.py",
+        full=(
+            "--models",
+            "iresnet_tiny",
+            "btnet_tiny",
+            "mobilefacenet",
+            "iresnet50",
+            "--batches",
+            "1",
+            "8",
+            "32",
+            "--repeats",
+            "5",
+            "--warmup",
+            "2",
+        ),
+        full_cuda=(),
+        quick=(
+            "--models",
+            "iresnet_tiny",
+            "--batches",
+            "1",
+            "4",
+            "--backends",
+            "eager",
+            "ort",
+            "--repeats",
+            "3",
+            "--warmup",
+            "1",
+        ),
+    ),
     Spec("data", "data", "bench_data.py", quick=("--images", "200", "--batch", "32")),
-)  # fmt: skip
+)
 
 
 def new_run_dir(out_dir: Path) -> tuple[str, Path]:
@@ -177,8 +244,15 @@ def _output(cmd: list[str]) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def run_spec(spec: Spec, bench_dir: Path, run_dir: Path, device: str, quick: bool, timeout: float | None = None,
-             env_extra: dict[str, str] | None = None) -> dict:
+def run_spec(
+    spec: Spec,
+    bench_dir: Path,
+    run_dir: Path,
+    device: str,
+    quick: bool,
+    timeout: float | None = None,
+    env_extra: dict[str, str] | None = None,
+) -> dict:
     """Run one script as a subprocess; return its entry for the report (status, command, rows, extra).
 
     ``timeout`` (seconds) stops the script and its children (status ``timeout``, the log kept);
@@ -215,8 +289,11 @@ def run_spec(spec: Spec, bench_dir: Path, run_dir: Path, device: str, quick: boo
     if returncode is None:
         rows = json.loads(out_json.read_text()).get("rows", []) if out_json.is_file() else []
         kept = f"; the {len(rows)} rows finished before are kept" if rows else ""
-        entry |= {"status": "timeout", "rows": rows, "note": f"stopped after its {timeout:.0f} s budget{kept}; log "
-                                                             f"{run_dir / (spec.name + '.log')}"}  # fmt: skip
+        entry |= {
+            "status": "timeout",
+            "rows": rows,
+            "note": f"stopped after its {timeout:.0f} s budget{kept}; log {run_dir / (spec.name + '.log')}",
+        }
         print(f"    timeout after {entry['seconds']} s ({len(rows)} rows kept)", flush=True)
         return entry
     if returncode != 0 or not out_json.is_file():
@@ -258,8 +335,10 @@ def run_suite(
     """Run the area's benchmarks; write <out>/<stamp>.json, .md and plots; return the JSON path."""
     specs = [s for s in SPECS if area in ("all", s.area) and (not only or s.name in only)]
     if not specs:
-        raise BenchError(f"--only {' '.join(only or [])}: no benchmark of area {area!r} has that name "
-                         f"(names: {', '.join(s.name for s in SPECS)})")  # fmt: skip
+        raise BenchError(
+            f"--only {' '.join(only or [])}: no benchmark of area {area!r} has that name "
+            f"(names: {', '.join(s.name for s in SPECS)})"
+        )
     stamp, run_dir = new_run_dir(out_dir)  # the scripts run inside the run folder
     out_dir, base = run_dir.parent, run_dir.name
     command = ["mrface", "bench", area, "--device", device] + (["--quick"] if quick else [])
@@ -286,17 +365,32 @@ def run_suite(
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``bench`` subcommand to the ``mrface`` CLI."""
-    p = subparsers.add_parser("bench", help="run the benchmark suite; write JSON + Markdown; compare runs",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("area", nargs="?", choices=(*AREAS, "all", "gpu", "report"), default=None,
-                   help="what to run (default all); gpu: the GPU evidence suite (see mrface.bench_gpu); "
-                        "report: render the document from result files")  # fmt: skip
-    p.add_argument("inputs", nargs="*", default=[], metavar="RESULTS",
-                   help="report only: result JSON files or folders of them (e.g. benchmarks/results)")  # fmt: skip
+    p = subparsers.add_parser(
+        "bench",
+        help="run the benchmark suite; write JSON + Markdown; compare runs",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "area",
+        nargs="?",
+        choices=(*AREAS, "all", "gpu", "report"),
+        default=None,
+        help="what to run (default all); gpu: the GPU evidence suite (see mrface.bench_gpu); "
+        "report: render the document from result files",
+    )
+    p.add_argument(
+        "inputs",
+        nargs="*",
+        default=[],
+        metavar="RESULTS",
+        help="report only: result JSON files or folders of them (e.g. benchmarks/results)",
+    )
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when visible, else cpu")
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the suite runs; not for publishing")
-    p.add_argument("--out", default=None,
-                   help="results folder (default ./bench_results); report: the Markdown file to write")  # fmt: skip
+    p.add_argument(
+        "--out", default=None, help="results folder (default ./bench_results); report: the Markdown file to write"
+    )
     p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="run only these benchmarks")
     p.add_argument("--bench-dir", default=None, help="the benchmarks/ folder (or a checkout holding it)")
     p.add_argument(
@@ -308,16 +402,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--threshold", type=float, default=0.15, help="flag a regression beyond this (0.15 = 15%%)")
     p.add_argument("--fail-on-regression", action="store_true", help="exit code 1 when a regression is flagged")
-    p.add_argument("--store", default=None, metavar="DIR",
-                   help="copy the run's report JSON into DIR (e.g. benchmarks/results); delete runs it supersedes")
-    p.add_argument("--markdown", default=None, metavar="PATH",
-                   help="render the benchmark document to PATH: from every run in --store DIR, else this run")
-    p.add_argument("--notes", default=None, metavar="PATH",
-                   help="hand-written notes included in the document (default: benchmarks/notes.md when found)")
-    p.add_argument("--plots-dir", default=None, metavar="DIR",
-                   help="the document's PNG plots (default: <store or first input folder>/plots)")
-    p.add_argument("--all-runs", action="store_true",
-                   help="document every run, not only the newest per machine and benchmark")  # fmt: skip
+    p.add_argument(
+        "--store",
+        default=None,
+        metavar="DIR",
+        help="copy the run's report JSON into DIR (e.g. benchmarks/results); delete runs it supersedes",
+    )
+    p.add_argument(
+        "--markdown",
+        default=None,
+        metavar="PATH",
+        help="render the benchmark document to PATH: from every run in --store DIR, else this run",
+    )
+    p.add_argument(
+        "--notes",
+        default=None,
+        metavar="PATH",
+        help="hand-written notes included in the document (default: benchmarks/notes.md when found)",
+    )
+    p.add_argument(
+        "--plots-dir",
+        default=None,
+        metavar="DIR",
+        help="the document's PNG plots (default: <store or first input folder>/plots)",
+    )
+    p.add_argument(
+        "--all-runs", action="store_true", help="document every run, not only the newest per machine and benchmark"
+    )
     from mrface.bench_gpu import register_arguments
 
     register_arguments(p)
@@ -353,13 +464,28 @@ def _report(args: argparse.Namespace) -> int:
     out = args.out or args.markdown
     if not args.inputs or not out:
         raise BenchError("usage: mrface bench report RESULTS.json|FOLDER [...] --out BENCHMARKS.md")
-    given = [flag for flag, value in (("--quick", args.quick), ("--only", args.only), ("--compare", args.compare),
-             ("--store", args.store), ("--device", args.device)) if value]  # fmt: skip
+    given = [
+        flag
+        for flag, value in (
+            ("--quick", args.quick),
+            ("--only", args.only),
+            ("--compare", args.compare),
+            ("--store", args.store),
+            ("--device", args.device),
+        )
+        if value
+    ]
     if given:
         raise BenchError(f"report renders saved results; {', '.join(given)} does not apply")
     command = shlex.join(["mrface", "bench", "report", *args.inputs, "--out", out, *_document_flags(args)])
-    write_report(args.inputs, Path(out), _notes_path(args), Path(args.plots_dir) if args.plots_dir else None,
-                 args.all_runs, command)  # fmt: skip
+    write_report(
+        args.inputs,
+        Path(out),
+        _notes_path(args),
+        Path(args.plots_dir) if args.plots_dir else None,
+        args.all_runs,
+        command,
+    )
     return 0
 
 
@@ -425,10 +551,17 @@ def _store_and_render(args: argparse.Namespace, path: Path) -> None:
             print("note: a --quick run was stored; the document labels it 'not for publishing'")
         inputs = [args.store]
     if args.markdown:
-        command = shlex.join(["mrface", "bench", "report", *map(str, inputs), "--out", args.markdown,
-                              *_document_flags(args)])  # fmt: skip
-        write_report(inputs, Path(args.markdown), _notes_path(args), Path(args.plots_dir) if args.plots_dir else None,
-                     args.all_runs, command)  # fmt: skip
+        command = shlex.join(
+            ["mrface", "bench", "report", *map(str, inputs), "--out", args.markdown, *_document_flags(args)]
+        )
+        write_report(
+            inputs,
+            Path(args.markdown),
+            _notes_path(args),
+            Path(args.plots_dir) if args.plots_dir else None,
+            args.all_runs,
+            command,
+        )
 
 
 # ----------------------------------------------------------------------------- tables and Markdown
@@ -483,10 +616,17 @@ def print_tables(report: dict) -> None:
 
 def markdown(report: dict) -> str:
     """The Markdown summary: machine, then per area and benchmark the command and its table."""
-    lines = [f"# mrface bench: {report['area']} on {report['device']}" + (" (quick)" if report["quick"] else ""),
-             "", f"Date (UTC): {report['date']}. Suite command: `{report['command']}` "
-             "(from a source checkout); the command above each table reproduces it from the repository root.", "",
-             "## Machine", "", "| key | value |", "|---|---|"]  # fmt: skip
+    lines = [
+        f"# mrface bench: {report['area']} on {report['device']}" + (" (quick)" if report["quick"] else ""),
+        "",
+        f"Date (UTC): {report['date']}. Suite command: `{report['command']}` "
+        "(from a source checkout); the command above each table reproduces it from the repository root.",
+        "",
+        "## Machine",
+        "",
+        "| key | value |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in report["machine"].items()]
     for area, entries in _by_area(report).items():
         lines += ["", f"## {area}"]
@@ -576,8 +716,17 @@ def compare_runs(old: dict, new: dict, threshold: float) -> tuple[list[dict], li
                     continue
                 worse = (b / a) ** -direction(column)  # > 1: got worse
                 flag = "REGRESSION" if worse > 1 + threshold else ("better" if worse < 1 / (1 + threshold) else "")
-                results.append({"benchmark": name, "row": label, "metric": column, "old": a, "new": b,
-                                "new/old": b / a, "flag": flag})  # fmt: skip
+                results.append(
+                    {
+                        "benchmark": name,
+                        "row": label,
+                        "metric": column,
+                        "old": a,
+                        "new": b,
+                        "new/old": b / a,
+                        "flag": flag,
+                    }
+                )
     notes += [f"{name}: only in the old run" for name in old["benchmarks"] if name not in new["benchmarks"]]
     return results, notes
 

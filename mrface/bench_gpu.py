@@ -76,42 +76,219 @@ class Section:
 # GPU arguments (``full``) and the dry run's tiny CPU ones (``quick``) of the same scripts.
 SECTIONS: tuple[Section, ...] = (
     Section("gpu_tests", 95, env=HALF_ENV),
-    Section("margin_half_check", 40, Spec("margin_half_check", "kernels", "check_margin_half.py",
-                                          full=("--margins", "arcface", "--configs", "each"),
-                                          quick=("--margins", "arcface")), env=HALF_ENV),
-    Section("margin_softmax", 70, Spec(
-        "margin_softmax", "kernels", "bench_margin_softmax.py",
-        full=("--dtypes", "float32", "bfloat16", "float16", "--shapes", "512,100000,512", "1024,250000,512",
-              "--margins", "arcface", "--paths", "fused", "reference", "liger", "--repeats", "3"),
-        quick=("--dtypes", "float32", "bfloat16", "float16", "--shapes", "8,300,32", "--margins", "arcface",
-               "--paths", "fused", "reference", "liger", "--repeats", "1", "--in-process")), env=HALF_ENV),
-    Section("degrade", 25, Spec("degrade", "kernels", "bench_degrade.py",
-                                quick=("--batches", "2", "--filters", "area", "--repeats", "1"))),
-    Section("gumbel_fps", 30, Spec("gumbel_fps", "kernels", "bench_gumbel_fps.py",
-                                   quick=("--quick", "--dim", "16", "--max-gib", "0.0001"))),
+    Section(
+        "margin_half_check",
+        40,
+        Spec(
+            "margin_half_check",
+            "kernels",
+            "check_margin_half.py",
+            full=("--margins", "arcface", "--configs", "each"),
+            quick=("--margins", "arcface"),
+        ),
+        env=HALF_ENV,
+    ),
+    Section(
+        "margin_softmax",
+        70,
+        Spec(
+            "margin_softmax",
+            "kernels",
+            "bench_margin_softmax.py",
+            full=(
+                "--dtypes",
+                "float32",
+                "bfloat16",
+                "float16",
+                "--shapes",
+                "512,100000,512",
+                "1024,250000,512",
+                "--margins",
+                "arcface",
+                "--paths",
+                "fused",
+                "reference",
+                "liger",
+                "--repeats",
+                "3",
+            ),
+            quick=(
+                "--dtypes",
+                "float32",
+                "bfloat16",
+                "float16",
+                "--shapes",
+                "8,300,32",
+                "--margins",
+                "arcface",
+                "--paths",
+                "fused",
+                "reference",
+                "liger",
+                "--repeats",
+                "1",
+                "--in-process",
+            ),
+        ),
+        env=HALF_ENV,
+    ),
+    Section(
+        "degrade",
+        25,
+        Spec("degrade", "kernels", "bench_degrade.py", quick=("--batches", "2", "--filters", "area", "--repeats", "1")),
+    ),
+    Section(
+        "gumbel_fps",
+        30,
+        Spec("gumbel_fps", "kernels", "bench_gumbel_fps.py", quick=("--quick", "--dim", "16", "--max-gib", "0.0001")),
+    ),
     # 1536 RecordIO images (6 batches, reshuffled when used up): SynthFace renders them on one core first.
-    Section("train", 75, Spec(
-        "train", "train", "bench_train.py",
-        full=("--models", "iresnet50", "--batch", "256", "--classes", "100000", "--base", "amp", "channels_last",
-              "--amp", "bf16", "--variants", "reference_head", "recordio", "--workers", "8", "--record-images",
-              "1536", "--distill", "btnet_r50", "--repeats", "5", "--warmup", "2"),
-        quick=("--quick", "--batch", "4", "--classes", "50", "--base", "amp", "--amp", "bf16", "--variants",
-               "reference_head", "recordio", "--workers", "1", "--record-images", "16", "--distill", "btnet_tiny",
-               "--repeats", "1", "--warmup", "0"))),
+    Section(
+        "train",
+        75,
+        Spec(
+            "train",
+            "train",
+            "bench_train.py",
+            full=(
+                "--models",
+                "iresnet50",
+                "--batch",
+                "256",
+                "--classes",
+                "100000",
+                "--base",
+                "amp",
+                "channels_last",
+                "--amp",
+                "bf16",
+                "--variants",
+                "reference_head",
+                "recordio",
+                "--workers",
+                "8",
+                "--record-images",
+                "1536",
+                "--distill",
+                "btnet_r50",
+                "--repeats",
+                "5",
+                "--warmup",
+                "2",
+            ),
+            quick=(
+                "--quick",
+                "--batch",
+                "4",
+                "--classes",
+                "50",
+                "--base",
+                "amp",
+                "--amp",
+                "bf16",
+                "--variants",
+                "reference_head",
+                "recordio",
+                "--workers",
+                "1",
+                "--record-images",
+                "16",
+                "--distill",
+                "btnet_tiny",
+                "--repeats",
+                "1",
+                "--warmup",
+                "0",
+            ),
+        ),
+    ),
     # torch.compile in its own section: its compile time cannot cost the other training rows.
-    Section("train_compile", 55, Spec(
-        "train_compile", "train", "bench_train.py",
-        full=("--models", "iresnet50", "--batch", "256", "--classes", "100000", "--base", "amp", "channels_last",
-              "--amp", "bf16", "--variants", "compile", "--repeats", "5", "--warmup", "2"),
-        quick=("--quick", "--batch", "4", "--classes", "50", "--base", "amp", "--amp", "bf16", "--variants",
-               "compile", "--repeats", "1", "--warmup", "0"))),
-    Section("inference", 70, Spec(
-        "inference", "inference", "bench_inference.py",
-        full=("--models", "iresnet50", "mobilefacenet", "--batches", "1", "64", "--backends", "eager", "compile",
-              "ort", "trt", "--repeats", "10", "--warmup", "2"),
-        quick=("--models", "iresnet_tiny", "--batches", "1", "2", "--backends", "eager", "ort", "--repeats", "1",
-               "--warmup", "0"))),
-)  # fmt: skip
+    Section(
+        "train_compile",
+        55,
+        Spec(
+            "train_compile",
+            "train",
+            "bench_train.py",
+            full=(
+                "--models",
+                "iresnet50",
+                "--batch",
+                "256",
+                "--classes",
+                "100000",
+                "--base",
+                "amp",
+                "channels_last",
+                "--amp",
+                "bf16",
+                "--variants",
+                "compile",
+                "--repeats",
+                "5",
+                "--warmup",
+                "2",
+            ),
+            quick=(
+                "--quick",
+                "--batch",
+                "4",
+                "--classes",
+                "50",
+                "--base",
+                "amp",
+                "--amp",
+                "bf16",
+                "--variants",
+                "compile",
+                "--repeats",
+                "1",
+                "--warmup",
+                "0",
+            ),
+        ),
+    ),
+    Section(
+        "inference",
+        70,
+        Spec(
+            "inference",
+            "inference",
+            "bench_inference.py",
+            full=(
+                "--models",
+                "iresnet50",
+                "mobilefacenet",
+                "--batches",
+                "1",
+                "64",
+                "--backends",
+                "eager",
+                "compile",
+                "ort",
+                "trt",
+                "--repeats",
+                "10",
+                "--warmup",
+                "2",
+            ),
+            quick=(
+                "--models",
+                "iresnet_tiny",
+                "--batches",
+                "1",
+                "2",
+                "--backends",
+                "eager",
+                "ort",
+                "--repeats",
+                "1",
+                "--warmup",
+                "0",
+            ),
+        ),
+    ),
+)
 SECTION_NAMES = tuple(s.name for s in SECTIONS) + ("goals",)
 AREA = {"gpu_tests": "tests", "goals": "tests"} | {s.name: s.spec.area for s in SECTIONS if s.spec}
 
@@ -143,9 +320,14 @@ def run_gpu_tests(section: Section, repo: Path, run_dir: Path, dry_run: bool, ti
     targets = ["tests/ops/test_degrade.py"] if dry_run else ["tests"]
     args = ["-m", "gpu", "-x", "-v", "-p", "no:cacheprovider", "-o", "addopts=", *targets]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | section.env
-    entry: dict = {"area": "tests", "script": "pytest", "env": dict(section.env),
-                   "command": " ".join(f"{k}={v}" for k, v in section.env.items()) + " "
-                              + shlex.join(["python", "-m", "pytest", *args])}  # fmt: skip
+    entry: dict = {
+        "area": "tests",
+        "script": "pytest",
+        "env": dict(section.env),
+        "command": " ".join(f"{k}={v}" for k, v in section.env.items())
+        + " "
+        + shlex.join(["python", "-m", "pytest", *args]),
+    }
     if not (repo / "tests").is_dir():
         return entry | {"status": "skipped", "note": f"no tests/ folder in {repo}"}
     print(f"[tests] gpu_tests: {entry['command']}", flush=True)
@@ -160,14 +342,19 @@ def run_gpu_tests(section: Section, repo: Path, run_dir: Path, dry_run: bool, ti
     totals = {k: sum(r[k] for r in rows) for k in ("passed", "failed", "skipped", "error")}
     entry["extra"] = {"totals": totals, "failures": failures}
     if code is None:
-        entry |= {"status": "timeout", "note": f"stopped after its {timeout:.0f} s budget; counts are the tests "
-                                               f"that finished; log {run_dir / 'gpu_tests.log'}"}  # fmt: skip
+        entry |= {
+            "status": "timeout",
+            "note": f"stopped after its {timeout:.0f} s budget; counts are the tests "
+            f"that finished; log {run_dir / 'gpu_tests.log'}",
+        }
     elif code in (0, 5) and not failures:  # 5: nothing collected (a filtered run)
         entry["status"] = "ok"
     else:
         first = f"; first failure {failures[0]}" if failures else ""
-        entry |= {"status": "failed", "note": f"pytest exit code {code} (-x stops at the first failure){first}; "
-                                              f"log {run_dir / 'gpu_tests.log'}"}  # fmt: skip
+        entry |= {
+            "status": "failed",
+            "note": f"pytest exit code {code} (-x stops at the first failure){first}; log {run_dir / 'gpu_tests.log'}",
+        }
     print(f"    {entry['status']}: {totals} in {entry['seconds']} s", flush=True)
     return entry
 
@@ -191,13 +378,22 @@ def _goal_margin(report: dict) -> tuple[object, bool | None, str]:
         return None, None, "no bf16 fused row with a reference"
     r = rows[0]
     met = r["speedup_vs_ref"] >= 1.3 and r["mem_ratio_vs_ref"] <= 0.1
-    return (f"{r['speedup_vs_ref']:.2f}x, {r['mem_ratio_vs_ref']:.3f}x memory",
-            met, f"{r['B']}x{r['C']}x{r['D']} {r.get('backend', '')}")
+    return (
+        f"{r['speedup_vs_ref']:.2f}x, {r['mem_ratio_vs_ref']:.3f}x memory",
+        met,
+        f"{r['B']}x{r['C']}x{r['D']} {r.get('backend', '')}",
+    )
 
 
 def _goal_degrade(report: dict) -> tuple[object, bool | None, str]:
-    rows = [r for r in _rows(report, "degrade") if r.get("filter") == "area" and r.get("up") is True
-            and _num(r.get("of_floor")) and "cuda" in str(r.get("backend", "cuda"))]  # fmt: skip
+    rows = [
+        r
+        for r in _rows(report, "degrade")
+        if r.get("filter") == "area"
+        and r.get("up") is True
+        and _num(r.get("of_floor"))
+        and "cuda" in str(r.get("backend", "cuda"))
+    ]
     if not rows:
         return None, None, "no area down+up row with of_floor"
     r = max(rows, key=lambda r: r.get("batch", 0))
@@ -240,12 +436,15 @@ def _goal_train(report: dict) -> tuple[object, bool | None, str]:
 
 
 GOALS = (
-    ("fused margin softmax fwd+bwd, bf16, 512x100k x512", ">= 1.3x faster, <= 0.1x working memory of the reference",
-     _goal_margin),
+    (
+        "fused margin softmax fwd+bwd, bf16, 512x100k x512",
+        ">= 1.3x faster, <= 0.1x working memory of the reference",
+        _goal_margin,
+    ),
     ("degradation, area down+up", "within 1.5x of the copy-bandwidth floor", _goal_degrade),
     ("Gumbel-FPS forward+backward", ">= 5x the batched PyTorch loop", _goal_gumbel),
     ("iresnet50 training, bf16", ">= 3000 images/s with the RecordIO loader keeping up", _goal_train),
-)  # fmt: skip
+)
 
 
 def goals_entry(report: dict) -> dict:
@@ -267,8 +466,17 @@ def goals_entry(report: dict) -> dict:
 def versions() -> dict:
     """Installed versions of the packages the suite's sections use (None when absent)."""
     out = {}
-    for name in ("torch", "triton", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt", "liger-kernel",
-                 "pytest"):  # fmt: skip
+    for name in (
+        "torch",
+        "triton",
+        "numpy",
+        "onnx",
+        "onnxruntime",
+        "onnxruntime-gpu",
+        "tensorrt",
+        "liger-kernel",
+        "pytest",
+    ):
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -276,8 +484,14 @@ def versions() -> dict:
     return out
 
 
-def run_gpu_suite(out_dir: Path, bench_dir: Path, dry_run: bool, budget_s: float | None = None,
-                  skip: list[str] | None = None, command: str = "mrface bench gpu") -> Path:  # fmt: skip
+def run_gpu_suite(
+    out_dir: Path,
+    bench_dir: Path,
+    dry_run: bool,
+    budget_s: float | None = None,
+    skip: list[str] | None = None,
+    command: str = "mrface bench gpu",
+) -> Path:
     """Run every section (cuda, or the CPU at tiny sizes with ``dry_run``); write <out>/<stamp>.json; return it.
 
     ``budget_s``: no section starts after it (default 460 s; the dry run multiplies it and every section's
@@ -291,10 +505,22 @@ def run_gpu_suite(out_dir: Path, bench_dir: Path, dry_run: bool, budget_s: float
     machine = machine_info(bench_dir) | {"versions": versions()}
     built = machine.get("mrface_C")
     if not dry_run and not (isinstance(built, dict) and built.get("cuda")):
-        print(f"warning: mrface._C has no CUDA kernels ({built}); the CUDA degrade and Gumbel-FPS rows and tests "
-              "will be missing. Rebuild on this machine: pip install --no-build-isolation --no-deps .", flush=True)
-    report: dict = {"suite": "mrface bench gpu", "date": stamp, "command": command, "area": "gpu", "device": device,
-                    "quick": dry_run, "machine": machine, "budget_s": budget_s, "benchmarks": {}}  # fmt: skip
+        print(
+            f"warning: mrface._C has no CUDA kernels ({built}); the CUDA degrade and Gumbel-FPS rows and tests "
+            "will be missing. Rebuild on this machine: pip install --no-build-isolation --no-deps .",
+            flush=True,
+        )
+    report: dict = {
+        "suite": "mrface bench gpu",
+        "date": stamp,
+        "command": command,
+        "area": "gpu",
+        "device": device,
+        "quick": dry_run,
+        "machine": machine,
+        "budget_s": budget_s,
+        "benchmarks": {},
+    }
     path = out_dir / f"{base}.json"
     for section in SECTIONS:
         left = budget_s - (time.perf_counter() - started)
@@ -302,21 +528,33 @@ def run_gpu_suite(out_dir: Path, bench_dir: Path, dry_run: bool, budget_s: float
         if section.name in (skip or []):
             entry = {"area": AREA[section.name], "script": script, "status": "skipped", "note": "--skip"}
         elif left < 5:
-            entry = {"area": AREA[section.name], "script": script, "status": "skipped",
-                     "note": f"the suite's {budget_s:g} s budget was spent"}  # fmt: skip
+            entry = {
+                "area": AREA[section.name],
+                "script": script,
+                "status": "skipped",
+                "note": f"the suite's {budget_s:g} s budget was spent",
+            }
         elif section.spec is None:
             entry = run_gpu_tests(section, bench_dir.parent, run_dir, dry_run, min(section.budget_s * slack, left))
         else:
-            entry = run_spec(section.spec, bench_dir, run_dir, device, dry_run,
-                             timeout=min(section.budget_s * slack, left), env_extra=section.env or None)  # fmt: skip
+            entry = run_spec(
+                section.spec,
+                bench_dir,
+                run_dir,
+                device,
+                dry_run,
+                timeout=min(section.budget_s * slack, left),
+                env_extra=section.env or None,
+            )
         report["benchmarks"][section.name] = entry | {"budget_s": section.budget_s * slack}
         path.write_text(json.dumps(report, indent=2))  # what ran so far survives an interrupted suite
     report["benchmarks"]["goals"] = goals_entry(report)
     report["seconds"] = round(time.perf_counter() - started, 1)
     path.write_text(json.dumps(report, indent=2))
     print_tables(report)
-    spent = ", ".join(f"{k} {e.get('seconds', 0)}/{e.get('budget_s', '-')}" for k, e in report["benchmarks"].items()
-                      if k != "goals")  # fmt: skip
+    spent = ", ".join(
+        f"{k} {e.get('seconds', 0)}/{e.get('budget_s', '-')}" for k, e in report["benchmarks"].items() if k != "goals"
+    )
     print(f"\nsuite: {report['seconds']} s of {budget_s:.0f} s (seconds/budget: {spent})")
     print(f"wrote {path} (per-section JSON and logs in {run_dir})")
     return path
@@ -324,35 +562,61 @@ def run_gpu_suite(out_dir: Path, bench_dir: Path, dry_run: bool, budget_s: float
 
 def register_arguments(p: argparse.ArgumentParser) -> None:
     """The ``gpu``-only flags of ``mrface bench``."""
-    p.add_argument("--dry-run", action="store_true",
-                   help="gpu: the same suite on the CPU at tiny sizes (CI); stores nothing unless --store")  # fmt: skip
-    p.add_argument("--budget-s", type=float, default=None,
-                   help=f"gpu: start no section after this many seconds (default {TOTAL_BUDGET_S}; "
-                        f"{DRY_RUN_SLACK}x that with --dry-run)")  # fmt: skip
-    p.add_argument("--skip", nargs="+", default=None, choices=[s.name for s in SECTIONS], metavar="SECTION",
-                   help=f"gpu: sections to leave out ({', '.join(s.name for s in SECTIONS)})")  # fmt: skip
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="gpu: the same suite on the CPU at tiny sizes (CI); stores nothing unless --store",
+    )
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help=f"gpu: start no section after this many seconds (default {TOTAL_BUDGET_S}; "
+        f"{DRY_RUN_SLACK}x that with --dry-run)",
+    )
+    p.add_argument(
+        "--skip",
+        nargs="+",
+        default=None,
+        choices=[s.name for s in SECTIONS],
+        metavar="SECTION",
+        help=f"gpu: sections to leave out ({', '.join(s.name for s in SECTIONS)})",
+    )
 
 
 def run_gpu(args: argparse.Namespace) -> int:
     """``mrface bench gpu``: run the suite, store the JSON and re-render the document (defaults on a GPU)."""
     import torch
 
-    given = [flag for flag, value in (("--quick", args.quick), ("--only", args.only), ("--compare", args.compare),
-             ("--device", args.device)) if value]  # fmt: skip
+    given = [
+        flag
+        for flag, value in (
+            ("--quick", args.quick),
+            ("--only", args.only),
+            ("--compare", args.compare),
+            ("--device", args.device),
+        )
+        if value
+    ]
     if given:
         raise BenchError(f"gpu: {', '.join(given)} does not apply (the suite fixes its sizes; --dry-run for CPU)")
     if args.budget_s is not None and args.budget_s <= 0:
         raise BenchError(f"--budget-s must be > 0, got {args.budget_s}")
     if not args.dry_run and not torch.cuda.is_available():
-        raise BenchError("gpu: torch sees no CUDA device (torch.cuda.is_available() is False); "
-                         "`mrface bench gpu --dry-run` runs the same suite on the CPU at tiny sizes")  # fmt: skip
+        raise BenchError(
+            "gpu: torch sees no CUDA device (torch.cuda.is_available() is False); "
+            "`mrface bench gpu --dry-run` runs the same suite on the CPU at tiny sizes"
+        )
     bench_dir = find_bench_dir(args.bench_dir)
     if not args.dry_run:  # the evidence goes where the repository keeps it unless told otherwise
         args.store = args.store or str(bench_dir / "results")
         args.markdown = args.markdown or str(bench_dir.parent / "BENCHMARKS.md")
-    command = shlex.join(["mrface", "bench", "gpu"] + (["--dry-run"] if args.dry_run else [])
-                         + ([f"--budget-s={args.budget_s:g}"] if args.budget_s is not None else [])
-                         + (["--skip", *args.skip] if args.skip else []))  # fmt: skip
+    command = shlex.join(
+        ["mrface", "bench", "gpu"]
+        + (["--dry-run"] if args.dry_run else [])
+        + ([f"--budget-s={args.budget_s:g}"] if args.budget_s is not None else [])
+        + (["--skip", *args.skip] if args.skip else [])
+    )
     out = Path(args.out or "bench_results")
     path = run_gpu_suite(out, bench_dir, args.dry_run, args.budget_s, args.skip, command)
     if args.store or args.markdown:

@@ -34,8 +34,9 @@ def _largest_group(rows: list[dict], group_keys: tuple[str, ...], x: str) -> tup
     return dict(zip(group_keys, key, strict=True)), best
 
 
-def _draw(path: Path, title: str, x: str, panels: list[tuple[str, dict[str, list[tuple[float, float]]]]],
-          log: bool = True) -> Path:
+def _draw(
+    path: Path, title: str, x: str, panels: list[tuple[str, dict[str, list[tuple[float, float]]]]], log: bool = True
+) -> Path:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6 * len(panels), 4.5), layout="constrained")
@@ -69,8 +70,9 @@ def plot_degrade(rows: list[dict], path: Path) -> Path | None:
     ours = _series(rows, "batch", "ours_ms", ("filter", "up", "backend"))
     loop_rows = [r for r in rows if r.get("backend") == rows[0].get("backend")]  # loop timed once per config
     loop = {f"{k} loop": v for k, v in _series(loop_rows, "batch", "loop_ms", ("filter", "up")).items()}
-    return _draw(path, "degrade_resolution: time vs batch (112 px -> 56/28/14/7)", "batch",
-                 [("median ms", ours | loop)])  # fmt: skip
+    return _draw(
+        path, "degrade_resolution: time vs batch (112 px -> 56/28/14/7)", "batch", [("median ms", ours | loop)]
+    )
 
 
 def plot_gumbel(rows: list[dict], path: Path) -> Path | None:
@@ -79,8 +81,15 @@ def plot_gumbel(rows: list[dict], path: Path) -> Path | None:
     if len({r.get("N") for r in group}) < 2:
         return None
     title = "gumbel_fps: time vs set size N (" + ", ".join(f"{k}={v}" for k, v in fixed.items()) + ")"
-    return _draw(path, title, "N (set size)", [("forward median ms", _series(group, "N", "forward_ms", ("impl",))),
-                 ("forward+backward median ms", _series(group, "N", "forward_backward_ms", ("impl",)))])  # fmt: skip
+    return _draw(
+        path,
+        title,
+        "N (set size)",
+        [
+            ("forward median ms", _series(group, "N", "forward_ms", ("impl",))),
+            ("forward+backward median ms", _series(group, "N", "forward_backward_ms", ("impl",))),
+        ],
+    )
 
 
 def plot_heads(rows: list[dict], path: Path) -> Path | None:
@@ -89,8 +98,15 @@ def plot_heads(rows: list[dict], path: Path) -> Path | None:
     if len({r.get("C") for r in group}) < 2:
         return None
     title = "margin softmax fwd+bwd vs classes C (" + ", ".join(f"{k}={v}" for k, v in fixed.items()) + ")"
-    return _draw(path, title, "C (classes)", [("median ms", _series(group, "C", "ms", ("path", "margin"))),
-                 ("working memory MiB", _series(group, "C", "work_MiB", ("path", "margin")))])  # fmt: skip
+    return _draw(
+        path,
+        title,
+        "C (classes)",
+        [
+            ("median ms", _series(group, "C", "ms", ("path", "margin"))),
+            ("working memory MiB", _series(group, "C", "work_MiB", ("path", "margin"))),
+        ],
+    )
 
 
 def plot_scaling(rows: list[dict], path: Path) -> Path | None:
@@ -103,8 +119,11 @@ def plot_scaling(rows: list[dict], path: Path) -> Path | None:
     label = f"{first.get('backend')}, {first.get('threads_per_process') or 1} thread(s)/process"
     measured = {label: sorted((r["processes"], r["images_per_s"]) for r in curve)}
     ideal = {"ideal (linear)": [(p, p * single) for p, _ in measured[label]]} if single else {}
-    others = {f"1 process, {r.get('threads_per_process')} threads": [(1, r["images_per_s"])] for r in rows
-              if r not in curve and r.get("processes") == 1 and isinstance(r.get("images_per_s"), int | float)}
+    others = {
+        f"1 process, {r.get('threads_per_process')} threads": [(1, r["images_per_s"])]
+        for r in rows
+        if r not in curve and r.get("processes") == 1 and isinstance(r.get("images_per_s"), int | float)
+    }
     title = f"training throughput vs processes ({first.get('model')}, batch {first.get('batch_per_process')}/process)"
     efficiency = {label: sorted((r["processes"], r["efficiency"]) for r in curve)}
     panels = [("images/s", measured | ideal | others), ("efficiency", efficiency)]

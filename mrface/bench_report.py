@@ -108,18 +108,38 @@ def parse_run(payload: object, source: Path) -> Run:
             if not all(isinstance(r, dict) for r in entry.get("rows", [])):
                 raise BenchError(f"{source}: benchmark {name!r}: every row must be an object")
         device = payload.get("device") or ("cuda" if machine.get("gpu") else "cpu")
-        return Run(source, str(payload.get("date", "")), device, str(payload.get("area", "all")),
-                   bool(payload.get("quick", False)), str(payload.get("command", "")), machine,
-                   {n: {"area": _area_of(n)} | e for n, e in benchmarks.items()})  # fmt: skip
+        return Run(
+            source,
+            str(payload.get("date", "")),
+            device,
+            str(payload.get("area", "all")),
+            bool(payload.get("quick", False)),
+            str(payload.get("command", "")),
+            machine,
+            {n: {"area": _area_of(n)} | e for n, e in benchmarks.items()},
+        )
     rows = payload.get("rows", payload.get("results"))
     if isinstance(rows, list) and all(isinstance(r, dict) for r in rows):
         name = str(payload.get("benchmark", source.stem))
         device = payload.get("device") or ("cuda" if machine.get("gpu") else "cpu")
         extra = {k: v for k, v in payload.items() if k not in ("rows", "results", "machine", "benchmark", "date")}
-        entry = {"area": _area_of(name), "status": "ok", "rows": rows, "extra": extra,
-                 "command": payload.get("command", "")}  # fmt: skip
-        return Run(source, str(payload.get("date", "")), device, _area_of(name), bool(payload.get("quick", False)),
-                   str(payload.get("command", "")), machine, {name: entry})  # fmt: skip
+        entry = {
+            "area": _area_of(name),
+            "status": "ok",
+            "rows": rows,
+            "extra": extra,
+            "command": payload.get("command", ""),
+        }
+        return Run(
+            source,
+            str(payload.get("date", "")),
+            device,
+            _area_of(name),
+            bool(payload.get("quick", False)),
+            str(payload.get("command", "")),
+            machine,
+            {name: entry},
+        )
     raise BenchError(f"{source}: neither a `mrface bench` report (no 'benchmarks') nor a benchmark JSON (no 'rows')")
 
 
@@ -229,18 +249,24 @@ def _headline_degrade(entry: dict) -> list[tuple[str, str]]:
     rows, out = entry["rows"], []
     dtype = (entry.get("extra") or {}).get("dtype", "float32")
     for up in (True, False):
-        cand = [r for r in rows if r.get("filter") == "area" and r.get("up") is up and _num(r.get("ours_ms"))
-                and _num(r.get("loop_ms"))]  # fmt: skip
+        cand = [
+            r
+            for r in rows
+            if r.get("filter") == "area" and r.get("up") is up and _num(r.get("ours_ms")) and _num(r.get("loop_ms"))
+        ]
         if not cand:
             continue
         n = max(r.get("batch", 0) for r in cand)
         best = min((r for r in cand if r.get("batch", 0) == n), key=lambda r: r["ours_ms"])
-        text = (f"**{_x(best['loop_ms'] / best['ours_ms'])}** faster than the `interpolate` loop "
-                f"({_ms(best['ours_ms'])} vs {_ms(best['loop_ms'])} ms, {best.get('backend', '?')})")  # fmt: skip
+        text = (
+            f"**{_x(best['loop_ms'] / best['ours_ms'])}** faster than the `interpolate` loop "
+            f"({_ms(best['ours_ms'])} vs {_ms(best['loop_ms'])} ms, {best.get('backend', '?')})"
+        )
         if _num(best.get("of_floor")) and _num(best.get("floor_ms")):
             text += f"; {best['of_floor']:.2g}× the copy-bandwidth floor ({_ms(best['floor_ms'])} ms)"
-        out.append((f"`degrade_resolution` area 112→{{56,28,14,7}} {'down+up' if up else 'down'}, N={n}, {dtype}",
-                    text))  # fmt: skip
+        out.append(
+            (f"`degrade_resolution` area 112→{{56,28,14,7}} {'down+up' if up else 'down'}, N={n}, {dtype}", text)
+        )
     return out
 
 
@@ -268,8 +294,10 @@ def _margin_line(key: tuple, g: dict[str, dict]) -> list[tuple[str, str]]:
         shown = ratio if ratio >= 1 else 1 / ratio
         parts.append(f"time **{_x(shown)} {word}** than the reference ({_ms(fused['ms'])} vs {_ms(ref['ms'])} ms)")
     if _nonneg(fused.get("work_MiB")) is not None and _num(ref.get("work_MiB")):
-        parts.append(f"working memory **{100 * fused['work_MiB'] / ref['work_MiB']:.1f} %** of the reference's "
-                     f"({fused['work_MiB']:.3g} vs {ref['work_MiB']:.4g} MiB)")  # fmt: skip
+        parts.append(
+            f"working memory **{100 * fused['work_MiB'] / ref['work_MiB']:.1f} %** of the reference's "
+            f"({fused['work_MiB']:.3g} vs {ref['work_MiB']:.4g} MiB)"
+        )
     if _num(fused.get("achieved")):
         parts.append(f"fused at {100 * fused['achieved']:.1f} % of its roofline ({fused.get('bound', '?')} bound)")
     for path in ("compiled", "liger"):
@@ -288,25 +316,35 @@ def _headline_gumbel(entry: dict) -> list[tuple[str, str]]:
     if not pairs:
         return []
     key, g = next(((k, g) for k, g in pairs if k[:3] == (64, 200, 8)), None) or max(
-        pairs, key=lambda kg: ((kg[0][0] or 0) * (kg[0][1] or 0), kg[0][2] or 0))
+        pairs, key=lambda kg: ((kg[0][0] or 0) * (kg[0][1] or 0), kg[0][2] or 0)
+    )
     op_name = next(i for i in g if i.startswith("op["))
     op, loop = g[op_name], g["torch batched loop"]
     parts = []
     if _num(op.get("forward_ms")) and _num(loop.get("forward_ms")):
-        parts.append(f"forward **{_x(loop['forward_ms'] / op['forward_ms'])}** the speed of the batched PyTorch "
-                     f"loop ({_ms(op['forward_ms'])} vs {_ms(loop['forward_ms'])} ms, {op_name})")  # fmt: skip
+        parts.append(
+            f"forward **{_x(loop['forward_ms'] / op['forward_ms'])}** the speed of the batched PyTorch "
+            f"loop ({_ms(op['forward_ms'])} vs {_ms(loop['forward_ms'])} ms, {op_name})"
+        )
     if _num(op.get("forward_backward_ms")) and _num(loop.get("forward_backward_ms")):
-        parts.append(f"forward+backward {_x(loop['forward_backward_ms'] / op['forward_backward_ms'])} "
-                     f"({_ms(op['forward_backward_ms'])} vs {_ms(loop['forward_backward_ms'])} ms)")  # fmt: skip
+        parts.append(
+            f"forward+backward {_x(loop['forward_backward_ms'] / op['forward_backward_ms'])} "
+            f"({_ms(op['forward_backward_ms'])} vs {_ms(loop['forward_backward_ms'])} ms)"
+        )
     if _num(op.get("achieved")):
         parts.append(f"forward at {100 * op['achieved']:.2g} % of the copy-bandwidth floor")
     b, n, k, d = key
     return [(f"`gumbel_fps`, B={b}, N={n}, K={k}, D={d}", "; ".join(parts))] if parts else []
 
 
-VARIANT_WORDS = {"reference_head": "reference head", "amp": "AMP", "channels_last": "channels_last",
-                 "compile": "torch.compile", "recordio": "RecordIO loader",
-                 "distill": "BTNet distillation step"}  # fmt: skip
+VARIANT_WORDS = {
+    "reference_head": "reference head",
+    "amp": "AMP",
+    "channels_last": "channels_last",
+    "compile": "torch.compile",
+    "recordio": "RecordIO loader",
+    "distill": "BTNet distillation step",
+}
 
 
 def _headline_train(entry: dict) -> list[tuple[str, str]]:
@@ -336,8 +374,12 @@ def _headline_train(entry: dict) -> list[tuple[str, str]]:
     for r in entry["rows"]:  # a BTNet distillation step: its own model, no base row of its own
         if r.get("variant") == "distill" and _num(r.get("images_per_s")):
             precision = f"AMP {r['amp']}" if r.get("amp") not in (None, "none") else "float32"
-            out.append((f"BTNet distillation step, {r.get('model')}, batch {r.get('batch')}",
-                        f"**{r['images_per_s']:.3g} img/s** (every branch, {precision})"))  # fmt: skip
+            out.append(
+                (
+                    f"BTNet distillation step, {r.get('model')}, batch {r.get('batch')}",
+                    f"**{r['images_per_s']:.3g} img/s** (every branch, {precision})",
+                )
+            )
     return out
 
 
@@ -406,8 +448,13 @@ def _headline_half_check(entry: dict) -> list[tuple[str, str]]:
 
 def _headline_goals(entry: dict) -> list[tuple[str, str]]:
     words = {True: "**met**", False: "**not met**", None: "not measured"}
-    return [(f"goal: {r.get('goal')}", f"{words.get(r.get('met'), '?')}: {r.get('measured') or '-'} "
-             f"(target {r.get('target')})") for r in entry["rows"]]  # fmt: skip
+    return [
+        (
+            f"goal: {r.get('goal')}",
+            f"{words.get(r.get('met'), '?')}: {r.get('measured') or '-'} (target {r.get('target')})",
+        )
+        for r in entry["rows"]
+    ]
 
 
 # (benchmarks whose rows it can use, first preferred; function)
@@ -438,8 +485,10 @@ def headline_rows(selected: dict[str, list[tuple[Run, dict]]]) -> list[dict]:
                 try:
                     lines = fn(entry)
                 except (KeyError, TypeError, ValueError, ZeroDivisionError) as err:
-                    print(f"bench report: no headline from {source} of {run.source} ({type(err).__name__}: {err})",
-                          file=sys.stderr)  # fmt: skip
+                    print(
+                        f"bench report: no headline from {source} of {run.source} ({type(err).__name__}: {err})",
+                        file=sys.stderr,
+                    )
                     continue
                 if lines:
                     runs_done.add(id(run))
@@ -463,14 +512,25 @@ def runs_table(runs: list[Run], out_dir: Path) -> str:
     rows = []
     for run in runs:
         m = run.machine
-        rows.append({"run": run.ident + (" (quick)" if run.quick else ""), "device": run.device,
-                     "CPU": m.get("cpu"), "cores": m.get("cores"), "GPU": m.get("gpu"),
-                     "GPU driver": m.get("gpu_driver"), "CUDA": m.get("cuda"), "torch": m.get("torch"),
-                     "triton": m.get("triton"), "python": m.get("python"),
-                     "mrface._C": _build_summary(m["mrface_C"]) if "mrface_C" in m else None,
-                     "commit": m.get("git_commit"), "date": run.day,
-                     "command": f"`{run.command}`" if run.command else None,
-                     "file": f"[{run.source.name}]({_rel(run.source, out_dir)})"})  # fmt: skip
+        rows.append(
+            {
+                "run": run.ident + (" (quick)" if run.quick else ""),
+                "device": run.device,
+                "CPU": m.get("cpu"),
+                "cores": m.get("cores"),
+                "GPU": m.get("gpu"),
+                "GPU driver": m.get("gpu_driver"),
+                "CUDA": m.get("cuda"),
+                "torch": m.get("torch"),
+                "triton": m.get("triton"),
+                "python": m.get("python"),
+                "mrface._C": _build_summary(m["mrface_C"]) if "mrface_C" in m else None,
+                "commit": m.get("git_commit"),
+                "date": run.day,
+                "command": f"`{run.command}`" if run.command else None,
+                "file": f"[{run.source.name}]({_rel(run.source, out_dir)})",
+            }
+        )
     return format_table(rows, markdown=True)
 
 
@@ -490,8 +550,7 @@ def _section_order(selected: dict, notes: list[NoteBlock]) -> dict[str, list[str
     return order
 
 
-def _notes_for(notes: list[NoteBlock], key: str, provided_by: set[str], hand_recorded: bool | None = None
-               ) -> list[str]:  # fmt: skip
+def _notes_for(notes: list[NoteBlock], key: str, provided_by: set[str], hand_recorded: bool | None = None) -> list[str]:
     """The bodies of the blocks for ``key``, without the [until device] blocks a run now provides.
 
     ``hand_recorded``: True only [until ...] blocks, False only plain ones, None both (in file order).
@@ -502,16 +561,25 @@ def _notes_for(notes: list[NoteBlock], key: str, provided_by: set[str], hand_rec
             continue
         block.used = True
         if block.until and block.until in provided_by:
-            print(f"bench report: notes block '## {key} [until {block.until}]' dropped: a {block.until} run "
-                  f"now provides it", file=sys.stderr)  # fmt: skip
+            print(
+                f"bench report: notes block '## {key} [until {block.until}]' dropped: a {block.until} run "
+                f"now provides it",
+                file=sys.stderr,
+            )
             continue
         if block.body:
             out += [block.body, ""]
     return out
 
 
-def render(runs: list[Run], notes: list[NoteBlock] | None = None, out_path: Path = Path("BENCHMARKS.md"),
-           plots_dir: Path | None = None, command: str = "", all_runs: bool = False) -> str:  # fmt: skip
+def render(
+    runs: list[Run],
+    notes: list[NoteBlock] | None = None,
+    out_path: Path = Path("BENCHMARKS.md"),
+    plots_dir: Path | None = None,
+    command: str = "",
+    all_runs: bool = False,
+) -> str:
     """The whole Markdown document (and its PNG plots in ``plots_dir`` when matplotlib is installed)."""
     notes = list(notes or [])
     for block in notes:
@@ -520,13 +588,20 @@ def render(runs: list[Run], notes: list[NoteBlock] | None = None, out_path: Path
     selected = select(runs, all_runs)
     shown_runs = [r for r in runs if any(r is run for pairs in selected.values() for run, _ in pairs)]
     devices_all = {run.device for run in shown_runs}
-    lines = ["# mrface benchmarks", "",
-             "<!-- Generated from result files by `mrface bench report`: do not edit by hand. Prose comes from "
-             "the notes file (benchmarks/notes.md); numbers come only from the result JSON files. -->", ""]  # fmt: skip
+    lines = [
+        "# mrface benchmarks",
+        "",
+        "<!-- Generated from result files by `mrface bench report`: do not edit by hand. Prose comes from "
+        "the notes file (benchmarks/notes.md); numbers come only from the result JSON files. -->",
+        "",
+    ]
     source = f"Generated by `{command}` " if command else "Generated by `mrface bench report` "
-    lines += [source + f"from {len(shown_runs)} run(s) (see [Runs](#runs)). Every table below names its machine, "
-              "the command that produced it (run from the repository root) and its date; numbers are medians "
-              "measured side by side with their baselines in the same run.", ""]  # fmt: skip
+    lines += [
+        source + f"from {len(shown_runs)} run(s) (see [Runs](#runs)). Every table below names its machine, "
+        "the command that produced it (run from the repository root) and its date; numbers are medians "
+        "measured side by side with their baselines in the same run.",
+        "",
+    ]
     lines += _notes_for(notes, "intro", devices_all)
     lines += ["## Headline ratios", ""]
     heads = headline_rows(selected)
@@ -566,8 +641,9 @@ def render(runs: list[Run], notes: list[NoteBlock] | None = None, out_path: Path
 PLOT_FILE = re.compile(r"(cpu|cuda)-\d{8}T\d{6}Z(-\d+)?-[a-z_]+\.png")
 
 
-def _draw_plots(runs: list[Run], selected: dict[str, list[tuple[Run, dict]]], plots_dir: Path
-                ) -> dict[tuple[int, str], str]:  # fmt: skip
+def _draw_plots(
+    runs: list[Run], selected: dict[str, list[tuple[Run, dict]]], plots_dir: Path
+) -> dict[tuple[int, str], str]:
     """(id(run), benchmark) -> PNG drawn from that entry's rows; stale plots of runs no longer shown are removed."""
     from mrface.bench_plots import have_matplotlib, plots_for
 
@@ -634,8 +710,14 @@ def store_run(report_path: Path, folder: Path, prune: bool = True) -> tuple[Path
     return path, removed
 
 
-def write_report(inputs: list[str | Path], out: Path, notes_path: Path | None, plots_dir: Path | None,
-                 all_runs: bool = False, command: str = "") -> Path:  # fmt: skip
+def write_report(
+    inputs: list[str | Path],
+    out: Path,
+    notes_path: Path | None,
+    plots_dir: Path | None,
+    all_runs: bool = False,
+    command: str = "",
+) -> Path:
     """Read the inputs and notes, render, write ``out``; return it."""
     runs = load_runs(inputs)
     notes = []
@@ -646,8 +728,14 @@ def write_report(inputs: list[str | Path], out: Path, notes_path: Path | None, p
     if plots_dir is None:
         folders = [Path(i) for i in inputs if Path(i).is_dir()]
         plots_dir = folders[0] / "plots" if folders else out.parent / f"{out.stem}-plots"
-    text = render(runs, notes, out, plots_dir, command or shlex.join(["mrface", "bench", "report", *map(str, inputs),
-                                                                      "--out", str(out)]), all_runs)  # fmt: skip
+    text = render(
+        runs,
+        notes,
+        out,
+        plots_dir,
+        command or shlex.join(["mrface", "bench", "report", *map(str, inputs), "--out", str(out)]),
+        all_runs,
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(f"wrote {out} from {len(runs)} result file(s)" + (f"; plots in {plots_dir}" if plots_dir.is_dir() else ""))

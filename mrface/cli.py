@@ -52,8 +52,10 @@ def info_lines() -> list[str]:
     info = build_info()
     if info:
         cuda = f"yes (archs {info['cuda_archs']}, nvcc {info['cuda_version']})" if info["cuda"] else "no"
-        lines.append(f"mrface._C: compiled with {info['compiler']}; OpenMP {'yes' if info['openmp'] else 'no'}; "
-                     f"CUDA kernels {cuda}")  # fmt: skip
+        lines.append(
+            f"mrface._C: compiled with {info['compiler']}; OpenMP {'yes' if info['openmp'] else 'no'}; "
+            f"CUDA kernels {cuda}"
+        )
     else:
         lines.append("mrface._C: NOT BUILT (reinstall with `pip install .`; only reference backends run)")
     lines.append(f"backends available: {', '.join(available_backends())}")

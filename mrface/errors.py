@@ -31,14 +31,35 @@ class UserError(ValueError):
 
 
 # OSError kinds that are the user's situation (a path, the disk), not a bug of mrface.
-_USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ENOENT, errno.EISDIR, errno.ENOTDIR,
-                errno.EEXIST, errno.EROFS, errno.ENOTEMPTY}  # fmt: skip
+_USER_ERRNOS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENOENT,
+    errno.EISDIR,
+    errno.ENOTDIR,
+    errno.EEXIST,
+    errno.EROFS,
+    errno.ENOTEMPTY,
+}
 
 
 def is_expected(exc: BaseException) -> bool:
     """Whether ``exc`` is an expected failure (bad input, missing file, full disk) rather than a bug."""
-    if isinstance(exc, (UserError, ValueError, pickle.UnpicklingError, FileNotFoundError, NotADirectoryError,
-                        IsADirectoryError, PermissionError, FileExistsError)):  # fmt: skip
+    if isinstance(
+        exc,
+        (
+            UserError,
+            ValueError,
+            pickle.UnpicklingError,
+            FileNotFoundError,
+            NotADirectoryError,
+            IsADirectoryError,
+            PermissionError,
+            FileExistsError,
+        ),
+    ):
         return True
     return isinstance(exc, OSError) and exc.errno in _USER_ERRNOS
 
@@ -62,8 +83,9 @@ def debug_requested(argv: list[str]) -> tuple[bool, list[str]]:
     return debug, [a for a in argv if a != "--debug"]
 
 
-def run_command(name: str, func: Callable[[], int], debug: bool = False,
-                also_log: Callable[[str], None] | None = None) -> int:  # fmt: skip
+def run_command(
+    name: str, func: Callable[[], int], debug: bool = False, also_log: Callable[[str], None] | None = None
+) -> int:
     """Call ``func``; map an expected failure to ``mrface <name>: error: ...`` and exit code 2.
 
     ``also_log`` receives the same line (training writes it to train.log). With ``debug`` the
@@ -91,9 +113,11 @@ def refused_global(message: str) -> str:
 
 def unsafe_pickle_message(path: str | os.PathLike, exc: BaseException) -> str:
     """``<path>: refused: ...`` for a torch/pickle file the safe loader would not read."""
-    return (f"{path}: refused: it references {refused_global(str(exc))}, which may run code; mrface reads only "
-            "tensors and plain containers from .pt files, so nothing was loaded (re-save the file from a trusted "
-            "source as .safetensors)")  # fmt: skip
+    return (
+        f"{path}: refused: it references {refused_global(str(exc))}, which may run code; mrface reads only "
+        "tensors and plain containers from .pt files, so nothing was loaded (re-save the file from a trusted "
+        "source as .safetensors)"
+    )
 
 
 def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:

@@ -32,8 +32,21 @@ def quick_run(tmp_path_factory) -> tuple[int, Path, str]:
     """``mrface bench kernels --quick --device cpu`` limited to two scripts (this shared CPU is slow), its report
     stored in ``<out>/stored`` and the benchmark document rendered to ``<out>/doc/BENCHMARKS.md``."""
     out = tmp_path_factory.mktemp("bench")
-    code, stdout, _ = _bench("kernels", "--quick", "--device", "cpu", "--only", "degrade", "heads", "--out", str(out),
-                             "--store", str(out / "stored"), "--markdown", str(out / "doc" / "BENCHMARKS.md"))
+    code, stdout, _ = _bench(
+        "kernels",
+        "--quick",
+        "--device",
+        "cpu",
+        "--only",
+        "degrade",
+        "heads",
+        "--out",
+        str(out),
+        "--store",
+        str(out / "stored"),
+        "--markdown",
+        str(out / "doc" / "BENCHMARKS.md"),
+    )
     reports = sorted(out.glob("*.json"))
     assert len(reports) == 1, f"expected one report in {out}, found {reports}"
     return code, reports[0], stdout
@@ -76,8 +89,13 @@ def test_compare_a_real_run_with_itself_gives_unit_ratios(quick_run):
     _, path, _ = quick_run
     report = json.loads(path.read_text())
     results, notes = compare_runs(report, report, threshold=0.1)
-    measured = sum(1 for e in report["benchmarks"].values() for r in e["rows"] for c in ("ours_ms", "loop_ms", "ms")
-                   if isinstance(r.get(c), float))  # fmt: skip
+    measured = sum(
+        1
+        for e in report["benchmarks"].values()
+        for r in e["rows"]
+        for c in ("ours_ms", "loop_ms", "ms")
+        if isinstance(r.get(c), float)
+    )
     assert len(results) == measured and notes == []
     assert all(r["new/old"] == 1.0 and r["flag"] == "" for r in results)
 
@@ -88,8 +106,14 @@ def test_full_quick_kernels_suite_runs_every_kernel_script(tmp_path):
     assert code == 0, stdout
     report = json.loads(next(tmp_path.glob("*.json")).read_text())
     statuses = {name: e["status"] for name, e in report["benchmarks"].items()}
-    assert statuses == {"degrade": "ok", "gumbel_fps": "ok", "gumbel_fps_sweep": "skipped", "heads": "ok",
-                        "margin_softmax": "ok", "margin_softmax_classes": "skipped"}  # fmt: skip
+    assert statuses == {
+        "degrade": "ok",
+        "gumbel_fps": "ok",
+        "gumbel_fps_sweep": "skipped",
+        "heads": "ok",
+        "margin_softmax": "ok",
+        "margin_softmax_classes": "skipped",
+    }
     paths = {r["path"] for r in report["benchmarks"]["margin_softmax"]["rows"]}
     assert paths == {"fused", "reference"}
 
@@ -103,23 +127,37 @@ def _write(path: Path, report: dict) -> Path:
     return path
 
 
-OLD = _report({
-    "degrade": {"area": "kernels", "rows": [
-        {"filter": "area", "batch": 64, "backend": "cpp", "ours_ms": 10.0, "loop_ms": 20.0, "speedup": 2.0},
-        {"filter": "area", "batch": 256, "backend": "cpp", "ours_ms": 40.0, "loop_ms": 80.0, "speedup": 2.0},
-    ]},
-    "data": {"area": "data", "rows": [{"name": "render", "images_per_s": 100.0},
-                                      {"name": "loader", "images_per_s": 100.0}]},
-})  # fmt: skip
-NEW = _report({
-    "degrade": {"area": "kernels", "rows": [
-        {"filter": "area", "batch": 256, "backend": "cpp", "ours_ms": 40.0, "loop_ms": 80.0, "speedup": 2.0},
-        {"filter": "area", "batch": 64, "backend": "cpp", "ours_ms": 15.0, "loop_ms": 20.0, "speedup": 1.33},
-        {"filter": "area", "batch": 1024, "backend": "cpp", "ours_ms": 99.0, "loop_ms": 99.0, "speedup": 1.0},
-    ]},
-    "data": {"area": "data", "rows": [{"name": "render", "images_per_s": 50.0},
-                                      {"name": "loader", "images_per_s": 130.0}]},
-})  # fmt: skip
+OLD = _report(
+    {
+        "degrade": {
+            "area": "kernels",
+            "rows": [
+                {"filter": "area", "batch": 64, "backend": "cpp", "ours_ms": 10.0, "loop_ms": 20.0, "speedup": 2.0},
+                {"filter": "area", "batch": 256, "backend": "cpp", "ours_ms": 40.0, "loop_ms": 80.0, "speedup": 2.0},
+            ],
+        },
+        "data": {
+            "area": "data",
+            "rows": [{"name": "render", "images_per_s": 100.0}, {"name": "loader", "images_per_s": 100.0}],
+        },
+    }
+)
+NEW = _report(
+    {
+        "degrade": {
+            "area": "kernels",
+            "rows": [
+                {"filter": "area", "batch": 256, "backend": "cpp", "ours_ms": 40.0, "loop_ms": 80.0, "speedup": 2.0},
+                {"filter": "area", "batch": 64, "backend": "cpp", "ours_ms": 15.0, "loop_ms": 20.0, "speedup": 1.33},
+                {"filter": "area", "batch": 1024, "backend": "cpp", "ours_ms": 99.0, "loop_ms": 99.0, "speedup": 1.0},
+            ],
+        },
+        "data": {
+            "area": "data",
+            "rows": [{"name": "render", "images_per_s": 50.0}, {"name": "loader", "images_per_s": 130.0}],
+        },
+    }
+)
 
 
 def test_compare_matches_rows_by_keys_and_flags_regressions():
@@ -218,8 +256,20 @@ def test_plots_need_two_x_values(tmp_path):
     assert plot_degrade([row], tmp_path / "d.png") is None
     assert plot_degrade([row, row | {"batch": 256, "ours_ms": 3.0}], tmp_path / "d.png") == tmp_path / "d.png"
     assert (tmp_path / "d.png").read_bytes()[:8] == PNG_MAGIC
-    heads = [{"B": 512, "C": c, "D": 512, "dtype": "float32", "margin": "arcface", "path": p, "ms": 1.0 + c / 1e4,
-              "work_MiB": 2.0} for c in (10000, 30000) for p in ("fused", "reference")]  # fmt: skip
+    heads = [
+        {
+            "B": 512,
+            "C": c,
+            "D": 512,
+            "dtype": "float32",
+            "margin": "arcface",
+            "path": p,
+            "ms": 1.0 + c / 1e4,
+            "work_MiB": 2.0,
+        }
+        for c in (10000, 30000)
+        for p in ("fused", "reference")
+    ]
     assert plot_heads(heads[:2], tmp_path / "h.png") is None
     assert plot_heads(heads, tmp_path / "h.png") == tmp_path / "h.png"
 
@@ -249,20 +299,31 @@ def _gpu_looking(cpu_report: dict) -> dict:
     """A real CPU report turned into what a full H100 run of another day looks like (same schema)."""
     gpu = json.loads(json.dumps(cpu_report))
     gpu.pop("plots", None)
-    gpu |= {"device": "cuda", "quick": False, "date": "20991231T235959Z",
-            "command": "mrface bench kernels --device cuda"}
+    gpu |= {
+        "device": "cuda",
+        "quick": False,
+        "date": "20991231T235959Z",
+        "command": "mrface bench kernels --device cuda",
+    }
     gpu["machine"] |= {"gpu": "NVIDIA H100 80GB HBM3", "gpu_memory_gib": 79.1, "cuda": "13.0", "gpu_driver": "580.1"}
     degrade = gpu["benchmarks"]["degrade"]
     degrade["command"] = degrade["command"].replace("--device cpu", "--device cuda")
-    degrade["rows"] = [r | {"backend": backend, "ours_ms": r["loop_ms"] / k, "speedup": k}
-                       for r in degrade["rows"] for backend, k in (("cuda", 8.0), ("triton", 4.0))]  # fmt: skip
+    degrade["rows"] = [
+        r | {"backend": backend, "ours_ms": r["loop_ms"] / k, "speedup": k}
+        for r in degrade["rows"]
+        for backend, k in (("cuda", 8.0), ("triton", 4.0))
+    ]
     shape = {"B": 1024, "C": 200000, "D": 512, "margin": "arcface", "dtype": "float32"}
-    gpu["benchmarks"]["margin_softmax"] = {"area": "kernels", "status": "ok", "command": "python benchmarks/"
-                                           "bench_margin_softmax.py --device cuda --out margin_softmax.json", "rows": [
-        shape | {"path": "fused", "ms": 20.0, "work_MiB": 350.0, "achieved": 0.5, "bound": "compute"},
-        shape | {"path": "reference", "ms": 40.0, "work_MiB": 7000.0, "achieved": 0.25, "bound": "compute"},
-        shape | {"path": "compiled", "ms": 25.0, "work_MiB": 3000.0, "achieved": 0.4, "bound": "compute"},
-    ]}  # fmt: skip
+    gpu["benchmarks"]["margin_softmax"] = {
+        "area": "kernels",
+        "status": "ok",
+        "command": "python benchmarks/bench_margin_softmax.py --device cuda --out margin_softmax.json",
+        "rows": [
+            shape | {"path": "fused", "ms": 20.0, "work_MiB": 350.0, "achieved": 0.5, "bound": "compute"},
+            shape | {"path": "reference", "ms": 40.0, "work_MiB": 7000.0, "achieved": 0.25, "bound": "compute"},
+            shape | {"path": "compiled", "ms": 25.0, "work_MiB": 3000.0, "achieved": 0.4, "bound": "compute"},
+        ],
+    }
     return gpu
 
 
@@ -287,15 +348,25 @@ def test_report_holds_cpu_and_gpu_runs_with_headlines_notes_and_plots(quick_run,
     gpu = _write(tmp_path / "gpu.json", _gpu_looking(cpu_report))
     (tmp_path / "notes.md").write_text(NOTES)
     doc_path = tmp_path / "doc" / "B.md"
-    code, stdout, err = _bench("report", str(cpu), str(gpu), "--out", str(doc_path), "--notes",
-                               str(tmp_path / "notes.md"), "--plots-dir", str(tmp_path / "doc" / "plots"))  # fmt: skip
+    code, stdout, err = _bench(
+        "report",
+        str(cpu),
+        str(gpu),
+        "--out",
+        str(doc_path),
+        "--notes",
+        str(tmp_path / "notes.md"),
+        "--plots-dir",
+        str(tmp_path / "doc" / "plots"),
+    )
     assert code == 0, err
     doc = doc_path.read_text()
     cores = cpu_report["machine"]["cores"]
     heads = [line for line in doc.splitlines() if line.startswith("| `degrade_resolution` area")]
     assert len(heads) == 4  # down+up and down, on each machine
-    assert sum("NVIDIA H100 80GB HBM3" in line and "**8.00×** faster" in line and "cuda)" in line
-               for line in heads) == 2  # the best GPU backend  # fmt: skip
+    assert (
+        sum("NVIDIA H100 80GB HBM3" in line and "**8.00×** faster" in line and "cuda)" in line for line in heads) == 2
+    )  # the best GPU backend
     assert sum(f"{cores}-core " in line and "(quick run: not for publishing)" in line for line in heads) == 2
     margin = next(line for line in doc.splitlines() if line.startswith("| fused margin softmax"))
     assert "1024×200000×512, arcface, float32 | NVIDIA H100 80GB HBM3 |" in margin
@@ -307,7 +378,7 @@ def test_report_holds_cpu_and_gpu_runs_with_headlines_notes_and_plots(quick_run,
     assert "`mrface bench kernels --device cuda`" in doc and "| 580.1 |" in doc
     assert "`mrface bench kernels --device cpu --quick --only degrade heads`" in doc
     # Every benchmark section holds each machine's table with machine, date and command above it.
-    degrade = doc[doc.index("### degrade"):doc.index("### heads")]
+    degrade = doc[doc.index("### degrade") : doc.index("### heads")]
     assert degrade.count("| filter | up | batch | backend |") == 2
     assert "**NVIDIA H100 80GB HBM3** (cuda; torch" in degrade and f"**{cores}-core " in degrade
     assert "`python benchmarks/bench_degrade.py --device cuda --batches 2 8" in degrade
@@ -315,7 +386,7 @@ def test_report_holds_cpu_and_gpu_runs_with_headlines_notes_and_plots(quick_run,
     assert doc.index("INTRO-TEXT") < doc.index("## Headline ratios")
     assert degrade.index("DEGRADE-NOTE") < degrade.index("| filter |")
     assert "HAND-DEGRADE" not in doc and "Editors' text" not in doc
-    gumbel = doc[doc.index("### gumbel_fps"):]
+    gumbel = doc[doc.index("### gumbel_fps") :]
     assert "No result file documented here provides this benchmark yet" in gumbel and "HAND-GUMBEL" in gumbel
     assert doc.index("## Other notes") < doc.index("### nosuch") < doc.index("ORPHAN")
     assert "'## degrade [until cuda]' dropped" in err and "nosuch match no section" in err
@@ -323,8 +394,20 @@ def test_report_holds_cpu_and_gpu_runs_with_headlines_notes_and_plots(quick_run,
     assert plots == sorted([f"cpu-{cpu_report['date']}-degrade.png", "cuda-20991231T235959Z-degrade.png"])
     assert "](plots/cuda-20991231T235959Z-degrade.png)" in doc
     # Reproducible from the data: rendering again gives the same document.
-    assert _bench("report", str(cpu), str(gpu), "--out", str(doc_path), "--notes", str(tmp_path / "notes.md"),
-                  "--plots-dir", str(tmp_path / "doc" / "plots"))[0] == 0  # fmt: skip
+    assert (
+        _bench(
+            "report",
+            str(cpu),
+            str(gpu),
+            "--out",
+            str(doc_path),
+            "--notes",
+            str(tmp_path / "notes.md"),
+            "--plots-dir",
+            str(tmp_path / "doc" / "plots"),
+        )[0]
+        == 0
+    )
     assert doc_path.read_text() == doc
 
 
@@ -363,17 +446,29 @@ def test_report_errors_are_clear(tmp_path):
 def _run_json(date: str, names: tuple[str, ...], quick: bool = False, gpu: str | None = None) -> dict:
     machine = {"cpu": "test cpu", "cores": 2} | ({"gpu": gpu} if gpu else {})
     rows = [{"batch": 1, "ms": 1.0}]
-    return {"date": date, "device": "cuda" if gpu else "cpu", "quick": quick, "area": "kernels", "command": "c",
-            "machine": machine, "benchmarks": {n: {"status": "ok", "rows": rows} for n in names}}  # fmt: skip
+    return {
+        "date": date,
+        "device": "cuda" if gpu else "cpu",
+        "quick": quick,
+        "area": "kernels",
+        "command": "c",
+        "machine": machine,
+        "benchmarks": {n: {"status": "ok", "rows": rows} for n in names},
+    }
 
 
 def test_select_takes_the_newest_full_run_per_machine_and_benchmark(tmp_path):
-    runs = [parse_run(_run_json(*args), tmp_path / f"{i}.json") for i, args in enumerate([
-        ("20260101T000000Z", ("degrade", "heads")),
-        ("20260102T000000Z", ("degrade",)),
-        ("20260103T000000Z", ("degrade", "heads"), True),  # newer but quick: a full run wins
-        ("20250101T000000Z", ("degrade",), False, "H100"),  # another machine: kept beside the CPU runs
-    ])]  # fmt: skip
+    runs = [
+        parse_run(_run_json(*args), tmp_path / f"{i}.json")
+        for i, args in enumerate(
+            [
+                ("20260101T000000Z", ("degrade", "heads")),
+                ("20260102T000000Z", ("degrade",)),
+                ("20260103T000000Z", ("degrade", "heads"), True),  # newer but quick: a full run wins
+                ("20250101T000000Z", ("degrade",), False, "H100"),  # another machine: kept beside the CPU runs
+            ]
+        )
+    ]
     chosen = {name: sorted(run.source.name for run, _ in pairs) for name, pairs in select(runs).items()}
     assert chosen == {"degrade": ["1.json", "3.json"], "heads": ["0.json"]}
     assert sum(len(pairs) for pairs in select(runs, all_runs=True).values()) == 6
@@ -387,8 +482,9 @@ def test_store_keeps_runs_until_every_benchmark_is_superseded(tmp_path):
     assert removed == [] and first.is_file()  # heads still comes from the first run
     _, removed = store_run(_write(tmp_path / "c.json", _run_json("20260103T000000Z", ("degrade", "heads"))), store)
     assert sorted(removed) == sorted([first, second]) and len(load_runs([store])) == 1
-    gpu, removed = store_run(_write(tmp_path / "d.json", _run_json("20250101T000000Z", ("degrade",), gpu="H100")),
-                             store)  # fmt: skip
+    gpu, removed = store_run(
+        _write(tmp_path / "d.json", _run_json("20250101T000000Z", ("degrade",), gpu="H100")), store
+    )
     assert removed == [] and gpu.name == "cuda-kernels-20250101T000000Z.json"
 
 
@@ -400,32 +496,84 @@ def test_notes_blocks_and_bad_heading():
 
 
 def test_headlines_for_train_scaling_and_gumbel(tmp_path):
-    train = [{"model": "iresnet_tiny", "variant": "base", "batch": 32, "images_per_s": 64.0},
-             {"model": "iresnet_tiny", "variant": "amp", "amp": "bf16", "images_per_s": 80.0, "vs_base": 1.25},
-             {"model": "iresnet_tiny", "variant": "channels_last", "note": "skipped: too narrow"},
-             {"model": "iresnet_tiny", "variant": "recordio", "images_per_s": 60.0, "vs_base": 0.94,
-              "loader_images_per_s": 1500.0, "loader_keeps_up": True}]  # fmt: skip
-    scaling = [{"model": "iresnet_tiny", "backend": "gloo", "processes": 1, "threads_per_process": 1,
-                "images_per_s": 40.0, "efficiency": 1.0},
-               {"model": "iresnet_tiny", "backend": "gloo", "processes": 2, "threads_per_process": 1,
-                "images_per_s": 72.0, "efficiency": 0.9},
-               {"model": "iresnet_tiny", "backend": "gloo", "processes": 1, "threads_per_process": 2,
-                "images_per_s": 60.0, "efficiency": None}]  # fmt: skip
-    gumbel = [{"B": 64, "N": 200, "K": 8, "D": 512, "impl": "op[cpp]", "forward_ms": 2.0, "forward_backward_ms": 8.0,
-               "achieved": 0.01},
-              {"B": 64, "N": 200, "K": 8, "D": 512, "impl": "torch batched loop", "forward_ms": 10.0,
-               "forward_backward_ms": 4.0}]  # fmt: skip
-    report = {"date": "20260101T000000Z", "device": "cpu", "machine": {"cpu": "X", "cores": 2}, "benchmarks": {
-        "train": {"rows": train}, "scaling": {"rows": scaling}, "gumbel_fps": {"rows": gumbel}}}  # fmt: skip
+    train = [
+        {"model": "iresnet_tiny", "variant": "base", "batch": 32, "images_per_s": 64.0},
+        {"model": "iresnet_tiny", "variant": "amp", "amp": "bf16", "images_per_s": 80.0, "vs_base": 1.25},
+        {"model": "iresnet_tiny", "variant": "channels_last", "note": "skipped: too narrow"},
+        {
+            "model": "iresnet_tiny",
+            "variant": "recordio",
+            "images_per_s": 60.0,
+            "vs_base": 0.94,
+            "loader_images_per_s": 1500.0,
+            "loader_keeps_up": True,
+        },
+    ]
+    scaling = [
+        {
+            "model": "iresnet_tiny",
+            "backend": "gloo",
+            "processes": 1,
+            "threads_per_process": 1,
+            "images_per_s": 40.0,
+            "efficiency": 1.0,
+        },
+        {
+            "model": "iresnet_tiny",
+            "backend": "gloo",
+            "processes": 2,
+            "threads_per_process": 1,
+            "images_per_s": 72.0,
+            "efficiency": 0.9,
+        },
+        {
+            "model": "iresnet_tiny",
+            "backend": "gloo",
+            "processes": 1,
+            "threads_per_process": 2,
+            "images_per_s": 60.0,
+            "efficiency": None,
+        },
+    ]
+    gumbel = [
+        {
+            "B": 64,
+            "N": 200,
+            "K": 8,
+            "D": 512,
+            "impl": "op[cpp]",
+            "forward_ms": 2.0,
+            "forward_backward_ms": 8.0,
+            "achieved": 0.01,
+        },
+        {
+            "B": 64,
+            "N": 200,
+            "K": 8,
+            "D": 512,
+            "impl": "torch batched loop",
+            "forward_ms": 10.0,
+            "forward_backward_ms": 4.0,
+        },
+    ]
+    report = {
+        "date": "20260101T000000Z",
+        "device": "cpu",
+        "machine": {"cpu": "X", "cores": 2},
+        "benchmarks": {"train": {"rows": train}, "scaling": {"rows": scaling}, "gumbel_fps": {"rows": gumbel}},
+    }
     rows = {r["what"]: r["result"] for r in headline_rows(select([parse_run(report, tmp_path / "r.json")]))}
     assert rows["training step, iresnet_tiny, batch 32"] == (
         "**64 img/s** (fused head, float32, in-memory batch); vs base: AMP bf16 1.25×, channels_last: skipped, "
-        "RecordIO loader 0.94× (loader alone 1500 img/s: keeps up)")
+        "RecordIO loader 0.94× (loader alone 1500 img/s: keeps up)"
+    )
     assert rows["training on 2 processes, iresnet_tiny, gloo, 1 thread(s) each"] == (
-        "**72 img/s**, efficiency **90 %** (1 process: 40 img/s); 1 process with 2 threads: 60 img/s")
+        "**72 img/s**, efficiency **90 %** (1 process: 40 img/s); 1 process with 2 threads: 60 img/s"
+    )
     assert rows["`gumbel_fps`, B=64, N=200, K=8, D=512"] == (
         "forward **5.00×** the speed of the batched PyTorch loop (2 vs 10 ms, op[cpp]); forward+backward 0.50× "
-        "(8 vs 4 ms); forward at 1 % of the copy-bandwidth floor")
+        "(8 vs 4 ms); forward at 1 % of the copy-bandwidth floor"
+    )
 
 
 # ----------------------------------------------------------------------------- scripts: roofline, train, scaling
@@ -460,8 +608,26 @@ def test_channels_last_guard_skips_narrow_models_on_cpu(bench_modules):
 def test_scaling_script_runs_one_and_two_gloo_processes(tmp_path):
     script = find_bench_dir() / "bench_scaling.py"
     out = tmp_path / "scaling.json"
-    cmd = [sys.executable, str(script), "--device", "cpu", "--quick", "--no-all-cores", "--repeats", "1", "--warmup",
-           "0", "--classes", "16", "--batch", "2", "--width", "0.125", "--out", str(out)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(script),
+        "--device",
+        "cpu",
+        "--quick",
+        "--no-all-cores",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--classes",
+        "16",
+        "--batch",
+        "2",
+        "--width",
+        "0.125",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
@@ -488,8 +654,16 @@ def test_quick_train_suite_runs_variants_and_scaling(tmp_path):
 def gpu_dry_run(tmp_path_factory) -> tuple[int, Path, str]:
     """``mrface bench gpu --dry-run``: every section of the GPU suite at tiny sizes on the CPU, stored and rendered."""
     out = tmp_path_factory.mktemp("gpu")
-    code, stdout, err = _bench("gpu", "--dry-run", "--out", str(out), "--store", str(out / "stored"),
-                               "--markdown", str(out / "doc" / "BENCHMARKS.md"))  # fmt: skip
+    code, stdout, err = _bench(
+        "gpu",
+        "--dry-run",
+        "--out",
+        str(out),
+        "--store",
+        str(out / "stored"),
+        "--markdown",
+        str(out / "doc" / "BENCHMARKS.md"),
+    )
     reports = sorted(out.glob("*.json"))
     assert len(reports) == 1, f"expected one report in {out}, found {reports}: {stdout}{err}"
     return code, reports[0], stdout + err
@@ -562,8 +736,10 @@ tests/test_b.py::test_w ERROR                                [100%]
 FAILED tests/ops/test_a.py::test_y - AssertionError
 """
     rows, failures = parse_pytest_log(log)
-    assert rows == [{"file": "tests/ops/test_a.py", "passed": 1, "failed": 1, "skipped": 1, "error": 0},
-                    {"file": "tests/test_b.py", "passed": 1, "failed": 0, "skipped": 0, "error": 1}]  # fmt: skip
+    assert rows == [
+        {"file": "tests/ops/test_a.py", "passed": 1, "failed": 1, "skipped": 1, "error": 0},
+        {"file": "tests/test_b.py", "passed": 1, "failed": 0, "skipped": 0, "error": 1},
+    ]
     assert failures == ["tests/ops/test_a.py::test_y", "tests/test_b.py::test_w"]
 
 
@@ -571,14 +747,28 @@ def test_goals_read_the_measured_rows():
     from mrface.bench_gpu import goals_entry
 
     def report(fused_ms, fused_mib, of_floor, op_fb_ms, img_s, keeps):
-        margin = [{"B": 512, "C": 100_000, "D": 512, "dtype": "bfloat16", "path": "fused", "ms": fused_ms,
-                   "speedup_vs_ref": 10.0 / fused_ms, "mem_ratio_vs_ref": fused_mib / 2000.0},
-                  {"B": 512, "C": 100_000, "D": 512, "dtype": "bfloat16", "path": "reference", "ms": 10.0}]
+        margin = [
+            {
+                "B": 512,
+                "C": 100_000,
+                "D": 512,
+                "dtype": "bfloat16",
+                "path": "fused",
+                "ms": fused_ms,
+                "speedup_vs_ref": 10.0 / fused_ms,
+                "mem_ratio_vs_ref": fused_mib / 2000.0,
+            },
+            {"B": 512, "C": 100_000, "D": 512, "dtype": "bfloat16", "path": "reference", "ms": 10.0},
+        ]
         degrade = [{"filter": "area", "up": True, "batch": 1024, "backend": "cuda", "of_floor": of_floor}]
-        gumbel = [{"B": 64, "N": 200, "K": 8, "impl": "op[cuda]", "forward_backward_ms": op_fb_ms},
-                  {"B": 64, "N": 200, "K": 8, "impl": "torch batched loop", "forward_backward_ms": 10.0}]
-        train = [{"model": "iresnet50", "variant": "base", "batch": 256, "images_per_s": img_s},
-                 {"model": "iresnet50", "variant": "recordio", "loader_images_per_s": 5000.0, "loader_keeps_up": keeps}]
+        gumbel = [
+            {"B": 64, "N": 200, "K": 8, "impl": "op[cuda]", "forward_backward_ms": op_fb_ms},
+            {"B": 64, "N": 200, "K": 8, "impl": "torch batched loop", "forward_backward_ms": 10.0},
+        ]
+        train = [
+            {"model": "iresnet50", "variant": "base", "batch": 256, "images_per_s": img_s},
+            {"model": "iresnet50", "variant": "recordio", "loader_images_per_s": 5000.0, "loader_keeps_up": keeps},
+        ]
         sections = {"margin_softmax": margin, "degrade": degrade, "gumbel_fps": gumbel, "train": train}
         return {"quick": False, "benchmarks": {n: {"rows": r} for n, r in sections.items()}}
 
@@ -620,8 +810,15 @@ time.sleep(60)
 
 def test_run_spec_timeout_keeps_the_rows_written_before(tmp_path):
     (tmp_path / "bench_slow.py").write_text(SLOW_STUB)
-    entry = run_spec(Spec("slow", "kernels", "bench_slow.py"), tmp_path, tmp_path, "cpu", False, timeout=3,
-                     env_extra={"MRFACE_X": "1"})  # fmt: skip
+    entry = run_spec(
+        Spec("slow", "kernels", "bench_slow.py"),
+        tmp_path,
+        tmp_path,
+        "cpu",
+        False,
+        timeout=3,
+        env_extra={"MRFACE_X": "1"},
+    )
     assert entry["status"] == "timeout" and entry["rows"] == [{"size": 1, "ms": 2.0}]
     assert "3 s budget" in entry["note"] and entry["env"] == {"MRFACE_X": "1"} and entry["seconds"] < 30
 

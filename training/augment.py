@@ -35,8 +35,15 @@ _UP_OF = {"nearest": "nearest", "bilinear": "bilinear", "area": "bilinear", "bic
 _GRAY_RGB = (0.2989, 0.587, 0.114)  # torchvision rgb_to_grayscale
 
 
-def crop_boxes(total: int, height: int, width: int, g: torch.Generator, scale: tuple[float, float] = (0.2, 1.0),
-               ratio: tuple[float, float] = (3 / 4, 4 / 3), tries: int = 10) -> torch.Tensor:
+def crop_boxes(
+    total: int,
+    height: int,
+    width: int,
+    g: torch.Generator,
+    scale: tuple[float, float] = (0.2, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    tries: int = 10,
+) -> torch.Tensor:
     """(total, 4) int64 boxes (top, left, h, w) drawn as torchvision RandomResizedCrop.get_params."""
     area = height * width
     target = area * (scale[0] + (scale[1] - scale[0]) * torch.rand(total, tries, generator=g, dtype=torch.float64))
@@ -73,8 +80,9 @@ def apply_crop(x01: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     return x01 * (in_y[:, None, :, None] & in_x[:, None, None, :])
 
 
-def apply_photometric(x01: torch.Tensor, order: torch.Tensor, factors: torch.Tensor, rgb: tuple[int, int, int]
-                      ) -> torch.Tensor:  # fmt: skip
+def apply_photometric(
+    x01: torch.Tensor, order: torch.Tensor, factors: torch.Tensor, rgb: tuple[int, int, int]
+) -> torch.Tensor:
     """torchvision adjust_brightness / adjust_contrast / adjust_saturation on [0, 1] pixels.
 
     Args: x01 (B, 3, H, W); order (B, 4) a permutation of 0..3 per image (0 brightness, 1 contrast,
@@ -115,15 +123,22 @@ class ResolutionAugment:
     metadata), needed by the crop (black) and photometric options, which work on [0, 1] pixels.
     """
 
-    def __init__(self, cfg: AugmentConfig, seed: int, rank: int, world_size: int, accumulate: int,
-                 mean: tuple[float, ...] = (0.5, 0.5, 0.5), std: tuple[float, ...] = (0.5, 0.5, 0.5),
-                 color_order: str = "RGB") -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: AugmentConfig,
+        seed: int,
+        rank: int,
+        world_size: int,
+        accumulate: int,
+        mean: tuple[float, ...] = (0.5, 0.5, 0.5),
+        std: tuple[float, ...] = (0.5, 0.5, 0.5),
+        color_order: str = "RGB",
+    ) -> None:
         self.cfg, self.seed, self.rank, self.world_size, self.accumulate = cfg, seed, rank, world_size, accumulate
         self.mean, self.std = torch.tensor(mean)[None, :, None, None], torch.tensor(std)[None, :, None, None]
         self.rgb = (0, 1, 2) if color_order.upper() == "RGB" else (2, 1, 0)
 
-    def _pixel_ops(self, images: torch.Tensor, g: torch.Generator, total: int, own: slice, stage: str
-                   ) -> torch.Tensor:  # fmt: skip
+    def _pixel_ops(self, images: torch.Tensor, g: torch.Generator, total: int, own: slice, stage: str) -> torch.Tensor:
         """Crop (stage "crop") or photometric (stage "photo") on the selected images, in [0, 1] pixels."""
         cfg = self.cfg
         b, _, height, width = images.shape
@@ -209,8 +224,9 @@ class StudentResize:
     aliased low-resolution faces alike; every r of one image uses the same filter.
     """
 
-    def __init__(self, resolutions: list[int], filters: list[str], seed: int, rank: int, world_size: int,
-                 accumulate: int) -> None:  # fmt: skip
+    def __init__(
+        self, resolutions: list[int], filters: list[str], seed: int, rank: int, world_size: int, accumulate: int
+    ) -> None:
         if not filters:
             raise ValueError("distill.filters: give at least one down filter, e.g. [bilinear_aa]")
         self.resolutions, self.filters = [int(r) for r in resolutions], list(filters)
@@ -229,7 +245,8 @@ class StudentResize:
         for k, name in enumerate(self.filters):
             idx = (ids == k).nonzero()[:, 0]
             if idx.numel():
-                for out, low in zip(outs, degrade_resolution(images[idx], self.resolutions, filter=name).down,
-                                    strict=True):  # fmt: skip
+                for out, low in zip(
+                    outs, degrade_resolution(images[idx], self.resolutions, filter=name).down, strict=True
+                ):
                     out[idx] = low
         return outs

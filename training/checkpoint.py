@@ -45,9 +45,16 @@ class CheckpointNotFound(FileNotFoundError):
 def rng_state() -> dict[str, Any]:
     """Every RNG a training step may draw from (torch CPU/CUDA, numpy, python), as plain tensors/ints."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 - the global state libraries use
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "cached": float(cached)}}  # fmt: skip
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -81,8 +88,16 @@ def head_tensors(head: PartialFC) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous().clone() for k, v in head.state_dict().items() if k != "_extra_state"}
 
 
-def save_checkpoint(root: Path, step: int, env: DistEnv, model: FaceModel, head: PartialFC | None,
-                    state: dict[str, Any], keep: int, run_id: str | None = None) -> Path:  # fmt: skip
+def save_checkpoint(
+    root: Path,
+    step: int,
+    env: DistEnv,
+    model: FaceModel,
+    head: PartialFC | None,
+    state: dict[str, Any],
+    keep: int,
+    run_id: str | None = None,
+) -> Path:
     """Write checkpoint ``step`` under ``root`` (a collective: every rank calls it). Returns its folder.
 
     ``run_id`` is stored in the manifest; retention deletes only older checkpoints with the same id.
@@ -98,9 +113,18 @@ def save_checkpoint(root: Path, step: int, env: DistEnv, model: FaceModel, head:
         raise
 
 
-def _write_checkpoint(root: Path, step: int, env: DistEnv, model: FaceModel, head: PartialFC | None,
-                      state: dict[str, Any], keep: int, run_id: str | None, final: Path,
-                      tmp: Path) -> Path:  # fmt: skip
+def _write_checkpoint(
+    root: Path,
+    step: int,
+    env: DistEnv,
+    model: FaceModel,
+    head: PartialFC | None,
+    state: dict[str, Any],
+    keep: int,
+    run_id: str | None,
+    final: Path,
+    tmp: Path,
+) -> Path:
     if env.is_main:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -114,9 +138,13 @@ def _write_checkpoint(root: Path, step: int, env: DistEnv, model: FaceModel, hea
         save_model(model, tmp / "model.safetensors")
     barrier(env)
     if env.is_main:
-        manifest = {"step": step, "world_size": env.world_size,
-                    "num_classes": head.num_classes if head is not None else None,
-                    "embedding_size": head.embedding_size if head is not None else None, "run_id": run_id}  # fmt: skip
+        manifest = {
+            "step": step,
+            "world_size": env.world_size,
+            "num_classes": head.num_classes if head is not None else None,
+            "embedding_size": head.embedding_size if head is not None else None,
+            "run_id": run_id,
+        }
         _atomic_json(tmp / MANIFEST, manifest)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -154,12 +182,16 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     if (p / MANIFEST).is_file():
         return p
     if p.is_file():
-        raise CheckpointNotFound(f"{p}: a file; expected a run directory or a checkpoint folder (weights of "
-                                 "other projects, e.g. .pt files, go through mrface.models.importers)")  # fmt: skip
+        raise CheckpointNotFound(
+            f"{p}: a file; expected a run directory or a checkpoint folder (weights of "
+            "other projects, e.g. .pt files, go through mrface.models.importers)"
+        )
     latest = latest_checkpoint(p / "checkpoints")
     if latest is None:
-        raise CheckpointNotFound(f"{p}: neither a checkpoint folder (no {MANIFEST}) nor a run directory "
-                                 f"with a complete checkpoint under {p / 'checkpoints'}")  # fmt: skip
+        raise CheckpointNotFound(
+            f"{p}: neither a checkpoint folder (no {MANIFEST}) nor a run directory "
+            f"with a complete checkpoint under {p / 'checkpoints'}"
+        )
     return latest
 
 
@@ -174,8 +206,10 @@ def load_training_state(ckpt: Path, env: DistEnv) -> dict[str, Any]:
     """This rank's training state (weights_only=True). The world size must match the checkpoint's."""
     manifest = read_manifest(ckpt)
     if manifest["world_size"] != env.world_size:
-        raise ValueError(f"{ckpt}: saved with world size {manifest['world_size']}, resuming with "
-                         f"{env.world_size}; exact resume needs the same number of processes")  # fmt: skip
+        raise ValueError(
+            f"{ckpt}: saved with world size {manifest['world_size']}, resuming with "
+            f"{env.world_size}; exact resume needs the same number of processes"
+        )
     return safe_torch_load(ckpt / f"state_rank{env.rank}.pt")
 
 
@@ -187,8 +221,10 @@ def load_head(ckpt: Path, head: PartialFC) -> None:
     """Load the Partial FC shards into ``head``, re-sharding when the world size changed."""
     manifest = read_manifest(ckpt)
     if manifest["num_classes"] != head.num_classes or manifest["embedding_size"] != head.embedding_size:
-        raise ValueError(f"{ckpt}: classifier has {manifest['num_classes']} classes x {manifest['embedding_size']}, "
-                         f"this head {head.num_classes} x {head.embedding_size}")  # fmt: skip
+        raise ValueError(
+            f"{ckpt}: classifier has {manifest['num_classes']} classes x {manifest['embedding_size']}, "
+            f"this head {head.num_classes} x {head.embedding_size}"
+        )
     saved_world = manifest["world_size"]
     if saved_world == head.world_size:
         sd: dict[str, Any] = dict(load_file(str(ckpt / f"head_rank{head.rank}.safetensors")))

@@ -24,8 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("train", help="train a model from a recipe", description=__doc__.splitlines()[0],
-                                   epilog=EPILOG)  # fmt: skip
+    parser = subparsers.add_parser(
+        "train", help="train a model from a recipe", description=__doc__.splitlines()[0], epilog=EPILOG
+    )
     add_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -39,8 +40,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"mrface train: error: --nproc: expected an integer >= 1, got {args.nproc}", file=sys.stderr)
         return 2
     if args.nproc > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-               "-m", "mrface.training", args.recipe, *args.overrides, *(["--debug"] if args.debug else [])]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={args.nproc}",
+            "-m",
+            "mrface.training",
+            args.recipe,
+            *args.overrides,
+            *(["--debug"] if args.debug else []),
+        ]
         return subprocess.call(cmd)
     return run_command("train", lambda: _train(args), getattr(args, "debug", False))
 
@@ -67,8 +78,9 @@ def _train(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     from mrface.errors import debug_requested
 
-    parser = argparse.ArgumentParser(prog="python -m mrface.training", description=__doc__.splitlines()[0],
-                                     epilog=EPILOG)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m mrface.training", description=__doc__.splitlines()[0], epilog=EPILOG
+    )
     add_arguments(parser)
     debug, argv = debug_requested(list(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)

@@ -250,8 +250,9 @@ def recipe_path(name: str | os.PathLike) -> Path:
     names = list_recipes()
     close = difflib.get_close_matches(p.stem, names, n=1, cutoff=0.5)
     hint = f"; did you mean '{close[0]}'?" if close else ""
-    raise RecipeError(f"recipe '{name}' not found (not a YAML file, not in {RECIPE_DIR}){hint} "
-                      f"Available: {', '.join(names)}")  # fmt: skip
+    raise RecipeError(
+        f"recipe '{name}' not found (not a YAML file, not in {RECIPE_DIR}){hint} Available: {', '.join(names)}"
+    )
 
 
 def list_recipes() -> list[str]:
@@ -368,8 +369,10 @@ def validate_numbers(cfg: TrainConfig, source: str = "config") -> None:
         section, name = key.split(".")
         sides = list(getattr(getattr(cfg, section), name))
         if not sides or any(not 1 <= v <= 112 for v in sides):
-            raise RecipeError(f"{source}: {key}={sides}, expected a non-empty list of image sides in 1..112 "
-                              "(the training images are 112 x 112)")  # fmt: skip
+            raise RecipeError(
+                f"{source}: {key}={sides}, expected a non-empty list of image sides in 1..112 "
+                "(the training images are 112 x 112)"
+            )
 
 
 def _registered(name: str, names: list[str], key: str, source: str) -> None:
@@ -394,8 +397,12 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
     _choice(cfg.optim.name, ("sgd", "adamw"), "optim.name", source)
     _choice(cfg.optim.amp, ("none", "bf16", "fp16"), "optim.amp", source)
     _choice(cfg.schedule.kind, ("poly", "multistep", "constant"), "schedule.kind", source)
-    positive = {"data.batch_size": cfg.data.batch_size, "optim.accumulate": cfg.optim.accumulate,
-                "train.log_every": cfg.train.log_every, "checkpoint.keep": cfg.checkpoint.keep}  # fmt: skip
+    positive = {
+        "data.batch_size": cfg.data.batch_size,
+        "optim.accumulate": cfg.optim.accumulate,
+        "train.log_every": cfg.train.log_every,
+        "checkpoint.keep": cfg.checkpoint.keep,
+    }
     for key, value in positive.items():
         if value < 1:
             raise RecipeError(f"{source}: {key}={value}, expected an integer >= 1")
@@ -425,8 +432,9 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
     if cfg.stage == "coreset" and cfg.model.channels_last:
         raise RecipeError(f"{source}: stage=coreset batches are 5-D templates: model.channels_last must be false")
     if cfg.coreset.max_size < 1 or cfg.coreset.k < 1:
-        raise RecipeError(f"{source}: coreset.max_size={cfg.coreset.max_size} and coreset.k={cfg.coreset.k} "
-                          "must be >= 1")  # fmt: skip
+        raise RecipeError(
+            f"{source}: coreset.max_size={cfg.coreset.max_size} and coreset.k={cfg.coreset.k} must be >= 1"
+        )
     if not cfg.dcr.resolutions or min(cfg.dcr.resolutions) < 1:
         raise RecipeError(f"{source}: dcr.resolutions={list(cfg.dcr.resolutions)}: expected sides >= 1")
     lo_hi = list(cfg.qgface.scale)
@@ -437,19 +445,23 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
     if cfg.qgface.queue_size < 1:
         raise RecipeError(f"{source}: qgface.queue_size={cfg.qgface.queue_size}, expected an integer >= 1")
     if cfg.stage == "qgface" and cfg.augment.kind != "none":
-        raise RecipeError(f"{source}: stage=qgface makes its own clean and degraded views (qgface.scale): "
-                          f"augment.kind={cfg.augment.kind!r} must be none (augment.flip still applies)")
+        raise RecipeError(
+            f"{source}: stage=qgface makes its own clean and degraded views (qgface.scale): "
+            f"augment.kind={cfg.augment.kind!r} must be none (augment.flip still applies)"
+        )
     if cfg.resume not in ("none", "auto") and not Path(cfg.resume).is_dir():
         raise RecipeError(f"{source}: resume={cfg.resume!r}: expected none, auto or an existing checkpoint dir")
 
 
 def check_paths(cfg: TrainConfig, data: bool = True) -> None:
     """The input files a run reads exist (checked when training starts, not when a recipe loads)."""
-    paths = {"data.path": cfg.data.path if data and cfg.data.kind in ("rec", "folder") else "",
-             "model.init": cfg.model.init,
-             "distill.teacher": cfg.distill.teacher if cfg.stage == "distill" else "",
-             "dcr.trunk": cfg.dcr.trunk if cfg.stage == "dcr" else "",
-             "coreset.backbone": cfg.coreset.backbone if cfg.stage == "coreset" else ""}  # fmt: skip
+    paths = {
+        "data.path": cfg.data.path if data and cfg.data.kind in ("rec", "folder") else "",
+        "model.init": cfg.model.init,
+        "distill.teacher": cfg.distill.teacher if cfg.stage == "distill" else "",
+        "dcr.trunk": cfg.dcr.trunk if cfg.stage == "dcr" else "",
+        "coreset.backbone": cfg.coreset.backbone if cfg.stage == "coreset" else "",
+    }
     for key, value in paths.items():
         if value and not Path(value).exists():
             raise RecipeError(f"{key}={value}: no such file or folder")

@@ -29,12 +29,15 @@ UNREPLACEABLE = "no readable sample among the next 64 to replace it: "
 class GlobalBatchSampler(Sampler[list[int]]):
     """Yields this rank's index lists for micro-batches ``start, start+1, ..., total-1`` (see module doc)."""
 
-    def __init__(self, num_samples: int, batch_size: int, rank: int, world_size: int, seed: int,
-                 total: int, start: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self, num_samples: int, batch_size: int, rank: int, world_size: int, seed: int, total: int, start: int = 0
+    ) -> None:
         self.global_batch = batch_size * world_size
         if num_samples < self.global_batch:
-            raise ValueError(f"dataset has {num_samples} images, fewer than one global batch "
-                             f"({batch_size} per rank x {world_size} ranks)")  # fmt: skip
+            raise ValueError(
+                f"dataset has {num_samples} images, fewer than one global batch "
+                f"({batch_size} per rank x {world_size} ranks)"
+            )
         self.num_samples, self.batch_size, self.rank = num_samples, batch_size, rank
         self.seed, self.total, self.start = seed, total, start
         self.per_epoch = num_samples // self.global_batch
@@ -116,8 +119,14 @@ class CheckedSamples(Dataset):
             where = describe_sample(self.dataset, index)
             return None, -1, text if text.startswith(where.split(":")[0]) else f"{where}: {text}"
         if self.num_classes is not None and not 0 <= label < self.num_classes:
-            return None, -1, (f"{describe_sample(self.dataset, index)}: label {label} outside [0, {self.num_classes}) "
-                              "(the number of classes)")  # fmt: skip
+            return (
+                None,
+                -1,
+                (
+                    f"{describe_sample(self.dataset, index)}: label {label} outside [0, {self.num_classes}) "
+                    "(the number of classes)"
+                ),
+            )
         return image, label, ""
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
@@ -159,5 +168,6 @@ def dataset_classes(dataset: Dataset) -> int:
 def make_loader(dataset: Dataset, sampler: GlobalBatchSampler, workers: int) -> DataLoader:
     """A DataLoader over ``sampler``'s batches (no randomness in workers: the order is the sampler's)."""
     kwargs = {"persistent_workers": False, "prefetch_factor": 2} if workers > 0 else {}
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
-                      pin_memory=torch.cuda.is_available(), **kwargs)  # fmt: skip
+    return DataLoader(
+        dataset, batch_sampler=sampler, num_workers=workers, pin_memory=torch.cuda.is_available(), **kwargs
+    )

@@ -51,11 +51,13 @@ SIZES = {
     # Many images per identity (SynthFace is free) and several hundred distillation steps are what the
     # branches need to beat the upsampled trunk at 112&14 and 112&7 (measured on 1,000 pairs: with
     # 8 images per identity and 48 steps they stayed 2-5 points below it).
-    "quick": DemoSize(identities=64, images=32, pairs=400, val_identities=200, trunk_epochs=1.5, distill_epochs=9,
-                      batch_size=64),
-    "full": DemoSize(identities=64, images=32, pairs=1000, val_identities=300, trunk_epochs=3, distill_epochs=12,
-                     batch_size=64),
-}  # fmt: skip
+    "quick": DemoSize(
+        identities=64, images=32, pairs=400, val_identities=200, trunk_epochs=1.5, distill_epochs=9, batch_size=64
+    ),
+    "full": DemoSize(
+        identities=64, images=32, pairs=1000, val_identities=300, trunk_epochs=3, distill_epochs=12, batch_size=64
+    ),
+}
 
 
 class DemoInterrupted(RuntimeError):
@@ -63,14 +65,18 @@ class DemoInterrupted(RuntimeError):
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="train and evaluate a tiny BTNet on SynthFace (CPU, minutes)",
-                                   description=__doc__.splitlines()[0])  # fmt: skip
+    parser = subparsers.add_parser(
+        "demo", help="train and evaluate a tiny BTNet on SynthFace (CPU, minutes)", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--quick", action="store_true", help="shorter run (about 5 minutes on 2 CPU cores)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: ./{DEFAULT_OUT})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-export", action="store_true", help="skip the ONNX export step")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="move an existing demo with other settings in --out aside (it is refused otherwise)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="move an existing demo with other settings in --out aside (it is refused otherwise)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -79,8 +85,15 @@ def _say(message: str) -> None:
 
 
 def _common(size: DemoSize, rec: Path, seed: int) -> list[str]:
-    return [f"seed={seed}", "data.kind=rec", f"data.path={rec}", f"data.batch_size={size.batch_size}",
-            "train.progress=true", "train.tensorboard=false", "train.log_every=10"]  # fmt: skip
+    return [
+        f"seed={seed}",
+        "data.kind=rec",
+        f"data.path={rec}",
+        f"data.batch_size={size.batch_size}",
+        "train.progress=true",
+        "train.tensorboard=false",
+        "train.log_every=10",
+    ]
 
 
 def export_onnx_if_available(model: Any, out: Path) -> dict[str, Any]:
@@ -123,18 +136,37 @@ def run_demo(out: Path, quick: bool, seed: int = 0, export: bool = True, resume:
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     _say(f"1/5 SynthFace: {size.identities} identities x {size.images} images, {size.pairs} pairs -> {out / 'data'}")
-    data = write_synth(out / "data", identities=size.identities, images=size.images, seed=seed, pairs=size.pairs,
-                       resolutions=(112,), val_identities=size.val_identities)  # fmt: skip
+    data = write_synth(
+        out / "data",
+        identities=size.identities,
+        images=size.images,
+        seed=seed,
+        pairs=size.pairs,
+        resolutions=(112,),
+        val_identities=size.val_identities,
+    )
     common = [*_common(size, data.rec, seed), f"resume={'auto' if resume else 'none'}"]
 
     _say("2/5 training the multi-resolution TNet (recipe synthface_tiny_trunk)")
-    _train_stage("synthface_tiny_trunk", [*common, f"output={out / 'trunk'}", f"train.epochs={size.trunk_epochs}"],
-                 out / "trunk", "TNet training")  # fmt: skip
+    _train_stage(
+        "synthface_tiny_trunk",
+        [*common, f"output={out / 'trunk'}", f"train.epochs={size.trunk_epochs}"],
+        out / "trunk",
+        "TNet training",
+    )
 
     _say("3/5 distilling the 28/14/7 branches (recipe synthface_tiny_distill)")
-    _train_stage("synthface_tiny_distill", [*common, f"output={out / 'distill'}", f"distill.teacher={out / 'trunk'}",
-                                            f"train.epochs={size.distill_epochs}"],
-                 out / "distill", "distillation")  # fmt: skip
+    _train_stage(
+        "synthface_tiny_distill",
+        [
+            *common,
+            f"output={out / 'distill'}",
+            f"distill.teacher={out / 'trunk'}",
+            f"train.epochs={size.distill_epochs}",
+        ],
+        out / "distill",
+        "distillation",
+    )
 
     _say("4/5 cross-resolution verification: trunk only vs BTNet")
     model = load_model(out / "distill" / "model.safetensors")
@@ -153,30 +185,56 @@ def run_demo(out: Path, quick: bool, seed: int = 0, export: bool = True, resume:
             export_status = {"status": "skipped", "reason": f"missing dependency: {err}"}
         _say(f"    {export_status['status']}: {export_status.get('reason', export_status.get('out_dir', ''))}")
 
-    settings = {"quick": quick, "seed": seed, **size.__dict__, "trunk_recipe": "synthface_tiny_trunk",
-                "distill_recipe": "synthface_tiny_distill", "extract": options.as_dict(),
-                "threads": torch.get_num_threads()}  # fmt: skip
-    report = new_report("demo", "mrface demo: cross-resolution verification on SynthFace (held-out identities)",
-                        settings=settings, model=json.loads(model.metadata.to_json()),
-                        results={"table": table, "uncertainty": summary, "export": export_status,
-                                 "fold_accuracies": {p: {k: v.tolist() for k, v in f.items()}
-                                                     for p, f in folds.items()}})  # fmt: skip
-    report["tables"].append({
-        "title": (f"Verification accuracy (%) at resolution pairs, 10-fold on {size.pairs} held-out pairs, seed "
-                  f"{seed}. ± is the standard error over folds; the gain is paired (same pairs, same folds) and "
-                  "its 95 % interval covers pair sampling only, not seed-to-seed training variation"),
-        "columns": TABLE_COLUMNS, "rows": table_rows(summary),
-    })  # fmt: skip
+    settings = {
+        "quick": quick,
+        "seed": seed,
+        **size.__dict__,
+        "trunk_recipe": "synthface_tiny_trunk",
+        "distill_recipe": "synthface_tiny_distill",
+        "extract": options.as_dict(),
+        "threads": torch.get_num_threads(),
+    }
+    report = new_report(
+        "demo",
+        "mrface demo: cross-resolution verification on SynthFace (held-out identities)",
+        settings=settings,
+        model=json.loads(model.metadata.to_json()),
+        results={
+            "table": table,
+            "uncertainty": summary,
+            "export": export_status,
+            "fold_accuracies": {p: {k: v.tolist() for k, v in f.items()} for p, f in folds.items()},
+        },
+    )
+    report["tables"].append(
+        {
+            "title": (
+                f"Verification accuracy (%) at resolution pairs, 10-fold on {size.pairs} held-out pairs, seed "
+                f"{seed}. ± is the standard error over folds; the gain is paired (same pairs, same folds) and "
+                "its 95 % interval covers pair sampling only, not seed-to-seed training variation"
+            ),
+            "columns": TABLE_COLUMNS,
+            "rows": table_rows(summary),
+        }
+    )
     files = write_report(out / "report", report)
     png = out / "report" / "crossres_table.png"
     try:
-        plot_table_png(summary, png, f"mrface demo{' --quick' if quick else ''} (seed {seed}, {size.pairs} pairs): "
-                                     "trunk only vs BTNet")  # fmt: skip
+        plot_table_png(
+            summary,
+            png,
+            f"mrface demo{' --quick' if quick else ''} (seed {seed}, {size.pairs} pairs): trunk only vs BTNet",
+        )
         files.append(png)
     except ImportError:
         _say("    matplotlib is not installed: crossres_table.png skipped (pip install 'mrface[plot]')")
-    return {"table": table, "summary": summary, "report_files": files, "export": export_status,
-            "seconds": time.perf_counter() - start}  # fmt: skip
+    return {
+        "table": table,
+        "summary": summary,
+        "report_files": files,
+        "export": export_status,
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -193,9 +251,14 @@ def run(args: argparse.Namespace) -> int:
         same = marker.is_file() and json.loads(marker.read_text()) == settings
     except ValueError:
         same = False
-    moved = claim_output(out, "auto" if same else "none", args.overwrite, key="--out",
-                         remedy="rerun with the settings of the demo there to resume it, choose another --out, or add "
-                                "--overwrite to move it aside")  # fmt: skip
+    moved = claim_output(
+        out,
+        "auto" if same else "none",
+        args.overwrite,
+        key="--out",
+        remedy="rerun with the settings of the demo there to resume it, choose another --out, or add "
+        "--overwrite to move it aside",
+    )
     if moved is not None:
         _say(f"--overwrite: the previous contents of {out} were moved to {moved}")
     out.mkdir(parents=True, exist_ok=True)

@@ -34,8 +34,9 @@ def fold_matrix(model: Any, pairs: Any, resolutions: Sequence[int], options: Any
     needed = sorted({r for row in rows for r in row})
     out: dict[str, dict[str, np.ndarray]] = {}
     for mode, upsample in (("btnet", False), ("trunk_only", True)):
-        feats = {r: embed_at(model, pairs.images, r, upsample and r != high, options, pairs.color).features
-                 for r in needed}  # fmt: skip
+        feats = {
+            r: embed_at(model, pairs.images, r, upsample and r != high, options, pairs.color).features for r in needed
+        }
         for r1, r2 in rows:
             res = score_pairs(feats[r1][0::2], feats[r2][1::2], pairs.issame)
             out.setdefault(f"{r1}&{r2}", {})[mode] = np.asarray(res.fold_accuracies, np.float64)
@@ -52,11 +53,24 @@ def summarise(folds: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, An
         gain_se = float(d.std(ddof=1) / np.sqrt(k))
         gain = float(d.mean())
         lo, hi = gain - T95 * gain_se, gain + T95 * gain_se
-        out[pair] = {"trunk_only": float(t.mean()), "btnet": float(b.mean()),
-                     "trunk_only_se": float(t.std(ddof=1) / np.sqrt(k)), "btnet_se": float(b.std(ddof=1) / np.sqrt(k)),
-                     "gain": gain, "gain_se": gain_se, "gain_ci95": [lo, hi],
-                     "verdict": ("same path" if not d.any() else "BTNet better" if lo > 0 else "trunk better" if hi < 0
-                                 else "within noise")}  # fmt: skip
+        out[pair] = {
+            "trunk_only": float(t.mean()),
+            "btnet": float(b.mean()),
+            "trunk_only_se": float(t.std(ddof=1) / np.sqrt(k)),
+            "btnet_se": float(b.std(ddof=1) / np.sqrt(k)),
+            "gain": gain,
+            "gain_se": gain_se,
+            "gain_ci95": [lo, hi],
+            "verdict": (
+                "same path"
+                if not d.any()
+                else "BTNet better"
+                if lo > 0
+                else "trunk better"
+                if hi < 0
+                else "within noise"
+            ),
+        }
     return out
 
 
@@ -68,9 +82,16 @@ def table_rows(summary: dict[str, dict[str, Any]]) -> list[list[Any]]:
             continue
         s = summary[pair]
         lo, hi = s["gain_ci95"]
-        rows.append([pair, f"{100 * s['trunk_only']:.2f} ± {100 * s['trunk_only_se']:.2f}",
-                     f"{100 * s['btnet']:.2f} ± {100 * s['btnet_se']:.2f}", f"{100 * s['gain']:+.2f}",
-                     f"[{100 * lo:+.2f}, {100 * hi:+.2f}]", s["verdict"]])  # fmt: skip
+        rows.append(
+            [
+                pair,
+                f"{100 * s['trunk_only']:.2f} ± {100 * s['trunk_only_se']:.2f}",
+                f"{100 * s['btnet']:.2f} ± {100 * s['btnet_se']:.2f}",
+                f"{100 * s['gain']:+.2f}",
+                f"[{100 * lo:+.2f}, {100 * hi:+.2f}]",
+                s["verdict"],
+            ]
+        )
     return rows
 
 
@@ -105,8 +126,9 @@ def plot_table_png(summary: dict[str, dict[str, Any]], path: str | os.PathLike, 
         top = np.max(highs, axis=0)
         for j, p in enumerate(pairs):
             s = summary[p]
-            ax.annotate(f"{100 * s['gain']:+.1f}\n{s['verdict']}", (j, top[j] + 1), ha="center", va="bottom",
-                        fontsize=7)  # fmt: skip
+            ax.annotate(
+                f"{100 * s['gain']:+.1f}\n{s['verdict']}", (j, top[j] + 1), ha="center", va="bottom", fontsize=7
+            )
         ax.set_xticks(x, pairs)
         ax.set_ylim(max(0.0, float(np.min(lows)) - 5), float(np.max(top)) + 12)
         ax.set_xlabel("resolution pair (px)")

@@ -56,8 +56,9 @@ def init_distributed() -> DistEnv:
             if var not in os.environ:
                 raise ValueError(f"WORLD_SIZE={world_size} but {var} is not set: launch with torchrun")
         backend = os.environ.get("MRFACE_DIST_BACKEND", "nccl" if cuda else "gloo")
-        dist.init_process_group(backend, rank=rank, world_size=world_size,
-                                device_id=device if backend == "nccl" else None)  # fmt: skip
+        dist.init_process_group(
+            backend, rank=rank, world_size=world_size, device_id=device if backend == "nccl" else None
+        )
     return DistEnv(rank, world_size, local_rank, device)
 
 

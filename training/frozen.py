@@ -31,8 +31,11 @@ def trunk_weights(path: str) -> tuple[dict[str, Tensor], ModelMetadata, str]:
 
 def trunk_arguments(meta: ModelMetadata) -> dict[str, Any]:
     """``get_model`` keyword arguments of the trunk described by ``meta`` (BTNet branch arguments dropped)."""
-    return {k: v for k, v in meta.arguments.items() if not meta.architecture.startswith("btnet")
-            or k not in _BRANCH_ARGUMENTS}  # fmt: skip
+    return {
+        k: v
+        for k, v in meta.arguments.items()
+        if not meta.architecture.startswith("btnet") or k not in _BRANCH_ARGUMENTS
+    }
 
 
 def load_frozen(module: FaceModel, state: dict[str, Tensor], source: str) -> None:

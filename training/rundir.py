@@ -75,8 +75,10 @@ def claim_output(out: Path, resume: str, overwrite: bool, key: str = "output", r
     if resume != "none" or not any(out.iterdir()):
         return None
     if not overwrite:
-        raise RunFolderInUse(f"{key}={out}", f"the folder already holds files (an earlier run?); expected a new or "
-                                             f"empty folder: {remedy}")  # fmt: skip
+        raise RunFolderInUse(
+            f"{key}={out}",
+            f"the folder already holds files (an earlier run?); expected a new or empty folder: {remedy}",
+        )
     target = moved_aside_name(out)
     os.replace(out, target)
     return target
@@ -107,8 +109,13 @@ def setup_run_dir(cfg: TrainConfig, world_size: int, is_main: bool) -> tuple[Pat
     out.mkdir(parents=True, exist_ok=True)
     stale = clean_stale_temporaries(out)
     (out / "config.yaml").write_text(to_yaml(cfg))
-    info = {"seed": cfg.seed, "world_size": world_size, "versions": versions(), "argv": sys.argv,
-            "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+    info = {
+        "seed": cfg.seed,
+        "world_size": world_size,
+        "versions": versions(),
+        "argv": sys.argv,
+        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
     (out / "run.json").write_text(json.dumps(info, indent=2))
     fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
     for handler in (logging.FileHandler(out / "train.log"), logging.StreamHandler(sys.stderr)):
@@ -141,8 +148,7 @@ class MetricsWriter:
 
                 self.tb = SummaryWriter(str(out / "tb"))
             except ImportError:
-                logger.info("tensorboard is not installed: scalars go to metrics.jsonl only "
-                            "(pip install tensorboard)")  # fmt: skip
+                logger.info("tensorboard is not installed: scalars go to metrics.jsonl only (pip install tensorboard)")
 
     def write(self, row: dict[str, Any]) -> None:
         if not self.enabled:

@@ -28,8 +28,9 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, cfg: ScheduleConfi
     return 1.0
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, total_steps: int,
-                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:  # fmt: skip
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, total_steps: int, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """LambdaLR over ``lr_factor``; epochs in the recipe are converted with ``steps_per_epoch``."""
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
     milestones = [int(round(m * steps_per_epoch)) for m in cfg.milestones]

@@ -46,8 +46,16 @@ def coreset_arguments(cfg: TrainConfig, backbone: FaceModel) -> dict[str, Any]:
     """The JSON arguments that rebuild a CoresetModel (:func:`build_coreset_model`)."""
     meta = backbone.metadata
     c = cfg.coreset
-    return {"backbone": meta.architecture, "backbone_args": dict(meta.arguments), "k": c.k, "heads": c.heads,
-            "gamma": c.gamma, "tau": c.tau, "dropout": c.dropout, "sampling": c.sampling}  # fmt: skip
+    return {
+        "backbone": meta.architecture,
+        "backbone_args": dict(meta.arguments),
+        "k": c.k,
+        "heads": c.heads,
+        "gamma": c.gamma,
+        "tau": c.tau,
+        "dropout": c.dropout,
+        "sampling": c.sampling,
+    }
 
 
 def build_coreset_model(arguments: dict[str, Any]) -> CoresetModel:
@@ -86,8 +94,16 @@ def coreset_stage(cfg: TrainConfig, env: DistEnv, dataset: Dataset | None) -> tu
     templates = TemplateDataset(dataset, num_classes)
     head = _make_head(cfg, model.embedding_size, num_classes)
     meta = model.metadata
-    augment = ResolutionAugment(cfg.augment, cfg.seed, env.rank, env.world_size, cfg.optim.accumulate,
-                                meta.mean, meta.std, cfg.data.color or meta.color_order)  # fmt: skip
+    augment = ResolutionAugment(
+        cfg.augment,
+        cfg.seed,
+        env.rank,
+        env.world_size,
+        cfg.optim.accumulate,
+        meta.mean,
+        meta.std,
+        cfg.data.color or meta.color_order,
+    )
 
     def loss_fn(net: nn.Module, images: Tensor, labels: Tensor, step: int, micro: int) -> tuple[Tensor, dict]:
         """images (B, W, 3, S, S), labels (B, W) (-1 at padding) -> AdaFace loss of the B template embeddings."""
@@ -97,8 +113,9 @@ def coreset_stage(cfg: TrainConfig, env: DistEnv, dataset: Dataset | None) -> tu
         generator = seeded_generator(cfg.seed, _GUMBEL_STREAM, step, micro, env.rank)
         # Decoder dropout draws from the global RNG: seed it per (step, micro-batch, rank) inside a fork so the
         # masks are exact on resume and the caller's RNG stream is untouched.
-        dropout_seed = int(torch.randint(0, 2**62, (1,), generator=seeded_generator(cfg.seed, _DROPOUT_STREAM, step,
-                                                                                     micro, env.rank)))  # fmt: skip
+        dropout_seed = int(
+            torch.randint(0, 2**62, (1,), generator=seeded_generator(cfg.seed, _DROPOUT_STREAM, step, micro, env.rank))
+        )
         devices = [env.device] if env.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices, device_type=env.device.type if devices else "cuda"):
             torch.manual_seed(dropout_seed)

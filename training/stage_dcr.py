@@ -60,12 +60,16 @@ def trunk_classifier(trunk: str, num_classes: int, embedding_size: int) -> Tenso
     try:
         ckpt = resolve_checkpoint(trunk)
     except CheckpointNotFound:
-        raise ValueError(f"dcr.classifier_init=trunk: {trunk} is not a trunk run or checkpoint holding its "
-                         "classifier (head_rank*.safetensors); use one, or set dcr.classifier_init=random") from None
+        raise ValueError(
+            f"dcr.classifier_init=trunk: {trunk} is not a trunk run or checkpoint holding its "
+            "classifier (head_rank*.safetensors); use one, or set dcr.classifier_init=random"
+        ) from None
     manifest = read_manifest(ckpt)
     if manifest.get("num_classes") != num_classes or manifest.get("embedding_size") != embedding_size:
-        raise ValueError(f"{ckpt}: trunk classifier is {manifest.get('num_classes')} x {manifest.get('embedding_size')}"
-                         f", the branches need {num_classes} x {embedding_size}")  # fmt: skip
+        raise ValueError(
+            f"{ckpt}: trunk classifier is {manifest.get('num_classes')} x {manifest.get('embedding_size')}"
+            f", the branches need {num_classes} x {embedding_size}"
+        )
     shards = [load_file(str(ckpt / f"head_rank{r}.safetensors"))["weight"] for r in range(manifest["world_size"])]
     return torch.cat(shards, 0).float()
 
@@ -96,8 +100,13 @@ def dcr_stage(cfg: TrainConfig, env: DistEnv, dataset: Dataset | None) -> tuple[
         num_classes = dataset_classes(dataset)
     model = build_dcr_model(cfg, num_classes, trunk_arguments(trunk_meta))
     # The trunk sees the pixels: the saved model describes its input as the trunk's metadata does.
-    model.metadata = dataclasses.replace(model.metadata, color_order=trunk_meta.color_order, mean=trunk_meta.mean,
-                                         std=trunk_meta.std, alignment=trunk_meta.alignment)  # fmt: skip
+    model.metadata = dataclasses.replace(
+        model.metadata,
+        color_order=trunk_meta.color_order,
+        mean=trunk_meta.mean,
+        std=trunk_meta.std,
+        alignment=trunk_meta.alignment,
+    )
     load_frozen(model.trunk, state, source)
 
     if cfg.dcr.classifier_init == "trunk":
@@ -105,8 +114,16 @@ def dcr_stage(cfg: TrainConfig, env: DistEnv, dataset: Dataset | None) -> tuple[
         model.init_classifiers(torch.nn.functional.normalize(weight, dim=1) * cfg.dcr.classifier_scale)
     scales = ([model.hr_resolution] if model.hr_resolution is not None else []) + list(model.resolutions)
     criterion = DCRCentres(scales, num_classes, model.embedding_size, cfg.dcr.centre_rate, seed=cfg.seed)
-    augment = ResolutionAugment(cfg.augment, cfg.seed, env.rank, env.world_size, cfg.optim.accumulate,
-                                trunk_meta.mean, trunk_meta.std, cfg.data.color or trunk_meta.color_order)  # fmt: skip
+    augment = ResolutionAugment(
+        cfg.augment,
+        cfg.seed,
+        env.rank,
+        env.world_size,
+        cfg.optim.accumulate,
+        trunk_meta.mean,
+        trunk_meta.std,
+        cfg.data.color or trunk_meta.color_order,
+    )
     resolutions = model.resolutions
 
     def loss_fn(net: nn.Module, images: Tensor, labels: Tensor, step: int, micro: int) -> tuple[Tensor, dict]:

@@ -76,8 +76,16 @@ class PairedViews:
     the CPU (:func:`jpeg_roundtrip`).
     """
 
-    def __init__(self, scale: tuple[float, float], flip: bool, seed: int, rank: int, world_size: int,
-                 accumulate: int, jpeg_quality: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        scale: tuple[float, float],
+        flip: bool,
+        seed: int,
+        rank: int,
+        world_size: int,
+        accumulate: int,
+        jpeg_quality: int = 0,
+    ) -> None:
         if not 0 <= jpeg_quality <= 100:
             raise ValueError(f"qgface.jpeg_quality={jpeg_quality}: expected 0 (off) .. 100")
         self.jpeg_quality = int(jpeg_quality)
@@ -94,8 +102,13 @@ class PairedViews:
         sides = (scale * height).long().clamp(1, height)  # int(target_scale * original_size)
         down = torch.randint(0, len(DOWN_FILTERS), (total,), generator=g)
         up = torch.randint(0, len(UP_FILTERS), (total,), generator=g)
-        return {"flip_clean": flip_clean[own], "flip_low": flip_low[own], "sides": sides[own], "down": down[own],
-                "up": up[own]}  # fmt: skip
+        return {
+            "flip_clean": flip_clean[own],
+            "flip_low": flip_low[own],
+            "sides": sides[own],
+            "down": down[own],
+            "up": up[own],
+        }
 
     def __call__(self, images: Tensor, step: int, micro: int) -> tuple[Tensor, Tensor]:
         b, _, height, _ = images.shape
@@ -133,15 +146,24 @@ def qgface_stage(cfg: TrainConfig, env: DistEnv, dataset: Dataset | None) -> tup
         num_classes = dataset_classes(dataset)
     head = _make_head(cfg, model.embedding_size, num_classes)
     if not isinstance(head.margin, QGFace):
-        raise ValueError(f"stage=qgface: head.name={cfg.head.name!r} must be qgface (the quality-gated AdaFace "
-                         "margin whose normalised norms gate the contrastive pairs)")  # fmt: skip
+        raise ValueError(
+            f"stage=qgface: head.name={cfg.head.name!r} must be qgface (the quality-gated AdaFace "
+            "margin whose normalised norms gate the contrastive pairs)"
+        )
     args = {"s": head.margin.s, "threshold": head.margin.gate_threshold, **dict(cfg.qgface.args)}
     try:
         criterion = QGFaceContrastive(model.embedding_size, cfg.qgface.queue_size, **args)
     except TypeError as err:
         raise ValueError(f"qgface.args={dict(cfg.qgface.args)} do not fit QGFaceContrastive: {err}") from None
-    views = PairedViews(tuple(cfg.qgface.scale), cfg.augment.flip, cfg.seed, env.rank, env.world_size,
-                        cfg.optim.accumulate, cfg.qgface.jpeg_quality)  # fmt: skip
+    views = PairedViews(
+        tuple(cfg.qgface.scale),
+        cfg.augment.flip,
+        cfg.seed,
+        env.rank,
+        env.world_size,
+        cfg.optim.accumulate,
+        cfg.qgface.jpeg_quality,
+    )
     weight = float(cfg.qgface.weight)
 
     def loss_fn(net: nn.Module, images: Tensor, labels: Tensor, step: int, micro: int) -> tuple[Tensor, dict]:

@@ -89,8 +89,14 @@ def init_centres(head: PartialFC, seed: int, std: float = 0.01) -> None:
 
 def _make_head(cfg: TrainConfig, embedding_size: int, num_classes: int) -> PartialFC:
     try:
-        head = get_head(cfg.head.name, embedding_size, num_classes, sample_rate=cfg.head.sample_rate,
-                        fused=cfg.head.fused, **dict(cfg.head.args))  # fmt: skip
+        head = get_head(
+            cfg.head.name,
+            embedding_size,
+            num_classes,
+            sample_rate=cfg.head.sample_rate,
+            fused=cfg.head.fused,
+            **dict(cfg.head.args),
+        )
     except TypeError as err:
         raise ValueError(f"head.args={dict(cfg.head.args)} do not fit head.name={cfg.head.name!r}: {err}") from None
     init_centres(head, cfg.seed)
@@ -104,12 +110,22 @@ def trunk_stage(cfg: TrainConfig, env: DistEnv, num_classes: int) -> Stage:
         state, _ = read_safetensors(_weights_file(cfg.model.init))
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or len(missing) == len(model.state_dict()):
-            raise ValueError(f"model.init={cfg.model.init}: weights do not fit {cfg.model.name} "
-                             f"(unexpected {unexpected[:5]}, missing {missing[:5]})")  # fmt: skip
+            raise ValueError(
+                f"model.init={cfg.model.init}: weights do not fit {cfg.model.name} "
+                f"(unexpected {unexpected[:5]}, missing {missing[:5]})"
+            )
     head = _make_head(cfg, model.embedding_size, num_classes)
     meta = model.metadata
-    augment = ResolutionAugment(cfg.augment, cfg.seed, env.rank, env.world_size, cfg.optim.accumulate,
-                                meta.mean, meta.std, cfg.data.color or meta.color_order)  # fmt: skip
+    augment = ResolutionAugment(
+        cfg.augment,
+        cfg.seed,
+        env.rank,
+        env.world_size,
+        cfg.optim.accumulate,
+        meta.mean,
+        meta.std,
+        cfg.data.color or meta.color_order,
+    )
 
     def loss_fn(net: nn.Module, images: Tensor, labels: Tensor, step: int, micro: int) -> tuple[Tensor, dict]:
         embeddings = net(augment(images, step, micro))
@@ -159,8 +175,9 @@ def init_branches_from_trunk(model: BTNet) -> None:
     for r in model.branches:
         branch = model.branch(int(r))
         own = branch.net.state_dict()
-        branch.net.load_state_dict({k: trunk_state[k] if k in trunk_state and trunk_state[k].shape == v.shape
-                                    else v for k, v in own.items()})  # fmt: skip
+        branch.net.load_state_dict(
+            {k: trunk_state[k] if k in trunk_state and trunk_state[k].shape == v.shape else v for k, v in own.items()}
+        )
         copy_tail_norms(model, int(r))
 
 
@@ -184,7 +201,7 @@ def distill_stage(cfg: TrainConfig, env: DistEnv) -> tuple[Stage, int]:
         raise ValueError(f"stage=distill: model.name={cfg.model.name!r} is not a BTNet (e.g. btnet_tiny, btnet_r50)")
     state, _ = read_safetensors(ckpt / "model.safetensors")
     if teacher_meta.architecture.startswith("btnet"):
-        state = {k[len("trunk."):]: v for k, v in state.items() if k.startswith("trunk.")}
+        state = {k[len("trunk.") :]: v for k, v in state.items() if k.startswith("trunk.")}
     model.trunk.load_state_dict(state)
     if cfg.distill.init_from_trunk:
         init_branches_from_trunk(model)
@@ -198,18 +215,33 @@ def distill_stage(cfg: TrainConfig, env: DistEnv) -> tuple[Stage, int]:
     criterion = BTNetDistillLoss(head, cfg.distill.feature_weight, cfg.distill.embedding_weight, freeze_classifier=True)
     net = BranchStudents(model, list(cfg.distill.resolutions))
     meta = model.metadata
-    augment = ResolutionAugment(cfg.augment, cfg.seed, env.rank, env.world_size, cfg.optim.accumulate,
-                                meta.mean, meta.std, cfg.data.color or meta.color_order)  # fmt: skip
-    student_inputs = StudentResize(list(cfg.distill.resolutions), list(cfg.distill.filters), cfg.seed, env.rank,
-                                   env.world_size, cfg.optim.accumulate)  # fmt: skip
+    augment = ResolutionAugment(
+        cfg.augment,
+        cfg.seed,
+        env.rank,
+        env.world_size,
+        cfg.optim.accumulate,
+        meta.mean,
+        meta.std,
+        cfg.data.color or meta.color_order,
+    )
+    student_inputs = StudentResize(
+        list(cfg.distill.resolutions),
+        list(cfg.distill.filters),
+        cfg.seed,
+        env.rank,
+        env.world_size,
+        cfg.optim.accumulate,
+    )
 
     def loss_fn(net: nn.Module, images: Tensor, labels: Tensor, step: int, micro: int) -> tuple[Tensor, dict]:
         images = augment(images, step, micro)
         outs = net(images, student_inputs(images, step, micro))
         total, logs = 0.0, {}
         for r, o in outs.items():
-            loss, sub = criterion(o.student_feature, o.teacher_feature, o.student_embedding, o.teacher_embedding,
-                                  labels)  # fmt: skip
+            loss, sub = criterion(
+                o.student_feature, o.teacher_feature, o.student_embedding, o.teacher_embedding, labels
+            )
             total = total + loss
             logs[f"loss/branch{r}"] = loss.detach()
             logs[f"distill/feature_mse_{r}"] = sub["distill/feature_mse"]

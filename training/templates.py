@@ -105,16 +105,29 @@ class TemplateBatchSampler(Sampler[list[TemplateKey]]):
             :class:`~mrface.training.data.GlobalBatchSampler`.
     """
 
-    def __init__(self, index: IdentityIndex, max_size: int, size_mode: str, num_samples: int, batch_size: int,
-                 rank: int, world_size: int, seed: int, total: int, start: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        index: IdentityIndex,
+        max_size: int,
+        size_mode: str,
+        num_samples: int,
+        batch_size: int,
+        rank: int,
+        world_size: int,
+        seed: int,
+        total: int,
+        start: int = 0,
+    ) -> None:
         if num_samples != len(index):
             raise ValueError(f"num_samples={num_samples}, but the identity index lists {len(index)} identities")
         if max_size < 1 or size_mode not in ("batch", "template"):
             raise ValueError(f"max_size={max_size} must be >= 1 and size_mode={size_mode!r} batch or template")
         self.global_batch = batch_size * world_size
         if len(index) < self.global_batch:
-            raise ValueError(f"data has {len(index)} identities, fewer than one global batch of templates "
-                             f"({batch_size} per rank x {world_size} ranks)")  # fmt: skip
+            raise ValueError(
+                f"data has {len(index)} identities, fewer than one global batch of templates "
+                f"({batch_size} per rank x {world_size} ranks)"
+            )
         self.index, self.max_size, self.size_mode = index, max_size, size_mode
         self.batch_size, self.rank, self.seed, self.total, self.start = batch_size, rank, seed, total, start
         self.per_epoch = len(index) // self.global_batch
@@ -163,8 +176,9 @@ class TemplateDataset(Dataset):
         self.base, self.num_classes = base, int(num_classes)
         self.index = IdentityIndex.from_labels(dataset_labels(base))
         if len(self.index) and int(self.index.labels.max()) >= self.num_classes:
-            raise ValueError(f"dataset labels reach {int(self.index.labels.max())}, "
-                             f"but it has {self.num_classes} classes")  # fmt: skip
+            raise ValueError(
+                f"dataset labels reach {int(self.index.labels.max())}, but it has {self.num_classes} classes"
+            )
 
     def __len__(self) -> int:
         return len(self.index)

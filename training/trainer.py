@@ -101,28 +101,38 @@ class TrainResult:
 def _batch_stats(step: int, images: Tensor, labels: Tensor, logs: dict[str, Tensor]) -> str:
     x = images.float()
     finite = torch.isfinite(x)
-    parts = [f"step {step}: non-finite loss", f"images {tuple(x.shape)} non-finite values {int((~finite).sum())}",
-             f"min {x[finite].min().item() if finite.any() else float('nan'):.4g} "
-             f"max {x[finite].max().item() if finite.any() else float('nan'):.4g} "
-             f"mean {x[finite].mean().item() if finite.any() else float('nan'):.4g}",
-             f"labels {labels.min().item()}..{labels.max().item()}"]  # fmt: skip
+    parts = [
+        f"step {step}: non-finite loss",
+        f"images {tuple(x.shape)} non-finite values {int((~finite).sum())}",
+        f"min {x[finite].min().item() if finite.any() else float('nan'):.4g} "
+        f"max {x[finite].max().item() if finite.any() else float('nan'):.4g} "
+        f"mean {x[finite].mean().item() if finite.any() else float('nan'):.4g}",
+        f"labels {labels.min().item()}..{labels.max().item()}",
+    ]
     parts += [f"{k}={v.item():.4g}" for k, v in logs.items() if v.numel() == 1]
     return "; ".join(parts)
 
 
 def batchnorm_parameter_ids(module: nn.Module) -> set[int]:
     """ids of the parameters of every BatchNorm module (AdaFace train_val.py: no weight decay for them)."""
-    return {id(p) for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-            for p in m.parameters(recurse=False)}  # fmt: skip
+    return {
+        id(p)
+        for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        for p in m.parameters(recurse=False)
+    }
 
 
-def _build_optimizer(cfg: TrainConfig, params: list[nn.Parameter], no_decay: set[int] = frozenset()
-                     ) -> torch.optim.Optimizer:  # fmt: skip
+def _build_optimizer(
+    cfg: TrainConfig, params: list[nn.Parameter], no_decay: set[int] = frozenset()
+) -> torch.optim.Optimizer:
     """SGD/AdamW over ``params``; those whose id is in ``no_decay`` get weight decay 0 (a second group)."""
     o = cfg.optim
     if no_decay:
-        params = [{"params": [p for p in params if id(p) not in no_decay]},
-                  {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0}]  # fmt: skip
+        params = [
+            {"params": [p for p in params if id(p) not in no_decay]},
+            {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0},
+        ]
     if o.name == "sgd":
         return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
     return torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
@@ -205,8 +215,9 @@ def _train(cfg: TrainConfig, dataset: Dataset | None) -> TrainResult:
     accumulate, batch = cfg.optim.accumulate, cfg.data.batch_size
     steps_per_epoch = len(dataset) // (batch * env.world_size * accumulate)
     if steps_per_epoch < 1:
-        raise ValueError(f"data: {len(dataset)} images < one step ({batch} x {env.world_size} ranks x "
-                         f"{accumulate} micro-batches)")  # fmt: skip
+        raise ValueError(
+            f"data: {len(dataset)} images < one step ({batch} x {env.world_size} ranks x {accumulate} micro-batches)"
+        )
     total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * steps_per_epoch)
 
     backbone_params = [p for p in stage.net.parameters() if p.requires_grad]
@@ -245,14 +256,23 @@ def _train(cfg: TrainConfig, dataset: Dataset | None) -> TrainResult:
         rewrite_json_lines(out / "metrics.jsonl", [r for r in rows if r.get("step", 0) <= start_step])
     barrier(env)
 
-    sampler = (stage.sampler or GlobalBatchSampler)(len(dataset), batch, env.rank, env.world_size, cfg.seed,
-                                                    total=total_steps * accumulate, start=start_step * accumulate)
+    sampler = (stage.sampler or GlobalBatchSampler)(
+        len(dataset),
+        batch,
+        env.rank,
+        env.world_size,
+        cfg.seed,
+        total=total_steps * accumulate,
+        start=start_step * accumulate,
+    )
     batches = iter(make_loader(dataset, sampler, cfg.data.workers))
     metrics = MetricsWriter(out, env.is_main, cfg.train.tensorboard, log)
     classes = head.num_classes if head is not None else getattr(model, "num_classes", "?")
-    log.info(f"stage {cfg.stage}: {len(dataset)} samples, {classes} classes, world size {env.world_size}, "
-             f"global batch {batch * env.world_size * accumulate}, {total_steps} steps "
-             f"({steps_per_epoch} per epoch) on {env.device}")  # fmt: skip
+    log.info(
+        f"stage {cfg.stage}: {len(dataset)} samples, {classes} classes, world size {env.world_size}, "
+        f"global batch {batch * env.world_size * accumulate}, {total_steps} steps "
+        f"({steps_per_epoch} per epoch) on {env.device}"
+    )
 
     stop = {"signal": None}
 
@@ -263,18 +283,28 @@ def _train(cfg: TrainConfig, dataset: Dataset | None) -> TrainResult:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)} if in_main_thread else {}
 
     def training_state(step: int) -> dict:
-        return {"step": step, "skipped_nonfinite": skipped, "corrupt": list(corrupt),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "rng": ckpt_io.rng_state(), "extra": extra.state_dict() if extra is not None else {}}  # fmt: skip
+        return {
+            "step": step,
+            "skipped_nonfinite": skipped,
+            "corrupt": list(corrupt),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": ckpt_io.rng_state(),
+            "extra": extra.state_dict() if extra is not None else {},
+        }
 
     def save(step: int) -> Path:
         bad = nonfinite_tensors(model)
         if bad:
-            raise NonFiniteWeightsError(f"step {step}: the weights hold NaN/inf ({len(bad)} tensors, e.g. "
-                                        f"{', '.join(bad[:3])}); nothing was saved. Lower optim.lr, use "
-                                        "optim.clip_grad, or resume an earlier checkpoint")  # fmt: skip
-        return ckpt_io.save_checkpoint(ckpt_root, step, env, model, head, training_state(step), cfg.checkpoint.keep,
-                                       run_id=run_id)  # fmt: skip
+            raise NonFiniteWeightsError(
+                f"step {step}: the weights hold NaN/inf ({len(bad)} tensors, e.g. "
+                f"{', '.join(bad[:3])}); nothing was saved. Lower optim.lr, use "
+                "optim.clip_grad, or resume an earlier checkpoint"
+            )
+        return ckpt_io.save_checkpoint(
+            ckpt_root, step, env, model, head, training_state(step), cfg.checkpoint.keep, run_id=run_id
+        )
 
     def check_samples(step: int, reasons: list[str]) -> None:
         """Count/name corrupt samples of a micro-batch; stop (after a checkpoint) when they may not be skipped."""
@@ -288,12 +318,17 @@ def _train(cfg: TrainConfig, dataset: Dataset | None) -> TrainResult:
         if all_agree(env, fatal or too_many):
             save(step)
             if too_many and not fatal:
-                raise CorruptDataError("data", f"{len(corrupt)} corrupt samples, more than data.max_corrupt="
-                                               f"{cfg.data.max_corrupt}; last: {corrupt[-1]}")  # fmt: skip
-            raise CorruptDataError(reasons[0] if fatal else "data (another rank)",
-                                   f"expected a readable image with a label in [0, classes); checkpoint of step "
-                                   f"{step} saved: fix or remove the record, or set data.skip_corrupt=true, then "
-                                   "resume with resume=auto")  # fmt: skip
+                raise CorruptDataError(
+                    "data",
+                    f"{len(corrupt)} corrupt samples, more than data.max_corrupt="
+                    f"{cfg.data.max_corrupt}; last: {corrupt[-1]}",
+                )
+            raise CorruptDataError(
+                reasons[0] if fatal else "data (another rank)",
+                f"expected a readable image with a label in [0, classes); checkpoint of step "
+                f"{step} saved: fix or remove the record, or set data.skip_corrupt=true, then "
+                "resume with resume=auto",
+            )
 
     first_norms: dict[str, float] = {"weight norm": _norm(backbone_params)}  # growth is measured from here
 
@@ -305,12 +340,19 @@ def _train(cfg: TrainConfig, dataset: Dataset | None) -> TrainResult:
         first = first_norms.setdefault(name, value)
         if value > NORM_GROWTH_WARNING * first and f"{name}_warned" not in first_norms:
             first_norms[f"{name}_warned"] = 1.0
-            log.warning(f"step {step}: warning: {name} grew from {first:.3g} to {value:.3g} "
-                        f"({value / first:.0f}x); the run may be diverging (optim.lr={cfg.optim.lr:g})")  # fmt: skip
+            log.warning(
+                f"step {step}: warning: {name} grew from {first:.3g} to {value:.3g} "
+                f"({value / first:.0f}x); the run may be diverging (optim.lr={cfg.optim.lr:g})"
+            )
 
     result = TrainResult(out, start_step, skipped_nonfinite=skipped)
-    bar = tqdm(total=total_steps, initial=start_step, disable=not (env.is_main and cfg.train.progress),
-               desc=cfg.stage, dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(
+        total=total_steps,
+        initial=start_step,
+        disable=not (env.is_main and cfg.train.progress),
+        desc=cfg.stage,
+        dynamic_ncols=True,
+    )
     stage.train_mode()
     tick, images_since = time.perf_counter(), 0
     try:
@@ -330,8 +372,10 @@ def _train(cfg: TrainConfig, dataset: Dataset | None) -> TrainResult:
                 if nonfinite:  # the step is skipped: keep the data order, compute nothing
                     continue
                 sync = a == accumulate - 1 or not isinstance(net, DistributedDataParallel)
-                with (contextlib.nullcontext() if sync else net.no_sync()), torch.autocast(
-                        env.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):  # fmt: skip
+                with (
+                    contextlib.nullcontext() if sync else net.no_sync(),
+                    torch.autocast(env.device.type, dtype=amp_dtype, enabled=amp_dtype is not None),
+                ):
                     loss, logs = stage.loss_fn(net, images, labels, step, a)
                 nonfinite = all_agree(env, not bool(torch.isfinite(loss.detach())))
                 if nonfinite:
@@ -348,9 +392,11 @@ def _train(cfg: TrainConfig, dataset: Dataset | None) -> TrainResult:
                 skipped += 1
                 log.info(f"step {step + 1}: non-finite loss, step skipped ({skipped} so far)")
                 if skipped > cfg.train.max_skipped:
-                    raise NonFiniteLossError(f"step {step + 1}: {skipped} steps skipped for a non-finite loss, more "
-                                             f"than train.max_skipped={cfg.train.max_skipped}; the run is stopped "
-                                             "(lower optim.lr or check the data)")  # fmt: skip
+                    raise NonFiniteLossError(
+                        f"step {step + 1}: {skipped} steps skipped for a non-finite loss, more "
+                        f"than train.max_skipped={cfg.train.max_skipped}; the run is stopped "
+                        "(lower optim.lr or check the data)"
+                    )
             else:
                 grads = [p.grad for p in backbone_params if p.grad is not None]
                 if grads and ((step + 1) % cfg.train.log_every == 0 or step == start_step):
@@ -373,8 +419,13 @@ def _train(cfg: TrainConfig, dataset: Dataset | None) -> TrainResult:
             bar.update(1)
             if done % cfg.train.log_every == 0 or done == total_steps:
                 elapsed = time.perf_counter() - tick
-                row = {"step": done, "loss": step_loss if not nonfinite else float("nan"), "lr": lr,
-                       "images_per_s": images_since / max(elapsed, 1e-9), "skipped_nonfinite": skipped}  # fmt: skip
+                row = {
+                    "step": done,
+                    "loss": step_loss if not nonfinite else float("nan"),
+                    "lr": lr,
+                    "images_per_s": images_since / max(elapsed, 1e-9),
+                    "skipped_nonfinite": skipped,
+                }
                 row.update({k: float(v) for k, v in logs.items() if v.numel() == 1})
                 row["weight_norm"] = _norm(backbone_params)
                 watch_norm("weight norm", row["weight_norm"], done)
@@ -402,8 +453,10 @@ def _train(cfg: TrainConfig, dataset: Dataset | None) -> TrainResult:
             result.validation = validator.run(model, total_steps)
             metrics.write({"step": total_steps, **result.validation})
         barrier(env)
-        log.info(f"done: {total_steps} steps, {skipped} skipped, {len(corrupt)} corrupt samples skipped; "
-                 f"model in {out / 'model.safetensors'}")  # fmt: skip
+        log.info(
+            f"done: {total_steps} steps, {skipped} skipped, {len(corrupt)} corrupt samples skipped; "
+            f"model in {out / 'model.safetensors'}"
+        )
         return result
     finally:
         bar.close()

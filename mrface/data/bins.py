@@ -23,21 +23,23 @@ from mrface.data.images import decode_image, encode_image, resize_image
 
 # (module, name) pairs a verification .bin may reference. numpy's array pickles call
 # _reconstruct/scalar and build dtypes; Python-2 pickles of lists/tuples need nothing else.
-ALLOWED_GLOBALS = frozenset({
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.numeric", "_frombuffer"),
-    ("numpy._core.numeric", "_frombuffer"),
-    ("builtins", "bytearray"),
-    ("__builtin__", "bytearray"),
-    ("builtins", "bool"),
-    ("__builtin__", "bool"),
-    ("_codecs", "encode"),
-})  # fmt: skip
+ALLOWED_GLOBALS = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("builtins", "bytearray"),
+        ("__builtin__", "bytearray"),
+        ("builtins", "bool"),
+        ("__builtin__", "bool"),
+        ("_codecs", "encode"),
+    }
+)
 
 
 def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
@@ -61,8 +63,10 @@ class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> object:
         if (module, name) not in ALLOWED_GLOBALS:
             allowed = sorted(f"{m}.{n}" for m, n in ALLOWED_GLOBALS)
-            raise UnsafePickleError(f"{self.source}: refusing to load global '{module}.{name}'; "
-                                    f"a verification .bin may only reference {allowed}")  # fmt: skip
+            raise UnsafePickleError(
+                f"{self.source}: refusing to load global '{module}.{name}'; "
+                f"a verification .bin may only reference {allowed}"
+            )
         if (module, name) == ("_codecs", "encode"):
             return _latin1_encode
         return super().find_class(module, name)
@@ -80,8 +84,7 @@ def safe_load_pickle(data: bytes, source: str = "<pickle>") -> object:
     except UnsafePickleError:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, AttributeError) as err:
-        raise ValueError(f"{source}: not a readable verification .bin (truncated or another format?): "
-                         f"{err}") from None  # fmt: skip
+        raise ValueError(f"{source}: not a readable verification .bin (truncated or another format?): {err}") from None
 
 
 @dataclass
@@ -122,8 +125,13 @@ def read_bin_raw(path: str | os.PathLike) -> tuple[list[bytes], np.ndarray]:
     return raw, flags.astype(bool)
 
 
-def load_bin(path: str | os.PathLike, size: int | tuple[int, int] | None = None, color: str = "RGB",
-             interpolation: str = "area", skip_corrupt: bool = False) -> VerificationPairs:  # fmt: skip
+def load_bin(
+    path: str | os.PathLike,
+    size: int | tuple[int, int] | None = None,
+    color: str = "RGB",
+    interpolation: str = "area",
+    skip_corrupt: bool = False,
+) -> VerificationPairs:
     """Load and decode a verification ``.bin``.
 
     Args:
@@ -160,8 +168,14 @@ def load_bin(path: str | os.PathLike, size: int | tuple[int, int] | None = None,
     return VerificationPairs(images, issame, color, skipped)
 
 
-def write_bin(path: str | os.PathLike, images: np.ndarray | list[bytes], issame: np.ndarray | list[bool],
-              color: str = "RGB", ext: str = ".jpg", quality: int = 95) -> None:  # fmt: skip
+def write_bin(
+    path: str | os.PathLike,
+    images: np.ndarray | list[bytes],
+    issame: np.ndarray | list[bool],
+    color: str = "RGB",
+    ext: str = ".jpg",
+    quality: int = 95,
+) -> None:
     """Write a ``.bin`` atomically (pickle protocol 2, readable by InsightFace's loader).
 
     Args:

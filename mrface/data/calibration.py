@@ -31,8 +31,9 @@ def fold_accuracy(scores: np.ndarray, issame: np.ndarray, folds: int = 10) -> tu
     return float(np.mean(accs)), float(np.std(accs))
 
 
-def verification_pairs(num_identities: int, num_pairs: int, first_identity: int, images_per_identity: int,
-                       seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+def verification_pairs(
+    num_identities: int, num_pairs: int, first_identity: int, images_per_identity: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Alternating same/different pairs: (identities (P, 2), image ids (P, 2), issame (P,))."""
     rng = np.random.default_rng(seed)
     ids = np.empty((num_pairs, 2), np.int64)
@@ -79,9 +80,15 @@ class CalibrationResult:
     std: float
 
 
-def pca_baseline(seed: int = 0, sizes: tuple[int, ...] = (112, 14, 7), train_identities: int = 300,
-                 train_images: int = 4, num_pairs: int = 2000, components: int = 128,
-                 whiten: bool = False) -> list[CalibrationResult]:  # fmt: skip
+def pca_baseline(
+    seed: int = 0,
+    sizes: tuple[int, ...] = (112, 14, 7),
+    train_identities: int = 300,
+    train_images: int = 4,
+    num_pairs: int = 2000,
+    components: int = 128,
+    whiten: bool = False,
+) -> list[CalibrationResult]:
     """Accuracy of PCA (optionally whitened) + cosine on pixels for SynthFace(seed) at each size."""
     sf = SynthFace(seed)
     train = sf.render_grid(train_identities, train_images, first_identity=0)

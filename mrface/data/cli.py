@@ -25,8 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("rec", type=Path, help="FILE.rec (with FILE.idx beside it)")
     p.add_argument("--grid", type=Path, default=None, help="PNG to write (default FILE_grid.png)")
     p.add_argument("--samples", type=int, default=64, help="images in the grid")
-    p.add_argument("--skip-corrupt", action="store_true",
-                   help="count and report corrupt records and bad labels instead of failing")  # fmt: skip
+    p.add_argument(
+        "--skip-corrupt", action="store_true", help="count and report corrupt records and bad labels instead of failing"
+    )
     p.add_argument("--no-decode", action="store_true", help="do not decode every image (faster, checks framing only)")
     p.set_defaults(func=_cmd_inspect)
 
@@ -65,8 +66,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
     grid_path = args.grid or args.rec.with_name(args.rec.stem + "_grid.png")
     if not grid_path.parent.is_dir():
-        raise UserError(f"--grid {grid_path}", f"folder {grid_path.parent} does not exist; expected a PNG path in "
-                                               "an existing folder")  # fmt: skip
+        raise UserError(
+            f"--grid {grid_path}",
+            f"folder {grid_path.parent} does not exist; expected a PNG path in an existing folder",
+        )
     rec = InsightFaceRecord(args.rec, skip_corrupt=args.skip_corrupt)
     num_classes = rec.property[0] if rec.property else (len(rec.identity_ranges) or None)
     labels: Counter[int] = Counter()

@@ -45,8 +45,15 @@ class RecordDataset(_ImageDataset):
         skip_corrupt: drop corrupt records at open (see :class:`InsightFaceRecord`); ``skipped`` lists them.
     """
 
-    def __init__(self, path: str | os.PathLike, color: str = "RGB", transform: Callable | None = None,
-                 mean: float = 0.5, std: float = 0.5, skip_corrupt: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        color: str = "RGB",
+        transform: Callable | None = None,
+        mean: float = 0.5,
+        std: float = 0.5,
+        skip_corrupt: bool = False,
+    ) -> None:
         super().__init__(color, transform, mean, std)
         self.record = InsightFaceRecord(path, skip_corrupt=skip_corrupt)
         self.skipped = self.record.skipped
@@ -111,9 +118,15 @@ def read_list_file(path: str | os.PathLike) -> list[tuple[Path, int]]:
 class ImageFolderDataset(_ImageDataset):
     """``root/<identity>/*.jpg`` (or explicit ``samples``) decoded with OpenCV."""
 
-    def __init__(self, root: str | os.PathLike | None = None, samples: list[tuple[Path, int]] | None = None,
-                 color: str = "RGB", transform: Callable | None = None, mean: float = 0.5,
-                 std: float = 0.5) -> None:  # fmt: skip
+    def __init__(
+        self,
+        root: str | os.PathLike | None = None,
+        samples: list[tuple[Path, int]] | None = None,
+        color: str = "RGB",
+        transform: Callable | None = None,
+        mean: float = 0.5,
+        std: float = 0.5,
+    ) -> None:
         super().__init__(color, transform, mean, std)
         if (root is None) == (samples is None):
             raise ValueError("ImageFolderDataset: give exactly one of root or samples")
@@ -141,8 +154,16 @@ class ImageFolderDataset(_ImageDataset):
         return self._finish(image), label
 
 
-def make_loader(dataset: Dataset, batch_size: int, workers: int = 0, shuffle: bool = True, drop_last: bool = True,
-                seed: int = 0, pin_memory: bool | None = None, prefetch_factor: int = 2) -> DataLoader:  # fmt: skip
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    workers: int = 0,
+    shuffle: bool = True,
+    drop_last: bool = True,
+    seed: int = 0,
+    pin_memory: bool | None = None,
+    prefetch_factor: int = 2,
+) -> DataLoader:
     """A DataLoader with a DistributedSampler when torch.distributed is initialised, persistent workers
     and pinned memory when CUDA is available. Shuffling is seeded by ``seed`` (and the epoch via
     ``loader.sampler.set_epoch`` in distributed runs)."""
@@ -150,6 +171,14 @@ def make_loader(dataset: Dataset, batch_size: int, workers: int = 0, shuffle: bo
     sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last) if distributed else None
     generator = torch.Generator().manual_seed(seed)
     kwargs = {"persistent_workers": True, "prefetch_factor": prefetch_factor} if workers > 0 else {}
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-                      num_workers=workers, drop_last=drop_last, generator=generator,
-                      pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory, **kwargs)  # fmt: skip
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        num_workers=workers,
+        drop_last=drop_last,
+        generator=generator,
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+        **kwargs,
+    )

@@ -6,8 +6,13 @@ import cv2
 import numpy as np
 
 COLORS = ("RGB", "BGR")
-_INTERP = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC,
-           "nearest": cv2.INTER_NEAREST, "lanczos": cv2.INTER_LANCZOS4}  # fmt: skip
+_INTERP = {
+    "area": cv2.INTER_AREA,
+    "linear": cv2.INTER_LINEAR,
+    "cubic": cv2.INTER_CUBIC,
+    "nearest": cv2.INTER_NEAREST,
+    "lanczos": cv2.INTER_LANCZOS4,
+}
 
 cv2.setNumThreads(1)  # data workers parallelise across processes; OpenCV threads only oversubscribe
 

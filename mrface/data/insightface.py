@@ -82,18 +82,25 @@ def pack_payload(label: float | Iterable[float], image: bytes, id: int = 0, id2:
     return _HEADER.pack(labels.size, 0.0, id, id2) + labels.tobytes() + bytes(image)
 
 
-def unpack_payload(payload: bytes, path: str | os.PathLike = "<bytes>", key: int | None = None,
-                   offset: int = 0) -> tuple[RecordHeader, bytes]:  # fmt: skip
+def unpack_payload(
+    payload: bytes, path: str | os.PathLike = "<bytes>", key: int | None = None, offset: int = 0
+) -> tuple[RecordHeader, bytes]:
     """Split a payload into (header, image bytes); short payloads raise :class:`RecordIOError`."""
     if len(payload) < HEADER_SIZE:
-        raise RecordIOError(path, key, offset, f"payload of {len(payload)} bytes is shorter than the "
-                                               f"{HEADER_SIZE}-byte header")  # fmt: skip
+        raise RecordIOError(
+            path, key, offset, f"payload of {len(payload)} bytes is shorter than the {HEADER_SIZE}-byte header"
+        )
     flag, label, id_, id2 = _HEADER.unpack_from(payload)
     if flag > 0:
         end = HEADER_SIZE + 4 * flag
         if len(payload) < end:
-            raise RecordIOError(path, key, offset, f"header says {flag} labels ({4 * flag} bytes) but only "
-                                                   f"{len(payload) - HEADER_SIZE} bytes follow the header")  # fmt: skip
+            raise RecordIOError(
+                path,
+                key,
+                offset,
+                f"header says {flag} labels ({4 * flag} bytes) but only "
+                f"{len(payload) - HEADER_SIZE} bytes follow the header",
+            )
         labels = np.frombuffer(payload, dtype="<f4", count=flag, offset=HEADER_SIZE).copy()
     else:
         end = HEADER_SIZE
@@ -149,9 +156,11 @@ class InsightFaceRecord:
                 self.image_keys = list(range(1, first))
                 missing = [k for k in (*self.image_keys, *range(first, end)) if k not in self.reader]
                 if missing:
-                    raise ValueError(f"{self.path}: header record says images 1..{first - 1} and identities "
-                                     f"{first}..{end - 1}, but {len(missing)} keys are missing from the index "
-                                     f"(first: {missing[:5]})")  # fmt: skip
+                    raise ValueError(
+                        f"{self.path}: header record says images 1..{first - 1} and identities "
+                        f"{first}..{end - 1}, but {len(missing)} keys are missing from the index "
+                        f"(first: {missing[:5]})"
+                    )
                 for label, key in enumerate(range(first, end)):
                     ident, _ = self._header_at(key)
                     self.identity_ranges[label] = (int(ident.labels[0]), int(ident.labels[1]))
@@ -201,8 +210,12 @@ class InsightFaceRecord:
         self.reader.close()
 
 
-def write_insightface(path: str | os.PathLike, samples: Iterable[tuple[int, bytes]], num_classes: int | None = None,
-                      image_size: tuple[int, int] = (112, 112)) -> int:  # fmt: skip
+def write_insightface(
+    path: str | os.PathLike,
+    samples: Iterable[tuple[int, bytes]],
+    num_classes: int | None = None,
+    image_size: tuple[int, int] = (112, 112),
+) -> int:
     """Write an InsightFace-layout ``.rec``/``.idx``/``property`` from (label, encoded image) pairs.
 
     Labels must be integers ``0..C-1`` and the images of one identity must come together (sorted by
@@ -221,8 +234,10 @@ def write_insightface(path: str | os.PathLike, samples: Iterable[tuple[int, byte
             label = int(label)
             if label != current:
                 if label != current + 1:
-                    raise ValueError(f"write_insightface: labels must run 0, 1, 2, ... with each identity's images "
-                                     f"together; got label {label} after {current} (image {key - 1})")  # fmt: skip
+                    raise ValueError(
+                        f"write_insightface: labels must run 0, 1, 2, ... with each identity's images "
+                        f"together; got label {label} after {current} (image {key - 1})"
+                    )
                 if ranges:
                     ranges[-1] = (ranges[-1][0], key)
                 ranges.append((key, -1))

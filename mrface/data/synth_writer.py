@@ -31,9 +31,9 @@ class SynthSummary:
     rec: Path
 
 
-def _train_samples(sf: SynthFace, identities: int, images: int, quality: int, chunk: int = 256) -> Iterator[
-    tuple[int, bytes]
-]:  # fmt: skip
+def _train_samples(
+    sf: SynthFace, identities: int, images: int, quality: int, chunk: int = 256
+) -> Iterator[tuple[int, bytes]]:
     ids = np.repeat(np.arange(identities), images)
     imgs = np.tile(np.arange(images), identities)
     for start in range(0, ids.size, chunk):
@@ -42,9 +42,16 @@ def _train_samples(sf: SynthFace, identities: int, images: int, quality: int, ch
             yield int(label), encode_image(im, ".jpg", quality)
 
 
-def write_synth(out: str | os.PathLike, identities: int = 1000, images: int = 20, seed: int = 0, pairs: int = 1000,
-                resolutions: tuple[int, ...] = (112, 28, 14, 7), val_identities: int = 500,
-                quality: int = 95) -> SynthSummary:  # fmt: skip
+def write_synth(
+    out: str | os.PathLike,
+    identities: int = 1000,
+    images: int = 20,
+    seed: int = 0,
+    pairs: int = 1000,
+    resolutions: tuple[int, ...] = (112, 28, 14, 7),
+    val_identities: int = 500,
+    quality: int = 95,
+) -> SynthSummary:
     """Render and write a SynthFace training set and verification ``.bin`` files (see module doc).
 
     Args:

@@ -62,8 +62,15 @@ class RandomResolution:
         up: up filter or ``same`` (see :func:`mrface.ops.degrade_per_sample`).
     """
 
-    def __init__(self, min_size: int = 7, max_size: int = 112, filters: tuple[str, ...] = ("area", "bilinear_aa"),
-                 up: str = "bilinear", p: float = 1.0, generator: torch.Generator | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        min_size: int = 7,
+        max_size: int = 112,
+        filters: tuple[str, ...] = ("area", "bilinear_aa"),
+        up: str = "bilinear",
+        p: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> None:
         for f in filters:
             if f not in DEGRADE_FILTERS:
                 raise ValueError(f"RandomResolution: filter {f!r} is not one of {DEGRADE_FILTERS}")
@@ -110,8 +117,9 @@ class JpegQuality:
 class GaussianBlur:
     """With probability ``p``, Gaussian blur with sigma (pixels) uniform in [low, high]."""
 
-    def __init__(self, low: float = 0.5, high: float = 2.0, p: float = 1.0,
-                 generator: torch.Generator | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, low: float = 0.5, high: float = 2.0, p: float = 1.0, generator: torch.Generator | None = None
+    ) -> None:
         if not 0 < low <= high:
             raise ValueError(f"GaussianBlur: need 0 < low <= high, got {low}, {high}")
         self.low, self.high, self.p, self.generator = low, high, p, generator
@@ -140,8 +148,9 @@ class GaussianBlur:
 class GaussianNoise:
     """With probability ``p``, add N(0, sigma^2) noise, sigma uniform in [low, high] (0..255 scale)."""
 
-    def __init__(self, low: float = 2.0, high: float = 10.0, p: float = 1.0,
-                 generator: torch.Generator | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, low: float = 2.0, high: float = 10.0, p: float = 1.0, generator: torch.Generator | None = None
+    ) -> None:
         if not 0 <= low <= high:
             raise ValueError(f"GaussianNoise: need 0 <= low <= high, got {low}, {high}")
         self.low, self.high, self.p, self.generator = low, high, p, generator

@@ -58,5 +58,11 @@ def verification_accuracy(
         torch_ref.append(reference_embedding(model, x, spec.resolution).numpy())
     acc, std = fold_accuracy(_cosine_scores(np.concatenate(graph)), issame)
     acc32, _ = fold_accuracy(_cosine_scores(np.concatenate(torch_ref)), issame)
-    return {"pairs": int(len(issame)), "folds": 10, "accuracy": acc, "accuracy_std": std,
-            "accuracy_fp32": acc32, "drop": acc32 - acc}  # fmt: skip
+    return {
+        "pairs": int(len(issame)),
+        "folds": 10,
+        "accuracy": acc,
+        "accuracy_std": std,
+        "accuracy_fp32": acc32,
+        "drop": acc32 - acc,
+    }

@@ -29,21 +29,33 @@ from mrface.export.errors import ExportError, ParityError
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``export`` subcommand to the ``mrface`` CLI."""
-    p = subparsers.add_parser("export", help="export a model to verified ONNX graphs / TensorRT engines",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = subparsers.add_parser(
+        "export",
+        help="export a model to verified ONNX graphs / TensorRT engines",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--model", required=True, help="run folder, .safetensors checkpoint, or registry name (random)")
     p.add_argument("--format", choices=("onnx", "tensorrt"), default="onnx")
     p.add_argument("--out", required=True, help="output folder (created; must not be a file)")
     p.add_argument("--resolutions", type=int, nargs="+", default=None, help="paths to export (default: all)")
     p.add_argument("--uint8-input", action="store_true", help="bake preprocessing in: uint8 NHWC input")
     p.add_argument("--input-color-order", choices=("RGB", "BGR"), default="RGB", help="channel order of uint8 input")
-    p.add_argument("--degrade-from", type=int, default=None,
-                   help="graph input side; smaller paths degrade in-graph with AveragePool")  # fmt: skip
+    p.add_argument(
+        "--degrade-from",
+        type=int,
+        default=None,
+        help="graph input side; smaller paths degrade in-graph with AveragePool",
+    )
     p.add_argument("--with-norm", action="store_true", help="add a 'norm' output (N, 1)")
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 7, 64], help="parity batch sizes")
-    p.add_argument("--min-cosine", type=float, default=None,
-                   help="parity threshold (default: 0.9999 every face for fp32/fp16, 0.995 mean for int8)")
+    p.add_argument(
+        "--min-cosine",
+        type=float,
+        default=None,
+        help="parity threshold (default: 0.9999 every face for fp32/fp16, 0.995 mean for int8)",
+    )
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32", help="graph precision")
     p.add_argument("--fp16-io", action="store_true", help="fp16 graphs: float16 input and outputs")
     p.add_argument("--calib", default=None, help="int8: folder of aligned face crops (any size; default SynthFace)")
@@ -51,10 +63,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-method", choices=("minmax", "entropy", "percentile"), default="minmax")
     p.add_argument("--calib-seed", type=int, default=1, help="int8: seed of the calibration choice")
     p.add_argument("--keep-float", nargs="+", default=(), help="int8: extra node names left in float")
-    p.add_argument("--accuracy-pairs", type=int, default=400,
-                   help="held-out SynthFace pairs for the 10-fold accuracy (0 = skip)")
-    p.add_argument("--max-accuracy-drop", type=float, default=None,
-                   help="refuse a graph whose accuracy drops more than this vs PyTorch float32")
+    p.add_argument(
+        "--accuracy-pairs", type=int, default=400, help="held-out SynthFace pairs for the 10-fold accuracy (0 = skip)"
+    )
+    p.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=None,
+        help="refuse a graph whose accuracy drops more than this vs PyTorch float32",
+    )
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads for the parity check")
     trt = p.add_argument_group("tensorrt")
     trt.add_argument("--fp16", action="store_true", help="TensorRT 10 builder flag on float32 graphs")
@@ -125,8 +142,10 @@ def _run_onnx(args: argparse.Namespace) -> int:
         print(f"{graph.path}  {graph.parity.summary()}")
         if graph.accuracy is not None:
             acc = graph.accuracy
-            print(f"    10-fold accuracy {acc['accuracy']:.4f} (PyTorch fp32 {acc['accuracy_fp32']:.4f}, "
-                  f"drop {acc['drop']:+.4f}) on {acc['pairs']} held-out SynthFace pairs")  # fmt: skip
+            print(
+                f"    10-fold accuracy {acc['accuracy']:.4f} (PyTorch fp32 {acc['accuracy_fp32']:.4f}, "
+                f"drop {acc['drop']:+.4f}) on {acc['pairs']} held-out SynthFace pairs"
+            )
     print(f"wrote {result.manifest}")
     return 0
 

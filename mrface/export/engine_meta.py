@@ -86,7 +86,9 @@ def check_compatible(meta: EngineMetadata, tensorrt_version: str, device_name: s
     built = ".".join(meta.tensorrt_version.split(".")[:2])
     running = ".".join(tensorrt_version.split(".")[:2])
     if built != running:
-        raise ExportError(f"{source}: built with TensorRT {meta.tensorrt_version}, this is {tensorrt_version}; "
-                          "rebuild the engine (plans are not portable across TensorRT versions)")  # fmt: skip
+        raise ExportError(
+            f"{source}: built with TensorRT {meta.tensorrt_version}, this is {tensorrt_version}; "
+            "rebuild the engine (plans are not portable across TensorRT versions)"
+        )
     if meta.device_name != device_name:
         raise ExportError(f"{source}: built for GPU {meta.device_name!r}, this is {device_name!r}; rebuild the engine")

@@ -144,18 +144,20 @@ def graph_specs(model: FaceModel, options: ExportOptions) -> list[GraphSpec]:
     suffix += "_io16" if options.fp16_io else ""
     for r in select_resolutions(model, options.resolutions):
         kind = "model" if not isinstance(model, BTNet) else ("trunk" if r == model.trunk.input_size else "branch")
-        specs.append(GraphSpec(
-            name=f"{meta.architecture}_r{r}{suffix}",
-            resolution=r,
-            kind=kind,
-            input_format="uint8_nhwc" if options.uint8_input else "float_nchw",
-            input_size=options.degrade_from or r,
-            input_color_order=options.input_color_order if options.uint8_input else None,
-            outputs=("embedding", "norm") if options.with_norm else ("embedding",),
-            opset=options.opset,
-            precision=options.precision,
-            io_dtype="float16" if options.fp16_io else "float32",
-        ))  # fmt: skip
+        specs.append(
+            GraphSpec(
+                name=f"{meta.architecture}_r{r}{suffix}",
+                resolution=r,
+                kind=kind,
+                input_format="uint8_nhwc" if options.uint8_input else "float_nchw",
+                input_size=options.degrade_from or r,
+                input_color_order=options.input_color_order if options.uint8_input else None,
+                outputs=("embedding", "norm") if options.with_norm else ("embedding",),
+                opset=options.opset,
+                precision=options.precision,
+                io_dtype="float16" if options.fp16_io else "float32",
+            )
+        )
     return specs
 
 
@@ -205,8 +207,16 @@ def export_model(model: FaceModel, out_dir: str | Path, options: ExportOptions |
             def run(feed: np.ndarray, session: Any = session, spec: GraphSpec = spec) -> list[np.ndarray]:
                 return session.run(list(spec.outputs), {INPUT_NAME: feed})
 
-            report = compare_runtime(run, model, spec, images, batch_sizes=options.batch_sizes,
-                                     min_cosine=threshold, criterion=criterion, source=str(path.name))  # fmt: skip
+            report = compare_runtime(
+                run,
+                model,
+                spec,
+                images,
+                batch_sizes=options.batch_sizes,
+                min_cosine=threshold,
+                criterion=criterion,
+                source=str(path.name),
+            )
             accuracy = None
             if options.accuracy_pairs:
                 pairs = pairs or heldout_pairs(options.accuracy_pairs)
@@ -216,17 +226,22 @@ def export_model(model: FaceModel, out_dir: str | Path, options: ExportOptions |
                     raise ParityError(
                         f"{spec.name} ({spec.resolution}px path, {spec.precision}): 10-fold accuracy "
                         f"{accuracy['accuracy']:.4f} is {accuracy['drop']:.4f} below PyTorch float32 "
-                        f"({accuracy['accuracy_fp32']:.4f}); max_accuracy_drop={limit}", report)  # fmt: skip
+                        f"({accuracy['accuracy_fp32']:.4f}); max_accuracy_drop={limit}",
+                        report,
+                    )
             entry |= {"parity": report.to_dict(), "accuracy": accuracy, "size_bytes": path.stat().st_size}
             entries.append(entry)
             graphs.append(ExportedGraph(spec, Path(out_dir) / path.name, report, accuracy))
-        write_json_atomic(staging / MANIFEST, {
-            "format": MANIFEST_FORMAT,
-            "precision": options.precision,
-            "model": _metadata_dict(meta),
-            "graphs": entries,
-            "versions": _versions(),
-        })  # fmt: skip
+        write_json_atomic(
+            staging / MANIFEST,
+            {
+                "format": MANIFEST_FORMAT,
+                "precision": options.precision,
+                "model": _metadata_dict(meta),
+                "graphs": entries,
+                "versions": _versions(),
+            },
+        )
     out = Path(out_dir)
     return ExportResult(out, out / MANIFEST, graphs)
 
@@ -248,22 +263,30 @@ def _calibration_crops(options: ExportOptions) -> list[np.ndarray] | None:
     return None
 
 
-def _quantize(model: FaceModel, spec: GraphSpec, src: Path, dst: Path, crops: list[np.ndarray] | None,
-              options: ExportOptions) -> dict[str, Any]:  # fmt: skip
+def _quantize(
+    model: FaceModel, spec: GraphSpec, src: Path, dst: Path, crops: list[np.ndarray] | None, options: ExportOptions
+) -> dict[str, Any]:
     """Calibrate and quantise one path; returns the manifest's ``quantization`` entry."""
     meta = model.metadata or model.default_metadata()
     if crops is None:
-        faces = np.stack([resize_square(im, spec.input_size)
-                          for im in synthface_calibration(options.calib_size, options.calib_seed)])  # fmt: skip
+        faces = np.stack(
+            [resize_square(im, spec.input_size) for im in synthface_calibration(options.calib_size, options.calib_seed)]
+        )
         provenance: dict[str, Any] = {"source": "synthface", "used": len(faces), "seed": options.calib_seed}
     else:
         faces, provenance = path_calibration_faces(
-            crops, select_resolutions(model, None), spec.resolution, spec.input_size,
-            count=options.calib_size, seed=options.calib_seed,
-        )  # fmt: skip
+            crops,
+            select_resolutions(model, None),
+            spec.resolution,
+            spec.input_size,
+            count=options.calib_size,
+            seed=options.calib_seed,
+        )
     batches = CalibrationBatches(faces, spec, meta, min(CALIBRATION_BATCH, len(faces)))
-    print(f"{spec.name}: calibrating INT8 ({options.calib_method}) on {len(faces)} faces "
-          f"({provenance['source']})", flush=True)  # fmt: skip
+    print(
+        f"{spec.name}: calibrating INT8 ({options.calib_method}) on {len(faces)} faces ({provenance['source']})",
+        flush=True,
+    )
     info = quantize_int8(src, dst, batches, method=options.calib_method, keep_float=options.keep_float)
     return info | {"calibration": provenance | {"dropped": batches.dropped}}
 

@@ -54,5 +54,7 @@ def load_for_export(spec: str) -> FaceModel:
     if spec in list_models():
         warnings.warn(f"--model {spec}: a registry name, so the weights are RANDOM", stacklevel=2)
         return get_model(spec).eval()
-    raise ExportError(f"--model {spec!r}: not a run folder, a .safetensors checkpoint or a registered model "
-                      f"({', '.join(list_models())})")  # fmt: skip
+    raise ExportError(
+        f"--model {spec!r}: not a run folder, a .safetensors checkpoint or a registered model "
+        f"({', '.join(list_models())})"
+    )

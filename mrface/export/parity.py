@@ -83,14 +83,20 @@ class ParityReport:
         return self.min_cosine if self.criterion == "min" else self.mean_cosine
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"max_abs": self.max_abs, "max_rel": self.max_rel, "min_cosine": self.min_cosine,
-                               "mean_cosine": self.mean_cosine}  # fmt: skip
+        return asdict(self) | {
+            "max_abs": self.max_abs,
+            "max_rel": self.max_rel,
+            "min_cosine": self.min_cosine,
+            "mean_cosine": self.mean_cosine,
+        }
 
     def summary(self) -> str:
         sizes = ",".join(str(b.batch) for b in self.batches)
         verdict = "ok" if self.passed else f"FAILED ({self.criterion} cos {self.figure:.5f} < {self.threshold})"
-        return (f"{self.name}: batch {sizes} max|Δ| {self.max_abs:.3g} (rel {self.max_rel:.2g}) "
-                f"min cos {self.min_cosine:.7f} mean cos {self.mean_cosine:.7f} {verdict}")  # fmt: skip
+        return (
+            f"{self.name}: batch {sizes} max|Δ| {self.max_abs:.3g} (rel {self.max_rel:.2g}) "
+            f"min cos {self.min_cosine:.7f} mean cos {self.mean_cosine:.7f} {verdict}"
+        )
 
 
 def graph_inputs(images: np.ndarray, spec: GraphSpec, meta: ModelMetadata) -> tuple[np.ndarray, torch.Tensor]:
@@ -150,10 +156,16 @@ def check_parity(
     """Compare ``onnx_path`` (onnxruntime CPU) with ``model`` on ``images`` (see :func:`compare_runtime`)."""
     session = ort_session(onnx_path, threads=threads)
     return compare_runtime(
-        lambda feed: session.run(list(spec.outputs), {INPUT_NAME: feed}), model, spec, images,
-        batch_sizes=batch_sizes, min_cosine=min_cosine, raise_on_failure=raise_on_failure, source=str(onnx_path),
+        lambda feed: session.run(list(spec.outputs), {INPUT_NAME: feed}),
+        model,
+        spec,
+        images,
+        batch_sizes=batch_sizes,
+        min_cosine=min_cosine,
+        raise_on_failure=raise_on_failure,
+        source=str(onnx_path),
         criterion=criterion,
-    )  # fmt: skip
+    )
 
 
 def compare_runtime(
@@ -197,8 +209,14 @@ def compare_runtime(
             max_abs_norm = float(np.abs(outputs[1] - ref_norm).max())
             ok = ok and bool(np.isfinite(outputs[1]).all()) and max_abs_norm <= NORM_RTOL * float(ref_norm.max())
         max_abs = float(np.abs(emb - ref).max())
-        row = BatchParity(b, max_abs, float(cos.min()), max_abs_norm, max_abs / max(float(np.abs(ref).max()), 1e-30),
-                          float(cos.mean()))  # fmt: skip
+        row = BatchParity(
+            b,
+            max_abs,
+            float(cos.min()),
+            max_abs_norm,
+            max_abs / max(float(np.abs(ref).max()), 1e-30),
+            float(cos.mean()),
+        )
         rows.append(row)
         figure = row.min_cosine if criterion == "min" else row.mean_cosine
         passed = passed and ok and figure >= min_cosine  # NaN compares False: non-finite fails
@@ -206,6 +224,7 @@ def compare_runtime(
     if not passed and raise_on_failure:
         raise ParityError(
             f"parity check failed for the {spec.resolution}px path ({spec.precision}) {source or spec.name}: "
-            f"{criterion} cosine to PyTorch float32 {report.figure:.5f} < {min_cosine}; {report.summary()}", report
-        )  # fmt: skip
+            f"{criterion} cosine to PyTorch float32 {report.figure:.5f} < {min_cosine}; {report.summary()}",
+            report,
+        )
     return report

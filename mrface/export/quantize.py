@@ -59,8 +59,11 @@ def _method(name: str) -> Any:
 
     if name not in CALIBRATION_METHODS:
         raise ExportError(f"calibration method {name!r}: expected one of {CALIBRATION_METHODS}")
-    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-            "percentile": CalibrationMethod.Percentile}[name]  # fmt: skip
+    return {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[name]
 
 
 class _Reader:
@@ -106,12 +109,18 @@ def quantize_int8(
             keep = float_layers(onnx.load(str(pre)).graph, keep_float)
             try:
                 quantize_static(
-                    str(pre), str(Path(tmp) / "q.onnx"), _Reader(batches),
-                    quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTISED_OPS), per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=keep,
+                    str(pre),
+                    str(Path(tmp) / "q.onnx"),
+                    _Reader(batches),
+                    quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=list(QUANTISED_OPS),
+                    per_channel=True,
+                    activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
+                    nodes_to_exclude=keep,
                     calibrate_method=calibrate_method,
                     extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
-                )  # fmt: skip
+                )
             except Exception as exc:  # noqa: BLE001 - the quantiser raises many types; re-raise with context
                 raise ExportError(f"int8 quantisation of {src.name} failed: {exc}\n{log.getvalue()[-2000:]}") from exc
         proto = onnx.load(str(Path(tmp) / "q.onnx"))
@@ -122,9 +131,7 @@ def quantize_int8(
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(dst))
     ops = [n.op_type for n in proto.graph.node]
-    quantised = sum(
-        1 for n in proto.graph.node if n.op_type in QUANTISED_OPS and n.name not in keep
-    )
+    quantised = sum(1 for n in proto.graph.node if n.op_type in QUANTISED_OPS and n.name not in keep)
     return {
         "method": method,
         "format": "QDQ int8 symmetric, per-channel weights",

@@ -31,8 +31,9 @@ def resize_face(face: torch.Tensor, resolution: int, antialias: bool) -> torch.T
     """(3, h, w) -> (3, r, r), bilinear ``align_corners=False`` (no-op when already r x r)."""
     if face.shape[1:] == (resolution, resolution):
         return face
-    return F.interpolate(face[None], size=(resolution, resolution), mode="bilinear", align_corners=False,
-                         antialias=antialias)[0]  # fmt: skip
+    return F.interpolate(
+        face[None], size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=antialias
+    )[0]
 
 
 def route_faces(

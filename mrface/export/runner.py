@@ -67,8 +67,9 @@ class OnnxFaceRunner:
                     f"(got {spec.input_format}, input {spec.input_size}px); export without --uint8-input/--degrade-from"
                 )
             self.specs[spec.resolution] = spec
-            self.sessions[spec.resolution] = ort_session(export_dir / entry["file"], threads=threads,
-                                                         providers=providers)  # fmt: skip
+            self.sessions[spec.resolution] = ort_session(
+                export_dir / entry["file"], threads=threads, providers=providers
+            )
 
     @property
     def resolutions(self) -> tuple[int, ...]:
@@ -77,8 +78,9 @@ class OnnxFaceRunner:
     def __call__(self, images: Any) -> RunnerOutput:
         """images: list of HxWx3 uint8 arrays (any sizes, ``color_order``) or an NxHxWx3 array."""
         faces = normalised_faces(images, self.metadata, self.color_order)
-        groups = route_faces(faces, self.resolutions, indicator=self.indicator, strategy=self.strategy,
-                             antialias=self.antialias)  # fmt: skip
+        groups = route_faces(
+            faces, self.resolutions, indicator=self.indicator, strategy=self.strategy, antialias=self.antialias
+        )
         out = np.empty((len(faces), self.metadata.embedding_size), dtype=np.float32)
         branches = [0] * len(faces)
         for group in groups:

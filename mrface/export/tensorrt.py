@@ -40,8 +40,10 @@ from mrface.models.multires import check_route_options, normalised_faces
 def tensorrt_unavailable_reason() -> str | None:
     """None when TensorRT and a CUDA device are usable here, else a sentence saying what is missing."""
     if importlib.util.find_spec("tensorrt") is None:
-        return ("TensorRT is not installed (pip install tensorrt from NVIDIA's index, or the system packages); "
-                "ONNX export works without it: --format onnx")  # fmt: skip
+        return (
+            "TensorRT is not installed (pip install tensorrt from NVIDIA's index, or the system packages); "
+            "ONNX export works without it: --format onnx"
+        )
     if not torch.cuda.is_available():
         return "no CUDA device visible: TensorRT engines need an NVIDIA GPU"
     return None
@@ -117,8 +119,9 @@ def build_engine(
         if calibration is None:
             raise ExportError("precision=int8 needs calibration images (a folder or SynthFace)")
         build.set_flag(trt.BuilderFlag.INT8)
-        buffer = torch.empty(calibration.shape, dtype=torch.from_numpy(np.empty(0, calibration.dtype)).dtype,
-                             device="cuda")  # fmt: skip
+        buffer = torch.empty(
+            calibration.shape, dtype=torch.from_numpy(np.empty(0, calibration.dtype)).dtype, device="cuda"
+        )
         calibrator = make_calibrator(trt, CalibratorFeed(calibration, buffer, calibration_cache), config.calibrator)
         build.int8_calibrator = calibrator
         build.set_calibration_profile(profile)
@@ -143,7 +146,8 @@ def build_engine(
         profile=config.profile,
         tensorrt_version=trt.__version__,
         device_name=torch.cuda.get_device_name(),
-        build=config.to_dict() | {"mode": mode, "io_dtype": spec.io_dtype}
+        build=config.to_dict()
+        | {"mode": mode, "io_dtype": spec.io_dtype}
         | ({"calibration_batches": len(calibration)} if calibration is not None and mode == "flags" else {}),
     )
     write_engine_metadata(engine_path, meta)
@@ -252,8 +256,9 @@ class TensorRTEmbedder:
     def __call__(self, images: Any) -> tuple[torch.Tensor, list[int]]:
         """images: list of HxWx3 uint8 arrays (``color_order``) -> (embeddings (N, E), branch per face)."""
         faces = normalised_faces(images, self.metadata, self.color_order)
-        groups = route_faces(faces, self.resolutions, indicator=self.indicator, strategy=self.strategy,
-                             antialias=self.antialias)  # fmt: skip
+        groups = route_faces(
+            faces, self.resolutions, indicator=self.indicator, strategy=self.strategy, antialias=self.antialias
+        )
         device = next(iter(self.engines.values())).device
         out = torch.empty(len(faces), self.metadata.embedding_size, dtype=torch.float32, device=device)
         branches = [0] * len(faces)

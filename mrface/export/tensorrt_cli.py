@@ -38,18 +38,25 @@ def build_engines_from_args(args: argparse.Namespace, options: ExportOptions, ou
         )
     precision = options.precision if options.precision != "fp32" else flag_precision
     profile = BatchProfile(args.min_batch, args.opt_batch, args.max_batch)
-    config = EngineBuildConfig(precision=precision, profile=profile, calibrator=args.calibrator,
-                               graph_precision=options.precision,
-                               calibration_batch=min(32, profile.max),
-                               timing_cache=Path(args.timing_cache) if args.timing_cache else None)  # fmt: skip
+    config = EngineBuildConfig(
+        precision=precision,
+        profile=profile,
+        calibrator=args.calibrator,
+        graph_precision=options.precision,
+        calibration_batch=min(32, profile.max),
+        timing_cache=Path(args.timing_cache) if args.timing_cache else None,
+    )
     model = load_for_export(args.model)
     onnx = export_model(model, out / "onnx", options)
     images = options.parity_images if options.parity_images is not None else synthface_images(64)
     batch_sizes = [b for b in options.batch_sizes if profile.min <= b <= profile.max] or [profile.opt]
     calib_images = None
     if config.needs_calibrator:
-        calib_images = load_face_folder(args.calib_dir, args.calib_count) if args.calib_dir else \
-            synthface_calibration(args.calib_count)  # fmt: skip
+        calib_images = (
+            load_face_folder(args.calib_dir, args.calib_count)
+            if args.calib_dir
+            else synthface_calibration(args.calib_count)
+        )
     with staged_output(out / f"trt_{precision}", "--out") as staging:
         entries = []
         for graph in onnx.graphs:
@@ -57,8 +64,9 @@ def build_engines_from_args(args: argparse.Namespace, options: ExportOptions, ou
             calibration = None
             if calib_images is not None:
                 calibration = CalibrationBatches(calib_images, graph.spec, model.metadata, config.calibration_batch)
-            meta = build_engine(graph.path, engine_path, config, calibration,
-                                calibration_cache=staging / f"{graph.spec.name}.calib")  # fmt: skip
+            meta = build_engine(
+                graph.path, engine_path, config, calibration, calibration_cache=staging / f"{graph.spec.name}.calib"
+            )
             engine = TensorRTEngine(engine_path)
 
             def run(feed: np.ndarray, engine: TensorRTEngine = engine) -> list[np.ndarray]:
@@ -67,11 +75,19 @@ def build_engines_from_args(args: argparse.Namespace, options: ExportOptions, ou
                 return [emb.cpu().numpy()]
 
             spec_for_parity = replace(graph.spec, outputs=("embedding",))
-            report = compare_runtime(run, model, spec_for_parity, images, batch_sizes=batch_sizes,
-                                     min_cosine=config.min_cosine, source=str(engine_path))  # fmt: skip
+            report = compare_runtime(
+                run,
+                model,
+                spec_for_parity,
+                images,
+                batch_sizes=batch_sizes,
+                min_cosine=config.min_cosine,
+                source=str(engine_path),
+            )
             write_engine_metadata(engine_path, replace(meta, parity=report.to_dict()))
-            entries.append({"engine": engine_path.name, "resolution": graph.spec.resolution,
-                            "parity": report.to_dict()})  # fmt: skip
+            entries.append(
+                {"engine": engine_path.name, "resolution": graph.spec.resolution, "parity": report.to_dict()}
+            )
             print(f"{out / f'trt_{precision}' / engine_path.name}  {report.summary()}")
         write_json_atomic(staging / MANIFEST, {"format": "mrface-trt/1", "precision": precision, "engines": entries})
     print(f"wrote {out / f'trt_{precision}' / MANIFEST}")

@@ -84,8 +84,10 @@ class EngineBuildConfig:
         if self.graph_precision not in PRECISIONS:
             raise ExportError(f"graph_precision={self.graph_precision!r}: expected one of {PRECISIONS}")
         if self.graph_precision != "fp32" and self.precision != self.graph_precision:
-            raise ExportError(f"precision={self.precision} from a {self.graph_precision} graph: a reduced-precision "
-                              "graph is built strongly typed, at its own precision")  # fmt: skip
+            raise ExportError(
+                f"precision={self.precision} from a {self.graph_precision} graph: a reduced-precision "
+                "graph is built strongly typed, at its own precision"
+            )
         if self.calibrator not in CALIBRATORS:
             raise ExportError(f"calibrator={self.calibrator!r}: expected one of {CALIBRATORS}")
         if self.workspace_mib < 1:

@@ -53,9 +53,16 @@ class _AllGatherGrad(torch.autograd.Function):
         group = ctx.group
         w, r = world_size(group), rank(group)
         slices = list(grad.contiguous().clone().chunk(w, dim=0))
-        works = [dist.reduce(s, dst=dist.get_global_rank(group or dist.group.WORLD, i),
-                             op=dist.ReduceOp.SUM, group=group, async_op=True)
-                 for i, s in enumerate(slices)]
+        works = [
+            dist.reduce(
+                s,
+                dst=dist.get_global_rank(group or dist.group.WORLD, i),
+                op=dist.ReduceOp.SUM,
+                group=group,
+                async_op=True,
+            )
+            for i, s in enumerate(slices)
+        ]
         for work in works:
             work.wait()
         return slices[r] * w, None

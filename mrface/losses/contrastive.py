@@ -46,6 +46,7 @@ def _f32(x: Tensor) -> Tensor:
     """float32 (float64 kept: the ground truth of the tests)."""
     return x if x.dtype == torch.float64 else x.float()
 
+
 _EPS = 1e-3  # SoftmaxFace.eps of the public head (the cos / linear gates divide by threshold + eps)
 
 
@@ -74,11 +75,25 @@ class QGFaceContrastive(nn.Module):
     (Q,) (-1 = empty), ``fill`` (), ``batch_mean`` ().
     """
 
-    def __init__(self, embedding_size: int, queue_size: int = 8192, s: float = 64.0, threshold: float = 0.25,
-                 gate: str = "sgn", gate_range: str = "half", pair_quality: str = "low",
-                 both_directions: bool = True, detach_pos: bool = False, mask_same_class: bool = True,
-                 margin: str = "none", m: float = 0.4, t_alpha: float = 0.01, rescale: bool = True,
-                 drift: str = "proxy", process_group=None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        embedding_size: int,
+        queue_size: int = 8192,
+        s: float = 64.0,
+        threshold: float = 0.25,
+        gate: str = "sgn",
+        gate_range: str = "half",
+        pair_quality: str = "low",
+        both_directions: bool = True,
+        detach_pos: bool = False,
+        mask_same_class: bool = True,
+        margin: str = "none",
+        m: float = 0.4,
+        t_alpha: float = 0.01,
+        rescale: bool = True,
+        drift: str = "proxy",
+        process_group=None,
+    ) -> None:
         super().__init__()
         if not (isinstance(embedding_size, int) and embedding_size > 0):
             raise ValueError(f"embedding_size must be a positive int, got {embedding_size!r}")
@@ -88,11 +103,13 @@ class QGFaceContrastive(nn.Module):
             raise ValueError(f"s must be a positive finite number, got {s!r}")
         if not 0 <= threshold <= 1:
             raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
-        for name, value, choices in (("gate", gate, ("sgn", "cos", "linear")),
-                                     ("gate_range", gate_range, ("half", "whole")),
-                                     ("pair_quality", pair_quality, ("low", "mean", "high")),
-                                     ("margin", margin, ("none", "static", "dynamic")),
-                                     ("drift", drift, ("proxy", "none"))):  # fmt: skip
+        for name, value, choices in (
+            ("gate", gate, ("sgn", "cos", "linear")),
+            ("gate_range", gate_range, ("half", "whole")),
+            ("pair_quality", pair_quality, ("low", "mean", "high")),
+            ("margin", margin, ("none", "static", "dynamic")),
+            ("drift", drift, ("proxy", "none")),
+        ):
             if value not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {value!r}")
         self.s, self.threshold, self.gate, self.gate_range = float(s), float(threshold), gate, gate_range
@@ -111,8 +128,11 @@ class QGFaceContrastive(nn.Module):
     def enqueue(self, keys: Tensor, labels: Tensor, proxies: Tensor) -> None:
         """Put keys (n, D) (normalised here), labels (n,) and proxies (n, D) at the front of the queue."""
         size = self.queue.shape[0]
-        for buf, new in ((self.queue, F.normalize(_f32(keys), dim=1)), (self.queue_labels, labels.long()),
-                         (self.queue_proxies, _f32(proxies))):  # fmt: skip
+        for buf, new in (
+            (self.queue, F.normalize(_f32(keys), dim=1)),
+            (self.queue_labels, labels.long()),
+            (self.queue_proxies, _f32(proxies)),
+        ):
             buf.copy_(torch.cat([new.to(buf), buf])[:size])
         self.fill.fill_(min(int(self.fill) + keys.shape[0], size))
 
@@ -149,23 +169,27 @@ class QGFaceContrastive(nn.Module):
         return torch.where(t < thr, s1, s2)
 
     # -- loss --------------------------------------------------------------------------------
-    def forward(self, q: Tensor, k: Tensor, z_q: Tensor, z_k: Tensor, labels: Tensor,
-                proxies_for: Callable[[Tensor], Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(
+        self, q: Tensor, k: Tensor, z_q: Tensor, z_k: Tensor, labels: Tensor, proxies_for: Callable[[Tensor], Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         d = self.queue.shape[1]
         b = q.shape[0]
         if q.dim() != 2 or q.shape[1] != d or k.shape != q.shape:
             raise ValueError(f"q and k must both be (B, {d}), got {tuple(q.shape)} and {tuple(k.shape)}")
         if labels.shape != (b,) or z_q.shape != (b,) or z_k.shape != (b,):
-            raise ValueError(f"labels, z_q and z_k must be (B,) with B={b}, got {tuple(labels.shape)}, "
-                             f"{tuple(z_q.shape)}, {tuple(z_k.shape)}")  # fmt: skip
+            raise ValueError(
+                f"labels, z_q and z_k must be (B,) with B={b}, got {tuple(labels.shape)}, "
+                f"{tuple(z_q.shape)}, {tuple(z_k.shape)}"
+            )
         if bool((labels < 0).any()):
             raise ValueError(f"labels must be class ids >= 0, got {labels[labels < 0][:5].tolist()}")
         labels = labels.long()
         with torch.autocast(q.device.type, enabled=False):
             qn, kn = F.normalize(_f32(q), dim=1), F.normalize(_f32(k), dim=1)
             if self.training:
-                keys = torch.cat([_dist.all_gather_cat(kn.detach(), self.group),
-                                  _dist.all_gather_cat(qn.detach(), self.group)])  # fmt: skip
+                keys = torch.cat(
+                    [_dist.all_gather_cat(kn.detach(), self.group), _dist.all_gather_cat(qn.detach(), self.group)]
+                )
                 key_labels = torch.cat([_dist.all_gather_cat(labels, self.group)] * 2)
                 self.enqueue(keys, key_labels, proxies_for(key_labels))
             if int(self.fill) == 0:
@@ -209,9 +233,13 @@ class QGFaceContrastive(nn.Module):
         if w > 1:  # the reported value is the global-batch mean; the gradient stays this rank's rows
             value = _dist.all_reduce(value, "sum", self.group) / w
             loss = loss + (value - loss.detach())
-        logs = {"qgface/contrastive": value, "qgface/pos_cos": torch.cat(pos).detach().mean(),
-                "qgface/pair_gate": gate.detach().mean(), "qgface/queue_fill": self.fill.float() / self.queue.shape[0],
-                "qgface/margin_gap": margin_gap}  # fmt: skip
+        logs = {
+            "qgface/contrastive": value,
+            "qgface/pos_cos": torch.cat(pos).detach().mean(),
+            "qgface/pair_gate": gate.detach().mean(),
+            "qgface/queue_fill": self.fill.float() / self.queue.shape[0],
+            "qgface/margin_gap": margin_gap,
+        }
         return loss, logs
 
     @torch.no_grad()
@@ -229,7 +257,9 @@ class QGFaceContrastive(nn.Module):
         return gap
 
     def extra_repr(self) -> str:
-        return (f"queue_size={self.queue.shape[0]}, s={self.s}, threshold={self.threshold}, gate={self.gate}, "
-                f"gate_range={self.gate_range}, pair_quality={self.pair_quality}, "
-                f"both_directions={self.both_directions}, mask_same_class={self.mask_same_class}, "
-                f"margin={self.margin}, rescale={self.rescale}, drift={self.drift}")
+        return (
+            f"queue_size={self.queue.shape[0]}, s={self.s}, threshold={self.threshold}, gate={self.gate}, "
+            f"gate_range={self.gate_range}, pair_quality={self.pair_quality}, "
+            f"both_directions={self.both_directions}, mask_same_class={self.mask_same_class}, "
+            f"margin={self.margin}, rescale={self.rescale}, drift={self.drift}"
+        )

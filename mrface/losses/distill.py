@@ -26,8 +26,7 @@ __all__ = ["BTNetDistillLoss", "CentreLoss", "DCRLoss"]
 
 def _same_shape(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
     if a.shape != b.shape:
-        raise ValueError(f"{name_a} and {name_b} must have the same shape, got {tuple(a.shape)} "
-                         f"and {tuple(b.shape)}")
+        raise ValueError(f"{name_a} and {name_b} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
 
 
 class BTNetDistillLoss(nn.Module):
@@ -45,13 +44,19 @@ class BTNetDistillLoss(nn.Module):
     teacher_embedding, labels)``; feature maps (B, C, H, W), embeddings (B, D), labels (B,).
     """
 
-    def __init__(self, classifier: PartialFC, feature_weight: float = 0.5,
-                 embedding_weight: float = 0.5, freeze_classifier: bool = True,
-                 update_margin_state: bool = True) -> None:
+    def __init__(
+        self,
+        classifier: PartialFC,
+        feature_weight: float = 0.5,
+        embedding_weight: float = 0.5,
+        freeze_classifier: bool = True,
+        update_margin_state: bool = True,
+    ) -> None:
         super().__init__()
         if feature_weight < 0 or embedding_weight < 0:
-            raise ValueError(f"feature_weight and embedding_weight must be >= 0, got "
-                             f"{feature_weight} and {embedding_weight}")
+            raise ValueError(
+                f"feature_weight and embedding_weight must be >= 0, got {feature_weight} and {embedding_weight}"
+            )
         self.classifier = classifier
         self.feature_weight, self.embedding_weight = float(feature_weight), float(embedding_weight)
         self.freeze_classifier, self.update_margin_state = freeze_classifier, update_margin_state
@@ -66,8 +71,14 @@ class BTNetDistillLoss(nn.Module):
             self.classifier.margin.train(mode and self.update_margin_state)
         return self
 
-    def forward(self, student_feature: Tensor, teacher_feature: Tensor, student_embedding: Tensor,
-                teacher_embedding: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(
+        self,
+        student_feature: Tensor,
+        teacher_feature: Tensor,
+        student_embedding: Tensor,
+        teacher_embedding: Tensor,
+        labels: Tensor,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         _same_shape("student_feature", student_feature, "teacher_feature", teacher_feature)
         _same_shape("student_embedding", student_embedding, "teacher_embedding", teacher_embedding)
         fm = F.mse_loss(student_feature.float(), teacher_feature.detach().float())
@@ -85,8 +96,7 @@ class CentreLoss(nn.Module):
     global batch of ``process_group`` (every rank must call it, with the same B).
     """
 
-    def __init__(self, num_classes: int, embedding_size: int, alpha: float = 0.6,
-                 process_group=None) -> None:
+    def __init__(self, num_classes: int, embedding_size: int, alpha: float = 0.6, process_group=None) -> None:
         super().__init__()
         if not 0 < alpha <= 1:
             raise ValueError(f"alpha must be in (0, 1], got {alpha}")
@@ -98,8 +108,7 @@ class CentreLoss(nn.Module):
         if embeddings.dim() != 2 or embeddings.shape[1] != d:
             raise ValueError(f"embeddings must be (B, {d}), got {tuple(embeddings.shape)}")
         if labels.shape != (embeddings.shape[0],):
-            raise ValueError(f"labels must be (B,) with B={embeddings.shape[0]}, got "
-                             f"{tuple(labels.shape)}")
+            raise ValueError(f"labels must be (B,) with B={embeddings.shape[0]}, got {tuple(labels.shape)}")
         if bool(((labels < 0) | (labels >= c)).any()):
             raise ValueError(f"labels must be in [0, {c})")
 
@@ -114,7 +123,8 @@ class CentreLoss(nn.Module):
         y = _dist.all_gather_cat(labels.long(), self.group)
         diff = torch.zeros_like(self.centres).index_add_(0, y, self.centres[y] - x)
         count = torch.zeros(self.centres.shape[0], device=x.device).index_add_(
-            0, y, torch.ones_like(y, dtype=torch.float32))
+            0, y, torch.ones_like(y, dtype=torch.float32)
+        )
         self.centres -= self.alpha * diff / (1 + count)[:, None]
 
 
@@ -127,19 +137,29 @@ class DCRLoss(nn.Module):
     centres are updated once per call with all branch embeddings, after the loss is computed.
     """
 
-    def __init__(self, num_classes: int, embedding_size: int, centre_weight: float = 0.008,
-                 coupling_weight: float = 0.008, alpha: float = 0.6, detach_hr: bool = True,
-                 process_group=None) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        embedding_size: int,
+        centre_weight: float = 0.008,
+        coupling_weight: float = 0.008,
+        alpha: float = 0.6,
+        detach_hr: bool = True,
+        process_group=None,
+    ) -> None:
         super().__init__()
         self.centre = CentreLoss(num_classes, embedding_size, alpha, process_group)
         self.centre_weight, self.coupling_weight = float(centre_weight), float(coupling_weight)
         self.detach_hr = detach_hr
 
-    def forward(self, branch_embeddings: Sequence[Tensor], branch_logits: Sequence[Tensor],
-                hr_embedding: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(
+        self, branch_embeddings: Sequence[Tensor], branch_logits: Sequence[Tensor], hr_embedding: Tensor, labels: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         if len(branch_embeddings) == 0 or len(branch_embeddings) != len(branch_logits):
-            raise ValueError(f"need as many branch_logits as branch_embeddings (>= 1), got "
-                             f"{len(branch_logits)} and {len(branch_embeddings)}")
+            raise ValueError(
+                f"need as many branch_logits as branch_embeddings (>= 1), got "
+                f"{len(branch_logits)} and {len(branch_embeddings)}"
+            )
         hr = hr_embedding.detach() if self.detach_hr else hr_embedding
         ce = cen = coup = 0.0
         for e, z in zip(branch_embeddings, branch_logits, strict=True):
@@ -151,6 +171,5 @@ class DCRLoss(nn.Module):
         loss = (ce + self.centre_weight * cen) / k + self.coupling_weight * coup
         if self.training:
             self.centre.update(torch.cat([e.detach() for e in branch_embeddings]), labels.repeat(k))
-        logs = {"dcr/ce": ce.detach() / k, "dcr/centre": cen.detach() / k,
-                "dcr/coupling": coup.detach()}
+        logs = {"dcr/ce": ce.detach() / k, "dcr/centre": cen.detach() / k, "dcr/coupling": coup.detach()}
         return loss, logs

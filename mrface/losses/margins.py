@@ -165,8 +165,7 @@ class Margin(nn.Module):
             (B, C) float32 logits.
         """
         if cos.dim() != 2 or labels.shape != (cos.shape[0],):
-            raise ValueError(f"cos must be (B, C) and labels (B,), got {tuple(cos.shape)} and "
-                             f"{tuple(labels.shape)}")
+            raise ValueError(f"cos must be (B, C) and labels (B,), got {tuple(cos.shape)} and {tuple(labels.shape)}")
         if self.needs_norms and (norms is None or norms.shape != labels.shape):
             raise ValueError(f"{type(self).__name__} needs norms of shape (B,)")
         valid = labels >= 0
@@ -195,8 +194,15 @@ class CombinedMargin(Margin):
     arcface_torch's class differs there: it ignores m2 whenever m3 > 0 (and m1 != 1 raises).
     """
 
-    def __init__(self, s: float = 64.0, m1: float = 1.0, m2: float = 0.5, m3: float = 0.0,
-                 gradient: str = "straight_through", fallback: str = "none") -> None:
+    def __init__(
+        self,
+        s: float = 64.0,
+        m1: float = 1.0,
+        m2: float = 0.5,
+        m3: float = 0.0,
+        gradient: str = "straight_through",
+        fallback: str = "none",
+    ) -> None:
         super().__init__(s)
         _check_positive("m1", m1)
         if m2 < 0 or m3 < 0:
@@ -214,8 +220,7 @@ class CombinedMargin(Margin):
         theta = torch.acos(c.clamp(-1 + _SIN_EPS, 1 - _SIN_EPS))
         raw = torch.cos(self.m1 * theta + self.m2)
         if self.fallback == "linear":
-            return torch.where(self.m1 * theta + self.m2 < math.pi, raw,
-                               c - math.sin(self.m2) * self.m2)
+            return torch.where(self.m1 * theta + self.m2 < math.pi, raw, c - math.sin(self.m2) * self.m2)
         if self.fallback == "easy":
             return torch.where(c > 0, raw, c)
         return raw
@@ -228,8 +233,9 @@ class CombinedMargin(Margin):
         return self._constant_rows(self.s * f, stats={"margin/m": torch.tensor(self.m2 + self.m3)})
 
     def extra_repr(self) -> str:
-        return (f"s={self.s}, m1={self.m1}, m2={self.m2}, m3={self.m3}, gradient={self.gradient}, "
-                f"fallback={self.fallback}")
+        return (
+            f"s={self.s}, m1={self.m1}, m2={self.m2}, m3={self.m3}, gradient={self.gradient}, fallback={self.fallback}"
+        )
 
 
 class CurricularFace(Margin):
@@ -256,8 +262,9 @@ class CurricularFace(Margin):
                 new_t = (1 - self.momentum) * self.t + self.momentum * mean_cos
                 self.t.copy_(torch.where(n > 0, new_t, self.t))
         thr = torch.where(valid, cos_m.detach(), torch.full_like(c, math.inf))
-        return self._constant_rows(self.s * target, hard_threshold=thr, hard_t=self.t.clone(),
-                                   stats={"curricular/t": self.t.detach().clone()})
+        return self._constant_rows(
+            self.s * target, hard_threshold=thr, hard_t=self.t.clone(), stats={"curricular/t": self.t.detach().clone()}
+        )
 
     def extra_repr(self) -> str:
         return f"s={self.s}, m={self.m}, momentum={self.momentum}"
@@ -275,8 +282,9 @@ class AdaFace(Margin):
 
     needs_norms = True
 
-    def __init__(self, s: float = 64.0, m: float = 0.4, h: float = 0.333, momentum: float = 0.01,
-                 eps: float = 1e-3) -> None:
+    def __init__(
+        self, s: float = 64.0, m: float = 0.4, h: float = 0.333, momentum: float = 0.01, eps: float = 1e-3
+    ) -> None:
         super().__init__(s)
         _check_positive("m", m)
         _check_positive("h", h)
@@ -305,12 +313,14 @@ class AdaFace(Margin):
             raise ValueError("AdaFace needs norms (B,)")
         zh = self.z_hat(norms)
         target = self.s * self.target_from_z_hat(cos_y, zh)
-        return self._constant_rows(target, cos_lo=-1 + self.eps, cos_hi=1 - self.eps,
-                                   stats=self._stats(zh))
+        return self._constant_rows(target, cos_lo=-1 + self.eps, cos_hi=1 - self.eps, stats=self._stats(zh))
 
     def _stats(self, zh: Tensor) -> dict[str, Tensor]:
-        return {"adaface/z_hat": zh.mean().detach(), "adaface/norm_mean": self.batch_mean.clone(),
-                "adaface/norm_std": self.batch_std.clone()}
+        return {
+            "adaface/z_hat": zh.mean().detach(),
+            "adaface/norm_mean": self.batch_mean.clone(),
+            "adaface/norm_std": self.batch_std.clone(),
+        }
 
     def extra_repr(self) -> str:
         return f"s={self.s}, m={self.m}, h={self.h}, momentum={self.momentum}, eps={self.eps}"
@@ -336,9 +346,17 @@ class MagFace(Margin):
 
     needs_norms = True
 
-    def __init__(self, s: float = 64.0, l_a: float = 10.0, u_a: float = 110.0, l_m: float = 0.45,
-                 u_m: float = 0.8, lambda_g: float = 35.0, kind: str = "arc",
-                 fallback: str = "easy") -> None:
+    def __init__(
+        self,
+        s: float = 64.0,
+        l_a: float = 10.0,
+        u_a: float = 110.0,
+        l_m: float = 0.45,
+        u_m: float = 0.8,
+        lambda_g: float = 35.0,
+        kind: str = "arc",
+        fallback: str = "easy",
+    ) -> None:
         super().__init__(s)
         if not 0 < l_a < u_a:
             raise ValueError(f"need 0 < l_a < u_a, got l_a={l_a}, u_a={u_a}")
@@ -352,9 +370,12 @@ class MagFace(Margin):
         self.lambda_g, self.kind, self.fallback = float(lambda_g), kind, fallback
         bound = magface_min_lambda_g(s, l_a, u_a, l_m, u_m)
         if self.lambda_g < bound:
-            warnings.warn(f"MagFace lambda_g={lambda_g} is below the feasibility bound "
-                          f"s*k*u_a^2*l_a^2/(u_a^2-l_a^2) = {bound:.2f}; the optimal norm is not "
-                          "unique and the magnitude loses its meaning as quality", stacklevel=2)
+            warnings.warn(
+                f"MagFace lambda_g={lambda_g} is below the feasibility bound "
+                f"s*k*u_a^2*l_a^2/(u_a^2-l_a^2) = {bound:.2f}; the optimal norm is not "
+                "unique and the magnitude loses its meaning as quality",
+                stacklevel=2,
+            )
 
     def clamped_norm(self, norms: Tensor) -> Tensor:
         return _f32(norms).clamp(self.l_a, self.u_a)
@@ -377,8 +398,10 @@ class MagFace(Margin):
         return self.lambda_g * (a / self.u_a**2 + 1.0 / a).mean()
 
     def extra_repr(self) -> str:
-        return (f"s={self.s}, l_a={self.l_a}, u_a={self.u_a}, l_m={self.l_m}, u_m={self.u_m}, "
-                f"lambda_g={self.lambda_g}, kind={self.kind}")
+        return (
+            f"s={self.s}, l_a={self.l_a}, u_a={self.u_a}, l_m={self.l_m}, u_m={self.u_m}, "
+            f"lambda_g={self.lambda_g}, kind={self.kind}"
+        )
 
 
 class QGFace(AdaFace):
@@ -395,8 +418,15 @@ class QGFace(AdaFace):
     :class:`mrface.losses.contrastive.QGFaceContrastive` instead.
     """
 
-    def __init__(self, s: float = 64.0, m: float = 0.4, h: float = 0.333, momentum: float = 0.01,
-                 eps: float = 1e-3, gate_threshold: float = 0.25) -> None:
+    def __init__(
+        self,
+        s: float = 64.0,
+        m: float = 0.4,
+        h: float = 0.333,
+        momentum: float = 0.01,
+        eps: float = 1e-3,
+        gate_threshold: float = 0.25,
+    ) -> None:
         super().__init__(s, m, h, momentum, eps)
         if not 0 <= gate_threshold <= 1:
             raise ValueError(f"gate_threshold must be in [0, 1], got {gate_threshold}")
@@ -424,8 +454,7 @@ class QGFace(AdaFace):
         target = self.s * g * self.target_from_z_hat(cos_y, zh)
         stats = self._stats(zh)
         stats["qgface/gate"] = g.mean().detach()
-        return self._constant_rows(target, row_scale=self.s * g, cos_lo=-1 + self.eps,
-                                   cos_hi=1 - self.eps, stats=stats)
+        return self._constant_rows(target, row_scale=self.s * g, cos_lo=-1 + self.eps, cos_hi=1 - self.eps, stats=stats)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", gate_threshold={self.gate_threshold}"

@@ -43,7 +43,7 @@ def reshard_centres(shards: list[Tensor], world_size: int) -> list[Tensor]:
     out = []
     for r in range(world_size):
         start, count = shard_range(full.shape[0], world_size, r)
-        out.append(full[start:start + count].clone())
+        out.append(full[start : start + count].clone())
     return out
 
 
@@ -55,8 +55,7 @@ def reshard_state_dicts(state_dicts: list[dict], world_size: int) -> list[dict]:
     if not state_dicts:
         raise ValueError("state_dicts must hold one state dict per rank, got none")
     extras = [sd["_extra_state"] for sd in state_dicts]
-    if [e["rank"] for e in extras] != list(range(len(extras))) or any(
-            e["world_size"] != len(extras) for e in extras):
+    if [e["rank"] for e in extras] != list(range(len(extras))) or any(e["world_size"] != len(extras) for e in extras):
         raise ValueError("state_dicts must be the complete set of shards in rank order")
     shards = reshard_centres([sd["weight"] for sd in state_dicts], world_size)
     out = []
@@ -79,8 +78,7 @@ class _ShardedSoftmaxCE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits: Tensor, target: Tensor, valid: Tensor, group) -> Tensor:
-        row_max = logits.max(dim=1).values if logits.shape[1] else logits.new_full(
-            (logits.shape[0],), -torch.inf)
+        row_max = logits.max(dim=1).values if logits.shape[1] else logits.new_full((logits.shape[0],), -torch.inf)
         row_max = _dist.all_reduce(row_max.clone(), "max", group)
         exp = torch.exp(logits - row_max[:, None])
         row_sum = _dist.all_reduce(exp.sum(dim=1), "sum", group)
@@ -131,9 +129,17 @@ class PartialFC(nn.Module):
     parameter) are implemented; v1's "momentum only for sampled rows" is not.
     """
 
-    def __init__(self, embedding_size: int, num_classes: int, margin: Margin,
-                 sample_rate: float = 1.0, process_group=None, ignore_index: int = -1,
-                 fused: bool = True, interclass_filtering_threshold: float = 0.0) -> None:
+    def __init__(
+        self,
+        embedding_size: int,
+        num_classes: int,
+        margin: Margin,
+        sample_rate: float = 1.0,
+        process_group=None,
+        ignore_index: int = -1,
+        fused: bool = True,
+        interclass_filtering_threshold: float = 0.0,
+    ) -> None:
         super().__init__()
         if not (isinstance(embedding_size, int) and embedding_size > 0):
             raise ValueError(f"embedding_size must be a positive int, got {embedding_size!r}")
@@ -161,14 +167,21 @@ class PartialFC(nn.Module):
 
     # -- shard bookkeeping -------------------------------------------------------------------
     def get_extra_state(self) -> dict:
-        return {"num_classes": self.num_classes, "world_size": self.world_size, "rank": self.rank,
-                "start": self.class_start, "embedding_size": self.embedding_size}
+        return {
+            "num_classes": self.num_classes,
+            "world_size": self.world_size,
+            "rank": self.rank,
+            "start": self.class_start,
+            "embedding_size": self.embedding_size,
+        }
 
     def set_extra_state(self, state: dict) -> None:
         mine = self.get_extra_state()
         if state != mine:
-            raise ValueError(f"PartialFC shard mismatch: checkpoint has {state}, this head is "
-                             f"{mine}; use mrface.losses.reshard_state_dicts to re-shard")
+            raise ValueError(
+                f"PartialFC shard mismatch: checkpoint has {state}, this head is "
+                f"{mine}; use mrface.losses.reshard_state_dicts to re-shard"
+            )
 
     # -- input checks ------------------------------------------------------------------------
     def _local_problem(self, embeddings: Tensor, labels: Tensor) -> str | None:
@@ -177,17 +190,19 @@ class PartialFC(nn.Module):
         if not embeddings.is_floating_point():
             return f"embeddings must be floating point, got {embeddings.dtype}"
         if embeddings.shape[1] != self.embedding_size:
-            return (f"embeddings must have D={self.embedding_size} columns, got "
-                    f"{embeddings.shape[1]}")
+            return f"embeddings must have D={self.embedding_size} columns, got {embeddings.shape[1]}"
         if not isinstance(labels, Tensor) or labels.shape != (embeddings.shape[0],):
-            return (f"labels must be a (B,) tensor with B={embeddings.shape[0]}, got shape "
-                    f"{getattr(labels, 'shape', None)}")
+            return (
+                f"labels must be a (B,) tensor with B={embeddings.shape[0]}, got shape {getattr(labels, 'shape', None)}"
+            )
         if labels.dtype not in (torch.int64, torch.int32):
             return f"labels must be int64 or int32, got {labels.dtype}"
         bad = (labels >= self.num_classes) | ((labels < 0) & (labels != self.ignore_index))
         if bool(bad.any()):
-            return (f"labels must be in [0, {self.num_classes}) or equal ignore_index="
-                    f"{self.ignore_index}; got {labels[bad][:5].tolist()}")
+            return (
+                f"labels must be in [0, {self.num_classes}) or equal ignore_index="
+                f"{self.ignore_index}; got {labels[bad][:5].tolist()}"
+            )
         return None
 
     def _check(self, embeddings: Tensor, labels: Tensor) -> None:
@@ -253,8 +268,9 @@ class PartialFC(nn.Module):
             cos = F.normalize(e, dim=1) @ F.normalize(centres.float(), dim=1).T
         return cos.clamp(-1.0, 1.0), norms
 
-    def _reference_rows(self, emb_all: Tensor, weight: Tensor, local_labels: Tensor,
-                        valid: Tensor) -> tuple[Tensor, Tensor, Tensor, RowTransform]:
+    def _reference_rows(
+        self, emb_all: Tensor, weight: Tensor, local_labels: Tensor, valid: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, RowTransform]:
         """Materialising path: per-row loss (N,), target cosines (N,), norms (N,), row transform."""
         group = self.group
         cos, norms = self.centre_cosines(emb_all, weight)
@@ -276,7 +292,6 @@ class PartialFC(nn.Module):
         per_row = _ShardedSoftmaxCE.apply(logits, local_labels, valid, group)
         return per_row, cos_y, norms, rows
 
-
     def forward(self, embeddings: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         self._check(embeddings, labels)
         labels = labels.long()
@@ -285,8 +300,7 @@ class PartialFC(nn.Module):
         labels_all = _dist.all_gather_cat(labels, group)
         valid = labels_all != self.ignore_index
 
-        local = valid & (labels_all >= self.class_start) & (
-            labels_all < self.class_start + self.num_local)
+        local = valid & (labels_all >= self.class_start) & (labels_all < self.class_start + self.num_local)
         local_labels = torch.where(local, labels_all - self.class_start, -1)
         weight = self.weight
         if self.sample_rate < 1.0 and self.training:
@@ -301,8 +315,7 @@ class PartialFC(nn.Module):
             logger.info("PartialFC: interclass_filtering_threshold > 0 runs the materialising path")
             self._warned_filter = True
         if fused:
-            out = margin_softmax_per_row(emb_all, weight, local_labels, self.margin, valid=valid,
-                                         process_group=group)
+            out = margin_softmax_per_row(emb_all, weight, local_labels, self.margin, valid=valid, process_group=group)
             per_row, cos_y, norms, rows = out.loss, out.cos_y, out.norms, out.rows
         else:
             per_row, cos_y, norms, rows = self._reference_rows(emb_all, weight, local_labels, valid)
@@ -327,7 +340,9 @@ class PartialFC(nn.Module):
         return loss, logs
 
     def extra_repr(self) -> str:
-        return (f"embedding_size={self.embedding_size}, num_classes={self.num_classes}, "
-                f"shard=[{self.class_start}, {self.class_start + self.num_local}), "
-                f"world_size={self.world_size}, sample_rate={self.sample_rate}, fused={self.fused}, "
-                f"interclass_filtering_threshold={self.interclass_filtering_threshold}")
+        return (
+            f"embedding_size={self.embedding_size}, num_classes={self.num_classes}, "
+            f"shard=[{self.class_start}, {self.class_start + self.num_local}), "
+            f"world_size={self.world_size}, sample_rate={self.sample_rate}, fused={self.fused}, "
+            f"interclass_filtering_threshold={self.interclass_filtering_threshold}"
+        )

@@ -13,14 +13,15 @@ __all__ = ["get_head", "get_margin", "list_heads"]
 _MARGINS: dict[str, tuple[Callable[..., Margin], dict]] = {
     "arcface": (CombinedMargin, {"s": 64.0, "m1": 1.0, "m2": 0.5, "m3": 0.0}),
     # arcface_torch's CombinedMarginLoss (straight-through, no theta + m > pi fallback)
-    "arcface_btnet": (CombinedMargin, {"s": 64.0, "m1": 1.0, "m2": 0.5, "m3": 0.0, "gradient": "exact",
-                                       "fallback": "linear"}),  # the older ArcFace class (BTNet losses.py)
+    "arcface_btnet": (
+        CombinedMargin,
+        {"s": 64.0, "m1": 1.0, "m2": 0.5, "m3": 0.0, "gradient": "exact", "fallback": "linear"},
+    ),  # the older ArcFace class (BTNet losses.py)
     "cosface": (CombinedMargin, {"s": 64.0, "m1": 1.0, "m2": 0.0, "m3": 0.4}),
     "combined": (CombinedMargin, {"s": 64.0, "m1": 1.0, "m2": 0.3, "m3": 0.2}),
     "curricularface": (CurricularFace, {"s": 64.0, "m": 0.5}),
     "adaface": (AdaFace, {"s": 64.0, "m": 0.4, "h": 0.333}),
-    "magface": (MagFace, {"s": 64.0, "l_a": 10.0, "u_a": 110.0, "l_m": 0.45, "u_m": 0.8,
-                          "lambda_g": 35.0}),
+    "magface": (MagFace, {"s": 64.0, "l_a": 10.0, "u_a": 110.0, "l_m": 0.45, "u_m": 0.8, "lambda_g": 35.0}),
     "qgface": (QGFace, {"s": 64.0, "m": 0.4, "h": 0.333}),
 }
 _HEAD_KWARGS = ("sample_rate", "process_group", "ignore_index", "fused", "interclass_filtering_threshold")

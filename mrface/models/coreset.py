@@ -62,8 +62,16 @@ class FaceCoresetNet(nn.Module):
         (module docstring).
     """
 
-    def __init__(self, dim: int = 512, k: int = 3, heads: int = 8, gamma: float = 0.01, tau: float = 1.0,
-                 dropout: float = 0.1, sampling: str = "public") -> None:  # fmt: skip
+    def __init__(
+        self,
+        dim: int = 512,
+        k: int = 3,
+        heads: int = 8,
+        gamma: float = 0.01,
+        tau: float = 1.0,
+        dropout: float = 0.1,
+        sampling: str = "public",
+    ) -> None:
         super().__init__()
         if dim % heads or dim % 2:
             raise ValueError(f"FaceCoresetNet: dim={dim} must be even and divisible by heads={heads}")
@@ -81,22 +89,36 @@ class FaceCoresetNet(nn.Module):
         self.dropout_self = nn.Dropout(dropout)
         self.dropout_cross = nn.Dropout(dropout)
 
-    def select(self, raw: torch.Tensor, norms: torch.Tensor, lengths: torch.Tensor,
-               generator: torch.Generator | None):  # fmt: skip
+    def select(self, raw: torch.Tensor, norms: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None):
         """The Gumbel-FPS coreset of the raw features (:class:`mrface.ops.gumbel_fps.CoresetSelection`)."""
         public = self.sampling == "public"
         if self.training:
-            return gumbel_fps(raw, norms, lengths, self.k, self.gamma, self.tau, True, generator,
-                              mask_picked=not public)  # fmt: skip
+            return gumbel_fps(
+                raw, norms, lengths, self.k, self.gamma, self.tau, True, generator, mask_picked=not public
+            )
         if public:
-            return gumbel_fps(raw, norms, lengths, self.k, self.gamma, PUBLIC_EVAL_TAU, False, generator,
-                              mask_picked=False, eval_noise=True, logit_scale=PUBLIC_EVAL_LOGIT_SCALE)  # fmt: skip
+            return gumbel_fps(
+                raw,
+                norms,
+                lengths,
+                self.k,
+                self.gamma,
+                PUBLIC_EVAL_TAU,
+                False,
+                generator,
+                mask_picked=False,
+                eval_noise=True,
+                logit_scale=PUBLIC_EVAL_LOGIT_SCALE,
+            )
         return gumbel_fps(raw, norms, lengths, self.k, self.gamma, self.tau, False)
 
     def forward(
-        self, features: torch.Tensor, norms: torch.Tensor, lengths: torch.Tensor,
+        self,
+        features: torch.Tensor,
+        norms: torch.Tensor,
+        lengths: torch.Tensor,
         generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """features: (B, N, D) unit features; norms: (B, N) > 0; lengths: (B,) in [1, N].
 
         Returns (embedding (B, D) unit vectors, norm (B,)). Gumbel noise (training, and public inference)

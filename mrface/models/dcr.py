@@ -39,8 +39,14 @@ DCR_CENTER_RATE = 0.6
 class CoupledBranch(nn.Module):
     """Linear(E, M) -> embedding (N, M) [-> L2 norm]; logits = Linear(M, C)(PReLU_1(embedding))."""
 
-    def __init__(self, embedding_size: int, num_classes: int, identity_init: bool = True,
-                 normalized_embeddings: bool = False, mid_size: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        embedding_size: int,
+        num_classes: int,
+        identity_init: bool = True,
+        normalized_embeddings: bool = False,
+        mid_size: int | None = None,
+    ):
         super().__init__()
         mid = int(mid_size or embedding_size)
         self.normalized_embeddings = normalized_embeddings
@@ -100,10 +106,12 @@ class DCR(FaceModel):
         if self.hr_resolution in self.lr_resolutions:
             raise ValueError(f"resolutions={list(resolutions)}: the HR branch already has {self.hr_resolution}")
         keys = ([self.hr_resolution] if hr_branch else []) + list(self.lr_resolutions)
-        self.branches = nn.ModuleDict({
-            str(r): CoupledBranch(trunk.embedding_size, num_classes, identity_init, normalized_embeddings)
-            for r in keys
-        })  # fmt: skip
+        self.branches = nn.ModuleDict(
+            {
+                str(r): CoupledBranch(trunk.embedding_size, num_classes, identity_init, normalized_embeddings)
+                for r in keys
+            }
+        )
         self.num_classes = num_classes
 
     @property
@@ -132,8 +140,9 @@ class DCR(FaceModel):
         """Copy a trunk classifier (weight (C, M), bias (C,) or None: zero) into every branch classifier."""
         for branch in self.branches.values():
             if tuple(weight.shape) != tuple(branch.classifier.weight.shape):
-                raise ValueError(f"trunk classifier {tuple(weight.shape)} vs branch "
-                                 f"{tuple(branch.classifier.weight.shape)}")  # fmt: skip
+                raise ValueError(
+                    f"trunk classifier {tuple(weight.shape)} vs branch {tuple(branch.classifier.weight.shape)}"
+                )
             branch.classifier.weight.copy_(weight)
             branch.classifier.bias.copy_(bias if bias is not None else torch.zeros_like(branch.classifier.bias))
 
@@ -191,8 +200,15 @@ class DCRCentres(nn.Module):
     embeddings and labels of all ranks (``process_group``), so R ranks give what one process gives.
     """
 
-    def __init__(self, scales: Sequence[int], num_classes: int, embedding_size: int,
-                 rate: float = DCR_CENTER_RATE, seed: int = 0, process_group=None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        scales: Sequence[int],
+        num_classes: int,
+        embedding_size: int,
+        rate: float = DCR_CENTER_RATE,
+        seed: int = 0,
+        process_group=None,
+    ) -> None:
         super().__init__()
         if not 0 < rate <= 1:
             raise ValueError(f"centre rate must be in (0, 1], got {rate}")
@@ -212,8 +228,14 @@ class DCRCentres(nn.Module):
         update_centers(self.table(scale), x, y, self.rate)
 
 
-def dcr_loss(out: DCROutput, labels: torch.Tensor, centres: DCRCentres, centre_weight: float = DCR_LOSS_WEIGHT,
-             coupling_weight: float = DCR_LOSS_WEIGHT, update: bool = True) -> tuple[torch.Tensor, dict]:  # fmt: skip
+def dcr_loss(
+    out: DCROutput,
+    labels: torch.Tensor,
+    centres: DCRCentres,
+    centre_weight: float = DCR_LOSS_WEIGHT,
+    coupling_weight: float = DCR_LOSS_WEIGHT,
+    update: bool = True,
+) -> tuple[torch.Tensor, dict]:
     """The public CMLoss: per scale (HR first) update its centres, then CE and centre loss; plus coupling.
 
     Returns (loss, logs): ``mean_s CE + centre_weight · mean_s mse(e_s, c_s[y]) + coupling_weight ·
@@ -231,9 +253,12 @@ def dcr_loss(out: DCROutput, labels: torch.Tensor, centres: DCRCentres, centre_w
     return loss, {"dcr/ce": ce.detach() / scales, "dcr/centre": cen.detach() / scales, "dcr/coupling": coup.detach()}
 
 
-def dcr_branch_loss(out: DCROutput, labels: torch.Tensor, centers: Mapping[int, torch.Tensor],
-                    weight: float = DCR_LOSS_WEIGHT) -> torch.Tensor:  # fmt: skip
+def dcr_branch_loss(
+    out: DCROutput, labels: torch.Tensor, centers: Mapping[int, torch.Tensor], weight: float = DCR_LOSS_WEIGHT
+) -> torch.Tensor:
     """:func:`dcr_loss` with given centre tables (no update): ``centers[k]`` (C, D) per scale k."""
-    per_scale = [F.cross_entropy(out.logits[k].float(), labels) + weight * center_loss(e, labels, centers[k])
-                 for k, e in out.embeddings.items()]  # fmt: skip
+    per_scale = [
+        F.cross_entropy(out.logits[k].float(), labels) + weight * center_loss(e, labels, centers[k])
+        for k, e in out.embeddings.items()
+    ]
     return torch.stack(per_scale).mean() + weight * coupling_loss(out.e_hr, out.embeddings)

@@ -160,9 +160,18 @@ _CORESET_MODULES = {
     "decoder_layer1.norm2": "norm_cross",
 }
 # public parameters its forward never reads (kept in its checkpoints): reported, not loaded
-_CORESET_UNUSED = ("tau", "feature_norm_normalizer", "ur_center", "dist_from_ur_center_norm_size_balance",
-                   "quality_measure.", "decoder_layer1.self_attn2.", "decoder_layer1.multihead_attn2.",
-                   "decoder_layer1.multihead_attn3.", "decoder_layer1.norm3.", "decoder_layer1.norm4.")  # fmt: skip
+_CORESET_UNUSED = (
+    "tau",
+    "feature_norm_normalizer",
+    "ur_center",
+    "dist_from_ur_center_norm_size_balance",
+    "quality_measure.",
+    "decoder_layer1.self_attn2.",
+    "decoder_layer1.multihead_attn2.",
+    "decoder_layer1.multihead_attn3.",
+    "decoder_layer1.norm3.",
+    "decoder_layer1.norm4.",
+)
 
 
 class CoresetImport(NamedTuple):
@@ -207,8 +216,13 @@ def import_facecoresetnet(
     if not isinstance(aggregator, FaceCoresetNet):
         raise TypeError(f"import_facecoresetnet: model must be a FaceCoresetNet or CoresetModel, got {type(model)}")
     lightning = any(k.startswith("aggregate_model.") for k in state)
-    parts: dict[str, dict[str, torch.Tensor]] = {"aggregate_model.": {}, "model.": {}, "template_model.module.": {},
-                                                 "head.": {}, "": {}}  # fmt: skip
+    parts: dict[str, dict[str, torch.Tensor]] = {
+        "aggregate_model.": {},
+        "model.": {},
+        "template_model.module.": {},
+        "head.": {},
+        "": {},
+    }
     for key, value in state.items():
         prefix = next((p for p in parts if p and key.startswith(p)), "") if lightning else ""
         parts[prefix][key[len(prefix) :]] = value
@@ -287,8 +301,11 @@ def split_btnet_branch(
     expected = {k: v for k, v in model.state_dict().items() if k.startswith(prefix)}
     missing = sorted(set(expected) - set(out))
     unexpected = sorted(set(out) - set(expected))
-    shapes = [f"{k}: file {tuple(out[k].shape)} vs model {tuple(v.shape)}" for k, v in expected.items()
-              if k in out and tuple(out[k].shape) != tuple(v.shape)]  # fmt: skip
+    shapes = [
+        f"{k}: file {tuple(out[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in out and tuple(out[k].shape) != tuple(v.shape)
+    ]
     if missing or unexpected or shapes:
         raise CheckpointError(
             f"{source}: not a full BTNet branch-{resolution} network for this model; "

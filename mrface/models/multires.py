@@ -40,8 +40,10 @@ def normalised_faces(images: Any, metadata: ModelMetadata, color_order: str) -> 
     if isinstance(images, np.ndarray) and images.ndim == 4:
         images = list(images)
     if not isinstance(images, (list, tuple)) or not images:
-        raise TypeError("images: expected a non-empty list of HxWx3 uint8 arrays, an NxHxWx3 uint8 array "
-                        "or a float (N, 3, H, W) tensor")
+        raise TypeError(
+            "images: expected a non-empty list of HxWx3 uint8 arrays, an NxHxWx3 uint8 array "
+            "or a float (N, 3, H, W) tensor"
+        )
     mean = torch.tensor(metadata.mean).view(3, 1, 1)
     std = torch.tensor(metadata.std).view(3, 1, 1)
     faces = []

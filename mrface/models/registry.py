@@ -110,8 +110,10 @@ def get_model(name: str, *, preprocessing: str | None = None, **kwargs: Any) -> 
     entry = model_entry(name)
     arguments = _jsonable(name, kwargs)
     if entry.derived_metadata and preprocessing is not None:
-        raise ValueError(f"get_model({name!r}): preprocessing comes from the model's backbone; "
-                         f"pass it in backbone_args, not preprocessing={preprocessing!r}")  # fmt: skip
+        raise ValueError(
+            f"get_model({name!r}): preprocessing comes from the model's backbone; "
+            f"pass it in backbone_args, not preprocessing={preprocessing!r}"
+        )
     preset_name = preprocessing or entry.preprocessing
     preset = preprocessing_preset(preset_name)
     try:
@@ -199,20 +201,40 @@ def _btnet_mobilefacenet(resolutions: Any = (28, 14, 7), branch_bn: bool = True,
 
 @register_model("dcr_iresnet50", description="DCR: iResNet-50 trunk + coupled branches 8/12/16/20")
 def _dcr_iresnet50(
-    num_classes: int, resolutions: Any = (8, 12, 16, 20), identity_init: bool = True,
-    normalized_embeddings: bool = False, hr_branch: bool = True, **kwargs: Any,
-) -> FaceModel:  # fmt: skip
-    return DCR(iresnet(50, **kwargs), num_classes, tuple(resolutions), identity_init=identity_init,
-               normalized_embeddings=normalized_embeddings, hr_branch=hr_branch)  # fmt: skip
+    num_classes: int,
+    resolutions: Any = (8, 12, 16, 20),
+    identity_init: bool = True,
+    normalized_embeddings: bool = False,
+    hr_branch: bool = True,
+    **kwargs: Any,
+) -> FaceModel:
+    return DCR(
+        iresnet(50, **kwargs),
+        num_classes,
+        tuple(resolutions),
+        identity_init=identity_init,
+        normalized_embeddings=normalized_embeddings,
+        hr_branch=hr_branch,
+    )
 
 
 @register_model("dcr_tiny", description="DCR over iresnet_tiny")
 def _dcr_tiny(
-    num_classes: int, resolutions: Any = (8, 12, 16, 20), identity_init: bool = True,
-    normalized_embeddings: bool = False, hr_branch: bool = True, **kwargs: Any,
-) -> FaceModel:  # fmt: skip
-    return DCR(iresnet(**{**TINY, **kwargs}), num_classes, tuple(resolutions), identity_init=identity_init,
-               normalized_embeddings=normalized_embeddings, hr_branch=hr_branch)  # fmt: skip
+    num_classes: int,
+    resolutions: Any = (8, 12, 16, 20),
+    identity_init: bool = True,
+    normalized_embeddings: bool = False,
+    hr_branch: bool = True,
+    **kwargs: Any,
+) -> FaceModel:
+    return DCR(
+        iresnet(**{**TINY, **kwargs}),
+        num_classes,
+        tuple(resolutions),
+        identity_init=identity_init,
+        normalized_embeddings=normalized_embeddings,
+        hr_branch=hr_branch,
+    )
 
 
 @register_model(

@@ -40,8 +40,23 @@ _DTYPE_TAGS = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.uint
 _CPP_DTYPES = (torch.float32, torch.uint8)
 _MAX_LEVELS = 8
 # Level table fields, in csrc/include/mrface/resize.h order.
-(F_SOURCE, F_OUT_H, F_OUT_W, F_SRC_H, F_SRC_W, F_Y_OFF, F_Y_TAPS, F_X_OFF, F_X_TAPS,
- F_UP_Y_OFF, F_UP_Y_TAPS, F_UP_X_OFF, F_UP_X_TAPS, F_BUF_OFF, NUM_FIELDS) = range(15)  # fmt: skip
+(
+    F_SOURCE,
+    F_OUT_H,
+    F_OUT_W,
+    F_SRC_H,
+    F_SRC_W,
+    F_Y_OFF,
+    F_Y_TAPS,
+    F_X_OFF,
+    F_X_TAPS,
+    F_UP_Y_OFF,
+    F_UP_Y_TAPS,
+    F_UP_X_OFF,
+    F_UP_X_TAPS,
+    F_BUF_OFF,
+    NUM_FIELDS,
+) = range(15)
 
 
 class DegradedBatch(NamedTuple):
@@ -84,8 +99,13 @@ class _Plan:
     tmp_floats: int  # CUDA per-plane scratch of levels computed separably (see _separable_scratch)
 
     def to(self, device: torch.device) -> _Plan:
-        return _Plan(self.levels.to(device), self.tap_index.to(device), self.tap_weight.to(device),
-                     self.buffer_floats, self.tmp_floats)  # fmt: skip
+        return _Plan(
+            self.levels.to(device),
+            self.tap_index.to(device),
+            self.tap_weight.to(device),
+            self.buffer_floats,
+            self.tmp_floats,
+        )
 
 
 def _cascade_source(k: int, sizes: tuple[tuple[int, int], ...], height: int, width: int, filter: str) -> int:
@@ -97,8 +117,16 @@ def _cascade_source(k: int, sizes: tuple[tuple[int, int], ...], height: int, wid
     return k - 1 if exact_previous and ph % h == 0 and pw % w == 0 else -1
 
 
-def _level_row(bank: _TapBank, source: int, src: tuple[int, int], out: tuple[int, int], full: tuple[int, int],
-               filter: str, up: str | None, buf_off: int) -> list[int]:  # fmt: skip
+def _level_row(
+    bank: _TapBank,
+    source: int,
+    src: tuple[int, int],
+    out: tuple[int, int],
+    full: tuple[int, int],
+    filter: str,
+    up: str | None,
+    buf_off: int,
+) -> list[int]:
     y_off, y_taps = bank.add(src[0], out[0], filter)
     x_off, x_taps = bank.add(src[1], out[1], filter)
     up_rows = [*bank.add(out[0], full[0], up), *bank.add(out[1], full[1], up)] if up else [0, 0, 0, 0]
@@ -167,8 +195,15 @@ def _pick_backend(op: str, x: torch.Tensor, plan: _Plan) -> str:
     return backend
 
 
-def _run_kernel(backend: str, x: torch.Tensor, plan: _Plan, levels: torch.Tensor, per_image: bool,
-                downs: list[torch.Tensor | None], ups: list[torch.Tensor | None]) -> None:  # fmt: skip
+def _run_kernel(
+    backend: str,
+    x: torch.Tensor,
+    plan: _Plan,
+    levels: torch.Tensor,
+    per_image: bool,
+    downs: list[torch.Tensor | None],
+    ups: list[torch.Tensor | None],
+) -> None:
     """Fill ``downs``/``ups`` (None entries are not computed) with the C++, CUDA or Triton kernel."""
     if backend == "triton":
         from mrface.kernels.degrade import degrade_triton
@@ -177,10 +212,23 @@ def _run_kernel(backend: str, x: torch.Tensor, plan: _Plan, levels: torch.Tensor
         return
     n, c, h, w = x.shape
     ext = compiled_extension()
-    args = (x.data_ptr(), _DTYPE_TAGS[x.dtype], n, c, h, w, levels.data_ptr(), levels.shape[1], per_image,
-            plan.tap_index.data_ptr(), plan.tap_weight.data_ptr(),
-            [0 if t is None else t.data_ptr() for t in downs], [0 if t is None else t.data_ptr() for t in ups],
-            plan.buffer_floats, plan.tmp_floats)  # fmt: skip
+    args = (
+        x.data_ptr(),
+        _DTYPE_TAGS[x.dtype],
+        n,
+        c,
+        h,
+        w,
+        levels.data_ptr(),
+        levels.shape[1],
+        per_image,
+        plan.tap_index.data_ptr(),
+        plan.tap_weight.data_ptr(),
+        [0 if t is None else t.data_ptr() for t in downs],
+        [0 if t is None else t.data_ptr() for t in ups],
+        plan.buffer_floats,
+        plan.tmp_floats,
+    )
     if backend == "cuda":
         ext.degrade_cuda(*args, torch.cuda.current_stream(x.device).cuda_stream)
     else:
@@ -234,8 +282,9 @@ def _degrade_setup_context(ctx, inputs, output) -> None:
 
 
 @torch.library.custom_op("mrface::degrade_resolution_backward", mutates_args=())
-def _degrade_backward_op(grads: list[torch.Tensor | None], shape: list[int], dtype: torch.dtype, sizes: list[int],
-                         filter: str, up: str) -> torch.Tensor:  # fmt: skip
+def _degrade_backward_op(
+    grads: list[torch.Tensor | None], shape: list[int], dtype: torch.dtype, sizes: list[int], filter: str, up: str
+) -> torch.Tensor:
     """The op is linear: d x = sum_k My_k^T g_k Mx_k (+ the same through the up matrices)."""
     _, _, height, width = shape
     device = next(g.device for g in grads if g is not None)
@@ -267,8 +316,14 @@ _degrade_op.register_autograd(_degrade_backward, setup_context=_degrade_setup_co
 
 
 # -------------------------------------------------------------------------------- per-sample op
-def _per_sample_into(x: torch.Tensor, sides: torch.Tensor, filter_ids: torch.Tensor, filters: list[str], up: str,
-                     out: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+def _per_sample_into(
+    x: torch.Tensor,
+    sides: torch.Tensor,
+    filter_ids: torch.Tensor,
+    filters: list[str],
+    up: str,
+    out: torch.Tensor | None,
+) -> torch.Tensor:
     """Degrade every image; write into ``out`` (same shape and dtype as x, contiguous) when given."""
     n, c, height, width = x.shape
     bank = _per_sample_bank(height, width, tuple(filters), up)
@@ -289,15 +344,17 @@ def _per_sample_into(x: torch.Tensor, sides: torch.Tensor, filter_ids: torch.Ten
 
 
 @torch.library.custom_op("mrface::degrade_per_sample", mutates_args=())
-def _degrade_per_sample_op(x: torch.Tensor, sides: torch.Tensor, filter_ids: torch.Tensor,
-                           filter_names: str, up: str) -> torch.Tensor:  # fmt: skip
+def _degrade_per_sample_op(
+    x: torch.Tensor, sides: torch.Tensor, filter_ids: torch.Tensor, filter_names: str, up: str
+) -> torch.Tensor:
     """filter_names: comma-separated (custom ops take no list of strings)."""
     return _per_sample_into(x, sides, filter_ids, filter_names.split(","), up, None)
 
 
 @torch.library.custom_op("mrface::degrade_per_sample_out", mutates_args=("out",))
-def _degrade_per_sample_out_op(x: torch.Tensor, sides: torch.Tensor, filter_ids: torch.Tensor, filter_names: str,
-                               up: str, out: torch.Tensor) -> None:  # fmt: skip
+def _degrade_per_sample_out_op(
+    x: torch.Tensor, sides: torch.Tensor, filter_ids: torch.Tensor, filter_names: str, up: str, out: torch.Tensor
+) -> None:
     """Into a caller's buffer: a data loader reusing it skips the page faults of a fresh output."""
     _per_sample_into(x, sides, filter_ids, filter_names.split(","), up, out)
 
@@ -320,8 +377,9 @@ def _per_sample_setup_context(ctx, inputs, output) -> None:
 
 
 @torch.library.custom_op("mrface::degrade_per_sample_backward", mutates_args=())
-def _per_sample_backward_op(grad: torch.Tensor, sides: torch.Tensor, filter_ids: torch.Tensor,
-                            filter_names: str, up: str) -> torch.Tensor:  # fmt: skip
+def _per_sample_backward_op(
+    grad: torch.Tensor, sides: torch.Tensor, filter_ids: torch.Tensor, filter_names: str, up: str
+) -> torch.Tensor:
     """d x_n = (Uy_n My_n)^T g_n (Ux_n Mx_n), one pair of combined matrices per (side, filter)."""
     filters = filter_names.split(",")
     height, width = grad.shape[-2:]
@@ -430,9 +488,13 @@ def degrade_resolution(
 
 
 def degrade_per_sample(
-    x: torch.Tensor, sides: torch.Tensor, filter_ids: torch.Tensor,
-    filters: tuple[str, ...] = ADAFACE_FILTERS, up: str = "same", out: torch.Tensor | None = None,
-) -> torch.Tensor:  # fmt: skip
+    x: torch.Tensor,
+    sides: torch.Tensor,
+    filter_ids: torch.Tensor,
+    filters: tuple[str, ...] = ADAFACE_FILTERS,
+    up: str = "same",
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Resize image n down to height ``sides[n]`` with ``filters[filter_ids[n]]`` and back to (H, W).
 
     Args:
@@ -456,8 +518,11 @@ def degrade_per_sample(
     if x.shape[0] and (int(filter_ids.min()) < 0 or int(filter_ids.max()) >= len(filters)):
         raise ValueError(f"{op}: filter_ids must index filters (0..{len(filters) - 1})")
     if out is not None:
-        if not isinstance(out, torch.Tensor) or out.shape != x.shape or out.dtype != x.dtype or (
-            out.device != x.device
+        if (
+            not isinstance(out, torch.Tensor)
+            or out.shape != x.shape
+            or out.dtype != x.dtype
+            or (out.device != x.device)
         ):
             got = f"{tuple(out.shape)} {out.dtype} on {out.device}" if isinstance(out, torch.Tensor) else type(out)
             raise ValueError(f"{op}: out must be a tensor {tuple(x.shape)} {x.dtype} on {x.device}, got {got}")
@@ -471,10 +536,14 @@ def degrade_per_sample(
 
 
 def degrade_resolution_random(
-    x: torch.Tensor, min_size: int = 22, max_size: int | None = None,
-    filters: tuple[str, ...] = ADAFACE_FILTERS, up: str = "same",
-    generator: torch.Generator | None = None, out: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    x: torch.Tensor,
+    min_size: int = 22,
+    max_size: int | None = None,
+    filters: tuple[str, ...] = ADAFACE_FILTERS,
+    up: str = "same",
+    generator: torch.Generator | None = None,
+    out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """AdaFace-style augmentation: each image gets its own side in [min_size, max_size] and filter.
 
     Sides and filters are drawn on the CPU from ``generator`` (reproducible for a seed, whatever the
@@ -484,8 +553,10 @@ def degrade_resolution_random(
     x = _check_image_batch(x, "degrade_resolution_random")
     max_size = x.shape[-2] if max_size is None else max_size
     if not 1 <= min_size <= max_size <= x.shape[-2]:
-        raise ValueError(f"degrade_resolution_random: need 1 <= min_size <= max_size <= {x.shape[-2]}, "
-                         f"got min_size={min_size}, max_size={max_size}")  # fmt: skip
+        raise ValueError(
+            f"degrade_resolution_random: need 1 <= min_size <= max_size <= {x.shape[-2]}, "
+            f"got min_size={min_size}, max_size={max_size}"
+        )
     n = x.shape[0]
     sides = torch.randint(min_size, max_size + 1, (n,), generator=generator)
     filter_ids = torch.randint(0, len(filters), (n,), generator=generator)

@@ -72,10 +72,18 @@ def _padded_rows(starts: torch.Tensor, lengths: torch.Tensor, max_len: int) -> t
 
 # ---------------------------------------------------------------------- batched torch version
 def batched_gumbel_fps_torch(
-    features: torch.Tensor, norms: torch.Tensor, valid: torch.Tensor, k: int, gamma: torch.Tensor,
-    tau: float, noise: torch.Tensor | None, indices: torch.Tensor | None = None, keep: bool = False,
-    mask_picked: bool = True, logit_scale: float = 1.0,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:  # fmt: skip
+    features: torch.Tensor,
+    norms: torch.Tensor,
+    valid: torch.Tensor,
+    k: int,
+    gamma: torch.Tensor,
+    tau: float,
+    noise: torch.Tensor | None,
+    indices: torch.Tensor | None = None,
+    keep: bool = False,
+    mask_picked: bool = True,
+    logit_scale: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
     """The K-step loop vectorised over sets (the "PyTorch loop" the kernels replace), autograd-able.
 
     Args:
@@ -141,10 +149,18 @@ def batched_gumbel_fps_torch(
 
 
 def _straight_through_backward(
-    features: torch.Tensor, norms: torch.Tensor, valid: torch.Tensor, gamma: torch.Tensor, tau: float,
-    noise: torch.Tensor | None, indices: torch.Tensor, grad_weights: torch.Tensor, grad_coreset: torch.Tensor,
-    mask_picked: bool = True, logit_scale: float = 1.0,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    features: torch.Tensor,
+    norms: torch.Tensor,
+    valid: torch.Tensor,
+    gamma: torch.Tensor,
+    tau: float,
+    noise: torch.Tensor | None,
+    indices: torch.Tensor,
+    grad_weights: torch.Tensor,
+    grad_coreset: torch.Tensor,
+    mask_picked: bool = True,
+    logit_scale: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients (features (B, N, D), norms (B, N), gamma ()) of <grad_weights, W> + <grad_coreset, C>.
 
     Replays the forward for the known picks (soft probabilities, cosines, distances) without autograd,
@@ -201,10 +217,21 @@ def _straight_through_backward(
 
 
 # ------------------------------------------------------------------------------------ backends
-def _kernel_indices(backend: str, rows2d: torch.Tensor, norms: torch.Tensor, starts: torch.Tensor,
-                    lengths: torch.Tensor, max_len: int, k: int, gamma: torch.Tensor, training: bool,
-                    seed: int, mask_picked: bool, logit_scale: float, padded: bool,
-                    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:  # fmt: skip
+def _kernel_indices(
+    backend: str,
+    rows2d: torch.Tensor,
+    norms: torch.Tensor,
+    starts: torch.Tensor,
+    lengths: torch.Tensor,
+    max_len: int,
+    k: int,
+    gamma: torch.Tensor,
+    training: bool,
+    seed: int,
+    mask_picked: bool,
+    logit_scale: float,
+    padded: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Indices (B, k); on C++ with float32 features also the coreset and the weights, written by the kernel
     (which also checks every row it reads for NaN / infinity), else None for both."""
     ext = compiled_extension()
@@ -216,9 +243,23 @@ def _kernel_indices(backend: str, rows2d: torch.Tensor, norms: torch.Tensor, sta
     indices = torch.empty(num_sets, k, dtype=torch.int64, device=rows2d.device)
     if num_sets == 0:
         return indices, None, None
-    args = (work.data_ptr(), _DTYPE_TAGS[dtype], nrm.data_ptr(), dim, starts.data_ptr(), lengths.data_ptr(),
-            num_sets, max_len, k, g.data_ptr(), training, seed, mask_picked, logit_scale,
-            indices.data_ptr())  # fmt: skip
+    args = (
+        work.data_ptr(),
+        _DTYPE_TAGS[dtype],
+        nrm.data_ptr(),
+        dim,
+        starts.data_ptr(),
+        lengths.data_ptr(),
+        num_sets,
+        max_len,
+        k,
+        g.data_ptr(),
+        training,
+        seed,
+        mask_picked,
+        logit_scale,
+        indices.data_ptr(),
+    )
     if backend == "cuda":
         limit = torch.cuda.get_device_properties(rows2d.device).shared_memory_per_block_optin
         scratch = None
@@ -237,18 +278,36 @@ def _kernel_indices(backend: str, rows2d: torch.Tensor, norms: torch.Tensor, sta
         weights = rows2d.new_empty(k, rows2d.shape[0])
     w_strides = (k * max_len, 0, max_len) if padded else (0, 1, rows2d.shape[0])
     nonfinite = torch.empty(num_sets, dtype=torch.int32)
-    ext.gumbel_fps_cpu(*args, torch.get_num_threads(), 0 if coreset is None else coreset.data_ptr(),
-                       0 if weights is None else weights.data_ptr(), *w_strides, nonfinite.data_ptr())  # fmt: skip
+    ext.gumbel_fps_cpu(
+        *args,
+        torch.get_num_threads(),
+        0 if coreset is None else coreset.data_ptr(),
+        0 if weights is None else weights.data_ptr(),
+        *w_strides,
+        nonfinite.data_ptr(),
+    )
     if bool(nonfinite.any()):
         raise ValueError("gumbel_fps: features contain NaN or infinite values")
     return indices, weights, coreset
 
 
-def _kernel_backward(backend: str, grad_weights: torch.Tensor, grad_coreset: torch.Tensor, features: torch.Tensor,
-                     norms: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor, max_len: int,
-                     indices: torch.Tensor, gamma: torch.Tensor, tau: float, training: bool, seed: int,
-                     mask_picked: bool, logit_scale: float,
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+def _kernel_backward(
+    backend: str,
+    grad_weights: torch.Tensor,
+    grad_coreset: torch.Tensor,
+    features: torch.Tensor,
+    norms: torch.Tensor,
+    starts: torch.Tensor,
+    lengths: torch.Tensor,
+    max_len: int,
+    indices: torch.Tensor,
+    gamma: torch.Tensor,
+    tau: float,
+    training: bool,
+    seed: int,
+    mask_picked: bool,
+    logit_scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The C++ / CUDA backward kernel (float32): one call for every set, no loop over the K steps."""
     ext = compiled_extension()
     dim = features.shape[-1]
@@ -266,9 +325,30 @@ def _kernel_backward(backend: str, grad_weights: torch.Tensor, grad_coreset: tor
     # grad_weights element (set, step, item): padded (B, k, N); packed (k, T), item i of set b at column start_b + i
     strides = (k * max_len, 0, max_len) if padded else (0, 1, work.shape[0])
     if num_sets:
-        args = (work.data_ptr(), nrm.data_ptr(), dim, starts.data_ptr(), lengths.data_ptr(), num_sets, max_len, k,
-                g.data_ptr(), training, seed, mask_picked, logit_scale, idx.data_ptr(), tau, g_w.data_ptr(), *strides,
-                g_c.data_ptr(), grad_f.data_ptr(), padded, grad_n.data_ptr(), grad_gamma.data_ptr())  # fmt: skip
+        args = (
+            work.data_ptr(),
+            nrm.data_ptr(),
+            dim,
+            starts.data_ptr(),
+            lengths.data_ptr(),
+            num_sets,
+            max_len,
+            k,
+            g.data_ptr(),
+            training,
+            seed,
+            mask_picked,
+            logit_scale,
+            idx.data_ptr(),
+            tau,
+            g_w.data_ptr(),
+            *strides,
+            g_c.data_ptr(),
+            grad_f.data_ptr(),
+            padded,
+            grad_n.data_ptr(),
+            grad_gamma.data_ptr(),
+        )
         if backend == "cuda":
             per_set = ext.gumbel_fps_backward_cuda_scratch_floats(max_len, k, dim)
             scratch = torch.empty(num_sets * per_set, dtype=torch.float32, device=features.device)
@@ -279,9 +359,19 @@ def _kernel_backward(backend: str, grad_weights: torch.Tensor, grad_coreset: tor
     return grad_f, grad_n, grad_gamma.sum()
 
 
-def _reference_indices(rows2d: torch.Tensor, norms: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor,
-                       k: int, gamma: torch.Tensor, tau: float, training: bool, seed: int, mask_picked: bool,
-                       logit_scale: float) -> torch.Tensor:  # fmt: skip
+def _reference_indices(
+    rows2d: torch.Tensor,
+    norms: torch.Tensor,
+    starts: torch.Tensor,
+    lengths: torch.Tensor,
+    k: int,
+    gamma: torch.Tensor,
+    tau: float,
+    training: bool,
+    seed: int,
+    mask_picked: bool,
+    logit_scale: float,
+) -> torch.Tensor:
     out = []
     flat_norms = norms.reshape(-1)
     for b, (start, n) in enumerate(zip(starts.tolist(), lengths.tolist(), strict=True)):
@@ -293,9 +383,18 @@ def _reference_indices(rows2d: torch.Tensor, norms: torch.Tensor, starts: torch.
 
 # --------------------------------------------------------------------------------- custom ops
 @torch.library.custom_op("mrface::gumbel_fps", mutates_args=())
-def _gumbel_fps_op(features: torch.Tensor, norms: torch.Tensor, lengths_or_offsets: torch.Tensor, k: int,
-                   gamma: torch.Tensor, tau: float, training: bool, seed: int, mask_picked: bool = True,
-                   logit_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+def _gumbel_fps_op(
+    features: torch.Tensor,
+    norms: torch.Tensor,
+    lengths_or_offsets: torch.Tensor,
+    k: int,
+    gamma: torch.Tensor,
+    tau: float,
+    training: bool,
+    seed: int,
+    mask_picked: bool = True,
+    logit_scale: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns (weights, coreset, indices): the integer output last, as opcheck's autograd test expects.
 
     ``training``: draw the Gumbel noise of ``seed`` (the public API also sets it for ``eval_noise``).
@@ -306,11 +405,25 @@ def _gumbel_fps_op(features: torch.Tensor, norms: torch.Tensor, lengths_or_offse
     max_len = _max_len(features, lengths)
     backend = choose_backend("gumbel_fps", features.device, _SUPPORTED)
     if backend == "reference":
-        indices = _reference_indices(rows2d, norms, starts, lengths, k, gamma, tau, training, seed, mask_picked,
-                                     logit_scale)  # fmt: skip
+        indices = _reference_indices(
+            rows2d, norms, starts, lengths, k, gamma, tau, training, seed, mask_picked, logit_scale
+        )
     else:
-        indices, weights, coreset = _kernel_indices(backend, rows2d, norms, starts, lengths, max_len, k, gamma,
-                                                    training, seed, mask_picked, logit_scale, features.dim() == 3)
+        indices, weights, coreset = _kernel_indices(
+            backend,
+            rows2d,
+            norms,
+            starts,
+            lengths,
+            max_len,
+            k,
+            gamma,
+            training,
+            seed,
+            mask_picked,
+            logit_scale,
+            features.dim() == 3,
+        )
         if weights is not None:
             return weights, coreset, indices
     picked = indices >= 0
@@ -338,19 +451,47 @@ def _(features, norms, lengths_or_offsets, k, gamma, tau, training, seed, mask_p
 
 
 @torch.library.custom_op("mrface::gumbel_fps_backward", mutates_args=())
-def _gumbel_fps_backward_op(grad_weights: torch.Tensor, grad_coreset: torch.Tensor, features: torch.Tensor,
-                            norms: torch.Tensor, lengths_or_offsets: torch.Tensor, indices: torch.Tensor,
-                            gamma: torch.Tensor, tau: float, training: bool, seed: int, mask_picked: bool = True,
-                            logit_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+def _gumbel_fps_backward_op(
+    grad_weights: torch.Tensor,
+    grad_coreset: torch.Tensor,
+    features: torch.Tensor,
+    norms: torch.Tensor,
+    lengths_or_offsets: torch.Tensor,
+    indices: torch.Tensor,
+    gamma: torch.Tensor,
+    tau: float,
+    training: bool,
+    seed: int,
+    mask_picked: bool = True,
+    logit_scale: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     dim = features.shape[-1]
     starts, lengths = _starts_lengths(features, lengths_or_offsets)
     max_len = _max_len(features, lengths)
     backend = choose_backend("gumbel_fps", features.device, _SUPPORTED)
     if backend != "reference" and features.dtype != torch.float64:
-        g_f, g_n, g_gamma = _kernel_backward(backend, grad_weights, grad_coreset, features, norms, starts, lengths,
-                                             max_len, indices, gamma, tau, training, seed, mask_picked, logit_scale)
-        return (g_f.reshape(features.shape).to(features.dtype), g_n.reshape(norms.shape).to(norms.dtype),
-                g_gamma.reshape(gamma.shape).to(gamma.dtype))  # fmt: skip
+        g_f, g_n, g_gamma = _kernel_backward(
+            backend,
+            grad_weights,
+            grad_coreset,
+            features,
+            norms,
+            starts,
+            lengths,
+            max_len,
+            indices,
+            gamma,
+            tau,
+            training,
+            seed,
+            mask_picked,
+            logit_scale,
+        )
+        return (
+            g_f.reshape(features.shape).to(features.dtype),
+            g_n.reshape(norms.shape).to(norms.dtype),
+            g_gamma.reshape(gamma.shape).to(gamma.dtype),
+        )
     # float64 (and the reference backend): the batched PyTorch recompute path in the input precision
     rows, valid = _padded_rows(starts, lengths, max_len)
     compute = torch.float64 if features.dtype == torch.float64 else torch.float32
@@ -369,13 +510,28 @@ def _gumbel_fps_backward_op(grad_weights: torch.Tensor, grad_coreset: torch.Tens
     grad_features = torch.zeros(features.reshape(-1, dim).shape, dtype=compute, device=features.device)
     grad_features.index_add_(0, flat, g_f[valid])
     grad_norms = torch.zeros(norms.numel(), dtype=compute, device=features.device).index_add_(0, flat, g_n[valid])
-    return (grad_features.reshape(features.shape).to(features.dtype), grad_norms.reshape(norms.shape).to(norms.dtype),
-            g_gamma.reshape(gamma.shape).to(gamma.dtype))  # fmt: skip
+    return (
+        grad_features.reshape(features.shape).to(features.dtype),
+        grad_norms.reshape(norms.shape).to(norms.dtype),
+        g_gamma.reshape(gamma.shape).to(gamma.dtype),
+    )
 
 
 @_gumbel_fps_backward_op.register_fake
-def _(grad_weights, grad_coreset, features, norms, lengths_or_offsets, indices, gamma, tau, training, seed,
-      mask_picked=True, logit_scale=1.0):
+def _(
+    grad_weights,
+    grad_coreset,
+    features,
+    norms,
+    lengths_or_offsets,
+    indices,
+    gamma,
+    tau,
+    training,
+    seed,
+    mask_picked=True,
+    logit_scale=1.0,
+):
     return torch.empty_like(features), torch.empty_like(norms), torch.empty_like(gamma)
 
 
@@ -394,8 +550,17 @@ def _backward(ctx, grad_weights, grad_coreset, grad_indices):
     if grad_coreset is None:
         grad_coreset = features.new_zeros(ctx.coreset_shape)
     g_f, g_n, g_gamma = _gumbel_fps_backward_op(
-        grad_weights, grad_coreset, features, norms, lengths_or_offsets, indices, gamma, ctx.tau, ctx.training,
-        ctx.seed, *ctx.options,
+        grad_weights,
+        grad_coreset,
+        features,
+        norms,
+        lengths_or_offsets,
+        indices,
+        gamma,
+        ctx.tau,
+        ctx.training,
+        ctx.seed,
+        *ctx.options,
     )
     return (g_f, g_n, None, None, g_gamma, None, None, None) + (None,) * len(ctx.options)
 
@@ -404,8 +569,15 @@ _gumbel_fps_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 # ---------------------------------------------------------------------------------- public API
-def _check_inputs(features: object, norms: object, lengths_or_offsets: object, k: object, tau: object,
-                  logit_scale: object, check_features_finite: bool = True) -> None:  # fmt: skip
+def _check_inputs(
+    features: object,
+    norms: object,
+    lengths_or_offsets: object,
+    k: object,
+    tau: object,
+    logit_scale: object,
+    check_features_finite: bool = True,
+) -> None:
     op = "gumbel_fps"
     if not isinstance(features, torch.Tensor) or features.dim() not in (2, 3):
         shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
@@ -421,12 +593,16 @@ def _check_inputs(features: object, norms: object, lengths_or_offsets: object, k
         raise ValueError(f"{op}: k must be an int >= 1, got {k!r}")
     if not isinstance(tau, (int, float)) or not tau > 0:
         raise ValueError(f"{op}: tau must be a positive float, got {tau!r}")
-    if isinstance(logit_scale, bool) or not isinstance(logit_scale, (int, float)) or not (
-        0 < logit_scale < float("inf")
+    if (
+        isinstance(logit_scale, bool)
+        or not isinstance(logit_scale, (int, float))
+        or not (0 < logit_scale < float("inf"))
     ):
         raise ValueError(f"{op}: logit_scale must be a positive finite float, got {logit_scale!r}")
-    if not isinstance(lengths_or_offsets, torch.Tensor) or lengths_or_offsets.dim() != 1 or (
-        lengths_or_offsets.dtype.is_floating_point
+    if (
+        not isinstance(lengths_or_offsets, torch.Tensor)
+        or lengths_or_offsets.dim() != 1
+        or (lengths_or_offsets.dtype.is_floating_point)
     ):
         raise ValueError(f"{op}: lengths_or_offsets must be a 1-D integer tensor")
     bounds = lengths_or_offsets.to(device="cpu", dtype=torch.int64)
@@ -492,9 +668,12 @@ def gumbel_fps(
     """
     # The C++ kernel checks the rows it reads (every item within the lengths) for NaN / infinity itself.
     kernel_checks = (
-        not torch.compiler.is_compiling() and isinstance(features, torch.Tensor) and features.device.type == "cpu"
-        and features.dtype == torch.float32 and choose_backend("gumbel_fps", features.device, _SUPPORTED) == "cpp"
-    )  # fmt: skip
+        not torch.compiler.is_compiling()
+        and isinstance(features, torch.Tensor)
+        and features.device.type == "cpu"
+        and features.dtype == torch.float32
+        and choose_backend("gumbel_fps", features.device, _SUPPORTED) == "cpp"
+    )
     _check_inputs(features, norms, lengths_or_offsets, k, tau, logit_scale, not kernel_checks)
     if not isinstance(gamma, torch.Tensor):
         gamma = torch.tensor(float(gamma), dtype=torch.float32, device=features.device)
@@ -508,7 +687,15 @@ def gumbel_fps(
     if forced_backend() is not None:
         choose_backend("gumbel_fps", features.device, _SUPPORTED)  # fail before the op for a clear error
     weights, coreset, indices = _gumbel_fps_op(
-        features, norms, lengths_or_offsets, k, gamma.reshape(()), float(tau), noisy, seed, bool(mask_picked),
+        features,
+        norms,
+        lengths_or_offsets,
+        k,
+        gamma.reshape(()),
+        float(tau),
+        noisy,
+        seed,
+        bool(mask_picked),
         float(logit_scale),
     )
     return CoresetSelection(indices, weights, coreset)

@@ -103,17 +103,23 @@ def _pick_backend(device: torch.device, dtype: torch.dtype = torch.float32) -> s
         return "chunked"
     if forced == "triton":
         if not _triton_runs_on(device):
-            raise RuntimeError(f"margin_softmax: backend 'triton' was forced but cannot run on {device.type} "
-                               "tensors here (needs triton and CUDA, or TRITON_INTERPRET=1 on CPU)")
+            raise RuntimeError(
+                f"margin_softmax: backend 'triton' was forced but cannot run on {device.type} "
+                "tensors here (needs triton and CUDA, or TRITON_INTERPRET=1 on CPU)"
+            )
         if device.type == "cuda" and dtype not in _triton_gpu_dtypes():
-            raise RuntimeError(f"margin_softmax: backend 'triton' was forced for {dtype} weights on CUDA; the "
-                               f"compiled kernels are enabled for {_TRITON_GPU_DTYPES} only (half precision failed "
-                               f"the GPU accuracy test; {TENSOR_CORE_ENV}=1 lifts this gate for testing); use the "
-                               "default (chunked) path")
+            raise RuntimeError(
+                f"margin_softmax: backend 'triton' was forced for {dtype} weights on CUDA; the "
+                f"compiled kernels are enabled for {_TRITON_GPU_DTYPES} only (half precision failed "
+                f"the GPU accuracy test; {TENSOR_CORE_ENV}=1 lifts this gate for testing); use the "
+                "default (chunked) path"
+            )
         return "triton"
     if forced == "cuda":
-        raise RuntimeError("margin_softmax: backend 'cuda' was forced but this op has no CUDA-extension "
-                           "kernel; available: triton, cpp (chunked torch path), reference")
+        raise RuntimeError(
+            "margin_softmax: backend 'cuda' was forced but this op has no CUDA-extension "
+            "kernel; available: triton, cpp (chunked torch path), reference"
+        )
     usable = device.type == "cuda" and dtype in _triton_gpu_dtypes() and _triton_runs_on(device)
     return "triton" if usable else "chunked"
 
@@ -191,8 +197,9 @@ def _raw_target_cosine(e: Tensor, weight: Tensor, target: Tensor) -> Tensor:
 class _Tiles:
     """Shared set-up of the chunked forward and backward: scaled rows and per-row clamp bounds."""
 
-    def __init__(self, emb_hat: Tensor, weight: Tensor, row_scale: Tensor, hard_threshold: Tensor,
-                 cos_lo: float, cos_hi: float) -> None:
+    def __init__(
+        self, emb_hat: Tensor, weight: Tensor, row_scale: Tensor, hard_threshold: Tensor, cos_lo: float, cos_hi: float
+    ) -> None:
         self.e = emb_hat.float()
         self.lo, self.hi = max(cos_lo, -1.0), min(cos_hi, 1.0)
         self.hard = bool(torch.isfinite(hard_threshold).any())
@@ -220,8 +227,16 @@ class _Tiles:
         return raw.clamp_(self.lo, self.hi) if self.hard else raw.clamp_(min=self.lo_s, max=self.hi_s)
 
 
-def _fwd_chunked(emb_hat: Tensor, weight: Tensor, target: Tensor, row_scale: Tensor, hard_threshold: Tensor,
-                 hard_t: Tensor, cos_lo: float, cos_hi: float) -> tuple[Tensor, Tensor]:
+def _fwd_chunked(
+    emb_hat: Tensor,
+    weight: Tensor,
+    target: Tensor,
+    row_scale: Tensor,
+    hard_threshold: Tensor,
+    hard_t: Tensor,
+    cos_lo: float,
+    cos_hi: float,
+) -> tuple[Tensor, Tensor]:
     tiles = _Tiles(emb_hat, weight, row_scale, hard_threshold, cos_lo, cos_hi)
     b, c = emb_hat.shape[0], weight.shape[0]
     run_max = torch.full((b,), -torch.inf, device=tiles.e.device)
@@ -243,9 +258,19 @@ def _fwd_chunked(emb_hat: Tensor, weight: Tensor, target: Tensor, row_scale: Ten
     return lse, _raw_target_cosine(tiles.e, weight, target).clamp(-1.0, 1.0)
 
 
-def _bwd_chunked(grad_lse: Tensor, grad_cos_y: Tensor, emb_hat: Tensor, weight: Tensor, target: Tensor,
-                 row_scale: Tensor, hard_threshold: Tensor, hard_t: Tensor, lse: Tensor, cos_lo: float,
-                 cos_hi: float) -> tuple[Tensor, Tensor]:
+def _bwd_chunked(
+    grad_lse: Tensor,
+    grad_cos_y: Tensor,
+    emb_hat: Tensor,
+    weight: Tensor,
+    target: Tensor,
+    row_scale: Tensor,
+    hard_threshold: Tensor,
+    hard_t: Tensor,
+    lse: Tensor,
+    cos_lo: float,
+    cos_hi: float,
+) -> tuple[Tensor, Tensor]:
     tiles = _Tiles(emb_hat, weight, row_scale, hard_threshold, cos_lo, cos_hi)
     c = weight.shape[0]
     e = tiles.e
@@ -305,8 +330,16 @@ def _run_bwd(*args) -> tuple[Tensor, Tensor]:
 
 
 @torch.library.custom_op("mrface::margin_softmax_fwd", mutates_args=())
-def _fwd_op(emb_hat: Tensor, weight: Tensor, target: Tensor, row_scale: Tensor, hard_threshold: Tensor,
-            hard_t: Tensor, cos_lo: float, cos_hi: float) -> tuple[Tensor, Tensor]:
+def _fwd_op(
+    emb_hat: Tensor,
+    weight: Tensor,
+    target: Tensor,
+    row_scale: Tensor,
+    hard_threshold: Tensor,
+    hard_t: Tensor,
+    cos_lo: float,
+    cos_hi: float,
+) -> tuple[Tensor, Tensor]:
     """(lse (B,), cos_y (B,)) float32 per-row statistics of the local shard (see module docstring)."""
     return _run_fwd(emb_hat, weight, target, row_scale, hard_threshold, hard_t, cos_lo, cos_hi)
 
@@ -318,18 +351,28 @@ def _(emb_hat, weight, target, row_scale, hard_threshold, hard_t, cos_lo, cos_hi
 
 
 @torch.library.custom_op("mrface::margin_softmax_bwd", mutates_args=())
-def _bwd_op(grad_lse: Tensor, grad_cos_y: Tensor, emb_hat: Tensor, weight: Tensor, target: Tensor,
-            row_scale: Tensor, hard_threshold: Tensor, hard_t: Tensor, lse: Tensor, cos_lo: float,
-            cos_hi: float) -> tuple[Tensor, Tensor]:
+def _bwd_op(
+    grad_lse: Tensor,
+    grad_cos_y: Tensor,
+    emb_hat: Tensor,
+    weight: Tensor,
+    target: Tensor,
+    row_scale: Tensor,
+    hard_threshold: Tensor,
+    hard_t: Tensor,
+    lse: Tensor,
+    cos_lo: float,
+    cos_hi: float,
+) -> tuple[Tensor, Tensor]:
     """(d emb_hat (B, D), d weight (C, D)) float32, recomputing the cosines tile by tile."""
-    return _run_bwd(grad_lse, grad_cos_y, emb_hat, weight, target, row_scale, hard_threshold, hard_t, lse,
-                    cos_lo, cos_hi)
+    return _run_bwd(
+        grad_lse, grad_cos_y, emb_hat, weight, target, row_scale, hard_threshold, hard_t, lse, cos_lo, cos_hi
+    )
 
 
 @_bwd_op.register_fake
 def _(grad_lse, grad_cos_y, emb_hat, weight, target, row_scale, hard_threshold, hard_t, lse, cos_lo, cos_hi):
-    return (emb_hat.new_empty(emb_hat.shape, dtype=torch.float32),
-            weight.new_empty(weight.shape, dtype=torch.float32))
+    return (emb_hat.new_empty(emb_hat.shape, dtype=torch.float32), weight.new_empty(weight.shape, dtype=torch.float32))
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -342,8 +385,9 @@ def _backward(ctx, grad_lse, grad_cos_y):
     emb_hat, weight, target, row_scale, hard_threshold, hard_t, lse = ctx.saved_tensors
     grad_lse = torch.zeros_like(lse) if grad_lse is None else grad_lse
     grad_cos_y = torch.zeros_like(lse) if grad_cos_y is None else grad_cos_y
-    d_e, d_w = _bwd_op(grad_lse, grad_cos_y, emb_hat, weight, target, row_scale, hard_threshold, hard_t, lse,
-                       ctx.cos_lo, ctx.cos_hi)
+    d_e, d_w = _bwd_op(
+        grad_lse, grad_cos_y, emb_hat, weight, target, row_scale, hard_threshold, hard_t, lse, ctx.cos_lo, ctx.cos_hi
+    )
     return d_e.to(emb_hat.dtype), d_w.to(weight.dtype), None, None, None, None, None, None
 
 
@@ -395,21 +439,28 @@ def _check_inputs(embeddings: object, weight: object, target: object, margin: ob
 
     op = "margin_softmax_loss"
     if not isinstance(embeddings, Tensor) or embeddings.dim() != 2 or not embeddings.is_floating_point():
-        raise ValueError(f"{op}: embeddings must be a floating-point (B, D) tensor, got "
-                         f"{getattr(embeddings, 'dtype', type(embeddings).__name__)} of shape "
-                         f"{tuple(getattr(embeddings, 'shape', ()))}")
+        raise ValueError(
+            f"{op}: embeddings must be a floating-point (B, D) tensor, got "
+            f"{getattr(embeddings, 'dtype', type(embeddings).__name__)} of shape "
+            f"{tuple(getattr(embeddings, 'shape', ()))}"
+        )
     b, d = embeddings.shape
     if not isinstance(weight, Tensor) or weight.dim() != 2 or not weight.is_floating_point() or weight.shape[1] != d:
-        raise ValueError(f"{op}: weight must be a floating-point (C, D={d}) tensor, got shape "
-                         f"{tuple(getattr(weight, 'shape', ()))}")
+        raise ValueError(
+            f"{op}: weight must be a floating-point (C, D={d}) tensor, got shape {tuple(getattr(weight, 'shape', ()))}"
+        )
     if weight.device != embeddings.device:
         raise ValueError(f"{op}: weight is on {weight.device} but embeddings on {embeddings.device}")
     if not isinstance(target, Tensor) or target.shape != (b,) or target.dtype not in (torch.int64, torch.int32):
-        raise ValueError(f"{op}: labels must be an int64/int32 tensor of shape ({b},), got "
-                         f"{getattr(target, 'dtype', None)} of shape {tuple(getattr(target, 'shape', ()))}")
+        raise ValueError(
+            f"{op}: labels must be an int64/int32 tensor of shape ({b},), got "
+            f"{getattr(target, 'dtype', None)} of shape {tuple(getattr(target, 'shape', ()))}"
+        )
     if b and (int(target.max()) >= weight.shape[0] or int(target.min()) < -1):
-        raise ValueError(f"{op}: labels must be local columns in [0, {weight.shape[0]}) or -1, got range "
-                         f"[{int(target.min())}, {int(target.max())}]")
+        raise ValueError(
+            f"{op}: labels must be local columns in [0, {weight.shape[0]}) or -1, got range "
+            f"[{int(target.min())}, {int(target.max())}]"
+        )
     if not isinstance(margin, Margin):
         raise TypeError(f"{op}: margin must be a mrface.losses.margins.Margin, got {type(margin).__name__}")
     if valid is not None and (not isinstance(valid, Tensor) or valid.shape != (b,) or valid.dtype != torch.bool):
@@ -423,8 +474,15 @@ def _target_cosine(e_hat: Tensor, weight: Tensor, target: Tensor) -> Tensor:
     return torch.where(target >= 0, cos.clamp(-1.0, 1.0), 0.0)
 
 
-def margin_softmax_per_row(embeddings: Tensor, weight: Tensor, labels: Tensor, margin: Margin, *,
-                           valid: Tensor | None = None, process_group=None) -> MarginSoftmaxRows:
+def margin_softmax_per_row(
+    embeddings: Tensor,
+    weight: Tensor,
+    labels: Tensor,
+    margin: Margin,
+    *,
+    valid: Tensor | None = None,
+    process_group=None,
+) -> MarginSoftmaxRows:
     """Fused margin cross-entropy per row against a class shard (see the module docstring).
 
     Args:
@@ -462,14 +520,21 @@ def margin_softmax_per_row(embeddings: Tensor, weight: Tensor, labels: Tensor, m
         if need_grad:
             cy = cos_y.clone().requires_grad_(True)
             rows = margin.rows(cy, valid, margin_norms)
-            (dz_dc,) = torch.autograd.grad(rows.target_logit, cy, torch.ones_like(cy), retain_graph=True,
-                                           allow_unused=True, materialize_grads=True)
+            (dz_dc,) = torch.autograd.grad(
+                rows.target_logit, cy, torch.ones_like(cy), retain_graph=True, allow_unused=True, materialize_grads=True
+            )
         else:
             rows = margin.rows(cos_y, valid, margin_norms)
         lse_local, cos_y_op = _fwd_op(
-            e_hat, weight, target, rows.row_scale.detach().float().contiguous(),
-            rows.hard_threshold.detach().float().contiguous(), rows.hard_t.detach().float(),
-            float(rows.cos_lo), float(rows.cos_hi))
+            e_hat,
+            weight,
+            target,
+            rows.row_scale.detach().float().contiguous(),
+            rows.hard_threshold.detach().float().contiguous(),
+            rows.hard_t.detach().float(),
+            float(rows.cos_lo),
+            float(rows.cos_hi),
+        )
         z = rows.target_logit.float()
         if need_grad:
             # Every rank computes the same z_y; only the rank owning the target passes its gradient on.
@@ -479,8 +544,16 @@ def margin_softmax_per_row(embeddings: Tensor, weight: Tensor, labels: Tensor, m
     return MarginSoftmaxRows(loss, rows, cos_y, norms, valid)
 
 
-def margin_softmax_loss(embeddings: Tensor, weight: Tensor, labels: Tensor, margin: Margin, *,
-                        valid: Tensor | None = None, process_group=None, reduction: str = "mean") -> Tensor:
+def margin_softmax_loss(
+    embeddings: Tensor,
+    weight: Tensor,
+    labels: Tensor,
+    margin: Margin,
+    *,
+    valid: Tensor | None = None,
+    process_group=None,
+    reduction: str = "mean",
+) -> Tensor:
     """Margin softmax cross-entropy (ArcFace, CosFace, CurricularFace, AdaFace, MagFace, QGFace, ...)
     without materialising the (B, C) logits. The scale s and the margins come from ``margin``.
 

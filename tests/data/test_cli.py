@@ -13,8 +13,9 @@ from mrface.data.synthface import SynthFace
 
 def test_synth_writes_rec_and_bins(tmp_path, capsys):
     out = tmp_path / "syn"
-    rc = main(["data", "synth", "--identities", "4", "--images", "3", "--pairs", "6", "--resolutions", "112,14",
-               str(out)])  # fmt: skip
+    rc = main(
+        ["data", "synth", "--identities", "4", "--images", "3", "--pairs", "6", "--resolutions", "112,14", str(out)]
+    )
     assert rc == 0
     rec = InsightFaceRecord(out / "train.rec")
     assert len(rec) == 12 and rec.num_classes == 4 and rec.has_header

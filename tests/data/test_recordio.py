@@ -55,9 +55,18 @@ def _jpeg(seed: int, size: int = 16) -> bytes:
 
 @pytest.mark.parametrize(
     "payload",
-    [b"", b"abc", b"abcd" * 3, MAGIC_LE, MAGIC_LE * 3, b"ab" + MAGIC_LE + b"cd",  # unaligned magic: no split
-     b"abcd" + MAGIC_LE + b"xyz", b"abcd" + MAGIC_LE + b"efgh" + MAGIC_LE, MAGIC_LE + b"1234" + MAGIC_LE + b"q"],
-)  # fmt: skip
+    [
+        b"",
+        b"abc",
+        b"abcd" * 3,
+        MAGIC_LE,
+        MAGIC_LE * 3,
+        b"ab" + MAGIC_LE + b"cd",  # unaligned magic: no split
+        b"abcd" + MAGIC_LE + b"xyz",
+        b"abcd" + MAGIC_LE + b"efgh" + MAGIC_LE,
+        MAGIC_LE + b"1234" + MAGIC_LE + b"q",
+    ],
+)
 def test_framing_matches_independent_writer_and_round_trips(tmp_path, payload):
     assert encode_chunks(payload) == _frame(payload)
     path = tmp_path / "a.rec"
@@ -146,8 +155,9 @@ def test_insightface_layout_round_trip_and_independent_structure(tmp_path):
 def test_insightface_reader_on_independent_header_file_and_headerless_file(tmp_path):
     # InsightFace file written with the independent writer (no property file)
     recs = {0: _payload([3.0, 5.0], b"")}
-    recs.update({1: _payload(0.0, b"a"), 2: _payload(1.0, b"b"), 3: _payload([1.0, 2.0], b""),
-                 4: _payload([2.0, 3.0], b"")})  # fmt: skip
+    recs.update(
+        {1: _payload(0.0, b"a"), 2: _payload(1.0, b"b"), 3: _payload([1.0, 2.0], b""), 4: _payload([2.0, 3.0], b"")}
+    )
     _write_independent(tmp_path / "h.rec", recs)
     rec = InsightFaceRecord(tmp_path / "h.rec")
     assert rec.has_header and rec.image_keys == [1, 2] and rec.num_classes == 2

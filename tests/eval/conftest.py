@@ -26,8 +26,13 @@ class PooledLinear(FaceModel):
         with torch.no_grad():
             self.fc.weight.copy_(torch.randn(8, 48, generator=gen))
             self.fc.bias.copy_(torch.randn(8, generator=gen))
-        self.metadata = ModelMetadata(architecture="pooled_linear", color_order=color_order, mean=(0.1, 0.2, 0.3),
-                                      std=(0.5, 0.6, 0.7), embedding_size=8)  # fmt: skip
+        self.metadata = ModelMetadata(
+            architecture="pooled_linear",
+            color_order=color_order,
+            mean=(0.1, 0.2, 0.3),
+            std=(0.5, 0.6, 0.7),
+            embedding_size=8,
+        )
         self.calls = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,9 +88,11 @@ def survface_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("survface")
     t = root / "Face_Identification_Test_Set"
     synth = SynthFace(seed=31)
-    sets = {"gallery": (np.repeat(np.arange(1, 9), 2), np.tile([0, 1], 8)),
-            "mated_probe": (np.arange(1, 9), np.full(8, 2)),
-            "unmated_probe": (np.arange(9, 15), np.zeros(6, int))}  # fmt: skip
+    sets = {
+        "gallery": (np.repeat(np.arange(1, 9), 2), np.tile([0, 1], 8)),
+        "mated_probe": (np.arange(1, 9), np.full(8, 2)),
+        "unmated_probe": (np.arange(9, 15), np.zeros(6, int)),
+    }
     for name, (ids, imgs) in sets.items():
         names = [f"{name}_{k}.jpg" for k in range(len(ids))]
         for n, im in zip(names, synth.render(ids + 400, imgs), strict=True):
@@ -108,8 +115,11 @@ def scface_root(tmp_path_factory):
     for d, size in sizes.items():
         faces = dict(zip(rendered.tolist(), synth.render(rendered + 700, np.full(8, d)), strict=True))
         for s in range(1, 54):
-            path = (root / "mugshot_frontal_cropped_all" / f"{s:03d}_frontal.jpg" if d == 0 else
-                    root / f"surveillance_cameras_distance_{d}" / "cam1" / f"{s:03d}_cam1_{d}.jpg")  # fmt: skip
+            path = (
+                root / "mugshot_frontal_cropped_all" / f"{s:03d}_frontal.jpg"
+                if d == 0
+                else root / f"surveillance_cameras_distance_{d}" / "cam1" / f"{s:03d}_cam1_{d}.jpg"
+            )
             _write(path, faces.get(s, filler), size)
     return root
 
@@ -128,8 +138,12 @@ def ijb_root(tmp_path_factory):
                 for _ in range(2):
                     face = synth.render([900 + s], [k])[0]
                     a, sc = rng.uniform(-0.3, 0.3), rng.uniform(1.1, 1.5)
-                    fwd = np.array([[sc * np.cos(a), -sc * np.sin(a), rng.uniform(10, 30)],
-                                    [sc * np.sin(a), sc * np.cos(a), rng.uniform(10, 30)]])  # fmt: skip
+                    fwd = np.array(
+                        [
+                            [sc * np.cos(a), -sc * np.sin(a), rng.uniform(10, 30)],
+                            [sc * np.sin(a), sc * np.cos(a), rng.uniform(10, 30)],
+                        ]
+                    )
                     loose = cv2.warpAffine(face, fwd, (200, 200), flags=cv2.INTER_LINEAR)
                     lmk = ARCFACE_TEMPLATE @ fwd[:, :2].T + fwd[:, 2]
                     name = f"{k}.jpg"

@@ -39,8 +39,9 @@ def crops(tmp_path_factory):
         assert cv2.imwrite(str(folder / f"id{k // 2}_{side}.png"), small[..., ::-1])
     (root / "gallery" / "broken.jpg").write_bytes(b"not an image at all")
     assert cv2.imwrite(str(root / "gallery" / "strip.png"), np.zeros((8, 40, 3), np.uint8))
-    (root / "probes.txt").write_text("# probes\n" + "".join(f"probe/{p.name}\n" for p in
-                                                            sorted((root / "probe").iterdir())) + "probe/gone.png\n")
+    (root / "probes.txt").write_text(
+        "# probes\n" + "".join(f"probe/{p.name}\n" for p in sorted((root / "probe").iterdir())) + "probe/gone.png\n"
+    )
     return root, ckpt, model
 
 
@@ -88,8 +89,24 @@ def test_cli_embed_then_search_matches_brute_force(crops, tmp_path, suffix, caps
     assert main(["embed", str(ckpt), str(root / "probes.txt"), "--out", str(p), "--quiet"]) == 0
     hits = tmp_path / "hits.json"
     for backend in ("numpy", "faiss"):
-        assert main(["search", "--gallery", str(g), "--probe", str(p), "--top", "3", "--backend", backend,
-                     "--out", str(hits)]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "search",
+                    "--gallery",
+                    str(g),
+                    "--probe",
+                    str(p),
+                    "--top",
+                    "3",
+                    "--backend",
+                    backend,
+                    "--out",
+                    str(hits),
+                ]
+            )
+            == 0
+        )
         got = json.loads(hits.read_text())["results"]
         gs, ps = EmbeddingSet.load(g), EmbeddingSet.load(p)
         sim = ps.embeddings.astype(np.float64) @ gs.embeddings.T.astype(np.float64)
@@ -99,7 +116,8 @@ def test_cli_embed_then_search_matches_brute_force(crops, tmp_path, suffix, caps
             np.testing.assert_allclose([m["score"] for m in row["matches"]], s[order], atol=1e-5)
     meta = EmbeddingSet.load(g).meta()
     assert meta["model"]["architecture"] == "btnet_tiny" and {"path", "width", "height", "branch", "norm"} <= set(
-        meta["items"][0])
+        meta["items"][0]
+    )
 
 
 def test_search_refuses_embeddings_of_different_models(crops, tmp_path, capsys):

@@ -49,8 +49,9 @@ def test_flip_modes_against_hand_fusion(pooled_linear, synth_images):
 def test_colour_order_follows_model_metadata(pooled_linear, synth_images):
     images = synth_images[0][:6]
     rgb = extract_embeddings(pooled_linear, images, color_order="RGB", flip="none").features
-    bgr = extract_embeddings(pooled_linear, np.ascontiguousarray(images[..., ::-1]), color_order="BGR",
-                             flip="none").features  # fmt: skip
+    bgr = extract_embeddings(
+        pooled_linear, np.ascontiguousarray(images[..., ::-1]), color_order="BGR", flip="none"
+    ).features
     np.testing.assert_allclose(rgb, bgr, rtol=1e-5)
     wrong = extract_embeddings(pooled_linear, images, color_order="BGR", flip="none").features
     assert not np.allclose(rgb, wrong, atol=1e-3)

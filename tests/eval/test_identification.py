@@ -57,14 +57,13 @@ def test_cmc_matches_brute_force(level):
     rng = np.random.default_rng(3)
     centres = rng.standard_normal((15, 6))
     glabels = np.concatenate([np.repeat(np.arange(15), 2), -np.ones(25, int)])
-    gallery = np.concatenate([centres[glabels[:30]] + 0.9 * rng.standard_normal((30, 6)),
-                              rng.standard_normal((25, 6))])  # fmt: skip
+    gallery = np.concatenate([centres[glabels[:30]] + 0.9 * rng.standard_normal((30, 6)), rng.standard_normal((25, 6))])
     plabels = rng.integers(0, 15, 40)
     probe = centres[plabels] + 0.9 * rng.standard_normal((40, 6))
     ranks = (1, 2, 5, 20)
     want = _brute_force(probe, plabels, gallery, glabels, ranks, level)
     assert 0 < want[1] < 1  # a case where the ranks matter
-    for backend in (["numpy", "faiss"] if level == "entry" else ["numpy"]):
+    for backend in ["numpy", "faiss"] if level == "entry" else ["numpy"]:
         got = closed_set_cmc(probe, plabels, gallery, glabels, ranks, level=level, backend=backend, block=7)
         assert got == pytest.approx(want)
 
@@ -77,8 +76,14 @@ def test_tinyface_oracle_is_perfect_and_chance_is_low():
     cmc = score_tinyface(probe, ids[:20], match, ids[:20], distract, (1, 5, 20))
     assert cmc == {1: 1.0, 5: 1.0, 20: 1.0}
     rng = np.random.default_rng(0)
-    noise = score_tinyface(rng.standard_normal((20, 16)), ids[:20], rng.standard_normal((20, 16)), ids[:20],
-                           rng.standard_normal((300, 16)), (1,))  # fmt: skip
+    noise = score_tinyface(
+        rng.standard_normal((20, 16)),
+        ids[:20],
+        rng.standard_normal((20, 16)),
+        ids[:20],
+        rng.standard_normal((300, 16)),
+        (1,),
+    )
     assert noise[1] < 0.2  # 1 mate among 320 entries
 
 
@@ -106,8 +111,9 @@ def test_prototypes_and_open_set_search():
         np.testing.assert_allclose(protos[k], want, atol=1e-6)
     probes = rng.standard_normal((9, 5))
     plabels = np.array([3, 7, 9, 3, 100, 101, 102, 7, 103])
-    got = open_set_search(probes, plabels, feats, labels, fpirs=(0.25, 0.5), rank=1, variant="nist",
-                          gallery="prototypes")  # fmt: skip
+    got = open_set_search(
+        probes, plabels, feats, labels, fpirs=(0.25, 0.5), rank=1, variant="nist", gallery="prototypes"
+    )
     unit_p = probes / np.linalg.norm(probes, axis=1, keepdims=True)
     want = open_set_identification(unit_p @ protos.T, plabels, subjects, fpirs=(0.25, 0.5), rank=1)
     assert got.tpir == pytest.approx(want.tpir) and got.auc == pytest.approx(want.auc)

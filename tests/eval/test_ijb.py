@@ -38,8 +38,15 @@ def _data(seed=0, n=300, t=40, d=16):
     return feats, flip, faceness, templates, medias
 
 
-@pytest.mark.parametrize("flags", [IjbFlags(True, False, True), IjbFlags(False, True, False),
-                                   IjbFlags(True, True, True), IjbFlags(False, False, False)])  # fmt: skip
+@pytest.mark.parametrize(
+    "flags",
+    [
+        IjbFlags(True, False, True),
+        IjbFlags(False, True, False),
+        IjbFlags(True, True, True),
+        IjbFlags(False, False, False),
+    ],
+)
 def test_pooling_matches_slow_loop(flags):
     feats, flip, face, tids, mids = _data()
     got, ids = template_features(feats, tids, mids, flags, flip, face)
@@ -73,10 +80,12 @@ def _junk_setup(seed=1, subjects=60, d=32):
 
 def test_flags_move_results_in_documented_direction():
     feats, tids, mids, face, pairs = _junk_setup()
+
     def score(flags):
         t, ids = template_features(feats, tids, mids, flags, feats, face)
         scores, roc = verify_1to1(t, ids, pairs[:, :2], pairs[:, 2], fars=(1e-2,))
         return scores[pairs[:, 2] == 1].mean() - scores[pairs[:, 2] == 0].mean(), roc.auc
+
     plain = score(IjbFlags(False, False, False))
     detector = score(IjbFlags(False, False, True))
     norm = score(IjbFlags(False, True, False))
@@ -92,8 +101,9 @@ def test_1to1_and_1toN_end_to_end():
     scores, roc = verify_1to1(t, ids, pairs[:, :2], pairs[:, 2])
     assert set(roc.tar_at_far) == {1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1}
     # gallery: template 2s of subjects 0..39; probes: template 2s+1 of all 60 subjects (20 unmated)
-    res = identify_1toN(t, ids, 2 * np.arange(40), np.arange(40), 2 * np.arange(60) + 1, np.arange(60),
-                        fpirs=(0.1, 1.0))  # fmt: skip
+    res = identify_1toN(
+        t, ids, 2 * np.arange(40), np.arange(40), 2 * np.arange(60) + 1, np.arange(60), fpirs=(0.1, 1.0)
+    )
     assert res.rank_rates[1] > 0.9 and res.tpir[1.0] == res.rank_rates[1]
     with pytest.raises(ValueError, match="no images"):
         verify_1to1(t, ids, np.array([[0, 999]]), np.array([1]))

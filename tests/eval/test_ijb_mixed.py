@@ -31,8 +31,9 @@ class ToyBranches(FaceModel):
     def __init__(self) -> None:
         super().__init__()
         gen = torch.Generator().manual_seed(3)
-        self.maps = torch.nn.ParameterDict({str(r): torch.nn.Parameter(torch.randn(48, 8, generator=gen))
-                                            for r in (112, 28, 14, 7)})  # fmt: skip
+        self.maps = torch.nn.ParameterDict(
+            {str(r): torch.nn.Parameter(torch.randn(48, 8, generator=gen)) for r in (112, 28, 14, 7)}
+        )
         self.metadata = ModelMetadata(architecture="toy", color_order="RGB", mean=MEAN, std=STD, embedding_size=8)
 
     @property
@@ -129,8 +130,9 @@ def _public_1n(root, feats, face, templates, medias):
 FLAGS = IjbFlags(flip=True, norm_weighting=False, detector_score=True)  # the public scripts' test mode
 
 
-@pytest.mark.parametrize("r1,r2,up1,up2", [(112, 7, False, False), (14, 14, False, False), (112, 28, True, True),
-                                           (28, 14, True, False)])  # fmt: skip
+@pytest.mark.parametrize(
+    "r1,r2,up1,up2", [(112, 7, False, False), (14, 14, False, False), (112, 28, True, True), (28, 14, True, False)]
+)
 def test_aggregate_matches_public_scripts(ijb_root, r1, r2, up1, up2):
     root, _ = ijb_root
     model = ToyBranches().eval()
@@ -184,8 +186,26 @@ def test_cross_mode_pools_each_side_from_its_view(ijb_root):
 def test_cli_matrix_writes_json_markdown_and_plot(ijb_root, tmp_path, capsys):
     root, _ = ijb_root
     out = tmp_path / "run"
-    code = main(["eval", "ijb", "--model", "btnet_tiny", "--root", str(root), "--out", str(out), "--test-flip", "yes",
-                 "--norm-weighting", "no", "--detector-score", "yes", "--matrix", "--quiet"])  # fmt: skip
+    code = main(
+        [
+            "eval",
+            "ijb",
+            "--model",
+            "btnet_tiny",
+            "--root",
+            str(root),
+            "--out",
+            str(out),
+            "--test-flip",
+            "yes",
+            "--norm-weighting",
+            "no",
+            "--detector-score",
+            "yes",
+            "--matrix",
+            "--quiet",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     report = json.loads((out / "results.json").read_text())
     assert list(report["results"]) == [f"{a}&{b}" for a, b in BTNET_PAIRS]

@@ -154,17 +154,19 @@ def _hand_example():
     # gallery: subjects 10, 20, 30 (one entry each). Probes 0-3 mated, 4-8 unmated.
     gallery = np.array([10, 20, 30])
     probes = np.array([10, 20, 30, 10, -1, -2, -3, -4, -5])
-    scores = np.array([
-        [0.90, 0.10, 0.20],  # mate 10 rank 1, score .9
-        [0.50, 0.60, 0.10],  # mate 20 rank 1, score .6
-        [0.70, 0.40, 0.30],  # mate 30 rank 3, score .3
-        [0.40, 0.55, 0.20],  # mate 10 rank 2, score .4
-        [0.80, 0.10, 0.10],  # unmated best .8
-        [0.10, 0.65, 0.10],  # .65
-        [0.50, 0.20, 0.10],  # .5
-        [0.10, 0.10, 0.35],  # .35
-        [0.20, 0.10, 0.10],  # .2
-    ])  # fmt: skip
+    scores = np.array(
+        [
+            [0.90, 0.10, 0.20],  # mate 10 rank 1, score .9
+            [0.50, 0.60, 0.10],  # mate 20 rank 1, score .6
+            [0.70, 0.40, 0.30],  # mate 30 rank 3, score .3
+            [0.40, 0.55, 0.20],  # mate 10 rank 2, score .4
+            [0.80, 0.10, 0.10],  # unmated best .8
+            [0.10, 0.65, 0.10],  # .65
+            [0.50, 0.20, 0.10],  # .5
+            [0.10, 0.10, 0.35],  # .35
+            [0.20, 0.10, 0.10],  # .2
+        ]
+    )
     return scores, probes, gallery
 
 

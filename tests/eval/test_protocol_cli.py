@@ -31,8 +31,26 @@ def _results(out):
 
 def test_tinyface_and_survface_commands(tmp_path, tinyface_root, survface_root, use_model, capsys):
     out = tmp_path / "tf"
-    assert main(["eval", "tinyface", "--model", "m", "--root", str(tinyface_root), "--out", str(out), "--quiet",
-                 "--level", "subject", "--ranks", "1,5"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                "tinyface",
+                "--model",
+                "m",
+                "--root",
+                str(tinyface_root),
+                "--out",
+                str(out),
+                "--quiet",
+                "--level",
+                "subject",
+                "--ranks",
+                "1,5",
+            ]
+        )
+        == 0
+    )
     want = evaluate_tinyface(use_model, tinyface_root, ranks=(1, 5), level="subject")
     data = _results(out)
     assert data["results"]["cmc"] == {"1": want.cmc[1], "5": want.cmc[5]}
@@ -41,8 +59,28 @@ def test_tinyface_and_survface_commands(tmp_path, tinyface_root, survface_root, 
 
     out = tmp_path / "sf"
     root, _ = survface_root
-    assert main(["eval", "survface", "--model", "m", "--root", str(root), "--out", str(out), "--quiet",
-                 "--variant", "btnet_survface", "--rank", "3", "--fpirs", "0.5,0.2"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                "survface",
+                "--model",
+                "m",
+                "--root",
+                str(root),
+                "--out",
+                str(out),
+                "--quiet",
+                "--variant",
+                "btnet_survface",
+                "--rank",
+                "3",
+                "--fpirs",
+                "0.5,0.2",
+            ]
+        )
+        == 0
+    )
     want = evaluate_survface(use_model, root, variant="btnet_survface", rank=3, fpirs=(0.5, 0.2))
     data = _results(out)
     assert data["results"]["variant"] == "btnet_survface" and data["results"]["rank"] == 3
@@ -52,8 +90,30 @@ def test_tinyface_and_survface_commands(tmp_path, tinyface_root, survface_root, 
 
 def test_scface_and_ijb_commands(tmp_path, scface_root, ijb_root, use_model):
     out = tmp_path / "sc"
-    assert main(["eval", "scface", "--model", "m", "--root", str(scface_root), "--out", str(out), "--quiet",
-                 "--cams", "1", "--protocol", "finetune50", "--flip", "none", "--subjects", "53"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                "scface",
+                "--model",
+                "m",
+                "--root",
+                str(scface_root),
+                "--out",
+                str(out),
+                "--quiet",
+                "--cams",
+                "1",
+                "--protocol",
+                "finetune50",
+                "--flip",
+                "none",
+                "--subjects",
+                "53",
+            ]
+        )
+        == 0
+    )
     want = evaluate_scface(use_model, scface_root, cams=(1,), options=ExtractOptions(flip="none"), subjects=53)
     data = _results(out)
     assert data["results"]["per_distance"] == {f"d{d}": {"1": v[1]} for d, v in want.per_distance.items()}
@@ -61,9 +121,32 @@ def test_scface_and_ijb_commands(tmp_path, scface_root, ijb_root, use_model):
 
     root, _ = ijb_root
     out = tmp_path / "ijb"
-    assert main(["eval", "ijb", "--model", "m", "--root", str(root), "--out", str(out), "--quiet", "--test-flip",
-                 "yes", "--norm-weighting", "no", "--detector-score", "yes", "--fars", "0.01,0.1",
-                 "--fpirs", "0.5"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                "ijb",
+                "--model",
+                "m",
+                "--root",
+                str(root),
+                "--out",
+                str(out),
+                "--quiet",
+                "--test-flip",
+                "yes",
+                "--norm-weighting",
+                "no",
+                "--detector-score",
+                "yes",
+                "--fars",
+                "0.01,0.1",
+                "--fpirs",
+                "0.5",
+            ]
+        )
+        == 0
+    )
     want = evaluate_ijb(use_model, root, IjbFlags(True, False, True), fars=(0.01, 0.1), fpirs=(0.5,))
     data = _results(out)
     assert data["settings"]["flags"] == {"flip": True, "norm_weighting": False, "detector_score": True}
@@ -82,8 +165,27 @@ def test_missing_files_and_arguments_are_clear(tmp_path, ijb_root, use_model, ca
     # test-mode flags must be given explicitly (or by a named public preset)
     assert main(["eval", "ijb", "--model", "m", "--root", str(root), "--out", str(tmp_path)]) == 2
     assert "--test-flip" in capsys.readouterr().err
-    assert main(["eval", "ijb", "--model", "m", "--root", str(tmp_path / "sc"), "--out", str(tmp_path / "o"),
-                 "--test-flip", "no", "--norm-weighting", "no", "--detector-score", "no"]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                "ijb",
+                "--model",
+                "m",
+                "--root",
+                str(tmp_path / "sc"),
+                "--out",
+                str(tmp_path / "o"),
+                "--test-flip",
+                "no",
+                "--norm-weighting",
+                "no",
+                "--detector-score",
+                "no",
+            ]
+        )
+        == 2
+    )
     assert "ijbc_name_5pts_score.txt" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["eval", "survface", "--model", "m", "--root", "r", "--out", "o", "--fpirs", "0.5,2"])
@@ -93,20 +195,69 @@ def test_verification_erc_option(tmp_path, synth_images, use_model, capsys):
     images, _ = synth_images
     first = np.concatenate([images[0::3][:10], images[0::3][:10]])
     second = np.concatenate([images[1::3][:10], images[1::3][np.roll(np.arange(10), 1)]])
-    write_bin(tmp_path / "s.bin", np.stack([first, second], 1).reshape(-1, 112, 112, 3),
-              np.arange(20) < 10, ext=".png")  # fmt: skip
+    write_bin(tmp_path / "s.bin", np.stack([first, second], 1).reshape(-1, 112, 112, 3), np.arange(20) < 10, ext=".png")
     out = tmp_path / "v"
-    assert main(["eval", "verification", "--model", "m", "--bins", str(tmp_path / "s.bin"), "--erc", "norm",
-                 "--erc-fmr", "0.1", "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                "verification",
+                "--model",
+                "m",
+                "--bins",
+                str(tmp_path / "s.bin"),
+                "--erc",
+                "norm",
+                "--erc-fmr",
+                "0.1",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     data = _results(out)
     erc = data["results"]["s"]["erc"]
     assert erc["quality"] == "norm" and erc["fmr"] == 0.1 and len(erc["fnmr"]) == len(erc["reject_fractions"])
     assert [p["name"] for p in data["plots"]] == ["roc", "erc"]
     np.save(tmp_path / "q.npy", np.arange(40.0))
-    assert main(["eval", "verification", "--model", "m", "--bins", str(tmp_path / "s.bin"), "--erc",
-                 str(tmp_path / "q.npy"), "--out", str(tmp_path / "v2"), "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                "verification",
+                "--model",
+                "m",
+                "--bins",
+                str(tmp_path / "s.bin"),
+                "--erc",
+                str(tmp_path / "q.npy"),
+                "--out",
+                str(tmp_path / "v2"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert _results(tmp_path / "v2")["results"]["s"]["erc"]["quality"].endswith("q.npy")
     np.save(tmp_path / "bad.npy", np.arange(7.0))
-    assert main(["eval", "verification", "--model", "m", "--bins", str(tmp_path / "s.bin"), "--erc",
-                 str(tmp_path / "bad.npy"), "--out", str(tmp_path / "v3"), "--quiet"]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                "verification",
+                "--model",
+                "m",
+                "--bins",
+                str(tmp_path / "s.bin"),
+                "--erc",
+                str(tmp_path / "bad.npy"),
+                "--out",
+                str(tmp_path / "v3"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "expected a (40,) numeric array" in capsys.readouterr().err

@@ -56,8 +56,9 @@ def test_tinyface_matches_independent_cmc(tinyface_root, fisher):
     label = lambda p: int(p.name.split("_")[0])  # noqa: E731
     gallery = np.concatenate([_direct(fisher, match_paths), _direct(fisher, dis_paths)])
     glabels = np.array([label(p) for p in match_paths] + [-1] * len(dis_paths))
-    ranks = _rank_of_first_mate(_direct(fisher, probe_paths), np.array([label(p) for p in probe_paths]), gallery,
-                                glabels)  # fmt: skip
+    ranks = _rank_of_first_mate(
+        _direct(fisher, probe_paths), np.array([label(p) for p in probe_paths]), gallery, glabels
+    )
     assert res.cmc == pytest.approx({r: float(np.mean(ranks <= r)) for r in (1, 5, 20)})
     assert (res.num_probes, res.num_gallery_match, res.num_distractors) == (10, 14, 30)
     # 1-2 mates among 44 entries: chance rank-1 is about 3 %; the fitted model is far above it
@@ -87,8 +88,9 @@ def test_survface_matches_independent_open_set(survface_root, fisher, variant):
     feats = {n: _direct(fisher, [t / n / f"{n}_{k}.jpg" for k in range(len(sets[n][0]))]) for n in sets}
     probes = np.concatenate([feats["mated_probe"], feats["unmated_probe"]])
     labels = np.concatenate([sets["mated_probe"][0], np.full(6, -7)])
-    want = open_set_identification(probes @ feats["gallery"].T, labels, sets["gallery"][0], fpirs=(0.5, 0.2),
-                                   rank=5, variant=variant)  # fmt: skip
+    want = open_set_identification(
+        probes @ feats["gallery"].T, labels, sets["gallery"][0], fpirs=(0.5, 0.2), rank=5, variant=variant
+    )
     assert res.open_set.variant == variant
     assert res.open_set.tpir == pytest.approx(want.tpir)
     assert res.open_set.auc == pytest.approx(want.auc)
@@ -104,16 +106,19 @@ def test_survface_missing_listed(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- SCface
-@pytest.mark.parametrize("protocol,subjects,test_ids", [("finetune50", 53, [51, 52, 53]),
-                                                        ("all130", 5, [1, 2, 3, 4, 5])])  # fmt: skip
+@pytest.mark.parametrize(
+    "protocol,subjects,test_ids", [("finetune50", 53, [51, 52, 53]), ("all130", 5, [1, 2, 3, 4, 5])]
+)
 def test_scface_matches_independent_rank1(scface_root, fisher, protocol, subjects, test_ids):
-    res = evaluate_scface(fisher, scface_root, protocol=protocol, cams=(1,), options=OPTS, ranks=(1, 3),
-                          subjects=subjects)  # fmt: skip
+    res = evaluate_scface(
+        fisher, scface_root, protocol=protocol, cams=(1,), options=OPTS, ranks=(1, 3), subjects=subjects
+    )
     ids = np.array(test_ids)
     gallery = _direct(fisher, [scface_root / "mugshot_frontal_cropped_all" / f"{s:03d}_frontal.jpg" for s in ids])
     for d in (1, 2, 3):
-        probe = _direct(fisher, [scface_root / f"surveillance_cameras_distance_{d}" / "cam1" / f"{s:03d}_cam1_{d}.jpg"
-                                 for s in ids])  # fmt: skip
+        probe = _direct(
+            fisher, [scface_root / f"surveillance_cameras_distance_{d}" / "cam1" / f"{s:03d}_cam1_{d}.jpg" for s in ids]
+        )
         ranks = _rank_of_first_mate(probe, ids, gallery, ids)
         assert res.per_distance[d] == pytest.approx({1: np.mean(ranks <= 1), 3: np.mean(ranks <= 3)})
     assert res.num_gallery == len(ids) and res.num_probes == {1: len(ids), 2: len(ids), 3: len(ids)}
@@ -167,8 +172,9 @@ def test_ijb_features_split_flip_and_insightface_1n(ijb_root, pooled_linear):
         x = pooled_linear.preprocess([ijb.aligned(i) for i in range(len(ijb.names))], color_order="RGB")
         np.testing.assert_allclose(f, pooled_linear(x).numpy(), rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(ff, pooled_linear(x.flip(3)).numpy(), rtol=1e-4, atol=1e-4)
-    res = evaluate_ijb(pooled_linear, root, IjbFlags(False, False, False), options=OPTS, variant="insightface_1n",
-                       fpirs=(0.5,))  # fmt: skip
+    res = evaluate_ijb(
+        pooled_linear, root, IjbFlags(False, False, False), options=OPTS, variant="insightface_1n", fpirs=(0.5,)
+    )
     assert list(res.one_to_n) == ["G1+G2"] and res.one_to_n["G1+G2"].variant == "insightface_1n"
 
 

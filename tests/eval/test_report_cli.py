@@ -20,11 +20,24 @@ def matplotlib():
 
 
 def _report():
-    rep = new_report("test", "A test", settings={"k": 1}, model={"architecture": "x"},
-                     results={"acc": np.float64(0.5), "arr": np.arange(3), "t": float("-inf")})  # fmt: skip
+    rep = new_report(
+        "test",
+        "A test",
+        settings={"k": 1},
+        model={"architecture": "x"},
+        results={"acc": np.float64(0.5), "arr": np.arange(3), "t": float("-inf")},
+    )
     rep["tables"].append({"title": "T", "columns": ["a", "b"], "rows": [["x", 0.123456]]})
-    rep["plots"].append({"name": "roc", "title": "ROC", "xlabel": "FAR", "ylabel": "TAR", "xscale": "log",
-                         "series": [{"label": "m", "x": [1e-3, 1e-2, 1.0], "y": [0.2, 0.6, 1.0]}]})  # fmt: skip
+    rep["plots"].append(
+        {
+            "name": "roc",
+            "title": "ROC",
+            "xlabel": "FAR",
+            "ylabel": "TAR",
+            "xscale": "log",
+            "series": [{"label": "m", "x": [1e-3, 1e-2, 1.0], "y": [0.2, 0.6, 1.0]}],
+        }
+    )
     return rep
 
 
@@ -69,8 +82,18 @@ def test_validation_names_the_bad_field(tmp_path):
 def test_cli_errors_are_clear(tmp_path, capsys):
     assert main(["eval", "report", str(tmp_path)]) == 2
     assert "results.json" in capsys.readouterr().err
-    code = main(["eval", "verification", "--model", str(tmp_path / "m.safetensors"), "--bins", "x.bin",
-                 "--out", str(tmp_path / "o")])  # fmt: skip
+    code = main(
+        [
+            "eval",
+            "verification",
+            "--model",
+            str(tmp_path / "m.safetensors"),
+            "--bins",
+            "x.bin",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert code == 2 and "no such checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["eval", "crossres", "--model", "m", "--bins", "a.bin", "--resolutions", "112,x", "--out", "o"])
@@ -85,8 +108,24 @@ def test_cli_crossres_and_verification(tmp_path, monkeypatch, capsys, synth_imag
     write_bin(tmp_path / "s.bin", pair_images, issame, ext=".png")
     monkeypatch.setattr(eval_cli, "load_eval_model", lambda spec: pooled_linear)
     out = tmp_path / "cr"
-    assert main(["eval", "crossres", "--model", "x", "--bins", str(tmp_path / "s.bin"), "--resolutions",
-                 "112,14", "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                "crossres",
+                "--model",
+                "x",
+                "--bins",
+                str(tmp_path / "s.bin"),
+                "--resolutions",
+                "112,14",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "112&14" in text and "14&14" in text and "112&112" in text
     data = json.loads((out / "results.json").read_text())
@@ -94,8 +133,26 @@ def test_cli_crossres_and_verification(tmp_path, monkeypatch, capsys, synth_imag
     assert data["settings"]["resolutions"] == [112, 14]
     _png_is_nontrivial(out / "accuracy_vs_resolution.png")
     out = tmp_path / "v"
-    assert main(["eval", "verification", "--model", "x", "--bins", str(tmp_path / "s.bin"), "--pair", "112&7",
-                 "--flip", "concat", "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                "verification",
+                "--model",
+                "x",
+                "--bins",
+                str(tmp_path / "s.bin"),
+                "--pair",
+                "112&7",
+                "--flip",
+                "concat",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     data = json.loads((out / "results.json").read_text())
     assert data["settings"]["pair"] == [112, 7] and data["settings"]["extraction"]["flip"] == "concat"
     assert 0.0 <= data["results"]["s"]["accuracy"] <= 1.0
@@ -116,10 +173,14 @@ def test_eval_errors_are_one_line(tmp_path, capsys, monkeypatch):
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    cases = [(["--bins", str(truncated), "--out", str(tmp_path / "o1")], f"{truncated}: not a readable verification"),
-             (["--bins", str(good), "--device", "cuda", "--out", str(tmp_path / "o2")],
-              "--device cuda: CUDA is not available"),
-             (["--bins", str(good), "--out", str(a_file)], f"--out {a_file}: {a_file} is a file; expected a folder")]
+    cases = [
+        (["--bins", str(truncated), "--out", str(tmp_path / "o1")], f"{truncated}: not a readable verification"),
+        (
+            ["--bins", str(good), "--device", "cuda", "--out", str(tmp_path / "o2")],
+            "--device cuda: CUDA is not available",
+        ),
+        (["--bins", str(good), "--out", str(a_file)], f"--out {a_file}: {a_file} is a file; expected a folder"),
+    ]
     for extra, expected in cases:
         assert main(["eval", "verification", "--model", str(model), "--quiet", *extra]) == 2
         err = capsys.readouterr().err

@@ -92,8 +92,7 @@ def test_degrade_images_matches_area_average():
 
 
 def test_crossres_rows_and_branch_vs_upsampled(synth_pairs):
-    assert crossres_rows((112, 28, 14, 7)) == [(112, 7), (112, 14), (112, 28), (7, 7), (14, 14), (28, 28),
-                                               (112, 112)]  # fmt: skip
+    assert crossres_rows((112, 28, 14, 7)) == [(112, 7), (112, 14), (112, 28), (7, 7), (14, 14), (28, 28), (112, 112)]
     pairs, _ = synth_pairs
     small = type(pairs)(pairs.images[:40], pairs.issame[:20], pairs.color)
     torch.manual_seed(0)
@@ -105,8 +104,12 @@ def test_crossres_rows_and_branch_vs_upsampled(synth_pairs):
     assert not np.allclose(branch.features, up.features)
     rows = crossres_matrix(model, {"a": small}, (112, 14), baseline=True, options=opts)
     assert [(r["pair"], r["mode"]) for r in rows] == [
-        ("112&14", "branch"), ("14&14", "branch"), ("112&112", "branch"),
-        ("112&14", "upsampled"), ("14&14", "upsampled"), ("112&112", "upsampled"),
-    ]  # fmt: skip
+        ("112&14", "branch"),
+        ("14&14", "branch"),
+        ("112&112", "branch"),
+        ("112&14", "upsampled"),
+        ("14&14", "upsampled"),
+        ("112&112", "upsampled"),
+    ]
     # 112&112 does not involve a branch: both modes must agree exactly
     assert rows[2]["results"]["a"] == rows[5]["results"]["a"]

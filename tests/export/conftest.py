@@ -46,6 +46,14 @@ def float_export(btnet, faces, tmp_path_factory):
 def u8_export(btnet, faces, tmp_path_factory):
     """Trunk and 14 px branch with baked preprocessing: BGR uint8 112x112 input, norm output."""
     out = tmp_path_factory.mktemp("u8") / "btnet"
-    options = ExportOptions(resolutions=[112, 14], uint8_input=True, input_color_order="BGR", degrade_from=112,
-                            with_norm=True, parity_images=faces, threads=2, accuracy_pairs=0)  # fmt: skip
+    options = ExportOptions(
+        resolutions=[112, 14],
+        uint8_input=True,
+        input_color_order="BGR",
+        degrade_from=112,
+        with_norm=True,
+        parity_images=faces,
+        threads=2,
+        accuracy_pairs=0,
+    )
     return export_model(btnet, out, options)

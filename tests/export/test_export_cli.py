@@ -31,8 +31,26 @@ def test_cli_exports_latest_complete_checkpoint(tmp_path, faces, capsys):
     latest = _checkpoint(run, 10, seed=10)
     _checkpoint(run, 20, seed=20, complete=False)  # killed mid-write: must be ignored
     out = tmp_path / "onnx"
-    code = main(["export", "--model", str(run), "--format", "onnx", "--out", str(out), "--resolutions", "7",
-                 "--batch-sizes", "1", "3", "--threads", "2", "--accuracy-pairs", "20"])  # fmt: skip
+    code = main(
+        [
+            "export",
+            "--model",
+            str(run),
+            "--format",
+            "onnx",
+            "--out",
+            str(out),
+            "--resolutions",
+            "7",
+            "--batch-sizes",
+            "1",
+            "3",
+            "--threads",
+            "2",
+            "--accuracy-pairs",
+            "20",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "btnet_tiny_r7" in printed and "ok" in printed

@@ -60,12 +60,29 @@ def test_cpp_reads_engine_metadata_written_by_python(edge_build, tmp_path, preci
 
     spec = GraphSpec(name=f"m_r14_{precision}", resolution=14, kind="branch", precision=precision, io_dtype=io_dtype)
     build = EngineBuildConfig(precision=precision, graph_precision=precision).to_dict()
-    meta = EngineMetadata(engine_file="m.engine", onnx_file="m.onnx", onnx_sha256="ab" * 32, spec=spec,
-                          model=ModelMetadata(architecture="x", color_order=order), precision=precision,
-                          profile=BatchProfile(1, 8, 64), tensorrt_version="11.0.0", device_name="GPU",
-                          build=build)  # fmt: skip
+    meta = EngineMetadata(
+        engine_file="m.engine",
+        onnx_file="m.onnx",
+        onnx_sha256="ab" * 32,
+        spec=spec,
+        model=ModelMetadata(architecture="x", color_order=order),
+        precision=precision,
+        profile=BatchProfile(1, 8, 64),
+        tensorrt_version="11.0.0",
+        device_name="GPU",
+        build=build,
+    )
     write_engine_metadata(tmp_path / "m.engine", meta)
-    result = subprocess.run([str(edge_build / "mrface_edge_selftest"), "--engine-info", str(tmp_path / "m.engine")],
-                            capture_output=True, text=True, check=True)  # fmt: skip
-    assert result.stdout.split() == [f"precision={precision}", f"io_dtype={io_dtype}", "input_format=float_nchw",
-                                     "resolution=14", f"color_order={order}"]  # fmt: skip
+    result = subprocess.run(
+        [str(edge_build / "mrface_edge_selftest"), "--engine-info", str(tmp_path / "m.engine")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.split() == [
+        f"precision={precision}",
+        f"io_dtype={io_dtype}",
+        "input_format=float_nchw",
+        "resolution=14",
+        f"color_order={order}",
+    ]

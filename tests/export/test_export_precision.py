@@ -35,23 +35,40 @@ def torch_embedding(model, x: torch.Tensor, r: int) -> np.ndarray:
 def fp32_r28(btnet, faces, tmp_path_factory):
     """The 28 px path as a float32 graph (input for the lower-level conversion tests)."""
     out = tmp_path_factory.mktemp("p32") / "btnet"
-    return export_model(btnet, out, ExportOptions(resolutions=[28], parity_images=faces, batch_sizes=(1, 16),
-                                                  threads=2, accuracy_pairs=0)).graphs[0]  # fmt: skip
+    return export_model(
+        btnet,
+        out,
+        ExportOptions(resolutions=[28], parity_images=faces, batch_sizes=(1, 16), threads=2, accuracy_pairs=0),
+    ).graphs[0]
 
 
 @pytest.fixture(scope="module")
 def int8_export(btnet, faces, tmp_path_factory):
     out = tmp_path_factory.mktemp("int8") / "btnet"
-    options = ExportOptions(resolutions=[28], precision="int8", parity_images=faces, batch_sizes=(1, 64), threads=2,
-                            calib_size=48, accuracy_pairs=20)  # fmt: skip
+    options = ExportOptions(
+        resolutions=[28],
+        precision="int8",
+        parity_images=faces,
+        batch_sizes=(1, 64),
+        threads=2,
+        calib_size=48,
+        accuracy_pairs=20,
+    )
     return export_model(btnet, out, options)
 
 
 @pytest.fixture(scope="module")
 def fp16_export(btnet, faces, tmp_path_factory):
     out = tmp_path_factory.mktemp("fp16") / "btnet"
-    options = ExportOptions(resolutions=[14], precision="fp16", with_norm=True, parity_images=faces,
-                            batch_sizes=(1, 64), threads=2, accuracy_pairs=20)  # fmt: skip
+    options = ExportOptions(
+        resolutions=[14],
+        precision="fp16",
+        with_norm=True,
+        parity_images=faces,
+        batch_sizes=(1, 64),
+        threads=2,
+        accuracy_pairs=20,
+    )
     return export_model(btnet, out, options)
 
 
@@ -112,8 +129,15 @@ def test_broken_calibration_set_is_refused(btnet, faces, tmp_path):
     """Calibrating on blank crops gives activation ranges real faces overflow: the export must refuse."""
     blank = [np.full((28, 28, 3), 128, np.uint8)] * 40
     out = tmp_path / "out"
-    options = ExportOptions(resolutions=[28], precision="int8", calib_images=blank, parity_images=faces,
-                            batch_sizes=(1, 64), threads=2, accuracy_pairs=0)  # fmt: skip
+    options = ExportOptions(
+        resolutions=[28],
+        precision="int8",
+        calib_images=blank,
+        parity_images=faces,
+        batch_sizes=(1, 64),
+        threads=2,
+        accuracy_pairs=0,
+    )
     with pytest.raises(ParityError) as info:
         export_model(btnet, out, options)
     message = str(info.value)
@@ -134,8 +158,10 @@ def test_calibration_is_deterministic_for_a_seed(fp32_r28, btnet, tmp_path):
 
     first, again, other = quantise(1, "a.onnx"), quantise(1, "b.onnx"), quantise(2, "c.onnx")
     assert first == again
-    scales = [{k: v for k, v in _initializers(onnx.load_from_string(b)).items() if k.endswith("_scale")}
-              for b in (first, other)]  # fmt: skip
+    scales = [
+        {k: v for k, v in _initializers(onnx.load_from_string(b)).items() if k.endswith("_scale")}
+        for b in (first, other)
+    ]
     assert scales[0].keys() == scales[1].keys()
     assert any(not np.array_equal(scales[0][k], scales[1][k]) for k in scales[0])
 

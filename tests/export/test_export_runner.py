@@ -31,8 +31,9 @@ def test_runner_matches_multiresolution_model(float_export, btnet, faces, strate
     images = mixed_faces(faces)
     if color_order == "BGR":
         images = [np.ascontiguousarray(im[:, :, ::-1]) for im in images]
-    runner = OnnxFaceRunner(float_export.out_dir, strategy=strategy, indicator=indicator, color_order=color_order,
-                            threads=2)  # fmt: skip
+    runner = OnnxFaceRunner(
+        float_export.out_dir, strategy=strategy, indicator=indicator, color_order=color_order, threads=2
+    )
     ref_model = MultiResolutionFaceModel(btnet, strategy=strategy, indicator=indicator, color_order=color_order)
     with torch.inference_mode():
         ref = ref_model(images)

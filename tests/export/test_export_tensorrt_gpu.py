@@ -34,8 +34,12 @@ def test_engine_parity(trt, float_export, btnet, faces, tmp_path, precision):
     if tensorrt_major(trt.__version__) >= 11 and precision != "fp32":
         pytest.skip("TensorRT 11 has no builder flags: reduced precision comes from the graph (next test)")
     graph = next(g for g in float_export.graphs if g.spec.resolution == 28)
-    config = EngineBuildConfig(precision=precision, profile=BatchProfile(1, 8, 64), calibration_batch=16,
-                               timing_cache=tmp_path / "timing.cache")  # fmt: skip
+    config = EngineBuildConfig(
+        precision=precision,
+        profile=BatchProfile(1, 8, 64),
+        calibration_batch=16,
+        timing_cache=tmp_path / "timing.cache",
+    )
     calib = (
         CalibrationBatches(synthface_calibration(64), graph.spec, btnet.metadata, 16) if precision == "int8" else None
     )
@@ -43,8 +47,9 @@ def test_engine_parity(trt, float_export, btnet, faces, tmp_path, precision):
     assert meta.precision == precision and (tmp_path / "r28.engine.json").is_file()
     assert (tmp_path / "timing.cache").stat().st_size > 0
     engine = TensorRTEngine(tmp_path / "r28.engine")
-    report = compare_runtime(_run(engine), btnet, graph.spec, faces, batch_sizes=(1, 7, 64),
-                             min_cosine=config.min_cosine)  # fmt: skip
+    report = compare_runtime(
+        _run(engine), btnet, graph.spec, faces, batch_sizes=(1, 7, 64), min_cosine=config.min_cosine
+    )
     assert report.passed
 
 
@@ -72,13 +77,20 @@ def test_strongly_typed_engine_from_reduced_precision_graph(trt, btnet, faces, t
     """FP16 / Q/DQ graphs build as strongly typed networks (TensorRT 10 and 11) and keep parity."""
     from mrface.export.exporter import ExportOptions, export_model
 
-    options = ExportOptions(resolutions=[28], precision=precision, parity_images=faces, batch_sizes=(1, 64),
-                            accuracy_pairs=0)  # fmt: skip
+    options = ExportOptions(
+        resolutions=[28], precision=precision, parity_images=faces, batch_sizes=(1, 64), accuracy_pairs=0
+    )
     graph = export_model(btnet, tmp_path / "onnx", options).graphs[0]
     config = EngineBuildConfig(precision=precision, graph_precision=precision, profile=BatchProfile(1, 8, 64))
     meta = build_engine(graph.path, tmp_path / "r28.engine", config)
     assert meta.precision == precision and meta.build["mode"] == "strong"
-    report = compare_runtime(_run(TensorRTEngine(tmp_path / "r28.engine")), btnet, graph.spec, faces,
-                             batch_sizes=(1, 7, 64), min_cosine=0.995 if precision == "int8" else 0.999,
-                             criterion="mean" if precision == "int8" else "min")  # fmt: skip
+    report = compare_runtime(
+        _run(TensorRTEngine(tmp_path / "r28.engine")),
+        btnet,
+        graph.spec,
+        faces,
+        batch_sizes=(1, 7, 64),
+        min_cosine=0.995 if precision == "int8" else 0.999,
+        criterion="mean" if precision == "int8" else "min",
+    )
     assert report.passed

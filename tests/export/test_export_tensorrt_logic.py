@@ -26,8 +26,9 @@ from mrface.export.trt_config import BatchProfile, EngineBuildConfig, build_mode
 from mrface.models import MultiResolutionFaceModel
 
 FLOAT28 = GraphSpec(name="m_r28", resolution=28, kind="branch")
-U8_14 = GraphSpec(name="m_r14_u8", resolution=14, kind="branch", input_format="uint8_nhwc", input_size=112,
-                  input_color_order="BGR")  # fmt: skip
+U8_14 = GraphSpec(
+    name="m_r14_u8", resolution=14, kind="branch", input_format="uint8_nhwc", input_size=112, input_color_order="BGR"
+)
 
 
 # --------------------------------------------------------------------------------------- profiles
@@ -174,10 +175,18 @@ def test_calibrator_feed_serves_each_batch_then_stops(btnet, tmp_path):
 
 # ------------------------------------------------------------------------------- engine metadata
 def _engine_meta(btnet) -> EngineMetadata:
-    return EngineMetadata(engine_file="m_r28.engine", onnx_file="m_r28.onnx", onnx_sha256="ab" * 32, spec=FLOAT28,
-                          model=btnet.metadata, precision="fp16", profile=BatchProfile(1, 8, 64),
-                          tensorrt_version="10.3.0", device_name="NVIDIA H100",
-                          build=EngineBuildConfig().to_dict())  # fmt: skip
+    return EngineMetadata(
+        engine_file="m_r28.engine",
+        onnx_file="m_r28.onnx",
+        onnx_sha256="ab" * 32,
+        spec=FLOAT28,
+        model=btnet.metadata,
+        precision="fp16",
+        profile=BatchProfile(1, 8, 64),
+        tensorrt_version="10.3.0",
+        device_name="NVIDIA H100",
+        build=EngineBuildConfig().to_dict(),
+    )
 
 
 def test_engine_metadata_round_trip(btnet, tmp_path):
@@ -241,8 +250,9 @@ def test_embedder_validation(btnet):
 # ------------------------------------------------------------------------------- without TensorRT
 def test_cli_tensorrt_without_tensorrt_says_so(tmp_path, monkeypatch, capsys):
     real = trt_module.importlib.util.find_spec
-    monkeypatch.setattr(trt_module.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "tensorrt" else real(name, *a))  # fmt: skip
+    monkeypatch.setattr(
+        trt_module.importlib.util, "find_spec", lambda name, *a: None if name == "tensorrt" else real(name, *a)
+    )
     code = main(["export", "--model", "btnet_tiny", "--format", "tensorrt", "--out", str(tmp_path / "o"), "--fp16"])
     assert code == 2
     assert "TensorRT is not installed" in capsys.readouterr().err

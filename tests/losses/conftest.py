@@ -27,11 +27,16 @@ def two_rank_results(tmp_path_factory):
     port = _free_port()
     worker = str(Path(cases.__file__))
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    procs = [subprocess.Popen([sys.executable, worker, str(r), "2", str(port), str(out)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for r in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, worker, str(r), "2", str(port), str(out)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for r in range(2)
+    ]
     logs = [p.communicate(timeout=240)[0].decode() for p in procs]
     for p, log in zip(procs, logs, strict=True):
         assert p.returncode == 0, log
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
-
-

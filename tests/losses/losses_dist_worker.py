@@ -46,7 +46,7 @@ def sampling_labels() -> torch.Tensor:
 def build(head_name: str, kwargs: dict, buffers: dict, weight: torch.Tensor, **head_kw):
     head = get_head(head_name, D, C, **kwargs, **head_kw)
     with torch.no_grad():
-        head.weight.copy_(weight[head.class_start:head.class_start + head.num_local])
+        head.weight.copy_(weight[head.class_start : head.class_start + head.num_local])
         for k, v in buffers.items():
             getattr(head.margin, k).fill_(v)
     return head
@@ -56,17 +56,25 @@ def run_step(head, emb: torch.Tensor, labels: torch.Tensor) -> dict:
     x = emb.clone().requires_grad_(True)
     loss, logs = head(x, labels)
     loss.backward()
-    return {"loss": loss.detach(), "emb_grad": x.grad, "weight_grad": head.weight.grad.clone(),
-            "buffers": {k: v.clone() for k, v in head.margin.named_buffers()},
-            "start": head.class_start, "num_local": head.num_local,
-            "logs": {k: v.clone() for k, v in logs.items()}}
+    return {
+        "loss": loss.detach(),
+        "emb_grad": x.grad,
+        "weight_grad": head.weight.grad.clone(),
+        "buffers": {k: v.clone() for k, v in head.margin.named_buffers()},
+        "start": head.class_start,
+        "num_local": head.num_local,
+        "logs": {k: v.clone() for k, v in logs.items()},
+    }
 
 
 def centre_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Centres (C, D), embeddings (N, D), labels (N,) with repeats across the two halves."""
     g = torch.Generator().manual_seed(99)
-    return (torch.randn(C, D, generator=g), torch.randn(N, D, generator=g),
-            torch.tensor([1, 4, 4, 9, 1, 4, 22, 9, 0, 1]))
+    return (
+        torch.randn(C, D, generator=g),
+        torch.randn(N, D, generator=g),
+        torch.tensor([1, 4, 4, 9, 1, 4, 22, 9, 0, 1]),
+    )
 
 
 def centre_update(centres, emb, labels) -> torch.Tensor:
@@ -85,8 +93,7 @@ def _error_of(fn) -> str:
 
 
 def main(rank: int, world: int, port: int, outdir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     weight, emb, labels = global_inputs()
     b = N // world
     sl = slice(rank * b, (rank + 1) * b)
@@ -95,8 +102,7 @@ def main(rank: int, world: int, port: int, outdir: str) -> None:
     for case, name, kw, buffers in CASES:
         torch.manual_seed(0)
         out["cases"][case] = run_step(build(name, kw, buffers, weight), emb[sl], labels[sl])
-        out["cases_unfused"][case] = run_step(build(name, kw, buffers, weight, fused=False), emb[sl],
-                                              labels[sl])
+        out["cases_unfused"][case] = run_step(build(name, kw, buffers, weight, fused=False), emb[sl], labels[sl])
 
     for key, fused in (("sampling", True), ("sampling_unfused", False)):
         torch.manual_seed(rank)
@@ -111,8 +117,7 @@ def main(rank: int, world: int, port: int, outdir: str) -> None:
     out["centres"] = centre_update(centres, cemb[sl], clabels[sl])
 
     head = build("arcface", {}, {}, weight)
-    out["err_batch"] = _error_of(lambda: head(emb[: (5 if rank == 0 else 4)],
-                                              labels[: (5 if rank == 0 else 4)]))
+    out["err_batch"] = _error_of(lambda: head(emb[: (5 if rank == 0 else 4)], labels[: (5 if rank == 0 else 4)]))
     bad = labels[sl].clone()
     if rank == 1:
         bad[0] = C

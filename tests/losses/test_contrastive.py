@@ -122,8 +122,9 @@ def test_gates_rescale_and_errors():
     z = torch.tensor([1.0, 1.0])
     torch.testing.assert_close(fn.pair_gate(z, z), torch.ones(2))  # threshold 0: no gate
     fn.threshold, fn.gate = 0.5, "linear"
-    torch.testing.assert_close(fn.pair_gate(torch.tensor([-0.5]), torch.tensor([0.0])),
-                               torch.tensor([0.25 / (0.5 + 1e-3)]))  # t = min(0.25, 0.5) below 0.5
+    torch.testing.assert_close(
+        fn.pair_gate(torch.tensor([-0.5]), torch.tensor([0.0])), torch.tensor([0.25 / (0.5 + 1e-3)])
+    )  # t = min(0.25, 0.5) below 0.5
     with pytest.raises(RuntimeError, match="queue is empty"):
         fn(torch.randn(2, 2), torch.randn(2, 2), z, z, torch.tensor([0, 1]), lambda ids: torch.ones(ids.shape[0], 2))
     with pytest.raises(ValueError, match=r"q and k must both be \(B, 2\)"):

@@ -36,23 +36,26 @@ def test_btnet_loss_closed_form_and_frozen_classifier(generator):
     ce = F.cross_entropy(frozen.margin(cos, labels), labels).double()
     expected = ce + 0.5 * ((fs - ft) ** 2).mean() + 0.5 * ((es - et) ** 2).mean()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
-    torch.testing.assert_close(xs.grad.double(), 0.5 * 2 * (fs - ft) / fs.numel(), rtol=1e-5,
-                               atol=1e-9)
+    torch.testing.assert_close(xs.grad.double(), 0.5 * 2 * (fs - ft) / fs.numel(), rtol=1e-5, atol=1e-9)
     assert tf.grad is None and te.grad is None
     assert head.weight.grad is None and not head.weight.requires_grad
     assert head.margin.t.item() == pytest.approx(t_new, abs=1e-7)  # the margin state keeps updating
     still = BTNetDistillLoss(copy.deepcopy(frozen), update_margin_state=False).train()
     still(xs.detach(), tf.detach(), xe.detach(), te.detach(), labels)
     assert still.classifier.margin.t.item() == pytest.approx(t_new, abs=1e-7)  # option: frozen state
-    assert logs["distill/feature_mse"].item() == pytest.approx(((fs - ft) ** 2).mean().item(),
-                                                               rel=1e-5)
+    assert logs["distill/feature_mse"].item() == pytest.approx(((fs - ft) ** 2).mean().item(), rel=1e-5)
 
 
 def test_btnet_bad_shapes():
     fn = BTNetDistillLoss(get_head("arcface", 4, 3))
     with pytest.raises(ValueError, match="student_feature and teacher_feature"):
-        fn(torch.zeros(2, 3, 7, 7), torch.zeros(2, 3, 14, 14), torch.zeros(2, 4), torch.zeros(2, 4),
-           torch.zeros(2, dtype=torch.long))
+        fn(
+            torch.zeros(2, 3, 7, 7),
+            torch.zeros(2, 3, 14, 14),
+            torch.zeros(2, 4),
+            torch.zeros(2, 4),
+            torch.zeros(2, dtype=torch.long),
+        )
 
 
 def _centre_update_closed_form(centres, x, y, alpha):
@@ -75,8 +78,9 @@ def test_centre_loss_and_update_closed_form(generator):
     loss.backward()
     torch.testing.assert_close(xf.grad.double(), 2 * (x - centres[y]) / 7, rtol=1e-5, atol=1e-8)
     fn.update(x.float(), y)
-    torch.testing.assert_close(fn.centres.double(), _centre_update_closed_form(centres, x, y, 0.6),
-                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        fn.centres.double(), _centre_update_closed_form(centres, x, y, 0.6), rtol=1e-5, atol=1e-6
+    )
     with pytest.raises(ValueError, match=r"labels must be in \[0, 6\)"):
         fn(x.float(), torch.tensor([0, 1, 2, 3, 4, 5, 6]))
     with pytest.raises(ValueError, match=r"embeddings must be \(B, 5\)"):
@@ -99,8 +103,7 @@ def test_dcr_loss_closed_form(generator):
     def ce(z):
         return (torch.logsumexp(z, 1) - z[torch.arange(b), y]).mean()
 
-    expected = sum(ce(z) + 0.008 * ((e - centres[y]) ** 2).sum(1).mean()
-                   for e, z in zip(embs, logits, strict=True)) / 2
+    expected = sum(ce(z) + 0.008 * ((e - centres[y]) ** 2).sum(1).mean() for e, z in zip(embs, logits, strict=True)) / 2
     expected = expected + 0.008 * sum(((hr - e) ** 2).sum(1).mean() for e in embs)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     loss.backward()
@@ -110,8 +113,10 @@ def test_dcr_loss_closed_form(generator):
         torch.testing.assert_close(et.grad.double(), g, rtol=1e-5, atol=1e-8)
     torch.testing.assert_close(
         fn.centre.centres.double(),
-        _centre_update_closed_form(centres, torch.cat(embs), y.repeat(2), 0.6), rtol=1e-5,
-        atol=1e-6)
+        _centre_update_closed_form(centres, torch.cat(embs), y.repeat(2), 0.6),
+        rtol=1e-5,
+        atol=1e-6,
+    )
     with pytest.raises(ValueError, match="as many branch_logits"):
         fn(embs[:1], logits, hr, y)
 
@@ -120,7 +125,8 @@ def test_dcr_loss_closed_form(generator):
 def test_centre_update_two_gloo_ranks_equals_one_process(two_rank_results):
     centres, emb, labels = cases.centre_inputs()
     expected = cases.centre_update(centres, emb, labels)
-    torch.testing.assert_close(expected.double(), _centre_update_closed_form(
-        centres.double(), emb.double(), labels, 0.6), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        expected.double(), _centre_update_closed_form(centres.double(), emb.double(), labels, 0.6), rtol=1e-5, atol=1e-6
+    )
     for res in two_rank_results:
         torch.testing.assert_close(res["centres"], expected)

@@ -60,8 +60,7 @@ def test_arcface_fallback_easy_and_none(generator):
     cos, labels = _cos_labels(generator)
     m = 0.5
     easy = CombinedMargin(S, 1.0, m, 0.0, fallback="easy")(cos.float(), labels)
-    _close(easy, _expected(cos, labels, lambda c: torch.where(
-        c > 0, S * torch.cos(torch.arccos(c) + m), S * c)))
+    _close(easy, _expected(cos, labels, lambda c: torch.where(c > 0, S * torch.cos(torch.arccos(c) + m), S * c)))
     none = CombinedMargin(S, 1.0, m, 0.0, fallback="none")(cos.float(), labels)
     _close(none, _expected(cos, labels, lambda c: S * torch.cos(torch.arccos(c) + m)))
 
@@ -76,8 +75,7 @@ def test_cosface_and_general_combined_closed_form(generator):
     def target(c):
         theta = torch.arccos(c)
         inside = m1 * theta + m2 < math.pi
-        return torch.where(inside, S * (torch.cos(m1 * theta + m2) - m3),
-                           S * (c - m2 * math.sin(m2) - m3))
+        return torch.where(inside, S * (torch.cos(m1 * theta + m2) - m3), S * (c - m2 * math.sin(m2) - m3))
 
     out = CombinedMargin(S, m1, m2, m3, fallback="linear")(cos.float(), labels)
     _close(out, _expected(cos, labels, target), atol=2e-3)  # acos in float32 near +-1
@@ -99,8 +97,7 @@ def test_arcface_straight_through_vs_exact_gradient(generator):
     rows = torch.arange(6)
     c = cos.double()[rows, labels]
     factor = math.cos(m) + math.sin(m) * c / torch.sqrt(1 - c**2)
-    torch.testing.assert_close(grads["straight_through"][rows, labels], torch.full((6,), S,
-                               dtype=torch.float64))
+    torch.testing.assert_close(grads["straight_through"][rows, labels], torch.full((6,), S, dtype=torch.float64))
     torch.testing.assert_close(grads["exact"][rows, labels], S * factor, rtol=1e-5, atol=1e-4)
     mask = torch.ones_like(cos, dtype=torch.bool)
     mask[rows, labels] = False
@@ -151,8 +148,7 @@ def test_curricularface_closed_form_and_ema(generator, training):
     cos_m = torch.cos(torch.arccos(cy) + m)
     hard = cos > cos_m[:, None]
     expected = S * torch.where(hard, cos * (t + cos), cos)
-    expected[rows, labels] = torch.where(cy > math.cos(math.pi - m), S * cos_m,
-                                         S * (cy - m * math.sin(m)))
+    expected[rows, labels] = torch.where(cy > math.cos(math.pi - m), S * cos_m, S * (cy - m * math.sin(m)))
     assert hard.sum() > 5  # the test exercises the hard-negative branch
     _close(out, expected)
 
@@ -186,7 +182,7 @@ def test_adaface_general_closed_form_with_ema(generator):
 @pytest.mark.parametrize("z, kind", [(-1.0, "arcface"), (0.0, "cosface"), (1.0, "hard")])
 def test_adaface_special_cases(generator, z, kind):
     """z_hat = -1, 0, +1 reduce to ArcFace, CosFace and the hard regime."""
-    cos = (torch.rand(10, 6, generator=generator, dtype=torch.float64) * 1.6 - 0.8)
+    cos = torch.rand(10, 6, generator=generator, dtype=torch.float64) * 1.6 - 0.8
     labels = torch.randint(0, 6, (10,), generator=generator)
     m = 0.4
     head = AdaFace(S, m=m, h=0.333).eval()
@@ -205,8 +201,7 @@ def test_adaface_special_cases(generator, z, kind):
 def test_magface_margin_endpoints_target_and_regulariser(generator):
     head = MagFace(fallback="linear")
     norms = torch.tensor([5.0, 10.0, 60.0, 110.0, 200.0])
-    torch.testing.assert_close(head.margin_of(norms),
-                               torch.tensor([0.45, 0.45, 0.45 + 0.35 * 0.5, 0.8, 0.8]))
+    torch.testing.assert_close(head.margin_of(norms), torch.tensor([0.45, 0.45, 0.45 + 0.35 * 0.5, 0.8, 0.8]))
     cos = torch.rand(5, 4, generator=generator, dtype=torch.float64) * 1.6 - 0.8
     labels = torch.tensor([0, 1, 2, 3, 0])
     out = head(cos.float(), labels, norms)
@@ -282,11 +277,16 @@ def test_qgface_ema_starts_at_zero_and_zero_threshold_is_no_gate():
 
 
 def test_get_head_published_defaults():
-    assert set(list_heads()) >= {"arcface", "cosface", "curricularface", "adaface", "magface",
-                                 "qgface", "combined"}
+    assert set(list_heads()) >= {"arcface", "cosface", "curricularface", "adaface", "magface", "qgface", "combined"}
     arc = get_margin("arcface")
     assert (arc.s, arc.m1, arc.m2, arc.m3, arc.gradient, arc.fallback) == (
-        64.0, 1.0, 0.5, 0.0, "straight_through", "none")
+        64.0,
+        1.0,
+        0.5,
+        0.0,
+        "straight_through",
+        "none",
+    )
     btnet = get_margin("arcface_btnet")
     assert (btnet.m2, btnet.gradient, btnet.fallback) == (0.5, "exact", "linear")
     cosf = get_margin("cosface")
@@ -295,8 +295,7 @@ def test_get_head_published_defaults():
     cur = get_margin("curricularface")
     assert (cur.s, cur.m, cur.momentum, cur.t.item()) == (64.0, 0.5, 0.01, 0.0)
     ada = get_margin("adaface")
-    assert (ada.s, ada.m, ada.h, ada.batch_mean.item(), ada.batch_std.item()) == (
-        64.0, 0.4, 0.333, 20.0, 100.0)
+    assert (ada.s, ada.m, ada.h, ada.batch_mean.item(), ada.batch_std.item()) == (64.0, 0.4, 0.333, 20.0, 100.0)
     mag = get_margin("magface")
     assert (mag.l_a, mag.u_a, mag.l_m, mag.u_m, mag.lambda_g) == (10.0, 110.0, 0.45, 0.8, 35.0)
     head = get_head("arcface", 128, 1000, sample_rate=0.5, m2=0.45, gradient="straight_through")
@@ -306,8 +305,7 @@ def test_get_head_published_defaults():
     assert head.weight.std().item() == pytest.approx(0.01, rel=0.05)  # N(0, 0.01) init
 
 
-@pytest.mark.parametrize("name", ["arcface", "cosface", "combined", "curricularface", "adaface",
-                                  "magface", "qgface"])
+@pytest.mark.parametrize("name", ["arcface", "cosface", "combined", "curricularface", "adaface", "magface", "qgface"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_low_precision_inputs_finite_at_s64(name, dtype):
     """Embeddings equal to (or opposite) their centres: cosines at +-1 in fp16/bf16."""
@@ -329,15 +327,18 @@ def test_low_precision_inputs_finite_at_s64(name, dtype):
         assert all(torch.isfinite(v).all() for v in logs.values())
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda: CombinedMargin(s=-1.0), "s must be"),
-    (lambda: CombinedMargin(gradient="approx"), "gradient must be one of"),
-    (lambda: CombinedMargin(m2=-0.1), "m2 and m3"),
-    (lambda: CurricularFace(momentum=2.0), "momentum"),
-    (lambda: MagFace(l_a=50.0, u_a=10.0), "l_a < u_a"),
-    (lambda: QGFace(gate_threshold=1.5), "gate_threshold"),
-    (lambda: get_margin("spherefacex"), "unknown head name"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: CombinedMargin(s=-1.0), "s must be"),
+        (lambda: CombinedMargin(gradient="approx"), "gradient must be one of"),
+        (lambda: CombinedMargin(m2=-0.1), "m2 and m3"),
+        (lambda: CurricularFace(momentum=2.0), "momentum"),
+        (lambda: MagFace(l_a=50.0, u_a=10.0), "l_a < u_a"),
+        (lambda: QGFace(gate_threshold=1.5), "gate_threshold"),
+        (lambda: get_margin("spherefacex"), "unknown head name"),
+    ],
+)
 def test_bad_margin_arguments(make, match):
     with pytest.raises(ValueError, match=match):
         make()

@@ -43,8 +43,7 @@ def _reference(head: PartialFC, weight, emb, labels):
     if reg is not None:
         loss = loss + reg
     loss.backward()
-    return {"loss": loss.detach(), "emb_grad": x.grad, "weight_grad": w.grad,
-            "buffers": dict(margin.named_buffers())}
+    return {"loss": loss.detach(), "emb_grad": x.grad, "weight_grad": w.grad, "buffers": dict(margin.named_buffers())}
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
@@ -86,8 +85,9 @@ def test_sampling_keeps_positives_with_exact_counts_and_matches_subset_ce(fused)
     assert index.unique().numel() == 10
 
     # Loss and gradients equal plain CE over the sampled columns.
-    ref = _reference(head, weight[index], emb, torch.where(
-        labels >= 0, torch.searchsorted(index, labels.clamp_min(0)), -1))
+    ref = _reference(
+        head, weight[index], emb, torch.where(labels >= 0, torch.searchsorted(index, labels.clamp_min(0)), -1)
+    )
     torch.testing.assert_close(loss.detach(), ref["loss"], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(x.grad, ref["emb_grad"], rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(head.weight.grad[index], ref["weight_grad"], rtol=1e-4, atol=1e-6)
@@ -130,11 +130,10 @@ def test_state_dict_roundtrip_and_reshard():
         start, n = shard_range(23, 3, r)
         head = get_head("curricularface", 4, 23)
         head.world_size, head.rank, head.class_start, head.num_local = 3, r, start, n
-        head.weight = torch.nn.Parameter(full[start:start + n].clone())
+        head.weight = torch.nn.Parameter(full[start : start + n].clone())
         head.margin.t.fill_(0.4)
         states.append(head.state_dict())
-    assert states[1]["_extra_state"] == {"num_classes": 23, "world_size": 3, "rank": 1,
-                                         "start": 8, "embedding_size": 4}
+    assert states[1]["_extra_state"] == {"num_classes": 23, "world_size": 3, "rank": 1, "start": 8, "embedding_size": 4}
     new = reshard_state_dicts(states, 1)
     fresh = get_head("curricularface", 4, 23)
     fresh.load_state_dict(new[0])
@@ -149,15 +148,18 @@ def test_state_dict_roundtrip_and_reshard():
         reshard_state_dicts(states[::-1], 2)
 
 
-@pytest.mark.parametrize("emb, labels, match", [
-    (torch.randn(4, 8), torch.tensor([0, 1, 2, 10]), r"labels must be in \[0, 10\)"),
-    (torch.randn(4, 8), torch.tensor([0, 1, -2, 3]), "ignore_index=-1"),
-    (torch.randn(4, 7), torch.tensor([0, 1, 2, 3]), "D=8"),
-    (torch.randn(4, 8), torch.tensor([0, 1, 2]), "labels must be a \\(B,\\) tensor with B=4"),
-    (torch.randn(4, 8), torch.tensor([0.0, 1, 2, 3]), "int64 or int32"),
-    (torch.randn(8), torch.tensor([0]), r"embeddings must be a \(B, D\)"),
-    (torch.randint(0, 3, (4, 8)), torch.tensor([0, 1, 2, 3]), "floating point"),
-])
+@pytest.mark.parametrize(
+    "emb, labels, match",
+    [
+        (torch.randn(4, 8), torch.tensor([0, 1, 2, 10]), r"labels must be in \[0, 10\)"),
+        (torch.randn(4, 8), torch.tensor([0, 1, -2, 3]), "ignore_index=-1"),
+        (torch.randn(4, 7), torch.tensor([0, 1, 2, 3]), "D=8"),
+        (torch.randn(4, 8), torch.tensor([0, 1, 2]), "labels must be a \\(B,\\) tensor with B=4"),
+        (torch.randn(4, 8), torch.tensor([0.0, 1, 2, 3]), "int64 or int32"),
+        (torch.randn(8), torch.tensor([0]), r"embeddings must be a \(B, D\)"),
+        (torch.randint(0, 3, (4, 8)), torch.tensor([0, 1, 2, 3]), "floating point"),
+    ],
+)
 def test_bad_inputs(emb, labels, match):
     head = get_head("arcface", 8, 10)
     with pytest.raises(ValueError, match=match):
@@ -193,10 +195,8 @@ def test_two_gloo_ranks_equal_one_process(two_rank_results, case, fused):
         s, n = got["start"], got["num_local"]
         assert (s, n) == shard_range(cases.C, 2, r)
         torch.testing.assert_close(got["loss"], ref["loss"], rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(got["weight_grad"], ref["weight_grad"][s:s + n],
-                                   rtol=1e-4, atol=1e-6)
-        torch.testing.assert_close(got["emb_grad"], 2 * ref["emb_grad"][r * b:(r + 1) * b],
-                                   rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(got["weight_grad"], ref["weight_grad"][s : s + n], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(got["emb_grad"], 2 * ref["emb_grad"][r * b : (r + 1) * b], rtol=1e-4, atol=1e-6)
         for k, v in ref["buffers"].items():
             torch.testing.assert_close(got["buffers"][k], v)
 
@@ -221,8 +221,7 @@ def test_two_gloo_ranks_sampling(two_rank_results, key):
     torch.testing.assert_close(two_rank_results[0][key]["loss"], two_rank_results[1][key]["loss"])
     idx = torch.tensor(global_index)
     head = cases.build("arcface", {}, {}, weight)
-    ref = _reference(head, weight[idx], emb, torch.where(
-        labels >= 0, torch.searchsorted(idx, labels.clamp_min(0)), -1))
+    ref = _reference(head, weight[idx], emb, torch.where(labels >= 0, torch.searchsorted(idx, labels.clamp_min(0)), -1))
     torch.testing.assert_close(two_rank_results[0][key]["loss"], ref["loss"], rtol=1e-5, atol=1e-5)
 
 

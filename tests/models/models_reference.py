@@ -73,8 +73,16 @@ def insightface_state_dict(layers, widths=(64, 128, 256, 512), emb=512, input_si
 
 
 def _bn_f(x, sd, name):
-    return F.batch_norm(x, sd[f"{name}.running_mean"], sd[f"{name}.running_var"],
-                        sd.get(f"{name}.weight"), sd.get(f"{name}.bias"), False, 0.0, 1e-5)  # fmt: skip
+    return F.batch_norm(
+        x,
+        sd[f"{name}.running_mean"],
+        sd[f"{name}.running_var"],
+        sd.get(f"{name}.weight"),
+        sd.get(f"{name}.bias"),
+        False,
+        0.0,
+        1e-5,
+    )
 
 
 def insightface_forward(sd, x, layers, input_size=112, stop_units=None, subsample_shortcut=False):
@@ -138,8 +146,10 @@ def adaface_state_dict(layers, widths=(64, 128, 256, 512), emb=512, seed=0):
 
 def adaface_forward(sd, x, layers):
     """AdaFace Backbone.forward (un-normalised: output · norm) over an ``adaface_state_dict``."""
-    x = F.prelu(_bn_f(F.conv2d(x, sd["model.input_layer.0.weight"], padding=1), sd, "model.input_layer.1"),
-                sd["model.input_layer.2.weight"])  # fmt: skip
+    x = F.prelu(
+        _bn_f(F.conv2d(x, sd["model.input_layer.0.weight"], padding=1), sd, "model.input_layer.1"),
+        sd["model.input_layer.2.weight"],
+    )
     i = 0
     for n in layers:
         for b in range(n):

@@ -47,8 +47,10 @@ def test_stage_output_sizes_on_every_path(r, generator):
 @pytest.mark.parametrize("r", [28, 14, 7])
 def test_branch_owns_exactly_the_documented_layers_and_implant_level(r, generator):
     model = _btnet()
-    owned = {k.split(".weight")[0].split(".bias")[0].split(".running")[0].split(".num_batches")[0]
-             for k in model.branch(r).net.state_dict()}  # fmt: skip
+    owned = {
+        k.split(".weight")[0].split(".bias")[0].split(".running")[0].split(".num_batches")[0]
+        for k in model.branch(r).net.state_dict()
+    }
     top = {".".join(k.split(".")[:2]) if k.startswith("layer") else k.split(".")[0] for k in owned}
     assert top == OWNED[r]
     name, channels, side = IMPLANT[r]
@@ -145,8 +147,9 @@ def test_distill_returns_both_paths_at_the_implant_level(generator):
         torch.testing.assert_close(out.teacher_embedding, model.trunk(x_hr))
         torch.testing.assert_close(out.student_embedding, model(x_lr))
         sd = model.trunk.state_dict()
-        torch.testing.assert_close(out.teacher_feature, insightface_forward(sd, x_hr, LAYERS, stop_units=6),
-                                   rtol=1e-4, atol=1e-4)  # fmt: skip
+        torch.testing.assert_close(
+            out.teacher_feature, insightface_forward(sd, x_hr, LAYERS, stop_units=6), rtol=1e-4, atol=1e-4
+        )
     loss = (out.student_feature - out.teacher_feature).square().mean() + (
         out.student_embedding - out.teacher_embedding
     ).square().mean()
@@ -187,13 +190,17 @@ def test_branch_trainable_set_is_the_public_one(r):
     """BTNet train_multi_reso_distill.py on a full network: a parameter is frozen when its name contains
     a fix_params entry and not "bn", then the implant block <stage>.0 is re-enabled. fix_params per
     configs/ms1mv3_r50_reso{28,14,7}.py."""
-    fix_params = {28: ["layer2", "layer3", "layer4", "fc", "features"], 14: ["layer3", "layer4", "fc", "features"],
-                  7: ["layer4", "fc", "features"]}[r]
+    fix_params = {
+        28: ["layer2", "layer3", "layer4", "fc", "features"],
+        14: ["layer3", "layer4", "fc", "features"],
+        7: ["layer4", "fc", "features"],
+    }[r]
     implant = IMPLANT[r][0] + "."
     model = _btnet()
     full_names = [n for n, p in model.trunk.named_parameters()]
-    trainable_features = {n for n in full_names if not (any(f in n for f in fix_params) and "bn" not in n)
-                          or n.startswith(implant)}
+    trainable_features = {
+        n for n in full_names if not (any(f in n for f in fix_params) and "bn" not in n) or n.startswith(implant)
+    }
     trainable_features.discard("features.weight")  # iResNet's features.weight is fixed at 1 in every code
     branch = model.branch(r)
     ours = {n for n, p in branch.net.named_parameters() if p.requires_grad}

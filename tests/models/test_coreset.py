@@ -37,12 +37,17 @@ def model() -> FaceCoresetNet:
 def public_state(dim: int = DIM, seed: int = 0) -> dict[str, torch.Tensor]:
     """A random state dict in the public lightning naming: aggregator (used and unused parts) + head."""
     g = torch.Generator().manual_seed(seed)
-    agg = {"gamma": torch.tensor(0.3), "tau": torch.tensor(0.0), "feature_norm_normalizer": torch.tensor(-2.9),
-           "ur_center": torch.randn(dim, generator=g), "dist_from_ur_center_norm_size_balance": torch.tensor(-1.4),
-           "quality_measure.weight": torch.randn(1, dim, generator=g),
-           "quality_measure.bias": torch.randn(1, generator=g),
-           "pos_trans_norm.weight": 1 + 0.3 * torch.randn(dim, generator=g),
-           "pos_trans_norm.bias": 0.3 * torch.randn(dim, generator=g)}  # fmt: skip
+    agg = {
+        "gamma": torch.tensor(0.3),
+        "tau": torch.tensor(0.0),
+        "feature_norm_normalizer": torch.tensor(-2.9),
+        "ur_center": torch.randn(dim, generator=g),
+        "dist_from_ur_center_norm_size_balance": torch.tensor(-1.4),
+        "quality_measure.weight": torch.randn(1, dim, generator=g),
+        "quality_measure.bias": torch.randn(1, generator=g),
+        "pos_trans_norm.weight": 1 + 0.3 * torch.randn(dim, generator=g),
+        "pos_trans_norm.bias": 0.3 * torch.randn(dim, generator=g),
+    }
     for attn in ("self_attn1", "self_attn2", "multihead_attn1", "multihead_attn2", "multihead_attn3"):
         agg[f"decoder_layer1.{attn}.in_proj_weight"] = torch.randn(3 * dim, dim, generator=g) / math.sqrt(dim)
         agg[f"decoder_layer1.{attn}.in_proj_bias"] = 0.1 * torch.randn(3 * dim, generator=g)
@@ -107,8 +112,11 @@ def ref_template(features, norms, k, s, heads=HEADS):
     enc_items = ref_layer_norm(ref_encoding(norms, raw.shape[1]), ln_w, ln_b)
     enc_core = ref_layer_norm(ref_encoding(core.norm(dim=-1), raw.shape[1]), ln_w, ln_b)
     q = core + enc_core
-    q = ref_layer_norm(q + ref_attention(q, q, q, a, "decoder_layer1.self_attn1", heads),
-                       a["decoder_layer1.norm1.weight"], a["decoder_layer1.norm1.bias"])  # fmt: skip
+    q = ref_layer_norm(
+        q + ref_attention(q, q, q, a, "decoder_layer1.self_attn1", heads),
+        a["decoder_layer1.norm1.weight"],
+        a["decoder_layer1.norm1.bias"],
+    )
     ca = ref_attention(q, raw + enc_items, raw, a, "decoder_layer1.multihead_attn1", heads)
     delta = ref_layer_norm(core + ca, a["decoder_layer1.norm2.weight"], a["decoder_layer1.norm2.bias"])
     agg = (core + delta).mean(0)
@@ -137,13 +145,16 @@ def test_import_is_lossless_and_reports_what_it_leaves(tmp_path):
     report = import_facecoresetnet(model, state)
     mine = model.state_dict()
     assert set(report.loaded) == set(mine)
-    names = {"gamma": "gamma", "pos_trans_norm.weight": "norm_encoding.weight",
-             "decoder_layer1.self_attn1.in_proj_weight": "self_attn.in_proj_weight",
-             "decoder_layer1.self_attn1.out_proj.bias": "self_attn.out_proj.bias",
-             "decoder_layer1.multihead_attn1.in_proj_bias": "cross_attn.in_proj_bias",
-             "decoder_layer1.multihead_attn1.out_proj.weight": "cross_attn.out_proj.weight",
-             "decoder_layer1.norm1.bias": "norm_self.bias",
-             "decoder_layer1.norm2.weight": "norm_cross.weight"}  # fmt: skip
+    names = {
+        "gamma": "gamma",
+        "pos_trans_norm.weight": "norm_encoding.weight",
+        "decoder_layer1.self_attn1.in_proj_weight": "self_attn.in_proj_weight",
+        "decoder_layer1.self_attn1.out_proj.bias": "self_attn.out_proj.bias",
+        "decoder_layer1.multihead_attn1.in_proj_bias": "cross_attn.in_proj_bias",
+        "decoder_layer1.multihead_attn1.out_proj.weight": "cross_attn.out_proj.weight",
+        "decoder_layer1.norm1.bias": "norm_self.bias",
+        "decoder_layer1.norm2.weight": "norm_cross.weight",
+    }
     for public, ours in names.items():
         assert torch.equal(mine[ours], state["aggregate_model." + public]), public
     # every key of the file is accounted for: loaded (same count), unused by the public forward, or the head
@@ -284,8 +295,9 @@ def test_norm_encoding_closed_form():
     enc = norm_encoding(torch.tensor([0.0, 2.0]), 4)
     s, c = torch.sin, torch.cos
     angles = 2 * math.pi * torch.tensor([2.0, 0.02])  # frequencies 2π and 2π * 10000**(-2/4), interleaved
-    expected = torch.stack([torch.tensor([0.0, 1.0, 0.0, 1.0]),
-                            torch.stack([s(angles[0]), c(angles[0]), s(angles[1]), c(angles[1])])])  # fmt: skip
+    expected = torch.stack(
+        [torch.tensor([0.0, 1.0, 0.0, 1.0]), torch.stack([s(angles[0]), c(angles[0]), s(angles[1]), c(angles[1])])]
+    )
     assert torch.allclose(enc, expected, atol=1e-5)
 
 
@@ -338,5 +350,9 @@ def test_template_pooling_bad_input():
     with pytest.raises(ValueError, match="media_ids must be an integer tensor"):
         pool_templates(torch.randn(4, 3), torch.zeros(4, dtype=torch.long), torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match="faceness_weighting needs faceness"):
-        pool_templates(torch.randn(4, 3), torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long),
-                       faceness_weighting=True)  # fmt: skip
+        pool_templates(
+            torch.randn(4, 3),
+            torch.zeros(4, dtype=torch.long),
+            torch.zeros(4, dtype=torch.long),
+            faceness_weighting=True,
+        )

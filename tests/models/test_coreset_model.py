@@ -42,9 +42,16 @@ def test_get_model_builds_it_with_the_backbones_metadata():
     backbone = model.backbone.metadata
     assert backbone is not None and backbone.architecture == "iresnet_tiny" and backbone.color_order == "BGR"
     assert model.metadata == ModelMetadata(
-        architecture="facecoresetnet", arguments=ARGUMENTS, input_size=112, color_order="BGR",
-        mean=(0.5,) * 3, std=(0.5,) * 3, embedding_size=32, normalized_output=False, resolutions=(112,),
-    )  # fmt: skip
+        architecture="facecoresetnet",
+        arguments=ARGUMENTS,
+        input_size=112,
+        color_order="BGR",
+        mean=(0.5,) * 3,
+        std=(0.5,) * 3,
+        embedding_size=32,
+        normalized_output=False,
+        resolutions=(112,),
+    )
     # only the given keywords are recorded, so get_model(meta.architecture, **meta.arguments) rebuilds it
     short = get_model("facecoresetnet", backbone="iresnet_tiny", heads=4)
     assert short.metadata.arguments == {"backbone": "iresnet_tiny", "heads": 4}

@@ -128,8 +128,10 @@ def test_dcr_loss_is_the_public_cm_loss(generator):
 
     fixed = {k: before[k] for k in (112, 8, 16)}  # the functional form, centres given
     out = model.branch_outputs(x, {8: x.flip(0), 16: x})
-    by_hand = sum(F.cross_entropy(out.logits[k], y) + 0.008 * ((out.embeddings[k] - fixed[k][y]) ** 2).mean()
-                  for k in (112, 8, 16)) / 3 + 0.008 * coupling_loss(out.e_hr, out.embeddings)  # fmt: skip
+    by_hand = sum(
+        F.cross_entropy(out.logits[k], y) + 0.008 * ((out.embeddings[k] - fixed[k][y]) ** 2).mean()
+        for k in (112, 8, 16)
+    ) / 3 + 0.008 * coupling_loss(out.e_hr, out.embeddings)
     torch.testing.assert_close(dcr_branch_loss(out, y, fixed), by_hand)
 
 
@@ -155,8 +157,9 @@ def test_multi_resolution_mobilefacenet_paths(generator):
 
 
 # -------------------------------------------------------------------------------------- summary
-@pytest.mark.parametrize("name,gflops", [("iresnet18", 2.6), ("iresnet50", 6.3), ("iresnet100", 12.1),
-                                         ("iresnet200", 23.5)])  # fmt: skip
+@pytest.mark.parametrize(
+    "name,gflops", [("iresnet18", 2.6), ("iresnet50", 6.3), ("iresnet100", 12.1), ("iresnet200", 23.5)]
+)
 def test_iresnet_macs_match_published_gflops(name, gflops):
     with torch.device("meta"):  # shapes are all the counter needs
         s = summary(get_model(name), 112)

@@ -30,8 +30,9 @@ def test_insightface_r18_state_dict_loads_strictly_and_matches_functional_forwar
     torch.testing.assert_close(out1, ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("depth,layers", [(34, (3, 4, 6, 3)), (50, (3, 4, 14, 3)), (100, (3, 13, 30, 3)),
-                                          (200, (6, 26, 60, 6))])  # fmt: skip
+@pytest.mark.parametrize(
+    "depth,layers", [(34, (3, 4, 6, 3)), (50, (3, 4, 14, 3)), (100, (3, 13, 30, 3)), (200, (6, 26, 60, 6))]
+)
 def test_state_dict_names_and_shapes_match_insightface_layout(depth, layers):
     expected = insightface_state_dict(layers, seed=None)  # shapes only, on the meta device
     with torch.device("meta"):

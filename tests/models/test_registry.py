@@ -9,10 +9,24 @@ import torch
 from mrface.models import ModelMetadata, get_model, list_models
 
 EXPECTED_NAMES = {
-    "iresnet18", "iresnet34", "iresnet50", "iresnet100", "iresnet200", "iresnet_tiny", "adaface_ir18",
-    "adaface_ir50", "adaface_ir100", "mobilefacenet", "mbf", "btnet_r50", "btnet_tiny", "btnet_mobilefacenet",
-    "dcr_iresnet50", "dcr_tiny", "facecoresetnet",
-}  # fmt: skip
+    "iresnet18",
+    "iresnet34",
+    "iresnet50",
+    "iresnet100",
+    "iresnet200",
+    "iresnet_tiny",
+    "adaface_ir18",
+    "adaface_ir50",
+    "adaface_ir100",
+    "mobilefacenet",
+    "mbf",
+    "btnet_r50",
+    "btnet_tiny",
+    "btnet_mobilefacenet",
+    "dcr_iresnet50",
+    "dcr_tiny",
+    "facecoresetnet",
+}
 
 
 def test_list_models_and_patterns():
@@ -46,8 +60,12 @@ def test_metadata_presets(name, kwargs, order, mean, std, emb):
         model = get_model(name, **kwargs)
     meta = model.metadata
     assert (meta.architecture, meta.color_order, meta.mean, meta.std, meta.embedding_size) == (
-        name, order, (mean,) * 3, (std,) * 3, emb,
-    )  # fmt: skip
+        name,
+        order,
+        (mean,) * 3,
+        (std,) * 3,
+        emb,
+    )
     assert meta.input_size == 112 and meta.normalized_output is False
     assert ModelMetadata.from_json(meta.to_json()) == meta
 

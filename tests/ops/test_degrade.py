@@ -45,9 +45,13 @@ def test_reference_area_is_avg_pool(size):
 
 @pytest.mark.parametrize(
     ("filter", "mode", "antialias"),
-    [("bilinear_aa", "bilinear", True), ("bicubic_aa", "bicubic", True), ("bilinear", "bilinear", False),
-     ("bicubic", "bicubic", False)],
-)  # fmt: skip
+    [
+        ("bilinear_aa", "bilinear", True),
+        ("bicubic_aa", "bicubic", True),
+        ("bilinear", "bilinear", False),
+        ("bicubic", "bicubic", False),
+    ],
+)
 @pytest.mark.parametrize("size", [(56, 56), (14, 14), (7, 7), (33, 17)])
 def test_reference_matches_torch_interpolate(filter, mode, antialias, size):
     x = torch.rand(2, 3, 112, 96, dtype=torch.float64)
@@ -116,9 +120,11 @@ def test_lanczos_matches_opencv_float(in_size, out_size):
     expected = cv2.resize(image, (out_size + 2, out_size), interpolation=cv2.INTER_LANCZOS4)
     x = torch.from_numpy(image).permute(2, 0, 1)[None]
     want = torch.from_numpy(expected).permute(2, 0, 1)[None].double()
-    got_reference = resize_matrix(in_size, out_size, "lanczos") @ x[0].double() @ resize_matrix(
-        in_size + 3, out_size + 2, "lanczos"
-    ).T
+    got_reference = (
+        resize_matrix(in_size, out_size, "lanczos")
+        @ x[0].double()
+        @ resize_matrix(in_size + 3, out_size + 2, "lanczos").T
+    )
     torch.testing.assert_close(got_reference[None], want, rtol=0, atol=2e-5)
     if out_size < in_size:
         with use_backend("cpp"):

@@ -73,8 +73,15 @@ def test_noise_is_standard_gumbel():
 
 
 # -------------------------------------------------------------------- reference vs plain Python
-def python_fps(features: list[list[float]], norms: list[float], k: int, gamma: float, noise=None, mask: bool = True,
-               scale: float = 1.0) -> list[int]:  # fmt: skip
+def python_fps(
+    features: list[list[float]],
+    norms: list[float],
+    k: int,
+    gamma: float,
+    noise=None,
+    mask: bool = True,
+    scale: float = 1.0,
+) -> list[int]:
     """Textbook definition in Python floats: first pick by norm, then the farthest by running min.
 
     mask=False: earlier picks stay eligible; scale multiplies the score before the noise is added.
@@ -143,14 +150,26 @@ def test_unmasked_noisy_picks_follow_the_python_definition_and_can_repeat(n, k, 
     norms = torch.ones(sets, n, dtype=torch.float64) + 1e-6 * torch.rand(sets, n, generator=g, dtype=torch.float64)
     lengths = torch.full((sets,), n)
     noise = gumbel_fps_noise(draw_seed(3), sets, k, n).double()
-    expected = [python_fps(features[b].tolist(), norms[b].tolist(), k, 0.5, noise[b].tolist(), False, scale)
-                for b in range(sets)]  # fmt: skip
+    expected = [
+        python_fps(features[b].tolist(), norms[b].tolist(), k, 0.5, noise[b].tolist(), False, scale)
+        for b in range(sets)
+    ]
     repeats = sum(len(set(p)) < len(p) - p.count(-1) for p in expected)
     assert repeats > sets // 4  # the mask matters on this data
     for backend in CPU_BACKENDS:
         with use_backend(backend):
-            out = gumbel_fps(features.float(), norms.float(), lengths, k, 0.5, 1.0, True,
-                             torch.Generator().manual_seed(3), mask_picked=False, logit_scale=scale)  # fmt: skip
+            out = gumbel_fps(
+                features.float(),
+                norms.float(),
+                lengths,
+                k,
+                0.5,
+                1.0,
+                True,
+                torch.Generator().manual_seed(3),
+                mask_picked=False,
+                logit_scale=scale,
+            )
         assert out.indices.tolist() == expected, backend
         picked = out.indices >= 0
         assert torch.equal(out.weights.sum(-1), picked.float())  # one-hot rows, repeats included
@@ -164,12 +183,25 @@ def test_public_inference_mode_draws_noise_with_a_large_logit_scale():
     lengths = torch.full((sets,), 2)
     seed = draw_seed(6)
     noise = gumbel_fps_noise(seed, sets, 1, 2)[:, 0].double()
-    expected = [python_fps(features[b].tolist(), norms[b].tolist(), 1, 0.01, [noise[b].tolist()], False, 1e4)[0]
-                for b in range(sets)]  # fmt: skip
+    expected = [
+        python_fps(features[b].tolist(), norms[b].tolist(), 1, 0.01, [noise[b].tolist()], False, 1e4)[0]
+        for b in range(sets)
+    ]
     for backend in CPU_BACKENDS:
         with use_backend(backend):
-            out = gumbel_fps(features, norms, lengths, 1, 0.01, 1e-10, False, torch.Generator().manual_seed(6),
-                             mask_picked=False, eval_noise=True, logit_scale=1e4)  # fmt: skip
+            out = gumbel_fps(
+                features,
+                norms,
+                lengths,
+                1,
+                0.01,
+                1e-10,
+                False,
+                torch.Generator().manual_seed(6),
+                mask_picked=False,
+                eval_noise=True,
+                logit_scale=1e4,
+            )
             plain = gumbel_fps(features, norms, lengths, 1, 0.01, 1e-10, False, mask_picked=False)
         assert out.indices[:, 0].tolist() == expected
         assert plain.indices.eq(1).all()
@@ -301,8 +333,14 @@ def test_stochastic_first_pick_follows_softmax_of_norms():
     norms_one = torch.tensor([0.5, 1.0, 1.5, 2.0])
     sets = 4000
     features = torch.randn(sets, 4, 3, generator=torch.Generator().manual_seed(0))
-    idx = gumbel_fps(features, norms_one.expand(sets, 4).contiguous(), torch.full((sets,), 4), 1, training=True,
-                     generator=torch.Generator().manual_seed(2)).indices[:, 0]  # fmt: skip
+    idx = gumbel_fps(
+        features,
+        norms_one.expand(sets, 4).contiguous(),
+        torch.full((sets,), 4),
+        1,
+        training=True,
+        generator=torch.Generator().manual_seed(2),
+    ).indices[:, 0]
     freq = torch.bincount(idx, minlength=4).double() / sets
     p = torch.softmax(norms_one.double(), 0)
     assert torch.all((freq - p).abs() < 4 * torch.sqrt(p * (1 - p) / sets))
@@ -347,8 +385,9 @@ def test_gradients_match_reference_autograd(backend, training, dtype, tol, packe
     probe_c = torch.randn(5, k, 6, generator=g, dtype=dtype)
 
     def ref(f, n, gm):
-        return gumbel_fps_reference(f.double(), n.double(), lengths, k, gm.double(), tau, training, seed,
-                                    mask_picked, logit_scale)  # fmt: skip
+        return gumbel_fps_reference(
+            f.double(), n.double(), lengths, k, gm.double(), tau, training, seed, mask_picked, logit_scale
+        )
 
     def op(f, n, gm):
         with use_backend(backend):
@@ -384,8 +423,21 @@ def test_opcheck_padded_and_packed():
     opcheck(_gumbel_fps_op, (pf.requires_grad_(), pn.requires_grad_(), offsets, 3, gamma, 0.5, False, 0))
     with torch.no_grad():
         idx = _gumbel_fps_op(features, norms, lengths, 3, gamma, 1.0, True, 123)[2]
-    opcheck(_gumbel_fps_backward_op, (torch.randn(4, 3, 7), torch.randn(4, 3, 5), features.detach(),
-                                      norms.detach(), lengths, idx, gamma.detach(), 1.0, True, 123))  # fmt: skip
+    opcheck(
+        _gumbel_fps_backward_op,
+        (
+            torch.randn(4, 3, 7),
+            torch.randn(4, 3, 5),
+            features.detach(),
+            norms.detach(),
+            lengths,
+            idx,
+            gamma.detach(),
+            1.0,
+            True,
+            123,
+        ),
+    )
 
 
 def test_torch_compile_matches_eager():
@@ -498,8 +550,9 @@ def test_cuda_picks_equal_cpp_and_reference(training, sets, max_len, dim, k):
     with use_backend("cpp"):
         cpu = gumbel_fps(features, norms, lengths, k, 0.3, 1.0, training, torch.Generator().manual_seed(5))
     with use_backend("cuda"):
-        gpu = gumbel_fps(features.cuda(), norms.cuda(), lengths.cuda(), k, 0.3, 1.0, training,
-                         torch.Generator().manual_seed(5))  # fmt: skip
+        gpu = gumbel_fps(
+            features.cuda(), norms.cuda(), lengths.cuda(), k, 0.3, 1.0, training, torch.Generator().manual_seed(5)
+        )
     ref = gumbel_fps_reference(features.double(), norms.double(), lengths, k, 0.3, 1.0, training, draw_seed(5))
     assert torch.equal(gpu.indices.cpu(), ref[0]) and torch.equal(cpu.indices, ref[0])
     assert torch.equal(gpu.coreset.cpu(), cpu.coreset) and torch.equal(gpu.weights.cpu(), cpu.weights)
@@ -516,10 +569,20 @@ def test_cuda_public_options_pick_like_cpp_and_reference(mask_picked, eval_noise
     with use_backend("cpp"):
         cpu = gumbel_fps(features, norms, lengths, 6, 0.3, tau, training, torch.Generator().manual_seed(5), **options)
     with use_backend("cuda"):
-        gpu = gumbel_fps(features.cuda(), norms.cuda(), lengths.cuda(), 6, 0.3, tau, training,
-                         torch.Generator().manual_seed(5), **options)  # fmt: skip
-    ref = gumbel_fps_reference(features.double(), norms.double(), lengths, 6, 0.3, tau, True, draw_seed(5),
-                               mask_picked, logit_scale)  # fmt: skip
+        gpu = gumbel_fps(
+            features.cuda(),
+            norms.cuda(),
+            lengths.cuda(),
+            6,
+            0.3,
+            tau,
+            training,
+            torch.Generator().manual_seed(5),
+            **options,
+        )
+    ref = gumbel_fps_reference(
+        features.double(), norms.double(), lengths, 6, 0.3, tau, True, draw_seed(5), mask_picked, logit_scale
+    )
     assert torch.equal(gpu.indices.cpu(), ref[0]) and torch.equal(cpu.indices, ref[0])
 
 

@@ -70,13 +70,16 @@ def run(fn, margin, weight, emb, labels, dtype=torch.float32, **kw):
     w = weight.detach().to(dtype).clone().requires_grad_(True)
     loss = fn(x, w, labels, m, **kw)
     loss.backward()
-    return {"loss": loss.detach().double(), "emb": x.grad.double(), "weight": w.grad.double(),
-            "buffers": {k: v.double() for k, v in m.named_buffers()}}
+    return {
+        "loss": loss.detach().double(),
+        "emb": x.grad.double(),
+        "weight": w.grad.double(),
+        "buffers": {k: v.double() for k, v in m.named_buffers()},
+    }
 
 
 def truth(margin, weight, emb, labels):
-    return run(margin_softmax_loss_reference, copy.deepcopy(margin).double(), weight, emb, labels,
-               dtype=torch.float64)
+    return run(margin_softmax_loss_reference, copy.deepcopy(margin).double(), weight, emb, labels, dtype=torch.float64)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -114,8 +117,9 @@ def test_curricular_inputs_exercise_hard_negatives_and_fallback():
     margin = make_margin(MARGINS[5])
     cos = F.normalize(emb, dim=1) @ F.normalize(weight, dim=1).T
     rows = copy.deepcopy(margin).double().rows(cos[torch.arange(33), labels.clamp_min(0)], labels >= 0)
-    z, _, _ = transformed_logits(F.normalize(emb, dim=1), weight, rows.row_scale, rows.hard_threshold,
-                                 rows.hard_t, rows.cos_lo, rows.cos_hi)
+    z, _, _ = transformed_logits(
+        F.normalize(emb, dim=1), weight, rows.row_scale, rows.hard_threshold, rows.hard_t, rows.cos_lo, rows.cos_hi
+    )
     assert int((cos > rows.hard_threshold[:, None]).sum()) > 0
     assert bool((cos[5, labels[5]] < -0.9).item())
     ref = truth(margin, weight, emb, labels)
@@ -150,8 +154,9 @@ def test_reductions_and_no_grad_mode():
     margin = get_margin("cosface")
     per_row = margin_softmax_loss(emb.float(), weight.float(), labels, margin, reduction="none")
     assert per_row.shape == (7,) and per_row[1] == 0
-    torch.testing.assert_close(margin_softmax_loss(emb.float(), weight.float(), labels, margin,
-                                                   reduction="sum"), per_row.sum())
+    torch.testing.assert_close(
+        margin_softmax_loss(emb.float(), weight.float(), labels, margin, reduction="sum"), per_row.sum()
+    )
     mean = margin_softmax_loss(emb.float(), weight.float(), labels, margin)
     torch.testing.assert_close(mean, per_row.sum() / 6)
     with torch.no_grad():
@@ -283,9 +288,10 @@ def test_opcheck(backend):
     with use_backend(backend):
         torch.library.opcheck(torch.ops.mrface.margin_softmax_fwd.default, (e, w, target, scale, thr, t, lo, hi))
         lse, _ = torch.ops.mrface.margin_softmax_fwd(e, w, target, scale, thr, t, lo, hi)
-        torch.library.opcheck(torch.ops.mrface.margin_softmax_bwd.default,
-                              (torch.rand(6), torch.randn(6), e.detach(), w.detach(), target, scale, thr, t,
-                               lse.detach(), lo, hi))
+        torch.library.opcheck(
+            torch.ops.mrface.margin_softmax_bwd.default,
+            (torch.rand(6), torch.randn(6), e.detach(), w.detach(), target, scale, thr, t, lse.detach(), lo, hi),
+        )
 
 
 def test_torch_compile_fullgraph():
@@ -310,21 +316,28 @@ def test_torch_compile_fullgraph():
 
 
 # -------------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize("kwargs, match", [
-    ({"embeddings": torch.randn(4)}, r"embeddings must be a floating-point \(B, D\)"),
-    ({"embeddings": torch.randint(0, 3, (4, 8))}, r"embeddings must be a floating-point"),
-    ({"weight": torch.randn(10, 7)}, r"weight must be a floating-point \(C, D=8\)"),
-    ({"labels": torch.tensor([0, 1, 2])}, r"labels must be an int64/int32 tensor of shape \(4,\)"),
-    ({"labels": torch.tensor([0.0, 1, 2, 3])}, r"labels must be an int64/int32"),
-    ({"labels": torch.tensor([0, 1, 2, 10])}, r"labels must be local columns in \[0, 10\) or -1"),
-    ({"labels": torch.tensor([0, 1, -2, 3])}, r"labels must be local columns"),
-    ({"margin": None}, r"margin must be a mrface.losses.margins.Margin"),
-    ({"valid": torch.ones(4)}, r"valid must be a bool tensor of shape \(4,\)"),
-    ({"reduction": "avg"}, r"reduction must be"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"embeddings": torch.randn(4)}, r"embeddings must be a floating-point \(B, D\)"),
+        ({"embeddings": torch.randint(0, 3, (4, 8))}, r"embeddings must be a floating-point"),
+        ({"weight": torch.randn(10, 7)}, r"weight must be a floating-point \(C, D=8\)"),
+        ({"labels": torch.tensor([0, 1, 2])}, r"labels must be an int64/int32 tensor of shape \(4,\)"),
+        ({"labels": torch.tensor([0.0, 1, 2, 3])}, r"labels must be an int64/int32"),
+        ({"labels": torch.tensor([0, 1, 2, 10])}, r"labels must be local columns in \[0, 10\) or -1"),
+        ({"labels": torch.tensor([0, 1, -2, 3])}, r"labels must be local columns"),
+        ({"margin": None}, r"margin must be a mrface.losses.margins.Margin"),
+        ({"valid": torch.ones(4)}, r"valid must be a bool tensor of shape \(4,\)"),
+        ({"reduction": "avg"}, r"reduction must be"),
+    ],
+)
 def test_bad_inputs(kwargs, match):
-    args = {"embeddings": torch.randn(4, 8), "weight": torch.randn(10, 8), "labels": torch.tensor([0, 1, 2, 3]),
-            "margin": get_margin("arcface")} | kwargs
+    args = {
+        "embeddings": torch.randn(4, 8),
+        "weight": torch.randn(10, 8),
+        "labels": torch.tensor([0, 1, 2, 3]),
+        "margin": get_margin("arcface"),
+    } | kwargs
     with pytest.raises((ValueError, TypeError), match=match):
         margin_softmax_loss(**args)
 

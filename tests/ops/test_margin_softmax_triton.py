@@ -140,8 +140,9 @@ def test_interpreter_float16_backward_over_several_d_slices_and_row_blocks(stage
     schedule: both settings must give the same, correct numbers here; on a GPU only the not-pipelined
     one is trusted (benchmarks/check_margin_half.py compares both)."""
     monkeypatch.setattr(tk, "BWD_INNER_STAGES", stages)
-    args, (ref_lse, _), bwd, (ref_e, ref_w) = _op_case(33, 103, 80, torch.float16, hard=False, seed=5,
-                                                       grad_factor=1 / 33)  # fmt: skip
+    args, (ref_lse, _), bwd, (ref_e, ref_w) = _op_case(
+        33, 103, 80, torch.float16, hard=False, seed=5, grad_factor=1 / 33
+    )
     with use_backend("triton"):
         lse, _ = torch.ops.mrface.margin_softmax_fwd(*args)
         d_e, d_w = torch.ops.mrface.margin_softmax_bwd(*bwd)
@@ -237,8 +238,10 @@ def test_gpu_tensor_core_paths_each_config(config, dtype, monkeypatch, restore_t
     torch.backends.cuda.matmul.allow_tf32 = False  # the references stay IEEE
     w_dtype = torch.float32 if dtype == "tf32" else dtype
     e, w, target, scale, thr, t, lo, hi = op_inputs(b=257, c=10007, d=512, seed=1, hard=True)
-    args = [a.cuda() if isinstance(a, torch.Tensor) else a
-            for a in (e.to(w_dtype).float(), (w * 0.05).to(w_dtype), target, scale * 2, thr, t, lo, hi)]
+    args = [
+        a.cuda() if isinstance(a, torch.Tensor) else a
+        for a in (e.to(w_dtype).float(), (w * 0.05).to(w_dtype), target, scale * 2, thr, t, lo, hi)
+    ]
     g = torch.Generator(device="cuda").manual_seed(4)
     grads = (torch.rand(257, generator=g, device="cuda") / 257, torch.randn(257, generator=g, device="cuda") / 4)
     ref_lse, ref_cos_y = margin_softmax_fwd_reference(*args)
@@ -266,8 +269,14 @@ def test_gpu_ops_match_reference_backend(hard):
     torch.testing.assert_close(lse, ref_lse, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(cos_y, ref_cos_y, rtol=1e-5, atol=1e-5)
     g = torch.Generator(device="cuda").manual_seed(4)
-    bwd = (torch.rand(300, generator=g, device="cuda"), torch.randn(300, generator=g, device="cuda"), *args[:6],
-           ref_lse, args[6], args[7])
+    bwd = (
+        torch.rand(300, generator=g, device="cuda"),
+        torch.randn(300, generator=g, device="cuda"),
+        *args[:6],
+        ref_lse,
+        args[6],
+        args[7],
+    )
     with use_backend("triton"):
         d_e, d_w = torch.ops.mrface.margin_softmax_bwd(*bwd)
     ref_e, ref_w = margin_softmax_bwd_reference(*bwd)

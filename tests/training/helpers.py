@@ -13,9 +13,19 @@ from safetensors.torch import load_file
 
 # A model small enough for many CPU steps per test (iresnet_tiny at half its width). No channels_last:
 # torch's CPU kernels crash on 8-channel channels_last tensors.
-TINY = ["model.name=iresnet_tiny", "model.args.width=0.125", "model.args.embedding_size=32",
-        "data.kind=synth", "data.synth_identities=8", "data.synth_images=4", "data.batch_size=8",
-        "train.progress=false", "train.tensorboard=false", "train.log_every=1", "head.args.s=16.0"]  # fmt: skip
+TINY = [
+    "model.name=iresnet_tiny",
+    "model.args.width=0.125",
+    "model.args.embedding_size=32",
+    "data.kind=synth",
+    "data.synth_identities=8",
+    "data.synth_images=4",
+    "data.batch_size=8",
+    "train.progress=false",
+    "train.tensorboard=false",
+    "train.log_every=1",
+    "head.args.s=16.0",
+]
 
 
 def env_1thread() -> dict[str, str]:
@@ -25,8 +35,14 @@ def env_1thread() -> dict[str, str]:
 
 def run_module(args: list[str], timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
     """``python -m mrface.training ARGS`` in a subprocess; raises with its stderr when it fails."""
-    proc = subprocess.run([sys.executable, "-m", "mrface.training", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env_1thread(), **kwargs)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "mrface.training", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env_1thread(),
+        **kwargs,
+    )
     if proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}")
     return proc

@@ -50,8 +50,9 @@ def test_crop_boxes_follow_random_resized_crop_and_crop_zeroes_outside():
     torch.testing.assert_close(out[0, 0], expected)
 
 
-@pytest.mark.parametrize("op, enhancer", [(0, ImageEnhance.Brightness), (1, ImageEnhance.Contrast),
-                                          (2, ImageEnhance.Color)])
+@pytest.mark.parametrize(
+    "op, enhancer", [(0, ImageEnhance.Brightness), (1, ImageEnhance.Contrast), (2, ImageEnhance.Color)]
+)
 def test_photometric_adjustments_match_pil(op, enhancer):
     """torchvision's ColorJitter on PIL images calls ImageEnhance; each adjustment alone, factor 0.6 and 1.4."""
     rng = np.random.default_rng(op)
@@ -68,8 +69,13 @@ def test_photometric_adjustments_match_pil(op, enhancer):
 def test_adaface_resolution_draws_down_and_up_filters_independently():
     """Each degraded image equals cv2.resize down with one of the five filters and back up with one of them;
     over a batch the pairs differ (down != up), Lanczos included."""
-    names = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA,
-             "bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
+    names = {
+        "nearest": cv2.INTER_NEAREST,
+        "bilinear": cv2.INTER_LINEAR,
+        "area": cv2.INTER_AREA,
+        "bicubic": cv2.INTER_CUBIC,
+        "lanczos": cv2.INTER_LANCZOS4,
+    }
     up_names = {**names, "area": cv2.INTER_LINEAR}  # area enlargement: bilinear (documented departure)
     cfg = AugmentConfig(kind="adaface", min_size=8, prob=1.0, flip=False)
     rng = np.random.default_rng(0)
@@ -81,9 +87,16 @@ def test_adaface_resolution_draws_down_and_up_filters_independently():
         got = out[n].permute(1, 2, 0).numpy()
         if np.allclose(got, imgs[n]):
             continue  # side 16: unchanged
-        found = [(d, u) for side in range(8, 16) for d, di in names.items() for u, ui in up_names.items()
-                 if np.abs(cv2.resize(cv2.resize(imgs[n], (side, side), interpolation=di), (16, 16),
-                                      interpolation=ui) - got).max() < 2e-4]
+        found = [
+            (d, u)
+            for side in range(8, 16)
+            for d, di in names.items()
+            for u, ui in up_names.items()
+            if np.abs(
+                cv2.resize(cv2.resize(imgs[n], (side, side), interpolation=di), (16, 16), interpolation=ui) - got
+            ).max()
+            < 2e-4
+        ]
         assert found, f"image {n}: no cv2 down/up filter pair reproduces it"
         pairs |= {found[0]}
     assert any(d != u for d, u in pairs) and any("lanczos" in p for p in pairs)
@@ -116,6 +129,9 @@ def test_no_decay_bn_puts_exactly_the_batchnorm_parameters_in_a_zero_decay_group
     by_id = {id(p): n for n, p in net.named_parameters()}
     decay, no_decay = ({by_id[id(p)] for p in g["params"]} for g in opt.param_groups)
     assert [g["weight_decay"] for g in opt.param_groups] == [5e-4, 0.0]
-    expected = {n for n in by_id.values() if n.split(".")[-2].startswith("bn") or ".downsample.1." in n
-                or n.startswith("features.")} & {by_id[id(p)] for p in params}
+    expected = {
+        n
+        for n in by_id.values()
+        if n.split(".")[-2].startswith("bn") or ".downsample.1." in n or n.startswith("features.")
+    } & {by_id[id(p)] for p in params}
     assert no_decay == expected and decay.isdisjoint(expected) and decay

@@ -23,16 +23,26 @@ CLI = "import sys; from mrface.cli import main; sys.exit(main())"
 
 
 def _mrface_train(args: list[str]) -> None:
-    proc = subprocess.run([sys.executable, "-c", CLI, "train", *args], capture_output=True, text=True,
-                          env=env_1thread(), timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", CLI, "train", *args], capture_output=True, text=True, env=env_1thread(), timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-5000:]
 
 
 def test_nproc_2_matches_one_process(tmp_path):
     trunk = tiny_trunk_file(tmp_path / "trunk.safetensors")
-    run = ["synthface_tiny_dcr", *TINY_DATA, f"dcr.trunk={trunk}", "train.max_steps=3", "optim.name=sgd",
-           "optim.lr=0.5", "augment.kind=btnet", "augment.sizes=[112,56]", "schedule.warmup_epochs=0.5",
-           "dcr.classifier_init=random"]  # fmt: skip
+    run = [
+        "synthface_tiny_dcr",
+        *TINY_DATA,
+        f"dcr.trunk={trunk}",
+        "train.max_steps=3",
+        "optim.name=sgd",
+        "optim.lr=0.5",
+        "augment.kind=btnet",
+        "augment.sizes=[112,56]",
+        "schedule.warmup_epochs=0.5",
+        "dcr.classifier_init=random",
+    ]
     one, two = tmp_path / "one", tmp_path / "two"
     _mrface_train([*run, "data.batch_size=8", f"output={one}"])
     _mrface_train([*run, "data.batch_size=4", f"output={two}", "--nproc", "2"])
@@ -52,7 +62,9 @@ def test_nproc_2_matches_one_process(tmp_path):
         assert (w1[f"branches.{r}.mapping.weight"] - torch.eye(32)).abs().max() > 1e-3
 
     for scale in (112, 8, 12, 16, 20):  # one centre table per scale
-        centres = [torch.load(d / last / f"state_rank{r}.pt", weights_only=True)["extra"][f"centres_{scale}"]
-                   for d, r in ((one, 0), (two, 0), (two, 1))]  # fmt: skip
+        centres = [
+            torch.load(d / last / f"state_rank{r}.pt", weights_only=True)["extra"][f"centres_{scale}"]
+            for d, r in ((one, 0), (two, 0), (two, 1))
+        ]
         assert torch.equal(centres[1], centres[2])  # every rank applies the same global-batch update
         torch.testing.assert_close(centres[1], centres[0], rtol=1e-5, atol=1e-6)

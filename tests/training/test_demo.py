@@ -21,8 +21,9 @@ from mrface.training.demo import PAIRS_ORDER
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    proc = subprocess.run([sys.executable, "-m", "mrface.cli", "demo", "--quick", "--out", str(out)],
-                          capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "mrface.cli", "demo", "--quick", "--out", str(out)], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr[-5000:]
     report = json.loads((out / "report" / "results.json").read_text())
     return out, proc, report["results"]["table"]

@@ -21,8 +21,10 @@ def test_gain_interval_is_the_paired_t_interval():
     assert T95 == pytest.approx(stats.t.ppf(0.975, 9), rel=1e-12)
     rng = np.random.default_rng(0)
     trunk = rng.uniform(0.7, 0.8, 10)
-    folds = {"112&7": {"trunk_only": trunk, "btnet": trunk + rng.normal(0.002, 0.02, 10)},
-             "7&7": {"trunk_only": trunk, "btnet": trunk + 0.05 + rng.normal(0, 0.005, 10)}}  # fmt: skip
+    folds = {
+        "112&7": {"trunk_only": trunk, "btnet": trunk + rng.normal(0.002, 0.02, 10)},
+        "7&7": {"trunk_only": trunk, "btnet": trunk + 0.05 + rng.normal(0, 0.005, 10)},
+    }
     s = summarise(folds)
     for pair, f in folds.items():
         d = f["btnet"] - f["trunk_only"]

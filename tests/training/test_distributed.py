@@ -19,16 +19,38 @@ from safetensors.torch import load_file
 
 pytestmark = pytest.mark.distributed
 
-RUN = [*TINY, "augment.kind=btnet", "train.max_steps=3", "model.freeze_bn=true", "optim.clip_grad=2.0",
-       "schedule.warmup_epochs=0.5", "data.synth_identities=9"]  # 9 classes: uneven shards 5 + 4  # fmt: skip
+RUN = [
+    *TINY,
+    "augment.kind=btnet",
+    "train.max_steps=3",
+    "model.freeze_bn=true",
+    "optim.clip_grad=2.0",
+    "schedule.warmup_epochs=0.5",
+    "data.synth_identities=9",
+]  # 9 classes: uneven shards 5 + 4
 
 
 def test_two_gloo_ranks_match_one_process(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     run_module(["synthface_tiny_trunk", *RUN, "data.batch_size=16", f"output={one}"])
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "mrface.training", "synthface_tiny_trunk", *RUN, "data.batch_size=8",
-                           f"output={two}"], capture_output=True, text=True, env=env_1thread())  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "mrface.training",
+            "synthface_tiny_trunk",
+            *RUN,
+            "data.batch_size=8",
+            f"output={two}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env_1thread(),
+    )
     assert proc.returncode == 0, proc.stderr[-5000:]
     assert losses(two) == pytest.approx(losses(one), rel=1e-4, abs=1e-5)
 

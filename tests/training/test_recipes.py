@@ -56,13 +56,16 @@ def test_base_recipe_is_merged(tmp_path):
     assert cfg.optim.lr == 0.3 and cfg.augment.kind == "btnet"
 
 
-@pytest.mark.parametrize("override, message", [
-    ("optim.lr=fast", r"optim\.lr"),
-    ("optim.amp=fp8", r"optim\.amp='fp8', expected one of"),
-    ("data.batch_size=0", r"data\.batch_size=0, expected an integer >= 1"),
-    ("head.sample_rate=1.5", r"head\.sample_rate"),
-    ("optim.lr", r"expected key=value"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.lr=fast", r"optim\.lr"),
+        ("optim.amp=fp8", r"optim\.amp='fp8', expected one of"),
+        ("data.batch_size=0", r"data\.batch_size=0, expected an integer >= 1"),
+        ("head.sample_rate=1.5", r"head\.sample_rate"),
+        ("optim.lr", r"expected key=value"),
+    ],
+)
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(RecipeError, match=message):
         load_recipe("synthface_tiny_trunk", [override])
@@ -74,8 +77,11 @@ def test_unknown_recipe_suggests_name():
 
 
 def test_cli_reports_typo_and_exits_2():
-    proc = subprocess.run([sys.executable, "-m", "mrface.training", "synthface_tiny_trunk", "optim.weight_decy=0"],
-                          capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "mrface.training", "synthface_tiny_trunk", "optim.weight_decy=0"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert "did you mean 'optim.weight_decay'" in proc.stderr
 
@@ -90,8 +96,11 @@ def test_arcface_torch_recipes_follow_train_v2_and_configs(name):
     assert (cfg.schedule.kind, cfg.schedule.power, cfg.schedule.warmup_epochs, cfg.train.epochs) == ("poly", 1.0, 0, 20)
     margin = get_margin(cfg.head.name, **cfg.head.args)
     expected = (1.0, 0.0, 0.4) if name.startswith("cosface") else (1.0, 0.5, 0.0)
-    assert (margin.m1, margin.m2, margin.m3, margin.gradient, margin.fallback) == (*expected, "straight_through",
-                                                                                  "none")
+    assert (margin.m1, margin.m2, margin.m3, margin.gradient, margin.fallback) == (
+        *expected,
+        "straight_through",
+        "none",
+    )
 
 
 def test_magface_recipe_is_float32_with_easy_margin():
@@ -108,15 +117,29 @@ def test_btnet_recipes_follow_the_public_configs():
     assert (tnet.optim.lr, tnet.train.epochs, tnet.schedule.warmup_epochs, tnet.optim.amp) == (0.2, 25, 2, "fp16")
     distill = load_recipe("btnet_ms1mv3_r50_distill")
     assert distill.distill.filters == ["bilinear"]  # transforms.Resize on tensors: no antialias
-    assert (distill.optim.lr, distill.train.epochs, distill.optim.clip_grad, distill.optim.amp) == (0.02, 10, 5.0,
-                                                                                                    "fp16")
+    assert (distill.optim.lr, distill.train.epochs, distill.optim.clip_grad, distill.optim.amp) == (
+        0.02,
+        10,
+        5.0,
+        "fp16",
+    )
     surv = load_recipe("btnet_surv_finetune")
     assert (surv.optim.lr, surv.train.epochs, surv.schedule.warmup_epochs, surv.augment.kind, surv.optim.amp) == (
-        0.02, 10, 0, "none", "fp16")
+        0.02,
+        10,
+        0,
+        "none",
+        "fp16",
+    )
     for r, epochs in ((28, 10), (14, 10), (7, 25)):
         b = load_recipe(f"btnet_surv_r50_reso{r}")
         assert (b.stage, b.distill.resolutions, b.distill.teacher, b.train.epochs, b.optim.lr) == (
-            "distill", [r], "runs/btnet_surv_finetune", epochs, 0.02)
+            "distill",
+            [r],
+            "runs/btnet_surv_finetune",
+            epochs,
+            0.02,
+        )
 
 
 def test_adaface_recipe_follows_run_scripts():

@@ -43,8 +43,12 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     run_module(["synthface_tiny_trunk", *RUN, f"output={straight}"])
 
-    killed = subprocess.run([sys.executable, "-c", KILLER.format(kill_at=K + 1), "synthface_tiny_trunk", *RUN,
-                             f"output={resumed}"], capture_output=True, text=True, env=env_1thread())  # fmt: skip
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER.format(kill_at=K + 1), "synthface_tiny_trunk", *RUN, f"output={resumed}"],
+        capture_output=True,
+        text=True,
+        env=env_1thread(),
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert [p.name for p in ckpt_io.complete_checkpoints(resumed / "checkpoints")] == [f"step_{K:08d}"]
     assert len(losses(resumed)) == K + 1  # a step after the checkpoint was logged before the kill
@@ -60,9 +64,21 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
 
 def test_sigterm_saves_a_checkpoint_at_the_current_step(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "mrface.training", "synthface_tiny_trunk", *TINY,
-                             "train.max_steps=100000", f"output={out}"], env=env_1thread(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mrface.training",
+            "synthface_tiny_trunk",
+            *TINY,
+            "train.max_steps=100000",
+            f"output={out}",
+        ],
+        env=env_1thread(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         metrics = out / "metrics.jsonl"
         while proc.poll() is None and (not metrics.is_file() or len(metrics.read_text().splitlines()) < 2):

@@ -104,16 +104,19 @@ def test_the_demo_resumes_its_own_folder_and_refuses_another(tmp_path, capsys, m
 
 
 # ------------------------------------------------------------------------------ non-finite runs
-@pytest.mark.parametrize(("override", "key"), [
-    ("optim.lr=nan", "optim.lr=nan, expected a finite number"),
-    ("optim.lr=-0.1", "optim.lr=-0.1, expected a learning rate > 0"),
-    ("head.args.s=inf", "head.args.s=inf, expected a finite number"),
-    ("optim.momentum=1.5", "optim.momentum=1.5, expected a momentum in"),
-    ("augment.sizes=[]", r"augment.sizes=\[\], expected a non-empty list of image sides in 1..112"),
-    ("augment.sizes=[113]", r"augment.sizes=\[113\], expected"),
-    ("model.name=iresnet_tini", "model.name='iresnet_tini' is not registered; did you mean 'iresnet_tiny'"),
-    ("head.name=arcfase", "head.name='arcfase' is not registered; did you mean 'arcface'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("optim.lr=nan", "optim.lr=nan, expected a finite number"),
+        ("optim.lr=-0.1", "optim.lr=-0.1, expected a learning rate > 0"),
+        ("head.args.s=inf", "head.args.s=inf, expected a finite number"),
+        ("optim.momentum=1.5", "optim.momentum=1.5, expected a momentum in"),
+        ("augment.sizes=[]", r"augment.sizes=\[\], expected a non-empty list of image sides in 1..112"),
+        ("augment.sizes=[113]", r"augment.sizes=\[113\], expected"),
+        ("model.name=iresnet_tini", "model.name='iresnet_tini' is not registered; did you mean 'iresnet_tiny'"),
+        ("head.name=arcfase", "head.name='arcfase' is not registered; did you mean 'arcface'"),
+    ],
+)
 def test_recipe_numbers_and_names_are_checked(tmp_path, override, key):
     with pytest.raises(RecipeError, match=key):
         _cfg(tmp_path, override)
@@ -199,8 +202,16 @@ def test_corrupt_records_are_skipped_counted_and_named(tmp_path):
     assert read_json_lines(out / "metrics.jsonl")[-1]["corrupt_skipped"] == 3
 
     with pytest.raises(CorruptDataError, match=r"more than data.max_corrupt=1"):
-        train(_cfg(tmp_path / "run2", "data.kind=rec", f"data.path={rec}", "train.max_steps=4",
-                   "data.skip_corrupt=true", "data.max_corrupt=1"))  # fmt: skip
+        train(
+            _cfg(
+                tmp_path / "run2",
+                "data.kind=rec",
+                f"data.path={rec}",
+                "train.max_steps=4",
+                "data.skip_corrupt=true",
+                "data.max_corrupt=1",
+            )
+        )
 
 
 def test_a_label_outside_the_classes_is_corrupt_not_dropped(tmp_path, faces):
@@ -271,6 +282,7 @@ def test_a_malicious_resume_state_is_refused(tmp_path, faces):
     with pytest.raises(UserError) as info:
         train(_cfg(tmp_path, "train.max_steps=2", "resume=auto"), dataset=faces)
     assert str(info.value).startswith(f"{state}: refused: it references") and "weights_only=False" not in str(
-        info.value)  # fmt: skip
+        info.value
+    )
     assert not marker.exists()
     assert np.isfinite(losses(tmp_path)).all() and len(losses(tmp_path)) == 1

@@ -19,8 +19,15 @@ from mrface.training.trainer import train
 
 CPU = DistEnv(0, 1, 0, torch.device("cpu"))
 # 8 identities x 4 images, 4 templates of 1..4 images per step: 2 steps per epoch.
-CORESET = [*TINY_DATA, "model.args.width=0.125", "model.args.embedding_size=32", "data.batch_size=4",
-           "coreset.max_size=4", "coreset.heads=4", "augment.kind=none"]  # fmt: skip
+CORESET = [
+    *TINY_DATA,
+    "model.args.width=0.125",
+    "model.args.embedding_size=32",
+    "data.batch_size=4",
+    "coreset.max_size=4",
+    "coreset.heads=4",
+    "augment.kind=none",
+]
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +74,15 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_template_batch(tmp_path):
 
 def test_trainer_trains_aggregator_and_head_on_a_trunk_run(tmp_path, trunk_run):
     out = tmp_path / "run"
-    result = train(_cfg(f"coreset.backbone={trunk_run}", "train.max_steps=3", "checkpoint.every=1",
-                        "checkpoint.keep=5", f"output={out}"))  # fmt: skip
+    result = train(
+        _cfg(
+            f"coreset.backbone={trunk_run}",
+            "train.max_steps=3",
+            "checkpoint.every=1",
+            "checkpoint.keep=5",
+            f"output={out}",
+        )
+    )
     assert result.steps == 3 and len(losses(out)) == 3
     trunk = weights(trunk_run / "model.safetensors")
     first = weights(out / "checkpoints" / "step_00000001" / "model.safetensors")
@@ -101,8 +115,13 @@ def test_trainer_trains_aggregator_and_head_on_a_trunk_run(tmp_path, trunk_run):
 def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
     backbone_file = tiny_trunk_file(tmp_path / "backbone.safetensors")
     data = faces()
-    common = [f"coreset.backbone={backbone_file}", "train.max_steps=5", "coreset.size_mode=template",
-              "augment.kind=btnet", "augment.prob=0.5"]  # fmt: skip
+    common = [
+        f"coreset.backbone={backbone_file}",
+        "train.max_steps=5",
+        "coreset.size_mode=template",
+        "augment.kind=btnet",
+        "augment.prob=0.5",
+    ]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     train(_cfg(*common, f"output={straight}"), dataset=data)
 

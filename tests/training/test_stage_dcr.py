@@ -67,11 +67,20 @@ def test_branches_learn_on_a_fixed_batch_and_the_trunk_stays_frozen(tmp_path):
     trunk_file = tiny_trunk_file(tmp_path / "trunk.safetensors")
     out = tmp_path / "run"
     data = _one_batch()
-    cfg = _cfg(f"dcr.trunk={trunk_file}", "augment.flip=false", "dcr.filter=bilinear_aa", "dcr.up=bilinear",
-               "dcr.classifier_init=random", "model.args.normalized_embeddings=false",
-               "schedule.kind=constant", "optim.lr=0.03", "train.max_steps=6", "checkpoint.every=1",
-               "checkpoint.keep=10",
-               f"output={out}")  # fmt: skip
+    cfg = _cfg(
+        f"dcr.trunk={trunk_file}",
+        "augment.flip=false",
+        "dcr.filter=bilinear_aa",
+        "dcr.up=bilinear",
+        "dcr.classifier_init=random",
+        "model.args.normalized_embeddings=false",
+        "schedule.kind=constant",
+        "optim.lr=0.03",
+        "train.max_steps=6",
+        "checkpoint.every=1",
+        "checkpoint.keep=10",
+        f"output={out}",
+    )
     result = train(cfg, dataset=data)
     assert result.steps == 6
     assert result.losses[-1] < result.losses[0] - 0.3, result.losses
@@ -127,8 +136,12 @@ def test_si_initialisation_copies_the_trunk_classifier(tmp_path, trunk_run):
 def test_interrupted_run_resumes_exactly_with_its_centres(tmp_path, monkeypatch):
     trunk_file = tiny_trunk_file(tmp_path / "trunk.safetensors")
     data = faces()  # 32 images, batch 8: 4 steps per epoch, the resumed part crosses an epoch
-    common = [f"dcr.trunk={trunk_file}", "train.max_steps=5", "schedule.warmup_epochs=0.5",
-              "dcr.classifier_init=random"]
+    common = [
+        f"dcr.trunk={trunk_file}",
+        "train.max_steps=5",
+        "schedule.warmup_epochs=0.5",
+        "dcr.classifier_init=random",
+    ]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     train(_cfg(*common, f"output={straight}"), dataset=data)
     with monkeypatch.context() as m:
@@ -140,8 +153,10 @@ def test_interrupted_run_resumes_exactly_with_its_centres(tmp_path, monkeypatch)
     assert losses(resumed) == losses(straight)
     a, b = weights(resumed / "model.safetensors"), weights(straight / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    states = [torch.load(r / "checkpoints" / "step_00000005" / "state_rank0.pt", weights_only=True)
-              for r in (resumed, straight)]  # fmt: skip
+    states = [
+        torch.load(r / "checkpoints" / "step_00000005" / "state_rank0.pt", weights_only=True)
+        for r in (resumed, straight)
+    ]
     assert states[0]["extra"].keys() == states[1]["extra"].keys() and len(states[0]["extra"]) == 5
     assert all(torch.equal(states[0]["extra"][k], states[1]["extra"][k]) for k in states[0]["extra"])
 
@@ -151,8 +166,20 @@ def test_configuration_errors_name_the_problem(tmp_path):
     with pytest.raises(RecipeError, match="stage=dcr needs dcr.trunk"):
         load_recipe("synthface_tiny_dcr", ["dcr.trunk=''"])
     with pytest.raises(ValueError, match="model.args.num_classes=5, but the data has 8 classes"):
-        train(_cfg(f"dcr.trunk={trunk_file}", "model.args.num_classes=5", "dcr.classifier_init=random",
-                   f"output={tmp_path / 'a'}"))
+        train(
+            _cfg(
+                f"dcr.trunk={trunk_file}",
+                "model.args.num_classes=5",
+                "dcr.classifier_init=random",
+                f"output={tmp_path / 'a'}",
+            )
+        )
     with pytest.raises(ValueError, match="'btnet_tiny' is not a DCR model"):
-        train(_cfg(f"dcr.trunk={trunk_file}", "model.name=btnet_tiny", "dcr.classifier_init=random",
-                   f"output={tmp_path / 'b'}"))
+        train(
+            _cfg(
+                f"dcr.trunk={trunk_file}",
+                "model.name=btnet_tiny",
+                "dcr.classifier_init=random",
+                f"output={tmp_path / 'b'}",
+            )
+        )

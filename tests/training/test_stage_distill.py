@@ -13,8 +13,14 @@ from mrface.training.stages import distill_stage
 
 def test_distill_stage_clips_each_branch_on_its_own_and_updates_t(tmp_path):
     teacher = tiny_trunk_run(tmp_path / "trunk")
-    cfg = load_recipe("synthface_tiny_distill", [*[o for o in TINY if not o.startswith("model.name")],
-                                                 f"distill.teacher={teacher}", f"output={tmp_path / 'd'}"])
+    cfg = load_recipe(
+        "synthface_tiny_distill",
+        [
+            *[o for o in TINY if not o.startswith("model.name")],
+            f"distill.teacher={teacher}",
+            f"output={tmp_path / 'd'}",
+        ],
+    )
     stage, _ = distill_stage(cfg, init_distributed())
     # BTNet train_multi_reso_distill.py: clip_grad_norm_(backbone.parameters(), 5) in each one-branch run
     groups = stage.clip_groups

@@ -99,8 +99,14 @@ def _one_batch() -> TensorDataset:
 def test_loss_drops_on_a_fixed_batch_with_the_contrastive_term_active(tmp_path):
     out = tmp_path / "run"
     # momentum 1: the norm statistics are the batch's own, so about half of the pairs fall under q_thr 0.6
-    cfg = _cfg("head.args.momentum=1.0", "head.args.gate_threshold=0.6", "schedule.kind=constant",
-               "optim.lr=0.05", "train.max_steps=8", f"output={out}")  # fmt: skip
+    cfg = _cfg(
+        "head.args.momentum=1.0",
+        "head.args.gate_threshold=0.6",
+        "schedule.kind=constant",
+        "optim.lr=0.05",
+        "train.max_steps=8",
+        f"output={out}",
+    )
     result = train(cfg, dataset=_one_batch())
     assert result.steps == 8
     assert result.losses[-1] < result.losses[0] - 0.3, result.losses
@@ -114,8 +120,12 @@ def test_loss_drops_on_a_fixed_batch_with_the_contrastive_term_active(tmp_path):
 
 def test_interrupted_run_resumes_exactly_with_its_queue(tmp_path, monkeypatch):
     data = faces()  # 32 images, batch 8: 4 steps per epoch
-    common = ["train.max_steps=5", "schedule.warmup_epochs=0.5", "head.args.momentum=1.0",
-              "head.args.gate_threshold=0.6"]  # fmt: skip
+    common = [
+        "train.max_steps=5",
+        "schedule.warmup_epochs=0.5",
+        "head.args.momentum=1.0",
+        "head.args.gate_threshold=0.6",
+    ]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     train(_cfg(*common, f"output={straight}"), dataset=data)
     with monkeypatch.context() as m:
@@ -129,8 +139,10 @@ def test_interrupted_run_resumes_exactly_with_its_queue(tmp_path, monkeypatch):
     assert losses(resumed) == losses(straight)
     a, b = weights(resumed / "model.safetensors"), weights(straight / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    states = [torch.load(r / "checkpoints" / "step_00000005" / "state_rank0.pt", weights_only=True)["extra"]
-              for r in (resumed, straight)]  # fmt: skip
+    states = [
+        torch.load(r / "checkpoints" / "step_00000005" / "state_rank0.pt", weights_only=True)["extra"]
+        for r in (resumed, straight)
+    ]
     for key in ("queue", "queue_labels", "queue_proxies", "fill", "batch_mean"):
         assert torch.equal(states[0][key], states[1][key]), key
 
@@ -152,8 +164,16 @@ def test_recipes_load_and_bad_settings_are_named(tmp_path):
         train(_cfg("qgface.args.colour=1", "train.max_steps=1", f"output={tmp_path / 'b'}"))
 
 
-DIST_RUN = [*RUN, "train.max_steps=3", "model.freeze_bn=true", "optim.clip_grad=2.0", "schedule.warmup_epochs=0.5",
-            "data.synth_identities=9", "head.args.momentum=1.0", "head.args.gate_threshold=0.6"]  # fmt: skip
+DIST_RUN = [
+    *RUN,
+    "train.max_steps=3",
+    "model.freeze_bn=true",
+    "optim.clip_grad=2.0",
+    "schedule.warmup_epochs=0.5",
+    "data.synth_identities=9",
+    "head.args.momentum=1.0",
+    "head.args.gate_threshold=0.6",
+]
 
 
 @pytest.mark.distributed
@@ -162,9 +182,24 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
     the 32 entries enqueued per step, so the truncated block must be ordered as one process orders it."""
     one, two = tmp_path / "one", tmp_path / "two"
     run_module(["synthface_tiny_qgface", *DIST_RUN, "data.batch_size=16", f"output={one}"])
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "mrface.training", "synthface_tiny_qgface", *DIST_RUN, "data.batch_size=8",
-                           f"output={two}"], capture_output=True, text=True, env=env_1thread())  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "mrface.training",
+            "synthface_tiny_qgface",
+            *DIST_RUN,
+            "data.batch_size=8",
+            f"output={two}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env_1thread(),
+    )
     assert proc.returncode == 0, proc.stderr[-5000:]
     assert losses(two) == pytest.approx(losses(one), rel=1e-4, abs=1e-5)
     rows = [json.loads(r) for r in (one / "metrics.jsonl").read_text().splitlines() if r.strip()]

@@ -34,9 +34,14 @@ def test_each_image_uses_one_drawn_filter_at_every_resolution():
     outs = StudentResize(RES, filters, seed=1, rank=0, world_size=1, accumulate=1)(x, step=2, micro=0)
     used = []
     for i in range(x.shape[0]):
-        matches = [f for f in filters
-                   if all(torch.allclose(o[i], _torch_down(x[i : i + 1], r, f)[0], atol=1e-5)
-                          for r, o in zip(RES, outs, strict=True))]  # fmt: skip
+        matches = [
+            f
+            for f in filters
+            if all(
+                torch.allclose(o[i], _torch_down(x[i : i + 1], r, f)[0], atol=1e-5)
+                for r, o in zip(RES, outs, strict=True)
+            )
+        ]
         assert len(matches) == 1, (i, matches)
         used.append(matches[0])
     assert set(used) == set(filters)  # 32 draws: both filters occur
@@ -48,8 +53,10 @@ def test_draws_depend_on_step_and_not_on_rank_split():
     whole = StudentResize(RES, filters, seed=4, rank=0, world_size=1, accumulate=1)(x, step=7, micro=0)
     again = StudentResize(RES, filters, seed=4, rank=0, world_size=1, accumulate=1)(x, step=7, micro=0)
     other_step = StudentResize(RES, filters, seed=4, rank=0, world_size=1, accumulate=1)(x, step=8, micro=0)
-    halves = [StudentResize(RES, filters, seed=4, rank=k, world_size=2, accumulate=1)(x[8 * k : 8 * k + 8], 7, 0)
-              for k in range(2)]  # fmt: skip
+    halves = [
+        StudentResize(RES, filters, seed=4, rank=k, world_size=2, accumulate=1)(x[8 * k : 8 * k + 8], 7, 0)
+        for k in range(2)
+    ]
     for j in range(len(RES)):
         assert torch.equal(whole[j], again[j])
         torch.testing.assert_close(torch.cat([halves[0][j], halves[1][j]]), whole[j])

@@ -26,8 +26,16 @@ LABELS = LABELS[np.random.default_rng(0).permutation(LABELS.size)]
 INDEX = IdentityIndex.from_labels(LABELS)
 
 
-def _sampler(batch: int = 4, rank: int = 0, world: int = 1, seed: int = 0, total: int = 9, start: int = 0,
-             max_size: int = 5, size_mode: str = "template") -> TemplateBatchSampler:  # fmt: skip
+def _sampler(
+    batch: int = 4,
+    rank: int = 0,
+    world: int = 1,
+    seed: int = 0,
+    total: int = 9,
+    start: int = 0,
+    max_size: int = 5,
+    size_mode: str = "template",
+) -> TemplateBatchSampler:
     return TemplateBatchSampler(INDEX, max_size, size_mode, len(INDEX), batch, rank, world, seed, total, start)
 
 
@@ -108,8 +116,9 @@ def test_template_dataset_rejects_labels_beyond_num_classes():
 def test_labels_of_an_insightface_record_come_from_its_identity_records(tmp_path):
     counts = [2, 1, 3]
     image = encode_image(np.zeros((8, 8, 3), np.uint8), ".png")
-    write_insightface(tmp_path / "t.rec", [(i, image) for i, c in enumerate(counts) for _ in range(c)],
-                      image_size=(8, 8))  # fmt: skip
+    write_insightface(
+        tmp_path / "t.rec", [(i, image) for i, c in enumerate(counts) for _ in range(c)], image_size=(8, 8)
+    )
     ds = RecordDataset(tmp_path / "t.rec")
     assert ds.record.identity_ranges  # the fast path is the one under test
     expected = [ds.record.label(k) for k in ds.record.image_keys]

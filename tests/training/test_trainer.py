@@ -33,10 +33,18 @@ def test_a_step_changes_weights_and_loss_drops_on_a_fixed_batch(tmp_path, faces)
     save_model(init, tmp_path / "init.safetensors")
     fixed = TensorDataset(*(t[:8] for t in faces.tensors))  # one batch: every step sees the same images
     fixed.num_classes = 8
-    cfg = _cfg(tmp_path / "run", f"model.init={tmp_path / 'init.safetensors'}", "augment.kind=none",
-               "augment.flip=false", "train.max_steps=6", "schedule.kind=constant", "optim.lr=0.05",
-               "schedule.warmup_epochs=0",  # a warm-up starts at lr 0 (the public schedulers' k / w)
-               "checkpoint.every=1", "checkpoint.keep=10")  # fmt: skip
+    cfg = _cfg(
+        tmp_path / "run",
+        f"model.init={tmp_path / 'init.safetensors'}",
+        "augment.kind=none",
+        "augment.flip=false",
+        "train.max_steps=6",
+        "schedule.kind=constant",
+        "optim.lr=0.05",
+        "schedule.warmup_epochs=0",  # a warm-up starts at lr 0 (the public schedulers' k / w)
+        "checkpoint.every=1",
+        "checkpoint.keep=10",
+    )
     result = train(cfg, dataset=fixed)
     assert result.steps == 6 and len(result.losses) == 6
     before = init.state_dict()
@@ -72,15 +80,20 @@ def _with_nan(faces: TensorDataset, index: int) -> TensorDataset:
 
 
 def test_nonfinite_loss_stops_with_step_and_batch_statistics(tmp_path, faces):
-    with pytest.raises(NonFiniteLossError, match=r"step \d: non-finite loss; images \(8, 3, 112, 112\) non-finite "
-                                                 r"values 1"):  # fmt: skip
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"step \d: non-finite loss; images \(8, 3, 112, 112\) non-finite "
+        r"values 1",
+    ):
         train(_cfg(tmp_path, "train.max_steps=4", "augment.kind=none"), dataset=_with_nan(faces, 5))
 
 
 def test_nonfinite_loss_skips_the_step_when_asked(tmp_path, faces):
     # 32 images, batch 8: one epoch = 4 steps, exactly one of them holds the poisoned image.
-    result = train(_cfg(tmp_path, "train.max_steps=4", "augment.kind=none", "train.skip_nonfinite=true"),
-                   dataset=_with_nan(faces, 5))  # fmt: skip
+    result = train(
+        _cfg(tmp_path, "train.max_steps=4", "augment.kind=none", "train.skip_nonfinite=true"),
+        dataset=_with_nan(faces, 5),
+    )
     assert result.skipped_nonfinite == 1 and len(result.losses) == 3
     assert all(math.isfinite(v) for v in result.losses)
     final = weights(tmp_path / "model.safetensors")

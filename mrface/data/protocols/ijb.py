@@ -19,8 +19,10 @@ from mrface.data.images import decode_image
 from mrface.data.protocols.align import align_face
 from mrface.data.protocols.common import MissingFilesError, read_rows, require
 
-ONE_TO_N = {"ijbc": ("ijbc_1N_gallery_G1.csv", "ijbc_1N_gallery_G2.csv", "ijbc_1N_probe_mixed.csv"),
-            "ijbb": ("ijbb_1N_gallery_S1.csv", "ijbb_1N_gallery_S2.csv", "ijbb_1N_probe_mixed.csv")}  # fmt: skip
+ONE_TO_N = {
+    "ijbc": ("ijbc_1N_gallery_G1.csv", "ijbc_1N_gallery_G2.csv", "ijbc_1N_probe_mixed.csv"),
+    "ijbb": ("ijbb_1N_gallery_S1.csv", "ijbb_1N_gallery_S2.csv", "ijbb_1N_probe_mixed.csv"),
+}
 
 
 @dataclass
@@ -60,8 +62,12 @@ def load_ijb(root: str | os.PathLike, name: str = "ijbc", check_images: bool = T
     """
     if name not in ONE_TO_N:
         raise ValueError(f"load_ijb: name must be 'ijbb' or 'ijbc', got {name!r}")
-    files = [f"meta/{name}_name_5pts_score.txt", f"meta/{name}_face_tid_mid.txt",
-             f"meta/{name}_template_pair_label.txt", "loose_crop"]  # fmt: skip
+    files = [
+        f"meta/{name}_name_5pts_score.txt",
+        f"meta/{name}_face_tid_mid.txt",
+        f"meta/{name}_template_pair_label.txt",
+        "loose_crop",
+    ]
     root = require(name.upper(), root, files)
     lmk_rows = read_rows(root / files[0], (str,) + (float,) * 11)
     tid_rows = read_rows(root / files[1], (str, int, int))
@@ -74,7 +80,13 @@ def load_ijb(root: str | os.PathLike, name: str = "ijbc", check_images: bool = T
         if missing:
             raise MissingFilesError(name.upper(), root, missing)
     lmk = np.array([r[1:11] for r in lmk_rows], np.float32).reshape(-1, 5, 2)
-    return IJB(root, names, lmk, np.array([r[11] for r in lmk_rows], np.float32),
-               np.array([r[1] for r in tid_rows], np.int64), np.array([r[2] for r in tid_rows], np.int64),
-               np.array([r[:2] for r in pair_rows], np.int64).reshape(-1, 2),
-               np.array([r[2] for r in pair_rows], np.int8))  # fmt: skip
+    return IJB(
+        root,
+        names,
+        lmk,
+        np.array([r[11] for r in lmk_rows], np.float32),
+        np.array([r[1] for r in tid_rows], np.int64),
+        np.array([r[2] for r in tid_rows], np.int64),
+        np.array([r[:2] for r in pair_rows], np.int64).reshape(-1, 2),
+        np.array([r[2] for r in pair_rows], np.int8),
+    )

@@ -33,13 +33,15 @@ def _find(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def load_scface(root: str | os.PathLike, protocol: str = "finetune50", cams: tuple[int, ...] = (1, 2, 3, 4, 5),
-                subjects: int = 130) -> SCface:  # fmt: skip
+def load_scface(
+    root: str | os.PathLike, protocol: str = "finetune50", cams: tuple[int, ...] = (1, 2, 3, 4, 5), subjects: int = 130
+) -> SCface:
     """Collect gallery/probe lists for ``protocol``; every missing image or folder is listed."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"load_scface: protocol must be one of {sorted(PROTOCOLS)}, got {protocol!r}")
-    folders = ["mugshot_frontal_cropped_all"] + [f"surveillance_cameras_distance_{d}/cam{c}"
-                                                 for d in (1, 2, 3) for c in cams]  # fmt: skip
+    folders = ["mugshot_frontal_cropped_all"] + [
+        f"surveillance_cameras_distance_{d}/cam{c}" for d in (1, 2, 3) for c in cams
+    ]
     root = require("SCface", root, folders)
     train_ids, test_ids = (list(r) for r in PROTOCOLS[protocol])
     test_ids = [s for s in test_ids if s <= subjects]

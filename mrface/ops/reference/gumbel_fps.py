@@ -68,10 +68,16 @@ def gumbel_fps_noise(seed: int, num_sets: int, k: int, n: int, device: torch.dev
 
 
 def gumbel_fps_one_set(
-    features: torch.Tensor, norms: torch.Tensor, k: int, gamma: torch.Tensor | float, tau: float,
-    noise: torch.Tensor | None = None, frozen_soft: list[torch.Tensor] | None = None,
-    mask_picked: bool = True, logit_scale: float = 1.0,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    features: torch.Tensor,
+    norms: torch.Tensor,
+    k: int,
+    gamma: torch.Tensor | float,
+    tau: float,
+    noise: torch.Tensor | None = None,
+    frozen_soft: list[torch.Tensor] | None = None,
+    mask_picked: bool = True,
+    logit_scale: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Coreset of one set.
 
     Args:
@@ -131,10 +137,17 @@ def gumbel_fps_set_noise(seed: int, set_index: int, k: int, n: int) -> torch.Ten
 
 
 def gumbel_fps_reference(
-    features: torch.Tensor, norms: torch.Tensor, lengths_or_offsets: torch.Tensor, k: int,
-    gamma: torch.Tensor | float, tau: float, training: bool, seed: int,
-    mask_picked: bool = True, logit_scale: float = 1.0,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    features: torch.Tensor,
+    norms: torch.Tensor,
+    lengths_or_offsets: torch.Tensor,
+    k: int,
+    gamma: torch.Tensor | float,
+    tau: float,
+    training: bool,
+    seed: int,
+    mask_picked: bool = True,
+    logit_scale: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Every set through :func:`gumbel_fps_one_set`, in the layout of ``mrface.ops.gumbel_fps``.
 
     ``training``: draw the noise (of ``seed``); ``mask_picked``, ``logit_scale``: as in

@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 NORM_EPS = 1e-12  # F.normalize's clamp of the centre norms
 
 
-def margin_softmax_loss_reference(embeddings: Tensor, weight: Tensor, labels: Tensor, margin: Margin,
-                                  gemm_dtype: torch.dtype | None = None) -> Tensor:
+def margin_softmax_loss_reference(
+    embeddings: Tensor, weight: Tensor, labels: Tensor, margin: Margin, gemm_dtype: torch.dtype | None = None
+) -> Tensor:
     """Mean margin cross-entropy over rows with ``labels >= 0`` (0 when there are none).
 
     Args:
@@ -54,8 +55,15 @@ def margin_softmax_loss_reference(embeddings: Tensor, weight: Tensor, labels: Te
     return F.cross_entropy(logits, labels.long(), ignore_index=-1)
 
 
-def transformed_logits(emb_hat: Tensor, weight: Tensor, row_scale: Tensor, hard_threshold: Tensor,
-                       hard_t: Tensor, cos_lo: float, cos_hi: float) -> tuple[Tensor, Tensor, Tensor]:
+def transformed_logits(
+    emb_hat: Tensor,
+    weight: Tensor,
+    row_scale: Tensor,
+    hard_threshold: Tensor,
+    hard_t: Tensor,
+    cos_lo: float,
+    cos_hi: float,
+) -> tuple[Tensor, Tensor, Tensor]:
     """Full non-target logits.
 
     Returns:
@@ -75,9 +83,16 @@ def _target_mask(target: Tensor, num_classes: int) -> Tensor:
     return cols[None, :] == target[:, None]
 
 
-def margin_softmax_fwd_reference(emb_hat: Tensor, weight: Tensor, target: Tensor, row_scale: Tensor,
-                                 hard_threshold: Tensor, hard_t: Tensor, cos_lo: float,
-                                 cos_hi: float) -> tuple[Tensor, Tensor]:
+def margin_softmax_fwd_reference(
+    emb_hat: Tensor,
+    weight: Tensor,
+    target: Tensor,
+    row_scale: Tensor,
+    hard_threshold: Tensor,
+    hard_t: Tensor,
+    cos_lo: float,
+    cos_hi: float,
+) -> tuple[Tensor, Tensor]:
     """Per-row statistics of the local shard.
 
     Returns:
@@ -91,9 +106,19 @@ def margin_softmax_fwd_reference(emb_hat: Tensor, weight: Tensor, target: Tensor
     return lse, cos_y
 
 
-def margin_softmax_bwd_reference(grad_lse: Tensor, grad_cos_y: Tensor, emb_hat: Tensor, weight: Tensor,
-                                 target: Tensor, row_scale: Tensor, hard_threshold: Tensor, hard_t: Tensor,
-                                 lse: Tensor, cos_lo: float, cos_hi: float) -> tuple[Tensor, Tensor]:
+def margin_softmax_bwd_reference(
+    grad_lse: Tensor,
+    grad_cos_y: Tensor,
+    emb_hat: Tensor,
+    weight: Tensor,
+    target: Tensor,
+    row_scale: Tensor,
+    hard_threshold: Tensor,
+    hard_t: Tensor,
+    lse: Tensor,
+    cos_lo: float,
+    cos_hi: float,
+) -> tuple[Tensor, Tensor]:
     """Gradients of ``sum(grad_lse * lse + grad_cos_y * cos_y)`` with the forward's ``lse``, on full
     (B, C) tensors, written out (custom-op bodies run below autograd):
 
