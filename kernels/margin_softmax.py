@@ -1,4 +1,4 @@
-"""Triton kernels of the fused margin softmax (see mrface/ops/margin_softmax.py for the maths).
+"""Triton kernels of the fused margin softmax (maths: mrface/ops/margin_softmax.py, mrface/losses/margin_softmax.py).
 
 Forward: a program owns BLOCK_B rows and every ``num_splits``-th tile of BLOCK_C classes; per tile it
 computes the cosine tile (dot over D in BLOCK_D slices, the centre norms accumulated on the way,
@@ -11,15 +11,16 @@ statistics, the target from grad_cos_y) and adds G @ (W / ||W||) into d emb_hat 
 gradient (with its normalisation term) into d weight with float32 atomics. Both kernels share the
 per-row prologue (:func:`_row_block`) and the non-target transform (:func:`_nontarget_logits`).
 
-GEMM operands: float32 inputs use IEEE float32 dots; TF32 only when torch allows it for matmuls
-(``torch.backends.cuda.matmul.allow_tf32``) and ``MRFACE_MARGIN_TRITON_HALF=1`` lifts the tensor-core
-gate (see mrface/ops/margin_softmax.py). float16/bfloat16 weights use that dtype for both operands
-(emb_hat rounded to it) with float32 accumulation; for float16 the backward scales each row of
+GEMM operands: float32 inputs use the dot precision the caller passes (``precision``: "ieee" float32 dots,
+or "tf32"; the ops front picks it, see the tensor-core gate in mrface/ops/margin_softmax.py).
+float16/bfloat16 weights use that dtype for both operands (emb_hat rounded to it) with float32
+accumulation; for float16 the backward scales each row of
 G / ||w|| and each column of G by a power of two before rounding them to float16 (and the GEMM results
 back), since with s = 64, a 1/B mean and 10^4 classes most of G lies below float16's normal range
 (about 97% of it at 257 x 10007) and a loss scaler can push the target entries past 65504. All
-statistics are float32. Autotuned on GPU; under TRITON_INTERPRET=1 one small configuration runs (tests on
-CPU tensors); tests can force any configuration through ``_FORCED_CONFIG``.
+statistics are float32. Autotuned on GPU; under the interpreter (``interpreted=True``, the caller's
+reading of TRITON_INTERPRET=1) one small configuration runs (tests on CPU tensors); tests can force any
+configuration through ``_FORCED_CONFIG``.
 Only APIs common to Triton 3.6-3.9 are used.
 
 The backward's inner loop over D slices is not software-pipelined (``BWD_INNER_STAGES`` = 1): each
@@ -39,9 +40,6 @@ import functools
 import torch
 import triton
 import triton.language as tl
-
-from mrface.ops.backend import triton_interpreted
-from mrface.ops.margin_softmax import triton_tensor_cores_enabled
 
 NORM_EPS = 1e-12
 _INTERPRETER_BLOCKS = {"BLOCK_B": 16, "BLOCK_C": 16, "BLOCK_D": 16}
@@ -270,14 +268,6 @@ def _tuned(kernel, reset: tuple[str, ...] = ()):
     return triton.autotune(configs=_CONFIGS, key=_KEY, reset_to_zero=list(reset) or None)(kernel)
 
 
-def _precision(weight: torch.Tensor) -> str:
-    """IEEE float32 dots (FMA on NVIDIA) unless torch allows TF32 and the tensor-core gate is lifted; the
-    precision is ignored for float16/bfloat16 operands."""
-    if weight.dtype == torch.float32 and not (torch.backends.cuda.matmul.allow_tf32 and triton_tensor_cores_enabled()):
-        return "ieee"
-    return "tf32"
-
-
 def _num_splits(batch: int, num_classes: int, device: torch.device) -> int:
     """Class splits per row block: enough programs to fill the GPU (4 per SM at 64-row blocks)."""
     if device.type != "cuda":
@@ -295,8 +285,10 @@ def _scalars(hard_t, cos_lo: float, cos_hi: float) -> tuple[float, float, float]
     return float(hard_t), max(float(cos_lo), -1.0), min(float(cos_hi), 1.0)
 
 
-def _meta(weight: torch.Tensor, hard_threshold: torch.Tensor) -> dict:
-    return {"HARD": bool(torch.isfinite(hard_threshold).any()), "PRECISION": _precision(weight)}
+def _meta(hard_threshold: torch.Tensor, precision: str) -> dict:
+    if precision not in ("ieee", "tf32"):
+        raise ValueError(f"margin_softmax triton: precision must be 'ieee' or 'tf32', got {precision!r}")
+    return {"HARD": bool(torch.isfinite(hard_threshold).any()), "PRECISION": precision}
 
 
 def _rescale(weight: torch.Tensor) -> bool:
@@ -304,9 +296,9 @@ def _rescale(weight: torch.Tensor) -> bool:
     return weight.dtype == torch.float16
 
 
-def _launch(kernel, reset: tuple[str, ...], args: tuple, b: int, splits: int, meta: dict) -> None:
+def _launch(kernel, reset: tuple[str, ...], args: tuple, b: int, splits: int, meta: dict, interpreted: bool) -> None:
     config = _FORCED_CONFIG
-    if config is None and triton_interpreted():
+    if config is None and interpreted:
         config = triton.Config(_INTERPRETER_BLOCKS)
     if config is not None:
         kernel[(triton.cdiv(b, config.kwargs["BLOCK_B"]), splits)](
@@ -316,8 +308,14 @@ def _launch(kernel, reset: tuple[str, ...], args: tuple, b: int, splits: int, me
         _tuned(kernel, reset)[lambda m: (triton.cdiv(b, m["BLOCK_B"]), splits)](*args, **meta)
 
 
-def margin_softmax_fwd_triton(emb_hat, weight, target, row_scale, hard_threshold, hard_t, cos_lo, cos_hi):
-    """Same contract as :func:`mrface.ops.reference.margin_softmax.margin_softmax_fwd_reference`."""
+def margin_softmax_fwd_triton(
+    emb_hat, weight, target, row_scale, hard_threshold, hard_t, cos_lo, cos_hi, *, precision: str, interpreted: bool
+):
+    """Same contract as :func:`mrface.ops.reference.margin_softmax.margin_softmax_fwd_reference`.
+
+    precision: "ieee" or "tf32" dots for float32 weights (ignored for float16/bfloat16); interpreted: the
+    kernels run under the Triton interpreter (TRITON_INTERPRET=1): one small block configuration.
+    """
     e, w = _operands(emb_hat, weight)
     b, d = e.shape
     c = w.shape[0]
@@ -342,7 +340,7 @@ def margin_softmax_fwd_triton(emb_hat, weight, target, row_scale, hard_threshold
         splits,
     )
     if b:
-        _launch(_margin_fwd_kernel, (), args, b, splits, _meta(weight, hard_threshold))
+        _launch(_margin_fwd_kernel, (), args, b, splits, _meta(hard_threshold, precision), interpreted)
     top = part_max.amax(dim=0)
     shift = torch.where(torch.isfinite(top), top, 0.0)
     total = (part_sum * torch.exp(part_max - shift)).sum(dim=0)
@@ -351,9 +349,23 @@ def margin_softmax_fwd_triton(emb_hat, weight, target, row_scale, hard_threshold
 
 
 def margin_softmax_bwd_triton(
-    grad_lse, grad_cos_y, emb_hat, weight, target, row_scale, hard_threshold, hard_t, lse, cos_lo, cos_hi
+    grad_lse,
+    grad_cos_y,
+    emb_hat,
+    weight,
+    target,
+    row_scale,
+    hard_threshold,
+    hard_t,
+    lse,
+    cos_lo,
+    cos_hi,
+    *,
+    precision: str,
+    interpreted: bool,
 ):
-    """Same contract as :func:`mrface.ops.reference.margin_softmax.margin_softmax_bwd_reference`."""
+    """Same contract as :func:`mrface.ops.reference.margin_softmax.margin_softmax_bwd_reference`; precision and
+    interpreted as in :func:`margin_softmax_fwd_triton`."""
     e, w = _operands(emb_hat, weight)
     b, d = e.shape
     c = w.shape[0]
@@ -386,6 +398,7 @@ def margin_softmax_bwd_triton(
             args,
             b,
             splits,
-            {**_meta(weight, hard_threshold), "RESCALE": _rescale(weight), "BWD_INNER_STAGES": BWD_INNER_STAGES},
+            {**_meta(hard_threshold, precision), "RESCALE": _rescale(weight), "BWD_INNER_STAGES": BWD_INNER_STAGES},
+            interpreted,
         )
     return d_e, d_w

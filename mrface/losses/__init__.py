@@ -5,6 +5,7 @@ One interface: ``loss, logs = head(embeddings, labels)``; build heads with :func
 
 from mrface.losses.contrastive import QGFaceContrastive
 from mrface.losses.distill import BTNetDistillLoss, CentreLoss, DCRLoss
+from mrface.losses.margin_softmax import MarginSoftmaxRows, margin_softmax_loss, margin_softmax_per_row
 from mrface.losses.margins import (
     AdaFace,
     CombinedMargin,
@@ -28,6 +29,7 @@ __all__ = [
     "DCRLoss",
     "MagFace",
     "Margin",
+    "MarginSoftmaxRows",
     "PartialFC",
     "QGFace",
     "QGFaceContrastive",
@@ -37,6 +39,8 @@ __all__ = [
     "get_margin",
     "list_heads",
     "magface_min_lambda_g",
+    "margin_softmax_loss",
+    "margin_softmax_per_row",
     "reshard_centres",
     "reshard_state_dicts",
     "shard_range",

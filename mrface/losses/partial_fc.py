@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mrface.losses import _dist
+from mrface.losses.margin_softmax import margin_softmax_per_row
 from mrface.losses.margins import Margin, RowTransform, apply_nontarget
-from mrface.ops.margin_softmax import margin_softmax_per_row
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class PartialFC(nn.Module):
         process_group: the group the centres are sharded over; None = default group if
             torch.distributed is initialised, else a single process.
         ignore_index: label value of rows that take no part in the loss.
-        fused: compute the softmax with :func:`mrface.ops.margin_softmax.margin_softmax_per_row`,
+        fused: compute the softmax with :func:`mrface.losses.margin_softmax.margin_softmax_per_row`,
             which never holds the (N, K) logits (the default); False: the materialising reference
             path (same results up to float32 rounding).
         interclass_filtering_threshold: arcface_torch's option (0 = off, its default): a

@@ -14,7 +14,7 @@ from mrface.ops.degrade import (
     degrade_resolution_random,
 )
 from mrface.ops.gumbel_fps import CoresetSelection, gumbel_fps
-from mrface.ops.margin_softmax import margin_softmax_loss
+from mrface.ops.margin_softmax import margin_softmax_stats
 
 __all__ = [
     "BACKENDS",
@@ -28,6 +28,6 @@ __all__ = [
     "degrade_resolution",
     "degrade_resolution_random",
     "gumbel_fps",
-    "margin_softmax_loss",
+    "margin_softmax_stats",
     "use_backend",
 ]

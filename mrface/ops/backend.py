@@ -1,7 +1,8 @@
 """Backend choice for every mrface op.
 
 For CUDA tensors the order is CUDA extension -> Triton -> reference; for CPU tensors C++ ->
-reference. ``MRFACE_BACKEND`` (environment) or :func:`use_backend` force one backend, e.g. for tests
+reference. Ops with a pure-PyTorch tiled path (mrface/ops/chunked/) also offer ``chunked``, which runs on
+any device. ``MRFACE_BACKEND`` (environment) or :func:`use_backend` force one backend, e.g. for tests
 and benchmarks; forcing a backend that cannot run raises instead of silently falling back.
 """
 
@@ -16,7 +17,7 @@ from types import ModuleType
 
 import torch
 
-BACKENDS = ("cuda", "triton", "cpp", "reference")
+BACKENDS = ("cuda", "triton", "cpp", "chunked", "reference")
 _DEFAULT_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpp", "reference")}
 _forced: str | None = None
 
@@ -49,7 +50,7 @@ def _triton_importable() -> bool:
 def backend_runs_on(backend: str, device_type: str) -> bool:
     """Whether ``backend`` can run an op on tensors of ``device_type`` on this machine."""
     ext = compiled_extension()
-    if backend == "reference":
+    if backend in ("reference", "chunked"):
         return True
     if backend == "cpp":
         return device_type == "cpu" and ext is not None

@@ -12,15 +12,16 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import mrface.ops.margin_softmax as ms
-from mrface.losses import get_margin
-from mrface.ops import margin_softmax_loss, use_backend
+import mrface.ops.chunked.margin_softmax as ms
+from mrface.losses import get_margin, margin_softmax_loss
+from mrface.ops import use_backend
 from mrface.ops.reference.margin_softmax import (
     margin_softmax_bwd_reference,
     margin_softmax_fwd_reference,
     margin_softmax_loss_reference,
     transformed_logits,
 )
+from mrface.ops.reference.margin_softmax import sample_margin_inputs as make_inputs
 
 # (id, head name, margin kwargs, margin buffers)
 MARGINS = [
@@ -44,23 +45,6 @@ def make_margin(case):
     for k, v in buffers.items():
         getattr(margin, k).fill_(v)
     return margin
-
-
-def make_inputs(b: int, c: int, d: int, seed: int):
-    """float64 weight (C, D), embeddings (B, D) with norms in [5, 60] and target cosines from random to
-    about 0.8 (losses of order 1, so float32 rounding does not swamp the gradients),
-    labels (B,) with -1 in row 1 (when B > 1) and targets at both ends of the class range."""
-    g = torch.Generator().manual_seed(seed)
-    weight = torch.randn(c, d, generator=g, dtype=torch.float64) * 0.05
-    labels = torch.randint(0, c, (b,), generator=g)
-    labels[0] = c - 1
-    if b > 2:
-        labels[1], labels[2] = -1, 0
-    emb = torch.randn(b, d, generator=g, dtype=torch.float64)
-    pull = torch.linspace(0.0, 1.5, b, dtype=torch.float64)[torch.randperm(b, generator=g)]
-    emb += pull[:, None] * F.normalize(weight[labels.clamp_min(0)], dim=1) * d**0.5
-    emb = F.normalize(emb, dim=1) * torch.linspace(5, 60, b, dtype=torch.float64)[:, None]
-    return weight, emb, labels
 
 
 def run(fn, margin, weight, emb, labels, dtype=torch.float32, **kw):
@@ -97,7 +81,7 @@ def assert_matches(got, ref, loss_atol=1e-5, grad_rtol=1e-4):
 # ------------------------------------------------------------------- chunked path vs reference
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("case", MARGINS, ids=[c[0] for c in MARGINS])
-@pytest.mark.parametrize("backend", ["cpp", "reference"])
+@pytest.mark.parametrize("backend", ["chunked", "reference"])
 def test_every_margin_matches_float64_cross_entropy(case, shape, backend):
     weight, emb, labels = make_inputs(*shape, seed=zlib.crc32(f"{case[0]}{shape}".encode()))
     margin = make_margin(case)
@@ -123,7 +107,7 @@ def test_curricular_inputs_exercise_hard_negatives_and_fallback():
     assert int((cos > rows.hard_threshold[:, None]).sum()) > 0
     assert bool((cos[5, labels[5]] < -0.9).item())
     ref = truth(margin, weight, emb, labels)
-    with use_backend("cpp"):
+    with use_backend("chunked"):
         assert_matches(run(margin_softmax_loss, margin, weight, emb, labels), ref)
     assert torch.isfinite(z).all()
 
@@ -137,7 +121,7 @@ def test_chunk_boundaries_split_targets(case, monkeypatch):
     labels[:] = torch.tensor([0, 6, 7, 13, 14, 44, 42, -1, 20, 21, 22, 27])
     margin = make_margin(case)
     ref = truth(margin, weight, emb, labels)
-    with use_backend("cpp"):
+    with use_backend("chunked"):
         assert_matches(run(margin_softmax_loss, margin, weight, emb, labels), ref)
 
 
@@ -180,7 +164,7 @@ def test_half_inputs_error_within_reference_error_plus_tolerance(case, dtype, to
         return margin_softmax_loss_reference(x, w, y, m, gemm_dtype=dtype)
 
     base = run(same_dtype_reference, margin, weight, emb, labels, dtype=dtype)
-    with use_backend("cpp"):
+    with use_backend("chunked"):
         got = run(margin_softmax_loss, margin, weight, emb, labels, dtype=dtype)
     assert abs(got["loss"] - ref["loss"]).item() <= abs(base["loss"] - ref["loss"]).item() + tol
     for key in ("emb", "weight"):
@@ -219,7 +203,7 @@ def test_no_batch_by_classes_tensor_in_forward_or_backward(case, monkeypatch):
     monkeypatch.setattr(ms, "_CHUNK_ELEMENTS", b * c // 16)
     weight, emb, labels = make_inputs(b, c, d, seed=4)
     x, w = emb.float().requires_grad_(True), weight.float().requires_grad_(True)
-    with use_backend("cpp"), _LargestOutput() as mode:
+    with use_backend("chunked"), _LargestOutput() as mode:
         margin_softmax_loss(x, w, labels, make_margin(case)).backward()
     assert mode.largest <= max(c * d, b * c // 16), (mode.largest, mode.op)
     assert x.grad is not None and w.grad.shape == (c, d)
@@ -241,7 +225,7 @@ def op_inputs(b=6, c=11, d=5, seed=0, hard=True):
 def test_op_backends_match(hard):
     args = op_inputs(hard=hard)
     ref = margin_softmax_fwd_reference(*args)
-    with use_backend("cpp"):
+    with use_backend("chunked"):
         got = torch.ops.mrface.margin_softmax_fwd(*args)
     for a, r in zip(got, ref, strict=True):
         torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)
@@ -249,7 +233,7 @@ def test_op_backends_match(hard):
     grads = (torch.rand(6, generator=g), torch.randn(6, generator=g))
     e, w, target, scale, thr, t, lo, hi = args
     bwd_args = (*grads, e, w, target, scale, thr, t, ref[0], lo, hi)
-    with use_backend("cpp"):
+    with use_backend("chunked"):
         got_b = torch.ops.mrface.margin_softmax_bwd(*bwd_args)
     for a, r in zip(got_b, margin_softmax_bwd_reference(*bwd_args), strict=True):
         torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)
@@ -272,7 +256,7 @@ def test_op_gradients_against_autograd_of_materialised_lse(hard):
     a, b = torch.rand(6, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
     (a * lse + b * cos_y).sum().backward()
     ef, wf = e.clone().requires_grad_(True), w.clone().requires_grad_(True)
-    with use_backend("cpp"):
+    with use_backend("chunked"):
         lse_f, cos_y_f = torch.ops.mrface.margin_softmax_fwd(ef, wf, target, scale, thr, t, lo, hi)
     (a.float() * lse_f + b.float() * cos_y_f).sum().backward()
     torch.testing.assert_close(lse_f.double(), lse.detach(), rtol=1e-5, atol=1e-5)
@@ -280,7 +264,7 @@ def test_op_gradients_against_autograd_of_materialised_lse(hard):
     torch.testing.assert_close(wf.grad.double(), w64.grad, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("backend", ["cpp", "reference"])
+@pytest.mark.parametrize("backend", ["chunked", "reference"])
 def test_opcheck(backend):
     e, w, target, scale, thr, t, lo, hi = op_inputs()
     e.requires_grad_(True)
@@ -305,7 +289,7 @@ def test_torch_compile_fullgraph():
     compiled = torch.compile(loss_fn, fullgraph=True, backend="aot_eager")
     e1, w1 = e.clone().requires_grad_(True), w.clone().requires_grad_(True)
     e2, w2 = e.clone().requires_grad_(True), w.clone().requires_grad_(True)
-    with use_backend("cpp"):
+    with use_backend("chunked"):
         eager = loss_fn(e1, w1)
         eager.backward()
         got = compiled(e2, w2)
@@ -345,6 +329,8 @@ def test_bad_inputs(kwargs, match):
 def test_forcing_an_unavailable_backend_raises():
     args = (torch.randn(4, 8), torch.randn(10, 8), torch.tensor([0, 1, 2, 3]), get_margin("arcface"))
     with use_backend("cuda"), pytest.raises(RuntimeError, match="no CUDA-extension kernel"):
+        margin_softmax_loss(*args)
+    with use_backend("cpp"), pytest.raises(RuntimeError, match=r"no C\+\+-extension kernel.*chunked"):
         margin_softmax_loss(*args)
 
 

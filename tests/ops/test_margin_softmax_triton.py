@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import mrface.ops.margin_softmax as ms
-from mrface.losses import get_head
-from mrface.ops import margin_softmax_loss, use_backend
+from mrface.losses import get_head, margin_softmax_loss
+from mrface.ops import use_backend
 from mrface.ops.reference.margin_softmax import (
     margin_softmax_bwd_reference,
     margin_softmax_fwd_reference,
@@ -168,12 +168,12 @@ def test_tensor_core_gate_and_env_override(monkeypatch, restore_tf32):
     w16, w32 = torch.zeros(2, 2, dtype=torch.float16), torch.zeros(2, 2)
     assert ms._pick_backend(cuda, torch.float16) == "chunked" == ms._pick_backend(cuda, torch.bfloat16)
     assert ms._pick_backend(cuda, torch.float32) == "triton"
-    assert tk._precision(w32) == "ieee" and tk._rescale(w16) and not tk._rescale(w32)
+    assert ms._triton_precision(w32.dtype) == "ieee" and tk._rescale(w16) and not tk._rescale(w32)
     with use_backend("triton"), pytest.raises(RuntimeError, match="half precision failed"):
         ms._pick_backend(cuda, torch.float16)
     monkeypatch.setenv(ms.TENSOR_CORE_ENV, "1")
     assert ms._pick_backend(cuda, torch.float16) == "triton" == ms._pick_backend(cuda, torch.bfloat16)
-    assert tk._precision(w32) == "tf32"
+    assert ms._triton_precision(w32.dtype) == "tf32"
     with use_backend("triton"):
         assert ms._pick_backend(cuda, torch.bfloat16) == "triton"
 
@@ -188,7 +188,7 @@ def test_lifting_the_gate_is_one_default_and_the_env_overrides_it(monkeypatch, r
     monkeypatch.setenv(ms.TENSOR_CORE_ENV, "0")
     assert ms._pick_backend(cuda, torch.float16) == "chunked" == ms._pick_backend(cuda, torch.bfloat16)
     torch.backends.cuda.matmul.allow_tf32 = True
-    assert tk._precision(torch.zeros(1)) == "ieee"
+    assert ms._triton_precision(torch.float32) == "ieee"
 
 
 # ------------------------------------------------------------------------------------- GPU

@@ -10,25 +10,55 @@ Two levels, both written for clarity, not speed:
 
 Conventions shared with the kernels: ``emb_hat`` (B, D) float32 unit rows; ``weight`` (C, D) raw
 (un-normalised) centres of the local shard, any float dtype; ``target`` (B,) int64 local column of
-each row's class or -1; per-row constants as in :class:`mrface.losses.margins.RowTransform`.
+each row's class or -1; per-row constants (B,) ``row_scale`` and ``hard_threshold``, () ``hard_t`` and
+the clamp range ``cos_lo``, ``cos_hi`` of the non-target cosines.
+
+:func:`sample_margin_inputs` draws the embeddings, centres and labels the margin-softmax tests and
+benchmarks/check_margin_half.py share.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from mrface.losses.margins import Margin
-
 NORM_EPS = 1e-12  # F.normalize's clamp of the centre norms
 
 
+class MarginLogits(Protocol):
+    """A margin applied to full logits: ``margin(cos (B, C), labels (B,), norms (B,) or None) -> (B, C)``
+    logits; ``needs_norms`` says whether it reads the embedding norms (e.g. mrface.losses.margins.Margin)."""
+
+    needs_norms: bool
+
+    def __call__(self, cos: Tensor, labels: Tensor, norms: Tensor | None) -> Tensor: ...
+
+
+def sample_margin_inputs(
+    b: int, c: int, d: int, seed: int, device: str | torch.device = "cpu"
+) -> tuple[Tensor, Tensor, Tensor]:
+    """float64 centres ``weight`` (C, D) of norm about 1, embeddings ``emb`` (B, D) with norms 5..60 pulled
+    towards their targets (target cosines from random to about 0.8: losses of order 1, so float32 rounding
+    does not swamp the gradients) and int64 ``labels`` (B,) with -1 in row 1 (when B > 2) and targets at
+    both ends of the class range; drawn on the CPU from ``seed``, then moved to ``device``."""
+    g = torch.Generator().manual_seed(seed)
+    weight = torch.randn(c, d, generator=g, dtype=torch.float64) * 0.05
+    labels = torch.randint(0, c, (b,), generator=g)
+    labels[0] = c - 1
+    if b > 2:
+        labels[1], labels[2] = -1, 0
+    emb = torch.randn(b, d, generator=g, dtype=torch.float64)
+    pull = torch.linspace(0.0, 1.5, b, dtype=torch.float64)[torch.randperm(b, generator=g)]
+    emb += pull[:, None] * F.normalize(weight[labels.clamp_min(0)], dim=1) * d**0.5
+    emb = F.normalize(emb, dim=1) * torch.linspace(5, 60, b, dtype=torch.float64)[:, None]
+    return weight.to(device), emb.to(device), labels.to(device)
+
+
 def margin_softmax_loss_reference(
-    embeddings: Tensor, weight: Tensor, labels: Tensor, margin: Margin, gemm_dtype: torch.dtype | None = None
+    embeddings: Tensor, weight: Tensor, labels: Tensor, margin: MarginLogits, gemm_dtype: torch.dtype | None = None
 ) -> Tensor:
     """Mean margin cross-entropy over rows with ``labels >= 0`` (0 when there are none).
 
