@@ -1,7 +1,8 @@
 """Benchmark the fused margin softmax against the materialising reference path (forward + backward).
 
-Paths: ``fused`` (PartialFC default: mrface.ops.margin_softmax, Triton on GPU, chunked torch on
-CPU), ``reference`` (PartialFC(fused=False): InsightFace-style (B, C) logits), on GPU also
+Paths: ``fused`` (PartialFC default: mrface.losses.margin_softmax over the op mrface.ops.margin_softmax:
+Triton on GPU, chunked torch on CPU),
+``reference`` (PartialFC(fused=False): InsightFace-style (B, C) logits), on GPU also
 ``compiled`` (torch.compile of the reference) and ``liger`` (liger-kernel's fused linear
 cross-entropy on s * emb_hat and the normalised centres: plain CE, margin 0; skipped with a note
 when liger-kernel is not installed).

@@ -24,22 +24,6 @@ import torch
 TOL = {"float16": 1e-3, "bfloat16": 1e-2}
 
 
-def make_inputs(b: int, c: int, d: int, seed: int, device: str):
-    """float64 centres (C, D) of norm about 1, embeddings (B, D) of norms 5..60 pulled towards their
-    targets (target cosines from random to about 0.8), labels (B,) with one ignored row."""
-    g = torch.Generator().manual_seed(seed)
-    weight = torch.randn(c, d, generator=g, dtype=torch.float64) * 0.05
-    labels = torch.randint(0, c, (b,), generator=g)
-    labels[0] = c - 1
-    if b > 2:
-        labels[1], labels[2] = -1, 0
-    emb = torch.randn(b, d, generator=g, dtype=torch.float64)
-    pull = torch.linspace(0.0, 1.5, b, dtype=torch.float64)[torch.randperm(b, generator=g)]
-    emb += pull[:, None] * torch.nn.functional.normalize(weight[labels.clamp_min(0)], dim=1) * d**0.5
-    emb = torch.nn.functional.normalize(emb, dim=1) * torch.linspace(5, 60, b, dtype=torch.float64)[:, None]
-    return weight.to(device), emb.to(device), labels.to(device)
-
-
 def loss_and_grads(fn, margin, weight, emb, labels, dtype, **kw):
     m = copy.deepcopy(margin)
     x = emb.detach().to(dtype).clone().requires_grad_(True)
@@ -76,14 +60,14 @@ def main() -> None:
     from common import print_table, write_json
 
     import mrface.kernels.margin_softmax as tk
-    from mrface.losses import get_margin
-    from mrface.ops import margin_softmax_loss, use_backend
-    from mrface.ops.reference.margin_softmax import margin_softmax_loss_reference
+    from mrface.losses import get_margin, margin_softmax_loss
+    from mrface.ops import use_backend
+    from mrface.ops.reference.margin_softmax import margin_softmax_loss_reference, sample_margin_inputs
 
     b, c, d = (int(v) for v in (args.shape or ("9,40,24" if cpu else "257,10007,512")).split(","))
     dtypes = args.dtypes or (["float16"] if cpu else ["float16", "bfloat16"])
     configs = [None] if args.configs == "autotune" or cpu else tk._CONFIGS
-    weight, emb, labels = make_inputs(b, c, d, seed=c, device=args.device)
+    weight, emb, labels = sample_margin_inputs(b, c, d, seed=c, device=args.device)
     weight, emb = weight.float().double(), emb.float().double()
     rows = []
     for name in args.margins:
