@@ -46,7 +46,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mrface.bench import (
+from mrface.bench.suite import (
     BenchError,
     Spec,
     find_bench_dir,
@@ -620,7 +620,7 @@ def run_gpu(args: argparse.Namespace) -> int:
     out = Path(args.out or "bench_results")
     path = run_gpu_suite(out, bench_dir, args.dry_run, args.budget_s, args.skip, command)
     if args.store or args.markdown:
-        from mrface.bench import _store_and_render
+        from mrface.bench.suite import _store_and_render
 
         _store_and_render(args, path)
     entries = json.loads(path.read_text())["benchmarks"]

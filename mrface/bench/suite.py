@@ -352,7 +352,7 @@ def run_suite(
         "machine": machine_info(bench_dir),
         "benchmarks": {s.name: run_spec(s, bench_dir, run_dir, device, quick) for s in specs},
     }
-    from mrface.bench_plots import write_plots
+    from mrface.bench.plots import write_plots
 
     report["plots"] = write_plots(report, out_dir, base)
     path = out_dir / f"{base}.json"
@@ -429,7 +429,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--all-runs", action="store_true", help="document every run, not only the newest per machine and benchmark"
     )
-    from mrface.bench_gpu import register_arguments
+    from mrface.bench.gpu import register_arguments
 
     register_arguments(p)
     p.set_defaults(func=run)
@@ -457,7 +457,7 @@ def _notes_path(args: argparse.Namespace) -> Path | None:
 
 def _report(args: argparse.Namespace) -> int:
     """``mrface bench report RESULTS... --out DOC.md``: render the document, run nothing."""
-    from mrface.bench_report import write_report
+    from mrface.bench.report import write_report
 
     if args.out and args.markdown and args.out != args.markdown:
         raise BenchError("report: give the Markdown file once (--out or --markdown)")
@@ -499,7 +499,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.area == "report":
         return _report(args)
     if args.area == "gpu":
-        from mrface.bench_gpu import run_gpu
+        from mrface.bench.gpu import run_gpu
 
         return run_gpu(args)
     if getattr(args, "dry_run", False) or getattr(args, "skip", None):
@@ -541,7 +541,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _store_and_render(args: argparse.Namespace, path: Path) -> None:
     """--store: keep the run's JSON in the results folder; --markdown: render the document."""
-    from mrface.bench_report import store_run, write_report
+    from mrface.bench.report import store_run, write_report
 
     inputs: list[str | Path] = [path]
     if args.store:

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mrface.bench import BenchError, Spec, compare_runs, find_bench_dir, run_spec
-from mrface.bench_plots import plot_degrade, plot_heads, plot_scaling
-from mrface.bench_report import headline_rows, load_runs, parse_notes, parse_run, select, store_run
+from mrface.bench.suite import BenchError, Spec, compare_runs, find_bench_dir, run_spec
+from mrface.bench.plots import plot_degrade, plot_heads, plot_scaling
+from mrface.bench.report import headline_rows, load_runs, parse_notes, parse_run, select, store_run
 from mrface.cli import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -670,7 +670,7 @@ def gpu_dry_run(tmp_path_factory) -> tuple[int, Path, str]:
 
 
 def test_gpu_dry_run_runs_every_section_and_records_machine_and_command(gpu_dry_run):
-    from mrface.bench_gpu import SECTION_NAMES
+    from mrface.bench.gpu import SECTION_NAMES
 
     code, path, log = gpu_dry_run
     assert code == 0, log
@@ -725,7 +725,7 @@ def test_gpu_dry_run_is_stored_and_rendered(gpu_dry_run):
 
 
 def test_pytest_log_counts_per_file_and_names_failures():
-    from mrface.bench_gpu import parse_pytest_log
+    from mrface.bench.gpu import parse_pytest_log
 
     log = """============ test session starts ============
 tests/ops/test_a.py::test_x[float16] PASSED                  [ 20%]
@@ -744,7 +744,7 @@ FAILED tests/ops/test_a.py::test_y - AssertionError
 
 
 def test_goals_read_the_measured_rows():
-    from mrface.bench_gpu import goals_entry
+    from mrface.bench.gpu import goals_entry
 
     def report(fused_ms, fused_mib, of_floor, op_fb_ms, img_s, keeps):
         margin = [
@@ -786,7 +786,7 @@ def test_run_logged_stops_the_whole_process_group_at_its_timeout(tmp_path):
     import os
     import time
 
-    from mrface.bench import run_logged
+    from mrface.bench.suite import run_logged
 
     script = "import subprocess, time; p = subprocess.Popen(['sleep', '60']); print(p.pid, flush=True); time.sleep(60)"
     start = time.perf_counter()

@@ -29,7 +29,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mrface.bench import AREAS, SPECS, BenchError, _fmt, format_table
+from mrface.bench.suite import AREAS, SPECS, BenchError, _fmt, format_table
 
 GENERAL_KEYS = ("intro", "headline", "runs")
 NOTE_HEADING = re.compile(r"^## +(?P<key>[A-Za-z0-9_-]+)(?: +\[until (?P<until>cpu|cuda)\])? *$")
@@ -86,7 +86,7 @@ class NoteBlock:
 
 
 def _area_of(name: str) -> str:
-    from mrface.bench_gpu import AREA
+    from mrface.bench.gpu import AREA
 
     return next((s.area for s in SPECS if s.name == name), AREA.get(name, "other"))
 
@@ -539,7 +539,7 @@ def _rel(path: Path, start: Path) -> str:
 
 
 def _section_order(selected: dict, notes: list[NoteBlock]) -> dict[str, list[str]]:
-    from mrface.bench_gpu import SECTION_NAMES
+    from mrface.bench.gpu import SECTION_NAMES
 
     names = list(dict.fromkeys([s.name for s in SPECS] + list(SECTION_NAMES) + sorted(selected)))
     noted = {b.key for b in notes}
@@ -645,7 +645,7 @@ def _draw_plots(
     runs: list[Run], selected: dict[str, list[tuple[Run, dict]]], plots_dir: Path
 ) -> dict[tuple[int, str], str]:
     """(id(run), benchmark) -> PNG drawn from that entry's rows; stale plots of runs no longer shown are removed."""
-    from mrface.bench_plots import have_matplotlib, plots_for
+    from mrface.bench.plots import have_matplotlib, plots_for
 
     if not have_matplotlib():
         print("bench report: matplotlib not installed, no plots (pip install 'mrface[plot]')", file=sys.stderr)
