@@ -312,3 +312,31 @@ def test_headlines_for_train_scaling_and_gumbel(tmp_path):
         "forward **5.00×** the speed of the batched PyTorch loop (2 vs 10 ms, op[cpp]); forward+backward 0.50× "
         "(8 vs 4 ms); forward at 1 % of the copy-bandwidth floor"
     )
+
+
+def test_headline_of_a_benchmark_and_its_sweep_comes_from_one_of_them_per_run(tmp_path):
+    """margin_softmax and margin_softmax_classes declare one headline: a run's lines come from the first that
+    has rows; a run holding only the sweep still gets them."""
+    shape = {"B": 8, "C": 100, "D": 4, "margin": "arcface", "dtype": "float32"}
+
+    def rows(c: int) -> list[dict]:
+        return [
+            shape | {"C": c, "path": "fused", "ms": 10.0, "work_MiB": 5.0},
+            shape | {"C": c, "path": "reference", "ms": 20.0, "work_MiB": 50.0},
+        ]
+
+    both = _run_json("20260101T000000Z", ())
+    both["benchmarks"] = {"margin_softmax": {"status": "ok", "rows": rows(100)}}
+    both["benchmarks"]["margin_softmax_classes"] = {"status": "ok", "rows": rows(900)}
+    sweep_only = _run_json("20260102T000000Z", (), gpu="H100")
+    sweep_only["benchmarks"] = {"margin_softmax_classes": {"status": "ok", "rows": rows(900)}}
+    selected = select([parse_run(both, tmp_path / "a.json"), parse_run(sweep_only, tmp_path / "b.json")])
+    heads = headline_rows(selected)
+    result = (
+        "time **2.00× faster** than the reference (10 vs 20 ms); "
+        "working memory **10.0 %** of the reference's (5 vs 50 MiB)"
+    )
+    assert [(h["what"], h["machine"], h["result"]) for h in heads] == [
+        ("fused margin softmax fwd+bwd, 8×100×4, arcface, float32", "2-core test cpu", result),
+        ("fused margin softmax fwd+bwd, 8×900×4, arcface, float32", "H100", result),
+    ]
