@@ -25,7 +25,7 @@ SUBCOMMAND_MODULES = {
     "eval": "mrface.eval.cli",
     "embed": "mrface.eval.embed_cli",  # registers embed and search
     "export": "mrface.export.cli",
-    "bench": "mrface.bench",
+    "bench": "mrface.bench.cli",
 }
 
 

@@ -9,7 +9,8 @@ run today, a GPU run on another day) go into one document: each table names its 
 date. For every benchmark and machine the newest full run is used (a quick run only when no full run
 exists, and it is labelled as such); ``--all-runs`` keeps every run instead.
 
-The document: a headline-ratios table computed from the rows, a table of the runs (machine, versions,
+The document: a headline-ratios table computed from the rows (each benchmark's spec declares its headline
+lines, see :mod:`mrface.bench.specs`), a table of the runs (machine, versions,
 command, date), then per area and benchmark every run's table and scaling plot. Prose that cannot be
 generated lives in the notes file (``benchmarks/notes.md``), split by ``## <key>`` headings and
 included verbatim: ``intro`` (top), ``headline`` (under the headline table), an area (``kernels``,
@@ -29,7 +30,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mrface.bench import AREAS, SPECS, BenchError, _fmt, format_table
+from mrface.bench.errors import BenchError
+from mrface.bench.plots import have_matplotlib, plots_for
+from mrface.bench.specs import AREAS, SECTION_NAMES, SPECS, area_of, declared_headlines
+from mrface.bench.tables import fmt_cell, format_table
 
 GENERAL_KEYS = ("intro", "headline", "runs")
 NOTE_HEADING = re.compile(r"^## +(?P<key>[A-Za-z0-9_-]+)(?: +\[until (?P<until>cpu|cuda)\])? *$")
@@ -85,12 +89,6 @@ class NoteBlock:
 # ----------------------------------------------------------------------------- reading
 
 
-def _area_of(name: str) -> str:
-    from mrface.bench_gpu import AREA
-
-    return next((s.area for s in SPECS if s.name == name), AREA.get(name, "other"))
-
-
 def parse_run(payload: object, source: Path) -> Run:
     """A :class:`Run` from a suite report or a benchmark script's JSON; BenchError when it is neither."""
     if not isinstance(payload, dict):
@@ -116,7 +114,7 @@ def parse_run(payload: object, source: Path) -> Run:
             bool(payload.get("quick", False)),
             str(payload.get("command", "")),
             machine,
-            {n: {"area": _area_of(n)} | e for n, e in benchmarks.items()},
+            {n: {"area": area_of(n)} | e for n, e in benchmarks.items()},
         )
     rows = payload.get("rows", payload.get("results"))
     if isinstance(rows, list) and all(isinstance(r, dict) for r in rows):
@@ -124,7 +122,7 @@ def parse_run(payload: object, source: Path) -> Run:
         device = payload.get("device") or ("cuda" if machine.get("gpu") else "cpu")
         extra = {k: v for k, v in payload.items() if k not in ("rows", "results", "machine", "benchmark", "date")}
         entry = {
-            "area": _area_of(name),
+            "area": area_of(name),
             "status": "ok",
             "rows": rows,
             "extra": extra,
@@ -134,7 +132,7 @@ def parse_run(payload: object, source: Path) -> Run:
             source,
             str(payload.get("date", "")),
             device,
-            _area_of(name),
+            area_of(name),
             bool(payload.get("quick", False)),
             str(payload.get("command", "")),
             machine,
@@ -228,262 +226,17 @@ def parse_notes(text: str) -> list[NoteBlock]:
 # ----------------------------------------------------------------------------- headline ratios
 
 
-def _num(value: object) -> float | None:
-    """A positive number as float, else None (missing, zero, negative, boolean or text)."""
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else None
-
-
-def _nonneg(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0 else None
-
-
-def _x(value: float) -> str:
-    return f"{value:.2f}×" if value < 10 else f"{value:.1f}×"
-
-
-def _ms(value: float) -> str:
-    return f"{value:.3g}"
-
-
-def _headline_degrade(entry: dict) -> list[tuple[str, str]]:
-    rows, out = entry["rows"], []
-    dtype = (entry.get("extra") or {}).get("dtype", "float32")
-    for up in (True, False):
-        cand = [
-            r
-            for r in rows
-            if r.get("filter") == "area" and r.get("up") is up and _num(r.get("ours_ms")) and _num(r.get("loop_ms"))
-        ]
-        if not cand:
-            continue
-        n = max(r.get("batch", 0) for r in cand)
-        best = min((r for r in cand if r.get("batch", 0) == n), key=lambda r: r["ours_ms"])
-        text = (
-            f"**{_x(best['loop_ms'] / best['ours_ms'])}** faster than the `interpolate` loop "
-            f"({_ms(best['ours_ms'])} vs {_ms(best['loop_ms'])} ms, {best.get('backend', '?')})"
-        )
-        if _num(best.get("of_floor")) and _num(best.get("floor_ms")):
-            text += f"; {best['of_floor']:.2g}× the copy-bandwidth floor ({_ms(best['floor_ms'])} ms)"
-        out.append(
-            (f"`degrade_resolution` area 112→{{56,28,14,7}} {'down+up' if up else 'down'}, N={n}, {dtype}", text)
-        )
-    return out
-
-
-def _headline_margin_softmax(entry: dict) -> list[tuple[str, str]]:
-    rows = entry["rows"]
-    groups: dict[tuple, dict[str, dict]] = {}
-    for r in rows:
-        key = (r.get("B"), r.get("C"), r.get("D"), r.get("margin"), r.get("dtype"))
-        groups.setdefault(key, {})[str(r.get("path"))] = r
-    pairs = [(k, g) for k, g in groups.items() if "fused" in g and "reference" in g]
-    out = []
-    for dtype in dict.fromkeys(k[4] for k, _ in pairs):  # one line per weight dtype: its largest shape
-        mine = [(k, g) for k, g in pairs if k[4] == dtype]
-        out += _margin_line(*max(mine, key=lambda kg: ((kg[0][0] or 0) * (kg[0][1] or 0), kg[0][3] == "arcface")))
-    return out
-
-
-def _margin_line(key: tuple, g: dict[str, dict]) -> list[tuple[str, str]]:
-    fused, ref = g["fused"], g["reference"]
-    b, c, d, margin, dtype = key
-    parts = []
-    if _num(fused.get("ms")) and _num(ref.get("ms")):
-        ratio = ref["ms"] / fused["ms"]
-        word = "faster" if ratio >= 1 else "slower"
-        shown = ratio if ratio >= 1 else 1 / ratio
-        parts.append(f"time **{_x(shown)} {word}** than the reference ({_ms(fused['ms'])} vs {_ms(ref['ms'])} ms)")
-    if _nonneg(fused.get("work_MiB")) is not None and _num(ref.get("work_MiB")):
-        parts.append(
-            f"working memory **{100 * fused['work_MiB'] / ref['work_MiB']:.1f} %** of the reference's "
-            f"({fused['work_MiB']:.3g} vs {ref['work_MiB']:.4g} MiB)"
-        )
-    if _num(fused.get("achieved")):
-        parts.append(f"fused at {100 * fused['achieved']:.1f} % of its roofline ({fused.get('bound', '?')} bound)")
-    for path in ("compiled", "liger"):
-        if path in g and _num(g[path].get("ms")):
-            parts.append(f"{path} {_ms(g[path]['ms'])} ms")
-    backend = f" ({fused['backend']})" if fused.get("backend") else ""
-    what = f"fused margin softmax fwd+bwd, {b}×{c}×{d}, {margin}, {dtype}{backend}"
-    return [(what, "; ".join(parts))] if parts else []
-
-
-def _headline_gumbel(entry: dict) -> list[tuple[str, str]]:
-    groups: dict[tuple, dict[str, dict]] = {}
-    for r in entry["rows"]:
-        groups.setdefault((r.get("B"), r.get("N"), r.get("K"), r.get("D")), {})[str(r.get("impl"))] = r
-    pairs = [(k, g) for k, g in groups.items() if "torch batched loop" in g and any(i.startswith("op[") for i in g)]
-    if not pairs:
-        return []
-    key, g = next(((k, g) for k, g in pairs if k[:3] == (64, 200, 8)), None) or max(
-        pairs, key=lambda kg: ((kg[0][0] or 0) * (kg[0][1] or 0), kg[0][2] or 0)
-    )
-    op_name = next(i for i in g if i.startswith("op["))
-    op, loop = g[op_name], g["torch batched loop"]
-    parts = []
-    if _num(op.get("forward_ms")) and _num(loop.get("forward_ms")):
-        parts.append(
-            f"forward **{_x(loop['forward_ms'] / op['forward_ms'])}** the speed of the batched PyTorch "
-            f"loop ({_ms(op['forward_ms'])} vs {_ms(loop['forward_ms'])} ms, {op_name})"
-        )
-    if _num(op.get("forward_backward_ms")) and _num(loop.get("forward_backward_ms")):
-        parts.append(
-            f"forward+backward {_x(loop['forward_backward_ms'] / op['forward_backward_ms'])} "
-            f"({_ms(op['forward_backward_ms'])} vs {_ms(loop['forward_backward_ms'])} ms)"
-        )
-    if _num(op.get("achieved")):
-        parts.append(f"forward at {100 * op['achieved']:.2g} % of the copy-bandwidth floor")
-    b, n, k, d = key
-    return [(f"`gumbel_fps`, B={b}, N={n}, K={k}, D={d}", "; ".join(parts))] if parts else []
-
-
-VARIANT_WORDS = {
-    "reference_head": "reference head",
-    "amp": "AMP",
-    "channels_last": "channels_last",
-    "compile": "torch.compile",
-    "recordio": "RecordIO loader",
-    "distill": "BTNet distillation step",
-}
-
-
-def _headline_train(entry: dict) -> list[tuple[str, str]]:
-    out = []
-    for base in (r for r in entry["rows"] if r.get("variant", "base") == "base" and _num(r.get("images_per_s"))):
-        model = base.get("model")
-        precision = f"AMP {base['amp']}" if base.get("amp") not in (None, "none") else "float32"
-        layout = ", channels_last" if base.get("channels_last") else ""
-        setup = f"{base.get('head', 'fused')} head, {precision}{layout}, in-memory batch"
-        text = f"**{base['images_per_s']:.3g} img/s** ({setup})"
-        variants = []
-        for r in entry["rows"]:
-            if r.get("model") != model or r.get("variant") in (None, "base"):
-                continue
-            word = VARIANT_WORDS.get(r["variant"], r["variant"]) + (f" {r['amp']}" if r["variant"] == "amp" else "")
-            if _num(r.get("vs_base")):
-                item = f"{word} {r['vs_base']:.2f}×"
-                if _num(r.get("loader_images_per_s")):
-                    keeps = "keeps up" if r.get("loader_keeps_up") else "does not keep up"
-                    item += f" (loader alone {r['loader_images_per_s']:.0f} img/s: {keeps})"
-                variants.append(item)
-            elif r.get("note"):
-                variants.append(f"{word}: {str(r['note']).split(':')[0]}")
-        if variants:
-            text += "; vs base: " + ", ".join(variants)
-        out.append((f"training step, {model}, batch {base.get('batch')}", text))
-    for r in entry["rows"]:  # a BTNet distillation step: its own model, no base row of its own
-        if r.get("variant") == "distill" and _num(r.get("images_per_s")):
-            precision = f"AMP {r['amp']}" if r.get("amp") not in (None, "none") else "float32"
-            out.append(
-                (
-                    f"BTNet distillation step, {r.get('model')}, batch {r.get('batch')}",
-                    f"**{r['images_per_s']:.3g} img/s** (every branch, {precision})",
-                )
-            )
-    return out
-
-
-def _headline_scaling(entry: dict) -> list[tuple[str, str]]:
-    rows = entry["rows"]
-    curve = [r for r in rows if _num(r.get("images_per_s")) and _num(r.get("efficiency"))]
-    if len(curve) < 2:
-        return []
-    top = max(curve, key=lambda r: r.get("processes", 0))
-    one = next((r for r in curve if r.get("processes") == 1), None)
-    threads = top.get("threads_per_process")
-    text = f"**{top['images_per_s']:.3g} img/s**, efficiency **{100 * top['efficiency']:.0f} %**"
-    if one:
-        text += f" (1 process: {one['images_per_s']:.3g} img/s)"
-    wide = [r for r in rows if r not in curve and r.get("processes") == 1 and _num(r.get("images_per_s"))]
-    if wide:
-        text += f"; 1 process with {wide[0].get('threads_per_process')} threads: {wide[0]['images_per_s']:.3g} img/s"
-    each = f", {threads} thread(s) each" if threads else ""
-    return [(f"training on {top.get('processes')} processes, {top.get('model')}, {top.get('backend')}{each}", text)]
-
-
-def _headline_data(entry: dict) -> list[tuple[str, str]]:
-    parts = [f"{r.get('name')}: {r['images_per_s']:.0f} img/s" for r in entry["rows"] if _num(r.get("images_per_s"))]
-    return [("data throughput", "; ".join(parts))] if parts else []
-
-
-def _headline_inference(entry: dict) -> list[tuple[str, str]]:
-    out = []
-    models = dict.fromkeys(str(r.get("model")) for r in entry["rows"] if ":" not in str(r.get("model")))
-    for model in models:
-        rows = [r for r in entry["rows"] if r.get("model") == model and _num(r.get("img_per_s"))]
-        if not rows:
-            continue
-        batch = max(r.get("batch", 0) for r in rows)
-        parts = [f"{r.get('backend')} {r['img_per_s']:.3g}" for r in rows if r.get("batch") == batch]
-        out.append((f"inference, {model}, batch {batch}", ", ".join(parts) + " img/s"))
-    return out
-
-
-def _headline_tests(entry: dict) -> list[tuple[str, str]]:
-    totals = (entry.get("extra") or {}).get("totals") or {}
-    if not totals:
-        return []
-    failures = (entry.get("extra") or {}).get("failures") or []
-    text = ", ".join(f"{totals.get(k, 0)} {k}" for k in ("passed", "failed", "error", "skipped"))
-    if failures:
-        text += f" (first failure `{failures[0]}`; `-x` stops there)"
-    env = " ".join(f"{k}={v}" for k, v in (entry.get("env") or {}).items())
-    return [("`pytest -m gpu`" + (f" with {env}" if env else ""), text)]
-
-
-def _headline_half_check(entry: dict) -> list[tuple[str, str]]:
-    out = []
-    rows = [r for r in entry["rows"] if isinstance(r.get("ok"), bool) or r.get("note")]
-    for dtype in dict.fromkeys(str(r.get("dtype")) for r in rows):
-        parts = []
-        for stages in dict.fromkeys(str(r.get("bwd_inner_stages")) for r in rows):
-            mine = [r for r in rows if str(r.get("dtype")) == dtype and str(r.get("bwd_inner_stages")) == stages]
-            worst = max((r["emb_rel_err"] for r in mine if _nonneg(r.get("emb_rel_err")) is not None), default=None)
-            text = f"{sum(r.get('ok') is True for r in mine)}/{len(mine)} configs within tolerance"
-            parts.append(f"inner loop stages {stages}: {text}" + (f" (worst d emb error {worst:.2g})" if worst else ""))
-        shape = next((f"{r['B']}×{r['C']}×{r['D']}" for r in rows if r.get("B")), "?")
-        out.append((f"half-precision Triton margin softmax accuracy, {dtype}, {shape}", "; ".join(parts)))
-    return out
-
-
-def _headline_goals(entry: dict) -> list[tuple[str, str]]:
-    words = {True: "**met**", False: "**not met**", None: "not measured"}
-    return [
-        (
-            f"goal: {r.get('goal')}",
-            f"{words.get(r.get('met'), '?')}: {r.get('measured') or '-'} (target {r.get('target')})",
-        )
-        for r in entry["rows"]
-    ]
-
-
-# (benchmarks whose rows it can use, first preferred; function)
-HEADLINES = (
-    (("gpu_tests",), _headline_tests),
-    (("goals",), _headline_goals),
-    (("margin_half_check",), _headline_half_check),
-    (("margin_softmax", "margin_softmax_classes"), _headline_margin_softmax),
-    (("degrade",), _headline_degrade),
-    (("gumbel_fps", "gumbel_fps_sweep"), _headline_gumbel),
-    (("train",), _headline_train),
-    (("train_compile",), _headline_train),
-    (("scaling",), _headline_scaling),
-    (("inference",), _headline_inference),
-    (("data",), _headline_data),
-)
-
-
 def headline_rows(selected: dict[str, list[tuple[Run, dict]]]) -> list[dict]:
     """The headline table's rows: what, machine, result, date — computed from the selected entries."""
     out = []
-    for sources, fn in HEADLINES:
+    for headline, sources in declared_headlines():
         runs_done: set[int] = set()
         for source in sources:
             for run, entry in selected.get(source, []):
                 if id(run) in runs_done or not _usable(entry):
                     continue
                 try:
-                    lines = fn(entry)
+                    lines = headline.lines(entry)
                 except (KeyError, TypeError, ValueError, ZeroDivisionError) as err:
                     print(
                         f"bench report: no headline from {source} of {run.source} ({type(err).__name__}: {err})",
@@ -502,7 +255,7 @@ def headline_rows(selected: dict[str, list[tuple[Run, dict]]]) -> list[dict]:
 
 def _build_summary(info: object) -> str:
     if not isinstance(info, dict):
-        return _fmt(info)
+        return fmt_cell(info)
     cuda = f", CUDA {info.get('cuda_archs')}" if info.get("cuda") else ", no CUDA"
     return f"{info.get('compiler', '?')}{', OpenMP' if info.get('openmp') else ''}{cuda}"
 
@@ -539,14 +292,12 @@ def _rel(path: Path, start: Path) -> str:
 
 
 def _section_order(selected: dict, notes: list[NoteBlock]) -> dict[str, list[str]]:
-    from mrface.bench_gpu import SECTION_NAMES
-
     names = list(dict.fromkeys([s.name for s in SPECS] + list(SECTION_NAMES) + sorted(selected)))
     noted = {b.key for b in notes}
     order: dict[str, list[str]] = {area: [] for area in ("tests", *AREAS, "other")}
     for name in names:
         if name in selected or name in noted:
-            order[_area_of(name)].append(name)
+            order[area_of(name)].append(name)
     return order
 
 
@@ -645,8 +396,6 @@ def _draw_plots(
     runs: list[Run], selected: dict[str, list[tuple[Run, dict]]], plots_dir: Path
 ) -> dict[tuple[int, str], str]:
     """(id(run), benchmark) -> PNG drawn from that entry's rows; stale plots of runs no longer shown are removed."""
-    from mrface.bench_plots import have_matplotlib, plots_for
-
     if not have_matplotlib():
         print("bench report: matplotlib not installed, no plots (pip install 'mrface[plot]')", file=sys.stderr)
         return {}

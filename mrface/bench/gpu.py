@@ -22,7 +22,8 @@ On one CUDA device, in this order, each section a subprocess with its own time b
   provider present) at batch 1 and 64, TensorRT FP16 when importable;
 * ``goals``: the issue's targets checked against the rows just measured (no timing of its own).
 
-Each benchmark section reuses a script of ``benchmarks/`` through :func:`mrface.bench.run_spec`. The
+Each benchmark section reuses a script of ``benchmarks/`` through :func:`mrface.bench.suite.run_spec` (the sections are
+declared in :mod:`mrface.bench.specs`). The
 report (machine, versions, git commit, the command, each section's command, seconds, status) is one JSON;
 by default it is stored in ``benchmarks/results/`` and BENCHMARKS.md is re-rendered from every stored run.
 A section that runs past its budget is stopped (its log and the rows its script finished are kept) and
@@ -35,7 +36,6 @@ stored unless ``--store`` is given. Exit code 0 when every section ran and every
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import json
 import os
@@ -43,254 +43,17 @@ import re
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from mrface.bench import (
-    BenchError,
-    Spec,
-    find_bench_dir,
-    machine_info,
-    new_run_dir,
-    print_tables,
-    run_logged,
-    run_spec,
-)
+from mrface.bench.specs import SECTIONS, Section
+from mrface.bench.suite import machine_info, new_run_dir, run_logged, run_spec
+from mrface.bench.tables import print_tables
 
-HALF_ENV = {"MRFACE_MARGIN_TRITON_HALF": "1"}  # the half-precision re-test of the Triton margin kernels
 TOTAL_BUDGET_S = 460  # under 8 minutes on one H100 with start-up and rendering (a 15-minute GPU slot
+
+
 # includes the machine start)
 DRY_RUN_SLACK = 5  # the dry run's budgets are this many times the GPU ones: a loaded CI machine starts processes slowly
-
-
-@dataclass(frozen=True)
-class Section:
-    """One step of the suite: a benchmark script (``spec``) or the GPU tests (``spec`` None), with its budget."""
-
-    name: str
-    budget_s: float
-    spec: Spec | None = None
-    env: dict[str, str] = field(default_factory=dict)
-
-
-# GPU arguments (``full``) and the dry run's tiny CPU ones (``quick``) of the same scripts.
-SECTIONS: tuple[Section, ...] = (
-    Section("gpu_tests", 95, env=HALF_ENV),
-    Section(
-        "margin_half_check",
-        40,
-        Spec(
-            "margin_half_check",
-            "kernels",
-            "check_margin_half.py",
-            full=("--margins", "arcface", "--configs", "each"),
-            quick=("--margins", "arcface"),
-        ),
-        env=HALF_ENV,
-    ),
-    Section(
-        "margin_softmax",
-        70,
-        Spec(
-            "margin_softmax",
-            "kernels",
-            "bench_margin_softmax.py",
-            full=(
-                "--dtypes",
-                "float32",
-                "bfloat16",
-                "float16",
-                "--shapes",
-                "512,100000,512",
-                "1024,250000,512",
-                "--margins",
-                "arcface",
-                "--paths",
-                "fused",
-                "reference",
-                "liger",
-                "--repeats",
-                "3",
-            ),
-            quick=(
-                "--dtypes",
-                "float32",
-                "bfloat16",
-                "float16",
-                "--shapes",
-                "8,300,32",
-                "--margins",
-                "arcface",
-                "--paths",
-                "fused",
-                "reference",
-                "liger",
-                "--repeats",
-                "1",
-                "--in-process",
-            ),
-        ),
-        env=HALF_ENV,
-    ),
-    Section(
-        "degrade",
-        25,
-        Spec("degrade", "kernels", "bench_degrade.py", quick=("--batches", "2", "--filters", "area", "--repeats", "1")),
-    ),
-    Section(
-        "gumbel_fps",
-        30,
-        Spec("gumbel_fps", "kernels", "bench_gumbel_fps.py", quick=("--quick", "--dim", "16", "--max-gib", "0.0001")),
-    ),
-    # 1536 RecordIO images (6 batches, reshuffled when used up): SynthFace renders them on one core first.
-    Section(
-        "train",
-        75,
-        Spec(
-            "train",
-            "train",
-            "bench_train.py",
-            full=(
-                "--models",
-                "iresnet50",
-                "--batch",
-                "256",
-                "--classes",
-                "100000",
-                "--base",
-                "amp",
-                "channels_last",
-                "--amp",
-                "bf16",
-                "--variants",
-                "reference_head",
-                "recordio",
-                "--workers",
-                "8",
-                "--record-images",
-                "1536",
-                "--distill",
-                "btnet_r50",
-                "--repeats",
-                "5",
-                "--warmup",
-                "2",
-            ),
-            quick=(
-                "--quick",
-                "--batch",
-                "4",
-                "--classes",
-                "50",
-                "--base",
-                "amp",
-                "--amp",
-                "bf16",
-                "--variants",
-                "reference_head",
-                "recordio",
-                "--workers",
-                "1",
-                "--record-images",
-                "16",
-                "--distill",
-                "btnet_tiny",
-                "--repeats",
-                "1",
-                "--warmup",
-                "0",
-            ),
-        ),
-    ),
-    # torch.compile in its own section: its compile time cannot cost the other training rows.
-    Section(
-        "train_compile",
-        55,
-        Spec(
-            "train_compile",
-            "train",
-            "bench_train.py",
-            full=(
-                "--models",
-                "iresnet50",
-                "--batch",
-                "256",
-                "--classes",
-                "100000",
-                "--base",
-                "amp",
-                "channels_last",
-                "--amp",
-                "bf16",
-                "--variants",
-                "compile",
-                "--repeats",
-                "5",
-                "--warmup",
-                "2",
-            ),
-            quick=(
-                "--quick",
-                "--batch",
-                "4",
-                "--classes",
-                "50",
-                "--base",
-                "amp",
-                "--amp",
-                "bf16",
-                "--variants",
-                "compile",
-                "--repeats",
-                "1",
-                "--warmup",
-                "0",
-            ),
-        ),
-    ),
-    Section(
-        "inference",
-        70,
-        Spec(
-            "inference",
-            "inference",
-            "bench_inference.py",
-            full=(
-                "--models",
-                "iresnet50",
-                "mobilefacenet",
-                "--batches",
-                "1",
-                "64",
-                "--backends",
-                "eager",
-                "compile",
-                "ort",
-                "trt",
-                "--repeats",
-                "10",
-                "--warmup",
-                "2",
-            ),
-            quick=(
-                "--models",
-                "iresnet_tiny",
-                "--batches",
-                "1",
-                "2",
-                "--backends",
-                "eager",
-                "ort",
-                "--repeats",
-                "1",
-                "--warmup",
-                "0",
-            ),
-        ),
-    ),
-)
-SECTION_NAMES = tuple(s.name for s in SECTIONS) + ("goals",)
-AREA = {"gpu_tests": "tests", "goals": "tests"} | {s.name: s.spec.area for s in SECTIONS if s.spec}
 
 
 # ----------------------------------------------------------------------------- the GPU tests
@@ -526,10 +289,10 @@ def run_gpu_suite(
         left = budget_s - (time.perf_counter() - started)
         script = f"benchmarks/{section.spec.script}" if section.spec else "pytest"
         if section.name in (skip or []):
-            entry = {"area": AREA[section.name], "script": script, "status": "skipped", "note": "--skip"}
+            entry = {"area": section.area, "script": script, "status": "skipped", "note": "--skip"}
         elif left < 5:
             entry = {
-                "area": AREA[section.name],
+                "area": section.area,
                 "script": script,
                 "status": "skipped",
                 "note": f"the suite's {budget_s:g} s budget was spent",
@@ -558,77 +321,3 @@ def run_gpu_suite(
     print(f"\nsuite: {report['seconds']} s of {budget_s:.0f} s (seconds/budget: {spent})")
     print(f"wrote {path} (per-section JSON and logs in {run_dir})")
     return path
-
-
-def register_arguments(p: argparse.ArgumentParser) -> None:
-    """The ``gpu``-only flags of ``mrface bench``."""
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="gpu: the same suite on the CPU at tiny sizes (CI); stores nothing unless --store",
-    )
-    p.add_argument(
-        "--budget-s",
-        type=float,
-        default=None,
-        help=f"gpu: start no section after this many seconds (default {TOTAL_BUDGET_S}; "
-        f"{DRY_RUN_SLACK}x that with --dry-run)",
-    )
-    p.add_argument(
-        "--skip",
-        nargs="+",
-        default=None,
-        choices=[s.name for s in SECTIONS],
-        metavar="SECTION",
-        help=f"gpu: sections to leave out ({', '.join(s.name for s in SECTIONS)})",
-    )
-
-
-def run_gpu(args: argparse.Namespace) -> int:
-    """``mrface bench gpu``: run the suite, store the JSON and re-render the document (defaults on a GPU)."""
-    import torch
-
-    given = [
-        flag
-        for flag, value in (
-            ("--quick", args.quick),
-            ("--only", args.only),
-            ("--compare", args.compare),
-            ("--device", args.device),
-        )
-        if value
-    ]
-    if given:
-        raise BenchError(f"gpu: {', '.join(given)} does not apply (the suite fixes its sizes; --dry-run for CPU)")
-    if args.budget_s is not None and args.budget_s <= 0:
-        raise BenchError(f"--budget-s must be > 0, got {args.budget_s}")
-    if not args.dry_run and not torch.cuda.is_available():
-        raise BenchError(
-            "gpu: torch sees no CUDA device (torch.cuda.is_available() is False); "
-            "`mrface bench gpu --dry-run` runs the same suite on the CPU at tiny sizes"
-        )
-    bench_dir = find_bench_dir(args.bench_dir)
-    if not args.dry_run:  # the evidence goes where the repository keeps it unless told otherwise
-        args.store = args.store or str(bench_dir / "results")
-        args.markdown = args.markdown or str(bench_dir.parent / "BENCHMARKS.md")
-    command = shlex.join(
-        ["mrface", "bench", "gpu"]
-        + (["--dry-run"] if args.dry_run else [])
-        + ([f"--budget-s={args.budget_s:g}"] if args.budget_s is not None else [])
-        + (["--skip", *args.skip] if args.skip else [])
-    )
-    out = Path(args.out or "bench_results")
-    path = run_gpu_suite(out, bench_dir, args.dry_run, args.budget_s, args.skip, command)
-    if args.store or args.markdown:
-        from mrface.bench import _store_and_render
-
-        _store_and_render(args, path)
-    entries = json.loads(path.read_text())["benchmarks"]
-    if not any(e.get("status") == "ok" for k, e in entries.items() if k != "goals"):
-        print("mrface bench gpu: no section ran (see the notes above)", file=sys.stderr)
-        return 1
-    bad = [f"{k} ({e['status']})" for k, e in entries.items() if e.get("status") in ("failed", "timeout")]
-    if bad:
-        print(f"mrface bench gpu: not clean: {', '.join(bad)}", file=sys.stderr)
-        return 1
-    return 0
