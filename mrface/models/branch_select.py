@@ -155,7 +155,7 @@ def face_size(face: Face) -> tuple[int, int]:
 def _resize_uint8(im: np.ndarray, side: int, resizer: str) -> np.ndarray:
     im = np.ascontiguousarray(im)
     if resizer == "pil_bicubic":
-        return np.asarray(Image.fromarray(im).resize((side, side), Image.BICUBIC))
+        return np.array(Image.fromarray(im).resize((side, side), Image.BICUBIC))
     if resizer == "cv2_linear":
         return cv2.resize(im, (side, side), interpolation=cv2.INTER_LINEAR)
     shrink = im.shape[0] * im.shape[1] > side * side
