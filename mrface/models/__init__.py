@@ -41,7 +41,14 @@ Common keyword arguments: ``amp`` (None/"fp16"/"bf16"), ``grad_checkpointing`` (
 """
 
 from mrface.models.base import FaceModel
-from mrface.models.branch_select import choose_branches, choose_resolution, size_indicator
+from mrface.models.branch_select import (
+    RESIZERS,
+    choose_branches,
+    choose_resolution,
+    route_and_run,
+    run_by_branch,
+    size_indicator,
+)
 from mrface.models.btnet import BranchOutput, BTNet, DistillOutput
 from mrface.models.checkpoint import CheckpointError, load_model, load_weights, save_model
 from mrface.models.coreset_aggregator import FaceCoresetNet
@@ -64,6 +71,7 @@ from mrface.models.summary import ModelSummary, summary
 from mrface.models.template_pooling import PooledTemplates, pool_templates
 
 __all__ = [
+    "RESIZERS",
     "BTNet",
     "BranchOutput",
     "CheckpointError",
@@ -95,6 +103,8 @@ __all__ = [
     "pool_templates",
     "preprocess",
     "register_model",
+    "route_and_run",
+    "run_by_branch",
     "save_model",
     "size_indicator",
     "summary",
