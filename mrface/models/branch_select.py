@@ -29,7 +29,8 @@ Resizer (``resizer``), the same for every entry point; default ``"bilinear"``:
   mrface's ``distill.filters: [bilinear]``; and it is the filter of BTNet's IJB-C evaluation
   (``cv2.resize``, INTER_LINEAR) up to cv2's uint8 rounding. Enlarging — the usual case under
   ``ceil`` — is the same with or without antialiasing, so the trunk's "resize to r and back up
-  (antialiased bilinear)" training also sees this filter on the way up.
+  (antialiased bilinear)" training also sees this filter on the way up. The C++ edge runner resizes the
+  same way (``tests/export/test_export_edge_cpp.py``).
 * ``bilinear_aa``: the same with antialiasing (PIL BILINEAR-like when shrinking): an option.
 * ``pil_bicubic``: PIL ``Image.resize(..., BICUBIC)`` on the uint8 crop, then normalisation: BTNet's
   ``eval_survface_1n_multi_reso.py``.
