@@ -106,7 +106,7 @@ def _normalised(im: np.ndarray) -> torch.Tensor:
 @pytest.mark.parametrize(
     ("resizer", "reference"),
     [
-        ("pil_bicubic", lambda im, r: np.asarray(Image.fromarray(im).resize((r, r), Image.BICUBIC))),
+        ("pil_bicubic", lambda im, r: np.array(Image.fromarray(im).resize((r, r), Image.BICUBIC))),
         ("cv2_linear", lambda im, r: cv2.resize(im, (r, r), interpolation=cv2.INTER_LINEAR)),
         ("cv2_area_linear", lambda im, r: cv2.resize(im, (r, r), interpolation=cv2.INTER_AREA)),  # all shrink here
     ],
