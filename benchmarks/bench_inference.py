@@ -33,7 +33,7 @@ from common import print_table, write_json, write_partial
 
 from mrface.export.graph import DeployGraph
 from mrface.export.onnx import export_onnx
-from mrface.export.paths import model_resolutions, resolution_path
+from mrface.export.paths import resolution_path
 from mrface.export.session import ort_session
 from mrface.export.spec import GraphSpec
 from mrface.models import BTNet, get_model
@@ -171,7 +171,7 @@ def main() -> None:
         for name in args.models:
             torch.manual_seed(0)
             model = get_model(name).eval()
-            for r in model_resolutions(model):
+            for r in model.resolutions:
                 if args.resolutions is None or r in args.resolutions:
                     rows += bench_path(name, model, r, args, Path(tmp))
                     write_partial("inference", rows, args.out)

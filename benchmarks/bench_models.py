@@ -34,7 +34,7 @@ def rows_for(name: str, device: str, throughput: bool, batch: int, repeats: int)
     with torch.device("meta"):
         meta_model = get_model(name)
     rows = []
-    for r in getattr(meta_model, "resolutions", (meta_model.input_size,)):
+    for r in meta_model.resolutions:
         s = summary(meta_model, r)
         row = {
             "model": name,

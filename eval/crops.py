@@ -4,7 +4,8 @@ TinyFace, SCface and QMUL-SurvFace ship face crops of varying size without landm
 decoded to RGB uint8 (H, W, 3) and goes to :func:`mrface.eval.extract.extract_embeddings` with
 ``resolution=None``: a multi-resolution model picks a branch per crop from its own (w, h)
 (``indicator``/``strategy``), a single-resolution model — or ``upsample=True`` — resizes every crop to
-its input size (``model.preprocess``: INTER_AREA when shrinking, INTER_LINEAR when enlarging).
+its input size; every resize uses the routing's ``resizer`` (:mod:`mrface.models.branch_select`; default
+``"bilinear"``, ``"pil_bicubic"`` for BTNet's SurvFace set-up).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from tqdm import tqdm
 from mrface.data.images import decode_image
 from mrface.eval.extract import Embeddings, extract_embeddings
 from mrface.eval.verification import ExtractOptions
-from mrface.models.branch_select import INDICATORS, STRATEGIES
+from mrface.models.branch_select import DEFAULT_RESIZER, INDICATORS, RESIZERS, STRATEGIES
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,15 @@ class CropRouting:
     indicator: str = "max"
     strategy: str = "ceil"
     upsample: bool = False
+    resizer: str = DEFAULT_RESIZER
 
     def __post_init__(self) -> None:
         if self.indicator not in INDICATORS:
             raise ValueError(f"indicator={self.indicator!r}: expected one of {INDICATORS}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy={self.strategy!r}: expected one of {STRATEGIES}")
+        if self.resizer not in RESIZERS:
+            raise ValueError(f"resizer={self.resizer!r}: expected one of {RESIZERS}")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,6 +76,7 @@ def embed_crops(
         upsample=routing.upsample,
         indicator=routing.indicator,
         strategy=routing.strategy,
+        resizer=routing.resizer,
         batch_size=options.batch_size,
         amp=options.amp,
         device=options.device,

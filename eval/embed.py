@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from mrface.data.images import decode_image
 from mrface.eval.extract import FLIP_MODES, extract_embeddings
+from mrface.models.branch_select import DEFAULT_RESIZER
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 LIST_SUFFIXES = (".txt", ".lst", ".list")
@@ -175,7 +176,8 @@ class FaceEmbedder:
     Args:
         model: a checkpoint ``.safetensors`` path or a loaded :class:`~mrface.models.FaceModel`.
         resolution: treat every crop as an R px face (its branch, resized) instead of routing by size.
-        flip, indicator, strategy, batch_size, amp, device: as :func:`~mrface.eval.extract.extract_embeddings`.
+        flip, indicator, strategy, resizer, batch_size, amp, device: as
+            :func:`~mrface.eval.extract.extract_embeddings`.
         chunk: files decoded at a time.
     """
 
@@ -187,6 +189,7 @@ class FaceEmbedder:
         flip: str = "pre_norm_vector_add",
         indicator: str = "max",
         strategy: str = "ceil",
+        resizer: str = DEFAULT_RESIZER,
         batch_size: int = 64,
         amp: str | None = None,
         device: str | None = None,
@@ -203,6 +206,7 @@ class FaceEmbedder:
             model = load_model(model)
         self.model = model.eval()
         self.resolution, self.flip, self.indicator, self.strategy = resolution, flip, indicator, strategy
+        self.resizer = resizer
         self.batch_size, self.amp, self.device, self.chunk, self.progress = batch_size, amp, device, chunk, progress
 
     def model_metadata(self) -> dict[str, Any] | None:
@@ -215,6 +219,7 @@ class FaceEmbedder:
             "flip": self.flip,
             "indicator": self.indicator,
             "strategy": self.strategy,
+            "resizer": self.resizer,
             "normalised": True,
         }
 
@@ -228,6 +233,7 @@ class FaceEmbedder:
             resolution=self.resolution,
             indicator=self.indicator,
             strategy=self.strategy,
+            resizer=self.resizer,
             batch_size=self.batch_size,
             amp=self.amp,
             device=self.device,

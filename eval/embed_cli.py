@@ -41,6 +41,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         flip=args.flip,
         indicator=args.indicator,
         strategy=args.strategy,
+        resizer=args.resizer,
         batch_size=args.batch_size,
         amp=args.amp,
         device=args.device,
@@ -98,7 +99,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``embed`` and ``search`` to the ``mrface`` parser."""
     from mrface.eval.search import BACKENDS
-    from mrface.models.branch_select import INDICATORS, STRATEGIES
+    from mrface.models.branch_select import DEFAULT_RESIZER, INDICATORS, RESIZERS, STRATEGIES
 
     e = subparsers.add_parser("embed", help="embed aligned face crops of any size (files, folders, list files)")
     e.add_argument("model", help="checkpoint .safetensors (with its metadata JSON)")
@@ -113,6 +114,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--flip", default="pre_norm_vector_add", choices=["none", "sum", "pre_norm_vector_add"])
     e.add_argument("--indicator", default="max", choices=INDICATORS, help="crop size indicator for branches")
     e.add_argument("--strategy", default="ceil", choices=STRATEGIES, help="branch choice from the indicator")
+    e.add_argument("--resizer", default=DEFAULT_RESIZER, choices=RESIZERS, help="how a crop is resized to its branch")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--amp", default=None, choices=["fp16", "bf16"])
     e.add_argument("--device", default=None, help="torch device (default: cpu)")

@@ -12,7 +12,9 @@ Routing (which path of the model sees a face):
   (``indicator``/``strategy``, :mod:`mrface.models.branch_select`) and is resized to it.
 * a single-resolution model: every face is resized to its input size.
 
-Resizing is ``model.preprocess`` (cv2 INTER_AREA when shrinking, INTER_LINEAR when enlarging).
+Grouping, resizing and scattering back are :func:`mrface.models.branch_select.run_by_branch`, the routing
+every entry point shares, with its ``resizer`` (default ``"bilinear"``; a protocol that reproduces a
+public script names that script's resizer, e.g. ``"pil_bicubic"`` for BTNet's SurvFace script).
 
 Flip fusion (``flip=``), with e the raw embedding of the image and e' of its mirror image:
 
@@ -41,7 +43,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from mrface.models.branch_select import choose_branches
+from mrface.models.branch_select import DEFAULT_RESIZER, RESIZERS, choose_branches, run_by_branch
 
 FLIP_MODES = ("none", "sum", "pre_norm_vector_add", "concat")
 AMP_MODES = (None, "fp16", "bf16")
@@ -77,12 +79,6 @@ def fuse_flip(embedding: torch.Tensor, flipped: torch.Tensor | None, mode: str) 
     return torch.cat([embedding, flipped], dim=1), norms
 
 
-def model_resolutions(model: nn.Module) -> tuple[int, ...]:
-    """Input resolutions the model has paths for (trunk size first for BTNet; one entry otherwise)."""
-    res = getattr(model, "resolutions", None)
-    return tuple(int(r) for r in res) if res else (int(getattr(model, "input_size", 112)),)
-
-
 def route(
     model: nn.Module,
     sizes: Sequence[tuple[int, int]],
@@ -93,7 +89,7 @@ def route(
 ) -> np.ndarray:
     """Path (input resolution) each face of (w, h) ``sizes`` takes through ``model``; see module docstring."""
     input_size = int(getattr(model, "input_size", 112))
-    resolutions = model_resolutions(model)
+    resolutions = tuple(model.resolutions)
     if resolution is not None:
         r = int(resolution)
         path = r if (r in resolutions and not upsample) else input_size
@@ -110,7 +106,7 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 def _forward(model: nn.Module, x: torch.Tensor, path: int) -> torch.Tensor:
-    if len(model_resolutions(model)) > 1:
+    if len(model.resolutions) > 1:
         return model(x, resolution=path)
     return model(x)
 
@@ -215,6 +211,7 @@ def extract_embeddings(
     upsample: bool = False,
     indicator: str = "max",
     strategy: str = "ceil",
+    resizer: str = DEFAULT_RESIZER,
     batch_size: int = 128,
     amp: str | None = None,
     device: str | torch.device | None = None,
@@ -229,6 +226,7 @@ def extract_embeddings(
         color_order: channel order of ``images``.
         flip: one of :data:`FLIP_MODES`.
         resolution, upsample, indicator, strategy: routing (see :func:`route`).
+        resizer: one of :data:`mrface.models.branch_select.RESIZERS` (see that module).
         batch_size: faces per forward pass (mirror images go in the same pass).
         amp: None, ``"fp16"`` or ``"bf16"`` autocast.
         device: default: the model's device.
@@ -240,6 +238,8 @@ def extract_embeddings(
     """
     if flip not in FLIP_MODES:
         raise ValueError(f"flip={flip!r}: expected one of {FLIP_MODES}")
+    if resizer not in RESIZERS:
+        raise ValueError(f"resizer={resizer!r}: expected one of {RESIZERS}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     sizes = _sizes(images)
@@ -261,6 +261,7 @@ def extract_embeddings(
             "upsample": upsample,
             "indicator": indicator,
             "strategy": strategy,
+            "resizer": resizer,
             "amp": amp,
             "data": data_fingerprint(images),
         }
@@ -268,24 +269,38 @@ def extract_embeddings(
     features = cache.features if cache else np.zeros((n, dim), np.float32)
     norms = cache.norms if cache else np.zeros(n, np.float32)
     start = cache.done if cache else 0
+    model_meta = meta if meta is not None else model.default_metadata()
+
+    def runner(path: int):
+        def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """(n, 3, r, r) faces -> (fused features (n, dim), norms (n,)) on the CPU."""
+            x = x.to(device)
+            if flip != "none":
+                x = torch.cat([x, x.flip(3)])
+            with _autocast(device, amp):
+                out = _forward(model, x, path).float()
+            e, e_flip = (out, None) if flip == "none" else out.chunk(2)
+            fused, nrm = fuse_flip(e, e_flip, flip)
+            if fused.shape[1] != dim:
+                raise ValueError(f"model returned {fused.shape[1]}-d features, metadata says {dim}")
+            return fused.cpu(), nrm.cpu()
+
+        return run
+
     bar = tqdm(total=n, initial=start, desc=description, disable=not progress, unit="img")
     try:
         for lo in range(start, n, batch_size):
             hi = min(lo + batch_size, n)
-            for path in np.unique(paths[lo:hi]):
-                idx = lo + np.flatnonzero(paths[lo:hi] == path)
-                batch = [images[i] for i in idx]
-                x = model.preprocess(batch, color_order=color_order, size=int(path)).to(device)
-                if flip != "none":
-                    x = torch.cat([x, x.flip(3)])
-                with _autocast(device, amp):
-                    out = _forward(model, x, int(path)).float()
-                e, e_flip = (out, None) if flip == "none" else out.chunk(2)
-                fused, nrm = fuse_flip(e, e_flip, flip)
-                if fused.shape[1] != dim:
-                    raise ValueError(f"model returned {fused.shape[1]}-d features, metadata says {dim}")
-                features[idx] = fused.cpu().numpy()
-                norms[idx] = nrm.cpu().numpy()
+            fused, nrm = run_by_branch(
+                [np.asarray(images[i]) for i in range(lo, hi)],
+                paths[lo:hi].tolist(),
+                {int(path): runner(int(path)) for path in np.unique(paths[lo:hi])},
+                resizer=resizer,
+                metadata=model_meta,
+                color_order=color_order,
+            )
+            features[lo:hi] = fused.numpy()
+            norms[lo:hi] = nrm.numpy()
             if cache:
                 cache.paths[lo:hi] = paths[lo:hi]
                 cache.commit(hi)

@@ -10,8 +10,9 @@ averages the raw (un-normalised) features of each subject and then normalises, a
 ``eval_survface_1n_multi_reso.py``.
 
 ``setup="btnet"`` is BTNet's whole set-up in one name: each crop resized with PIL's bicubic
-``Image.resize`` (Pillow's default filter) straight to the side of the branch its (w, h) routes to,
-``raw_prototypes``, the ``btnet_survface`` variant and no flip (``ExtractOptions(flip="none")``).
+``Image.resize`` (Pillow's default filter) straight to the side of the branch its (w, h) routes to
+(the routing's ``resizer="pil_bicubic"``), ``raw_prototypes``, the ``btnet_survface`` variant and no flip
+(``ExtractOptions(flip="none")``).
 
 AUC is the area under the TPIR-vs-FPIR curve the variant produces (``nist``: the exact step curve over
 FPIR ∈ [0, 1]; ``btnet_survface``: trapezoids over its 1000-threshold grid); reported in [0, 1].
@@ -21,15 +22,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from torch import nn
 
 from mrface.data.protocols.survface import load_survface
-from mrface.eval.crops import CropRouting, embed_crops, embed_files, read_images
+from mrface.eval.crops import CropRouting, embed_files
 from mrface.eval.identification import open_set_search
 from mrface.eval.metrics import OpenSetResult
 from mrface.eval.verification import ExtractOptions
@@ -45,18 +45,6 @@ def raw_prototypes(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray
     sums = np.zeros((subjects.size, f.shape[1]))
     np.add.at(sums, inverse, f)
     return sums / counts[:, None], subjects
-
-
-def pil_bicubic_to_branch(
-    images: Sequence[np.ndarray], resolutions: Sequence[int], routing: CropRouting
-) -> list[np.ndarray]:
-    """Each (H, W, 3) uint8 crop resized (PIL bicubic) to the square side of the branch its (w, h) routes to."""
-    from mrface.models.branch_select import choose_branches
-
-    sides = choose_branches(
-        [(im.shape[1], im.shape[0]) for im in images], resolutions, routing.indicator, routing.strategy
-    )
-    return [np.asarray(Image.fromarray(im).resize((r, r), Image.BICUBIC)) for im, r in zip(images, sides, strict=True)]
 
 
 @dataclass
@@ -135,16 +123,11 @@ def evaluate_survface(
     if setup == "btnet":
         options = ExtractOptions(**{**options.as_dict(), "flip": "none"})
         variant, gallery_mode = "btnet_survface", "raw_prototypes"
+        routing = replace(routing, resizer="pil_bicubic")
     sf = load_survface(root)
-    resolutions = list(getattr(model, "resolutions", (int(getattr(model, "input_size", 112)),)))
 
     def embed(paths: list, name: str) -> np.ndarray:
-        if setup != "btnet":
-            return embed_files(model, paths, options, routing, f"survface {name}").features
-        crops = pil_bicubic_to_branch(
-            read_images(paths, options.progress, f"read survface {name}"), resolutions, routing
-        )
-        return embed_crops(model, crops, options, routing, f"survface {name}").features
+        return embed_files(model, paths, options, routing, f"survface {name}").features
 
     feats = {
         name: embed([p for p, _ in items], name)

@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 
 from mrface.models import FaceModel, get_model, load_model
 from mrface.models.checkpoint import read_metadata
-from mrface.models.coreset_model import ARCHITECTURE, CoresetModel
+from mrface.models.coreset_template_model import ARCHITECTURE, CoresetModel
 from mrface.training.augment import ResolutionAugment
 from mrface.training.config import TrainConfig
 from mrface.training.data import build_dataset, dataset_classes

@@ -38,17 +38,16 @@ class BranchPath(nn.Module):
         return self.tail(self.branch(x), start_unit=self.start_unit)
 
 
-def model_resolutions(model: FaceModel) -> tuple[int, ...]:
-    """Input sides the model has a path for: BTNet trunk first, then branches; else (input_size,)."""
-    if isinstance(model, BTNet):
-        return tuple(model.resolutions)
-    resolutions = tuple(getattr(model, "resolutions", (model.input_size,)))
-    if len(resolutions) != 1:
+def exportable_resolutions(model: FaceModel) -> tuple[int, ...]:
+    """``model.resolutions`` when each is a separable path (BTNet trunk + branches, or a single-resolution
+    model); raise :class:`ExportError` for other multi-resolution models (DCR's coupled branches)."""
+    resolutions = tuple(model.resolutions)
+    if not isinstance(model, BTNet) and len(resolutions) != 1:
         raise ExportError(
             f"{type(model).__name__}: export supports BTNet branches and single-resolution models; "
             f"this model has resolution-dependent outputs {resolutions} that are not separable paths"
         )
-    return (int(model.input_size),)
+    return resolutions
 
 
 def check_exportable(model: nn.Module) -> None:
@@ -79,7 +78,7 @@ def _plain_copy(module: nn.Module) -> nn.Module:
 def resolution_path(model: FaceModel, resolution: int) -> nn.Module:
     """The deployable module for one input side of ``model`` (see module docstring)."""
     resolution = int(resolution)
-    available = model_resolutions(model)
+    available = exportable_resolutions(model)
     if resolution not in available:
         raise ExportError(f"resolution {resolution}: {type(model).__name__} has paths for {available} only")
     if not isinstance(model, BTNet):
@@ -96,7 +95,7 @@ def resolution_path(model: FaceModel, resolution: int) -> nn.Module:
 
 def select_resolutions(model: FaceModel, resolutions: Iterable[int] | None) -> tuple[int, ...]:
     """Validate a user's choice of resolutions (None = all paths), keeping the model's order."""
-    available = model_resolutions(model)
+    available = exportable_resolutions(model)
     if resolutions is None:
         return available
     wanted = [int(r) for r in resolutions]

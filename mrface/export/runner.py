@@ -1,8 +1,9 @@
 """``OnnxFaceRunner``: faces of any size in, embeddings out, through exported ONNX graphs.
 
 Loads a folder written by :func:`mrface.export.export_model` (its ``manifest.json`` and one
-float-input graph per resolution path), routes each face to a path like
-``MultiResolutionFaceModel`` (:mod:`mrface.export.routing`) and runs each group with onnxruntime.
+float-input graph per resolution path), routes each face to a path with the routing every entry point shares
+(:func:`mrface.models.branch_select.route_and_run`, same resizer as ``MultiResolutionFaceModel``) and
+runs each group with onnxruntime.
 
 Example::
 
@@ -15,19 +16,20 @@ Example::
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from mrface.export.artefacts import read_manifest
 from mrface.export.errors import ExportError
-from mrface.export.routing import route_faces
 from mrface.export.session import ort_session
 from mrface.export.spec import INPUT_NAME, GraphSpec
+from mrface.models.branch_select import DEFAULT_RESIZER, check_route_options, route_and_run
 from mrface.models.metadata import ModelMetadata
-from mrface.models.multires import check_route_options, normalised_faces
 
 
 @dataclass(frozen=True)
@@ -47,13 +49,13 @@ class OnnxFaceRunner:
         *,
         indicator: str = "max",
         strategy: str = "ceil",
-        antialias: bool = False,
+        resizer: str = DEFAULT_RESIZER,
         color_order: str = "RGB",
         threads: int | None = None,
         providers: tuple[str, ...] = ("CPUExecutionProvider",),
     ) -> None:
-        check_route_options(indicator, strategy, color_order)
-        self.indicator, self.strategy, self.antialias, self.color_order = indicator, strategy, antialias, color_order
+        check_route_options(indicator, strategy, color_order, resizer)
+        self.indicator, self.strategy, self.resizer, self.color_order = indicator, strategy, resizer, color_order
         export_dir = Path(export_dir)
         manifest = read_manifest(export_dir)
         self.metadata = ModelMetadata.from_json(json.dumps(manifest["model"]), source=str(export_dir))
@@ -77,16 +79,23 @@ class OnnxFaceRunner:
 
     def __call__(self, images: Any) -> RunnerOutput:
         """images: list of HxWx3 uint8 arrays (any sizes, ``color_order``) or an NxHxWx3 array."""
-        faces = normalised_faces(images, self.metadata, self.color_order)
-        groups = route_faces(
-            faces, self.resolutions, indicator=self.indicator, strategy=self.strategy, antialias=self.antialias
+        routed = route_and_run(
+            images,
+            {r: self._runner(r) for r in self.resolutions},
+            indicator=self.indicator,
+            strategy=self.strategy,
+            resizer=self.resizer,
+            metadata=self.metadata,
+            color_order=self.color_order,
         )
-        out = np.empty((len(faces), self.metadata.embedding_size), dtype=np.float32)
-        branches = [0] * len(faces)
-        for group in groups:
-            feed = group.batch.numpy().astype(self.specs[group.resolution].input_dtype, copy=False)
-            emb = self.sessions[group.resolution].run(["embedding"], {INPUT_NAME: feed})[0]
-            out[group.indices] = emb  # float16 outputs (fp16 I/O graphs) widen to float32 here
-            for i in group.indices:
-                branches[i] = group.resolution
-        return RunnerOutput(out, branches)
+        return RunnerOutput(routed.outputs.numpy(), routed.branches)
+
+    def _runner(self, resolution: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """(n, 3, r, r) float batch -> (n, E) float32 embeddings from the graph of ``resolution``."""
+        session, dtype = self.sessions[resolution], self.specs[resolution].input_dtype
+
+        def run(batch: torch.Tensor) -> torch.Tensor:
+            emb = session.run(["embedding"], {INPUT_NAME: batch.numpy().astype(dtype, copy=False)})[0]
+            return torch.from_numpy(emb).float()  # float16 outputs (fp16 I/O graphs) widen to float32 here
+
+        return run

@@ -30,11 +30,10 @@ from mrface.export.engine_meta import (
 )
 from mrface.export.errors import ExportError
 from mrface.export.onnx import read_onnx_metadata
-from mrface.export.routing import route_faces, split_batches
 from mrface.export.spec import INPUT_NAME
 from mrface.export.trt_config import EngineBuildConfig, build_mode
+from mrface.models.branch_select import DEFAULT_RESIZER, check_route_options, route_and_run
 from mrface.models.metadata import ModelMetadata
-from mrface.models.multires import check_route_options, normalised_faces
 
 
 def tensorrt_unavailable_reason() -> str | None:
@@ -210,7 +209,8 @@ class TensorRTEngine:
 
 
 class TensorRTEmbedder:
-    """Faces of any size -> embeddings through per-resolution engines, routed like MultiResolutionFaceModel.
+    """Faces of any size -> embeddings through per-resolution engines, routed by the shared routing
+    (:func:`mrface.models.branch_select.route_and_run`, as MultiResolutionFaceModel).
 
     ``engines``: resolution -> engine (anything with ``max_batch``, ``device``, ``run``); each must
     take float NCHW input at its own resolution. Groups larger than an engine's profile are split.
@@ -223,15 +223,15 @@ class TensorRTEmbedder:
         *,
         indicator: str = "max",
         strategy: str = "ceil",
-        antialias: bool = False,
+        resizer: str = DEFAULT_RESIZER,
         color_order: str = "RGB",
     ) -> None:
-        check_route_options(indicator, strategy, color_order)
+        check_route_options(indicator, strategy, color_order, resizer)
         if not engines:
             raise ExportError("TensorRTEmbedder: expected at least one engine")
         self.engines = dict(engines)
         self.metadata = metadata
-        self.indicator, self.strategy, self.antialias, self.color_order = indicator, strategy, antialias, color_order
+        self.indicator, self.strategy, self.resizer, self.color_order = indicator, strategy, resizer, color_order
 
     @classmethod
     def from_folder(cls, folder: str | Path, **kwargs: Any) -> TensorRTEmbedder:
@@ -255,19 +255,31 @@ class TensorRTEmbedder:
 
     def __call__(self, images: Any) -> tuple[torch.Tensor, list[int]]:
         """images: list of HxWx3 uint8 arrays (``color_order``) -> (embeddings (N, E), branch per face)."""
-        faces = normalised_faces(images, self.metadata, self.color_order)
-        groups = route_faces(
-            faces, self.resolutions, indicator=self.indicator, strategy=self.strategy, antialias=self.antialias
+        routed = route_and_run(
+            images,
+            {r: self._runner(r) for r in self.resolutions},
+            indicator=self.indicator,
+            strategy=self.strategy,
+            resizer=self.resizer,
+            metadata=self.metadata,
+            color_order=self.color_order,
         )
-        device = next(iter(self.engines.values())).device
-        out = torch.empty(len(faces), self.metadata.embedding_size, dtype=torch.float32, device=device)
-        branches = [0] * len(faces)
-        for group in groups:
-            engine = self.engines[group.resolution]
-            batch = group.batch.to(engine.device, non_blocking=True)
-            index = torch.tensor(group.indices, device=device)
-            for part in split_batches(len(group.indices), engine.max_batch):
-                out[index[part]] = engine.run(batch[part]).to(device)
-            for i in group.indices:
-                branches[i] = group.resolution
-        return out, branches
+        return routed.outputs, routed.branches
+
+    def _runner(self, resolution: int) -> Any:
+        """(n, 3, r, r) float batch -> (n, E) on the first engine's device, in chunks of the engine's max batch."""
+        engine, device = self.engines[resolution], next(iter(self.engines.values())).device
+
+        def run(batch: torch.Tensor) -> torch.Tensor:
+            batch = batch.to(engine.device, non_blocking=True)
+            parts = split_batches(len(batch), engine.max_batch)
+            return torch.cat([engine.run(batch[part]).to(device) for part in parts])
+
+        return run
+
+
+def split_batches(n: int, max_batch: int) -> list[slice]:
+    """Slices covering range(n) in chunks of at most ``max_batch`` (engine profiles cap the batch)."""
+    if max_batch < 1:
+        raise ValueError(f"max_batch={max_batch}: expected >= 1")
+    return [slice(i, min(i + max_batch, n)) for i in range(0, n, max_batch)]

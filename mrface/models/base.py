@@ -49,6 +49,14 @@ class FaceModel(nn.Module):
         super().__init__()
         self.metadata: ModelMetadata | None = None
 
+    @property
+    def resolutions(self) -> tuple[int, ...]:
+        """Input sides the model has a path for; a single-resolution model has one, ``(input_size,)``.
+
+        Multi-resolution models override it (BTNet: trunk side first, then its branches; DCR: its LR sides).
+        """
+        return (int(self.input_size),)
+
     def default_metadata(self) -> ModelMetadata:
         """Metadata from the model's own sizes when none was attached by the registry."""
         return ModelMetadata(

@@ -31,13 +31,16 @@ Shapes: ``forward(x)`` with x (N, 3, r, r) for r in ``resolutions`` -> (N, E) em
 from __future__ import annotations
 
 import copy
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
 from mrface.models.base import FaceModel
+from mrface.models.iresnet import TINY, iresnet
+from mrface.models.mobilefacenet import MobileFaceNet
+from mrface.models.registry import register_model
 
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)
 
@@ -194,3 +197,23 @@ class BTNet(FaceModel):
         if resolution == self.trunk.input_size:
             return self.trunk(x)
         return self.forward_branch(x, resolution).embedding
+
+
+# ------------------------------------------------------------------------------ registrations
+def _btnet(trunk: FaceModel, resolutions: Any = (28, 14, 7), branch_bn: bool = True) -> BTNet:
+    return BTNet(trunk, tuple(resolutions), branch_bn=branch_bn)
+
+
+@register_model("btnet_r50", description="BTNet: iResNet-50 trunk + branches 28/14/7")
+def _btnet_r50(resolutions: Any = (28, 14, 7), branch_bn: bool = True, **kwargs: Any) -> FaceModel:
+    return _btnet(iresnet(50, **kwargs), resolutions, branch_bn)
+
+
+@register_model("btnet_tiny", description="BTNet over iresnet_tiny")
+def _btnet_tiny(resolutions: Any = (28, 14, 7), branch_bn: bool = True, **kwargs: Any) -> FaceModel:
+    return _btnet(iresnet(**{**TINY, **kwargs}), resolutions, branch_bn)
+
+
+@register_model("btnet_mobilefacenet", description="BTNet over MobileFaceNet (multi-resolution edge model)")
+def _btnet_mobilefacenet(resolutions: Any = (28, 14, 7), branch_bn: bool = True, **kwargs: Any) -> FaceModel:
+    return _btnet(MobileFaceNet(**kwargs), resolutions, branch_bn)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mrface.models.base import FaceModel
+from mrface.models.iresnet import TINY, iresnet
+from mrface.models.registry import register_model
 
 DCR_LOSS_WEIGHT = 0.008
 DCR_CENTER_RATE = 0.6
@@ -262,3 +264,42 @@ def dcr_branch_loss(
         for k, e in out.embeddings.items()
     ]
     return torch.stack(per_scale).mean() + weight * coupling_loss(out.e_hr, out.embeddings)
+
+
+# ------------------------------------------------------------------------------ registrations
+@register_model("dcr_iresnet50", description="DCR: iResNet-50 trunk + coupled branches 8/12/16/20")
+def _dcr_iresnet50(
+    num_classes: int,
+    resolutions: Any = (8, 12, 16, 20),
+    identity_init: bool = True,
+    normalized_embeddings: bool = False,
+    hr_branch: bool = True,
+    **kwargs: Any,
+) -> FaceModel:
+    return DCR(
+        iresnet(50, **kwargs),
+        num_classes,
+        tuple(resolutions),
+        identity_init=identity_init,
+        normalized_embeddings=normalized_embeddings,
+        hr_branch=hr_branch,
+    )
+
+
+@register_model("dcr_tiny", description="DCR over iresnet_tiny")
+def _dcr_tiny(
+    num_classes: int,
+    resolutions: Any = (8, 12, 16, 20),
+    identity_init: bool = True,
+    normalized_embeddings: bool = False,
+    hr_branch: bool = True,
+    **kwargs: Any,
+) -> FaceModel:
+    return DCR(
+        iresnet(**{**TINY, **kwargs}),
+        num_classes,
+        tuple(resolutions),
+        identity_init=identity_init,
+        normalized_embeddings=normalized_embeddings,
+        hr_branch=hr_branch,
+    )

@@ -34,8 +34,8 @@ import torch
 from mrface.errors import unsafe_pickle_message
 from mrface.models.btnet import BTNet, norm_key
 from mrface.models.checkpoint import CheckpointError, load_state_dict_checked
-from mrface.models.coreset import FaceCoresetNet
-from mrface.models.coreset_model import CoresetModel
+from mrface.models.coreset_aggregator import FaceCoresetNet
+from mrface.models.coreset_template_model import CoresetModel
 from mrface.models.iresnet import IResNet
 
 _NESTED_KEYS = ("state_dict", "model", "backbone", "state_dict_backbone", "net")

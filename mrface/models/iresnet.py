@@ -27,12 +27,14 @@ feature map that unit k expects (BTNet implants branch outputs this way).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from mrface.models.base import FaceModel, UnitStructure, amp_dtype_from, float32_region, trunk_autocast
+from mrface.models.registry import register_model
 
 STAGE_WIDTHS = (64, 128, 256, 512)
 DEPTHS = {
@@ -251,3 +253,32 @@ def iresnet(
         raise ValueError(f"width={width}: expected a positive multiplier")
     widths = [max(1, int(round(w * width))) for w in STAGE_WIDTHS]
     return IResNet(layers, widths, **kwargs)
+
+
+# ------------------------------------------------------------------------------ registrations
+TINY = dict(layers=(1, 1, 1, 1), width=0.25, embedding_size=128)  # iresnet_tiny: trains on a CPU
+
+
+def _register_iresnet(depth: int) -> None:
+    @register_model(f"iresnet{depth}", description=f"InsightFace iResNet-{depth}, 512-d")
+    def factory(**kwargs: Any) -> FaceModel:
+        return iresnet(depth, **kwargs)
+
+
+for _depth in (18, 34, 50, 100, 200):
+    _register_iresnet(_depth)
+
+
+@register_model("iresnet_tiny", description="iResNet with 1 block/stage, width 1/4, 128-d: trains on a CPU")
+def _iresnet_tiny(**kwargs: Any) -> FaceModel:
+    return iresnet(**{**TINY, **kwargs})
+
+
+def _register_adaface(depth: int) -> None:
+    @register_model(f"adaface_ir{depth}", preprocessing="adaface", description=f"AdaFace IR-{depth} layout")
+    def factory(**kwargs: Any) -> FaceModel:
+        return iresnet(depth, **{"shortcut": "subsample", "head_affine": False, "dropout": 0.4, **kwargs})
+
+
+for _depth in (18, 50, 100):
+    _register_adaface(_depth)

@@ -14,12 +14,14 @@ four stride-2 layers follow the resolution rule of ``input_size``), so
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from mrface.models.base import FaceModel, UnitStructure, amp_dtype_from, float32_region, trunk_autocast
 from mrface.models.iresnet import FINAL_SIZE, stage_strides
+from mrface.models.registry import register_model
 
 
 class ConvBlock(nn.Module):
@@ -170,3 +172,14 @@ class MobileFaceNet(UnitStructure, FaceModel):
             self.check_input(x)
         x = self.forward_units(x, start_unit)
         return x if self.truncated else self.forward_head(x)
+
+
+# ------------------------------------------------------------------------------ registrations
+@register_model("mobilefacenet", description="MobileFaceNet (0.99 M params), 128-d")
+def _mobilefacenet(**kwargs: Any) -> FaceModel:
+    return MobileFaceNet(**kwargs)
+
+
+@register_model("mbf", description="InsightFace MobileFaceNet (scale 2), 512-d")
+def _mbf(**kwargs: Any) -> FaceModel:
+    return MobileFaceNet(**{"scale": 2, "embedding_size": 512, **kwargs})

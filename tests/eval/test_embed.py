@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import mrface
 from mrface.cli import main
@@ -49,10 +50,10 @@ def _by_hand(model, path):
     bgr = cv2.imread(str(path))
     side = bgr.shape[0]
     r = SIDES[side]
-    if side != r:
-        bgr = cv2.resize(bgr, (r, r), interpolation=cv2.INTER_AREA if side > r else cv2.INTER_LINEAR)
     x = torch.tensor(bgr[..., ::-1].transpose(2, 0, 1).copy()).float()[None] / 255
     x = (x - 0.5) / 0.5
+    # the routing's default resizer: bilinear, half-pixel centres, no antialias, after normalisation
+    x = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False, antialias=False)
     with torch.no_grad():
         e = model(x, resolution=r) + model(x.flip(3), resolution=r)
     e = e[0].numpy()

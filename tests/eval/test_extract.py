@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mrface.eval.extract import extract_embeddings, fuse_flip, route
 from mrface.models import get_model
@@ -65,13 +66,16 @@ def test_routing_multiresolution_model(synth_images):
     assert route(model, [(20, 20)], resolution=20).tolist() == [112]  # no branch for 20: trunk
     assert route(model, [(7, 7), (20, 18), (50, 40), (112, 112)]).tolist() == [7, 28, 112, 112]
     assert route(model, [(20, 18)], strategy="floor").tolist() == [14]
-    # per-face routing: embeddings equal the branch run on the preprocessed face
+    # per-face routing: embeddings equal the branch run on the face normalised then resized by the routing's
+    # default resizer (bilinear, half-pixel centres, no antialias)
     faces = [synth_images[0][0][:7, :7], synth_images[0][1][:20, :18], synth_images[0][2]]
     got = extract_embeddings(model, faces, flip="none", batch_size=8)
     assert got.paths.tolist() == [7, 28, 112]
     for face, path, row in zip(faces, got.paths, got.features, strict=True):
         with torch.no_grad():
-            want = model(model.preprocess(face, size=int(path)), resolution=int(path))[0]
+            x = (torch.from_numpy(np.ascontiguousarray(face)).permute(2, 0, 1).float()[None] / 255 - 0.5) / 0.5
+            x = F.interpolate(x, size=(int(path), int(path)), mode="bilinear", align_corners=False, antialias=False)
+            want = model(x, resolution=int(path))[0]
         np.testing.assert_allclose(row, want.numpy(), rtol=1e-4, atol=1e-5)
 
 

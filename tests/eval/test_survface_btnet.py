@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from PIL import Image
 
-from mrface.eval.crops import CropRouting
-from mrface.eval.survface import pil_bicubic_to_branch, score_survface
+from mrface.eval.crops import CropRouting, embed_crops
+from mrface.eval.survface import score_survface
+from mrface.eval.verification import ExtractOptions
+from mrface.models import FaceModel
 
 
 def test_raw_prototypes_average_raw_features_then_normalise():
@@ -24,11 +27,35 @@ def test_raw_prototypes_average_raw_features_then_normalise():
     assert unit.rank_rates[1] == 1.0  # subject 1 (0.990) beats subject 2 (0.8)
 
 
+class RecordingBranches(FaceModel):
+    """A stand-in multi-resolution model that records each input batch and its branch."""
+
+    embedding_size = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[int, torch.Tensor]] = []
+
+    @property
+    def resolutions(self) -> tuple[int, ...]:
+        return (112, 28, 14, 7)
+
+    def forward(self, x: torch.Tensor, resolution: int) -> torch.Tensor:
+        self.seen.extend((resolution, face) for face in x)
+        return torch.ones(len(x), 4)
+
+
 def test_pil_bicubic_resize_to_the_branch_side():
+    """routing resizer="pil_bicubic" (the btnet set-up) feeds each branch PIL's bicubic resize of the uint8 crop."""
     rng = np.random.default_rng(0)
     crops = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((30, 20), (12, 10), (6, 9), (29, 28))]
-    out = pil_bicubic_to_branch(crops, (112, 28, 14, 7), CropRouting(indicator="avg", strategy="ceil"))
-    # avg (w + h) // 2: 25 -> 28, 11 -> 14, 7 -> 7, 28 -> 28 (ceil: smallest branch >= size)
-    assert [o.shape[0] for o in out] == [28, 14, 7, 28]
-    for crop, o, r in zip(crops, out, (28, 14, 7, 28), strict=True):
-        np.testing.assert_array_equal(o, np.asarray(Image.fromarray(crop).resize((r, r), Image.BICUBIC)))
+    model = RecordingBranches()
+    routing = CropRouting(indicator="avg", strategy="ceil", resizer="pil_bicubic")
+    embed_crops(model, crops, ExtractOptions(flip="none", batch_size=8), routing)
+    # avg (w + h) // 2: 25 -> 28, 11 -> 14, 7 -> 7, 28 -> 28 (ceil: smallest branch >= size); groups ascending
+    order = [2, 1, 0, 3]
+    assert [r for r, _ in model.seen] == [7, 14, 28, 28]
+    for i, (r, x) in zip(order, model.seen, strict=True):
+        pil = np.asarray(Image.fromarray(crops[i]).resize((r, r), Image.BICUBIC))
+        expected = (torch.from_numpy(pil).permute(2, 0, 1).float() / 255 - 0.5) / 0.5
+        torch.testing.assert_close(x, expected, rtol=0, atol=1e-6)

@@ -13,9 +13,8 @@ import pytest
 import torch
 
 from mrface.export.exporter import synthface_images
-from mrface.export.routing import resize_face
+from mrface.models.branch_select import prepare_face
 from mrface.models.metadata import ModelMetadata
-from mrface.models.multires import normalised_faces
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,7 +46,7 @@ def test_cpp_preprocessing_matches_python(edge_build, tmp_path, size, r):
     subprocess.run([str(edge_build / "mrface_edge_selftest"), "--preprocess", str(ppm), str(r), str(out)], check=True)
     got = np.fromfile(out, dtype=np.float32).reshape(3, r, r)
     meta = ModelMetadata(architecture="x")  # insightface preset: RGB, mean 0.5, std 0.5
-    ref = resize_face(normalised_faces([face], meta, "RGB")[0], r, antialias=False)
+    ref = prepare_face(face, r, "bilinear", meta, "RGB")  # the shared routing's default resizer
     torch.testing.assert_close(torch.from_numpy(got), ref, rtol=0, atol=1e-5)
 
 

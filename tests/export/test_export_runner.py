@@ -1,4 +1,5 @@
-"""OnnxFaceRunner routes mixed-size faces like MultiResolutionFaceModel and matches its embeddings."""
+"""OnnxFaceRunner routes mixed-size faces like MultiResolutionFaceModel and matches its embeddings; every entry
+point (PyTorch wrapper, ONNX runner, evaluation's extraction) feeds a crop's branch the same pixels."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from mrface.eval.extract import extract_embeddings
 from mrface.export.errors import ExportError
-from mrface.export.routing import route_faces, split_batches
 from mrface.export.runner import OnnxFaceRunner
+from mrface.export.tensorrt import split_batches
 from mrface.models import MultiResolutionFaceModel
-from mrface.models.multires import normalised_faces
+from mrface.models.branch_select import route_and_run
 
 
 def mixed_faces(faces: np.ndarray, seed: int = 0) -> list[np.ndarray]:
@@ -45,13 +47,48 @@ def test_runner_matches_multiresolution_model(float_export, btnet, faces, strate
     assert cos.min() >= 0.9999
 
 
+def test_entry_points_share_pixels_on_odd_sized_crops(float_export, btnet, faces):
+    """20 px and 50 px crops (and a non-square 19x23, a 130 px one): the PyTorch wrapper, the ONNX runner and
+    evaluation's extraction give the embedding of the branch run on the crop resized by hand with
+    ``F.interpolate`` (bilinear, half-pixel, no antialias) after (x/255 - 0.5)/0.5 -- so they share pixels."""
+    sizes = [(20, 20), (50, 50), (19, 23), (130, 130)]  # (w, h) -> max + ceil: 28, 112, 28, 112
+    crops = [cv2.resize(faces[i], size, interpolation=cv2.INTER_AREA) for i, size in enumerate(sizes)]
+    expected, branches = [], []
+    with torch.inference_mode():
+        for crop in crops:
+            r = 28 if max(crop.shape[:2]) <= 28 else 112
+            x = (torch.from_numpy(crop).permute(2, 0, 1).float()[None] / 255 - 0.5) / 0.5
+            x = torch.nn.functional.interpolate(x, size=(r, r), mode="bilinear", align_corners=False, antialias=False)
+            expected.append(btnet(x, resolution=r)[0])
+            branches.append(r)
+        expected = torch.stack(expected).double()
+        wrapper = MultiResolutionFaceModel(btnet)(crops)
+    runner = OnnxFaceRunner(float_export.out_dir, threads=2)(crops)
+    evaluated = extract_embeddings(btnet, crops, flip="none", batch_size=3)
+    assert wrapper.branches == runner.branches == evaluated.paths.tolist() == branches
+    for got in (wrapper.embeddings, torch.from_numpy(evaluated.features), torch.from_numpy(runner.embeddings)):
+        torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-4)
+    # the check can fail: the cv2 resizer model.preprocess uses (uint8 INTER_AREA/INTER_LINEAR) is further off
+    other = extract_embeddings(btnet, crops, flip="none", resizer="cv2_area_linear").features
+    assert np.abs(other - expected.numpy()).max() > 1e-2
+
+
 def test_route_groups_cover_input_once(btnet, faces):
-    faces_t = normalised_faces(mixed_faces(faces), btnet.metadata, "RGB")
-    groups = route_faces(faces_t, btnet.resolutions)
-    indices = sorted(i for g in groups for i in g.indices)
-    assert indices == list(range(len(faces_t)))
-    for g in groups:
-        assert g.batch.shape == (len(g.indices), 3, g.resolution, g.resolution)
+    images = mixed_faces(faces)
+    seen: dict[int, list[tuple]] = {}
+
+    def runner(r):
+        def run(batch):
+            seen.setdefault(r, []).append(tuple(batch.shape))
+            return torch.full((len(batch), 1), float(r))
+
+        return run
+
+    routed = route_and_run(images, {r: runner(r) for r in btnet.resolutions}, metadata=btnet.metadata)
+    # every face comes back in its own row with the value of the branch it took; one batch per branch
+    assert routed.outputs[:, 0].tolist() == [float(b) for b in routed.branches]
+    for r, shapes in seen.items():
+        assert shapes == [(routed.branches.count(r), 3, r, r)]
 
 
 def test_split_batches():

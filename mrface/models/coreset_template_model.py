@@ -1,6 +1,6 @@
-"""``CoresetModel``: a frozen face backbone + a :class:`~mrface.models.coreset.FaceCoresetNet` aggregator.
+"""``CoresetModel``: a frozen face backbone + a :class:`~mrface.models.coreset_aggregator.FaceCoresetNet` aggregator.
 
-Registered as ``facecoresetnet`` (see :mod:`mrface.models.registry`)::
+Registered here as ``facecoresetnet``::
 
     model = get_model("facecoresetnet", backbone="iresnet50", backbone_args={}, k=3, heads=8)
     emb = model(templates, lengths)   # (B, N, 3, S, S) padded templates + (B,) lengths -> (B, D)
@@ -20,8 +20,9 @@ import torch
 from torch import Tensor
 
 from mrface.models.base import FaceModel
-from mrface.models.coreset import FaceCoresetNet
+from mrface.models.coreset_aggregator import FaceCoresetNet
 from mrface.models.metadata import ModelMetadata
+from mrface.models.registry import get_model, register_model
 
 ARCHITECTURE = "facecoresetnet"
 
@@ -86,3 +87,22 @@ def coreset_metadata(model: CoresetModel, arguments: dict[str, Any] | None = Non
         alignment=meta.alignment,
         resolutions=(meta.input_size,),
     )
+
+
+@register_model(
+    ARCHITECTURE,
+    derived_metadata=True,
+    description="frozen backbone + FaceCoresetNet set aggregator (template -> one embedding)",
+)
+def _facecoresetnet(backbone: str, backbone_args: dict[str, Any] | None = None, **aggregator: Any) -> FaceModel:
+    """``get_model(backbone, **backbone_args)`` + ``FaceCoresetNet(D, **aggregator)`` (k/heads/gamma/tau/dropout/
+    sampling).
+
+    Input (B, N, 3, S, S) padded templates + lengths (B,), or (B, 3, S, S) faces -> (B, D) embeddings.
+    """
+    if backbone == ARCHITECTURE:
+        raise ValueError(f"get_model({ARCHITECTURE!r}): the backbone must be a single-image face model")
+    trunk = get_model(backbone, **(backbone_args or {}))
+    model = CoresetModel(trunk, FaceCoresetNet(trunk.embedding_size, **aggregator))
+    model.metadata = coreset_metadata(model)
+    return model

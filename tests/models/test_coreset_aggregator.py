@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mrface.models import CheckpointError, import_facecoresetnet
-from mrface.models.coreset import FaceCoresetNet, norm_encoding
+from mrface.models.coreset_aggregator import FaceCoresetNet, norm_encoding
 from mrface.models.template_pooling import pool_templates
 
 DIM = 32
