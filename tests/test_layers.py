@@ -13,9 +13,9 @@ modules that function imports, so nothing reaches a higher layer through a packa
 Executing parent packages' ``__init__`` on import is not counted as an edge.
 
 Layers, low to high (a module may import its own layer, if acyclic, and any lower one):
-mrface.errors, mrface.io < kernels, mrface._C < ops < losses, models < data, export < training, eval
-< bench, cli. The root facade ``mrface`` may import anything; ``mrface.kernels`` imports nothing of
-mrface outside itself.
+mrface.errors, mrface.io, mrface.versions (shared utilities) < kernels, mrface._C < ops < losses, models
+< data, export < training, eval < bench, cli. The root facade ``mrface`` may import anything;
+``mrface.kernels`` imports nothing of mrface outside itself.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ ROOT = "mrface"
 LAYERS: dict[str, int] = {
     "mrface.errors": 0,
     "mrface.io": 0,
+    "mrface.versions": 0,
     "mrface.kernels": 1,
     "mrface._C": 1,
     "mrface.ops": 2,
