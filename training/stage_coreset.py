@@ -14,7 +14,7 @@ aggregator and the head train. Gumbel noise and the decoder's dropout masks come
 (seed, step, micro-batch, rank), so resumed runs draw the same picks and masks.
 
 The saved model (:class:`~mrface.models.CoresetModel`, registered architecture ``facecoresetnet``)
-is backbone + aggregator; :func:`mrface.models.load_model` (or :func:`load_coreset_model`) rebuilds it.
+is backbone + aggregator; :func:`mrface.models.load_model` rebuilds it.
 """
 
 from __future__ import annotations
