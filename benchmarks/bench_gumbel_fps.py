@@ -1,4 +1,4 @@
-"""Benchmark ``mrface.ops.gumbel_fps`` against the PyTorch loops it replaces.
+"""Benchmark ``mrface.ops.gumbel_fps`` against plain PyTorch loops.
 
 Rows: the fused op on each usable backend (``cpp`` on CPU, ``cuda`` on GPU; forward and backward
 kernels), the batched PyTorch loop (K steps of tensor ops over all sets, as the public

@@ -4,8 +4,8 @@ A tiny TNet (``synthface_tiny_trunk`` recipe, or ``--trunk`` a trained run) embe
 to mixed resolutions (each image: one side of 112/56/28/20/14/10/7, antialiased bilinear down, bilinear back
 up), so the feature norm varies with quality. Two aggregators are trained on the frozen features of the
 training identities (templates of 1..``--max-size`` images, AdaFace head s=48 m=0.8 h=0.333, AdamW lr 1e-3,
-public sampling): mrface's aggregator before issue 16 (read from git ``--before``, the mean of LayerNorm
-outputs) and the current public TemplateAggregateModel. Held-out identities give two disjoint templates each
+public sampling): the mean-of-LayerNorm-outputs aggregator (mrface/models/coreset.py at the git commit
+``--before``) and the public TemplateAggregateModel. Held-out identities give two disjoint templates each
 (sizes 1..N); genuine pairs are an identity's two templates, impostor pairs all cross-identity pairs; the
 score is the cosine of the template embeddings. Prints one table row per aggregator and writes ``--json``.
 
@@ -127,7 +127,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trunk", help="a trained synthface trunk run (default: train one here)")
     parser.add_argument("--workdir", default="runs/coreset_templates")
-    parser.add_argument("--before", default="fa4983e", help="git commit holding the pre-issue-16 aggregator")
+    parser.add_argument("--before", default="fa4983e", help="git commit holding the mean-of-LayerNorm aggregator")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--max-size", type=int, default=6)
     parser.add_argument("--images", type=int, default=12, help="images per identity")

@@ -1,4 +1,4 @@
-"""AdaFace alone vs QGFace on SynthFace with the same budget (issue 20's measurement).
+"""AdaFace alone vs QGFace on SynthFace with the same budget.
 
 For each seed, two runs of the same tiny iResNet, the same SynthFace training identities, the same number
 of optimiser steps, batch (faces per step), optimiser and schedule:

@@ -22,8 +22,6 @@ from mrface.eval.crops import CropRouting, embed_files
 from mrface.eval.identification import closed_set_cmc
 from mrface.eval.verification import ExtractOptions
 
-DISTANCES = (1, 2, 3)
-
 
 @dataclass
 class SCfaceResult:

@@ -19,7 +19,6 @@ twice as long and scores 1,000 pairs (steadier numbers).
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 import time
@@ -96,12 +95,11 @@ def _common(size: DemoSize, rec: Path, seed: int) -> list[str]:
     ]
 
 
-def export_onnx_if_available(model: Any, out: Path) -> dict[str, Any]:
-    """Export ``model`` with ``mrface.export.export_model`` when that function exists; a status dict."""
-    export = getattr(importlib.import_module("mrface.export"), "export_model", None)
-    if export is None:
-        return {"status": "skipped", "reason": "mrface.export provides no export_model in this installation"}
-    result = export(model.eval(), out)
+def export_onnx(model: Any, out: Path) -> dict[str, Any]:
+    """Export ``model`` with ``mrface.export.export_model``; a status dict."""
+    from mrface.export import export_model
+
+    result = export_model(model.eval(), out)
     graphs = [{"file": str(g.path), **g.parity.to_dict()} for g in result.graphs]
     return {"status": "ok", "out_dir": str(result.out_dir), "graphs": graphs}
 
@@ -180,7 +178,7 @@ def run_demo(out: Path, quick: bool, seed: int = 0, export: bool = True, resume:
     if export:
         _say("5/5 ONNX export + onnxruntime parity")
         try:
-            export_status = export_onnx_if_available(model, out / "onnx")
+            export_status = export_onnx(model, out / "onnx")
         except ImportError as err:
             export_status = {"status": "skipped", "reason": f"missing dependency: {err}"}
         _say(f"    {export_status['status']}: {export_status.get('reason', export_status.get('out_dir', ''))}")

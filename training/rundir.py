@@ -195,8 +195,3 @@ def rewrite_json_lines(path: Path, rows: list[dict[str, Any]]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     os.replace(tmp, path)
-
-
-def read_metrics(out: str | Path) -> list[dict[str, Any]]:
-    """Rows of ``<out>/metrics.jsonl`` (used by tests and the demo); a torn last line is dropped."""
-    return read_json_lines(Path(out) / "metrics.jsonl")

@@ -14,21 +14,19 @@ aggregator and the head train. Gumbel noise and the decoder's dropout masks come
 (seed, step, micro-batch, rank), so resumed runs draw the same picks and masks.
 
 The saved model (:class:`~mrface.models.CoresetModel`, registered architecture ``facecoresetnet``)
-is backbone + aggregator; :func:`mrface.models.load_model` (or :func:`load_coreset_model`) rebuilds it.
+is backbone + aggregator; :func:`mrface.models.load_model` rebuilds it.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from mrface.models import FaceModel, get_model, load_model
-from mrface.models.checkpoint import read_metadata
+from mrface.models import FaceModel, get_model
 from mrface.models.coreset_template_model import ARCHITECTURE, CoresetModel
 from mrface.training.augment import ResolutionAugment
 from mrface.training.config import TrainConfig
@@ -64,19 +62,6 @@ def build_coreset_model(arguments: dict[str, Any]) -> CoresetModel:
     Same as ``get_model("facecoresetnet", **arguments)``.
     """
     model = get_model(ARCHITECTURE, **arguments)
-    assert isinstance(model, CoresetModel)
-    return model
-
-
-def load_coreset_model(path: str | os.PathLike) -> CoresetModel:
-    """A trained CoresetModel from its ``model.safetensors`` (CPU, eval mode).
-
-    :func:`mrface.models.load_model` that refuses any architecture but ``facecoresetnet``.
-    """
-    meta = read_metadata(path)
-    if meta.architecture != ARCHITECTURE:
-        raise ValueError(f"{path}: holds a {meta.architecture!r} model, not {ARCHITECTURE!r}")
-    model = load_model(path)
     assert isinstance(model, CoresetModel)
     return model
 

@@ -1,14 +1,12 @@
-"""torch Datasets over RecordIO, image folders and list files, plus a DataLoader factory.
+"""torch Datasets over RecordIO and image folders, plus a DataLoader factory.
 
 Every dataset yields ``(image, label)``: image (3, H, W) float32 in the requested colour order,
-``(x / 255 - mean) / std`` after the optional ``transform`` (which sees the uint8 (3, H, W) tensor,
-see :mod:`mrface.data.transforms`); label an int.
+``(x / 255 - mean) / std``; label an int.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +21,13 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 class _ImageDataset(Dataset):
-    def __init__(self, color: str, transform: Callable | None, mean: float, std: float) -> None:
+    def __init__(self, color: str, mean: float, std: float) -> None:
         if color not in ("RGB", "BGR"):
             raise ValueError(f"color must be 'RGB' or 'BGR', got {color!r}")
-        self.color, self.transform, self.mean, self.std = color, transform, mean, std
+        self.color, self.mean, self.std = color, mean, std
 
     def _finish(self, image: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-        if self.transform is not None:
-            x = self.transform(x)
         return (x.float() / 255 - self.mean) / self.std
 
 
@@ -41,7 +37,6 @@ class RecordDataset(_ImageDataset):
     Args:
         path: the ``.rec`` (with ``.idx`` beside it).
         color: ``RGB`` or ``BGR`` (from the model metadata).
-        transform: applied to the uint8 (3, H, W) tensor before normalisation.
         skip_corrupt: drop corrupt records at open (see :class:`InsightFaceRecord`); ``skipped`` lists them.
     """
 
@@ -49,12 +44,11 @@ class RecordDataset(_ImageDataset):
         self,
         path: str | os.PathLike,
         color: str = "RGB",
-        transform: Callable | None = None,
         mean: float = 0.5,
         std: float = 0.5,
         skip_corrupt: bool = False,
     ) -> None:
-        super().__init__(color, transform, mean, std)
+        super().__init__(color, mean, std)
         self.record = InsightFaceRecord(path, skip_corrupt=skip_corrupt)
         self.skipped = self.record.skipped
 
@@ -98,46 +92,12 @@ def scan_image_folder(root: str | os.PathLike) -> tuple[list[tuple[Path, int]], 
     return samples, classes
 
 
-def read_list_file(path: str | os.PathLike) -> list[tuple[Path, int]]:
-    """A list file of ``relative/or/absolute/path label`` lines (paths relative to the list's folder)."""
-    path = Path(path)
-    samples = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.rsplit(maxsplit=1)
-        try:
-            label = int(parts[1])
-        except (IndexError, ValueError):
-            raise ValueError(f"{path}: line {lineno}: expected 'path label', got {line!r}") from None
-        p = Path(parts[0])
-        samples.append((p if p.is_absolute() else path.parent / p, label))
-    return samples
-
-
 class ImageFolderDataset(_ImageDataset):
-    """``root/<identity>/*.jpg`` (or explicit ``samples``) decoded with OpenCV."""
+    """``root/<identity>/*.jpg`` decoded with OpenCV."""
 
-    def __init__(
-        self,
-        root: str | os.PathLike | None = None,
-        samples: list[tuple[Path, int]] | None = None,
-        color: str = "RGB",
-        transform: Callable | None = None,
-        mean: float = 0.5,
-        std: float = 0.5,
-    ) -> None:
-        super().__init__(color, transform, mean, std)
-        if (root is None) == (samples is None):
-            raise ValueError("ImageFolderDataset: give exactly one of root or samples")
-        if root is not None:
-            self.samples, self.classes = scan_image_folder(root)
-        else:
-            self.samples, self.classes = list(samples), None
-
-    @classmethod
-    def from_list(cls, list_file: str | os.PathLike, **kwargs: object) -> ImageFolderDataset:
-        return cls(samples=read_list_file(list_file), **kwargs)
+    def __init__(self, root: str | os.PathLike, color: str = "RGB", mean: float = 0.5, std: float = 0.5) -> None:
+        super().__init__(color, mean, std)
+        self.samples, self.classes = scan_image_folder(root)
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -165,10 +165,6 @@ class RecordIOReader:
         payload, _ = self._read_at(self.offset(key), key)
         return payload
 
-    def read_at(self, offset: int) -> tuple[bytes, int]:
-        """(payload, offset of the next record) for the record starting at byte ``offset``."""
-        return self._read_at(offset, None)
-
     def _read_at(self, offset: int, key: int | None) -> tuple[bytes, int]:
         buf = self._buffer()
         size = self.size

@@ -138,9 +138,3 @@ def export_onnx(graph: DeployGraph, spec: GraphSpec, metadata: ModelMetadata, pa
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(path))
     return path
-
-
-def graph_op_types(path: str | Path) -> set[str]:
-    """Node types of an ONNX file's main graph (e.g. to check for AveragePool vs Resize)."""
-    onnx = require_onnx()
-    return {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}

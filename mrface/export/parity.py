@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -24,8 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from mrface.export.errors import ExportError, ParityError
-from mrface.export.session import ort_session
-from mrface.export.spec import INPUT_NAME, GraphSpec
+from mrface.export.spec import GraphSpec
 from mrface.models.base import FaceModel
 from mrface.models.btnet import BTNet
 from mrface.models.metadata import ModelMetadata, preprocess
@@ -139,33 +137,6 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 RunGraph = Callable[[np.ndarray], list[np.ndarray]]
-
-
-def check_parity(
-    onnx_path: str | Path,
-    model: FaceModel,
-    spec: GraphSpec,
-    images: np.ndarray,
-    *,
-    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
-    min_cosine: float = FP32_MIN_COSINE,
-    threads: int | None = None,
-    raise_on_failure: bool = True,
-    criterion: str = "min",
-) -> ParityReport:
-    """Compare ``onnx_path`` (onnxruntime CPU) with ``model`` on ``images`` (see :func:`compare_runtime`)."""
-    session = ort_session(onnx_path, threads=threads)
-    return compare_runtime(
-        lambda feed: session.run(list(spec.outputs), {INPUT_NAME: feed}),
-        model,
-        spec,
-        images,
-        batch_sizes=batch_sizes,
-        min_cosine=min_cosine,
-        raise_on_failure=raise_on_failure,
-        source=str(onnx_path),
-        criterion=criterion,
-    )
 
 
 def compare_runtime(

@@ -23,7 +23,6 @@ from mrface.models.metadata import COLOR_ORDERS
 INPUT_FORMATS = ("float_nchw", "uint8_nhwc")
 PRECISIONS = ("fp32", "fp16", "int8")
 IO_DTYPES = ("float32", "float16")
-OUTPUT_NAMES = ("embedding", "norm")
 INPUT_NAME = "input"
 
 

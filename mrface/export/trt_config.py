@@ -142,8 +142,3 @@ def build_mode(precision: str, graph_precision: str, version: str) -> str:
             )
         return "strong" if major >= 11 else "flags"
     return "flags"
-
-
-def check_precision_supported(precision: str, version: str, graph_precision: str = "fp32") -> None:
-    """Raise a clear error when ``precision`` cannot be built by TensorRT ``version`` (see :func:`build_mode`)."""
-    build_mode(precision, graph_precision, version)

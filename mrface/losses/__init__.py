@@ -4,7 +4,7 @@ One interface: ``loss, logs = head(embeddings, labels)``; build heads with :func
 """
 
 from mrface.losses.contrastive import QGFaceContrastive
-from mrface.losses.distill import BTNetDistillLoss, CentreLoss, DCRLoss
+from mrface.losses.distill import BTNetDistillLoss
 from mrface.losses.margin_softmax import MarginSoftmaxRows, margin_softmax_loss, margin_softmax_per_row
 from mrface.losses.margins import (
     AdaFace,
@@ -23,10 +23,8 @@ from mrface.losses.registry import get_head, get_margin, list_heads
 __all__ = [
     "AdaFace",
     "BTNetDistillLoss",
-    "CentreLoss",
     "CombinedMargin",
     "CurricularFace",
-    "DCRLoss",
     "MagFace",
     "Margin",
     "MarginSoftmaxRows",

@@ -57,7 +57,6 @@ from mrface.models.dcr import DCR
 from mrface.models.importers import (
     import_adaface,
     import_btnet_branch,
-    import_btnet_trunk,
     import_facecoresetnet,
     import_insightface,
     import_magface,
@@ -92,7 +91,6 @@ __all__ = [
     "get_model",
     "import_adaface",
     "import_btnet_branch",
-    "import_btnet_trunk",
     "import_facecoresetnet",
     "import_insightface",
     "import_magface",

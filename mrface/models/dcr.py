@@ -255,17 +255,6 @@ def dcr_loss(
     return loss, {"dcr/ce": ce.detach() / scales, "dcr/centre": cen.detach() / scales, "dcr/coupling": coup.detach()}
 
 
-def dcr_branch_loss(
-    out: DCROutput, labels: torch.Tensor, centers: Mapping[int, torch.Tensor], weight: float = DCR_LOSS_WEIGHT
-) -> torch.Tensor:
-    """:func:`dcr_loss` with given centre tables (no update): ``centers[k]`` (C, D) per scale k."""
-    per_scale = [
-        F.cross_entropy(out.logits[k].float(), labels) + weight * center_loss(e, labels, centers[k])
-        for k, e in out.embeddings.items()
-    ]
-    return torch.stack(per_scale).mean() + weight * coupling_loss(out.e_hr, out.embeddings)
-
-
 # ------------------------------------------------------------------------------ registrations
 @register_model("dcr_iresnet50", description="DCR: iResNet-50 trunk + coupled branches 8/12/16/20")
 def _dcr_iresnet50(

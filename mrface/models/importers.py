@@ -323,9 +323,3 @@ def import_btnet_branch(
     result = split_btnet_branch(model, resolution, state, source=source, check_shared=check_shared, atol=atol)
     model.load_state_dict(result.branch_state, strict=False)
     return result
-
-
-def import_btnet_trunk(model: BTNet, path: str | os.PathLike) -> BTNet:
-    """Load a TNet checkpoint (an InsightFace-named iResNet) into ``model.trunk``."""
-    import_insightface(model.trunk, path)
-    return model

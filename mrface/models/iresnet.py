@@ -185,10 +185,6 @@ class IResNet(UnitStructure, FaceModel):
             self.features.weight.requires_grad = False
 
     # ------------------------------------------------------------------------------- structure
-    def unit_channels(self) -> list[int]:
-        """Channels after each unit."""
-        return [self.widths[0]] + [self.widths[int(n[5]) - 1] for n in self.unit_names[1:]]
-
     def module_unit(self, name: str) -> int | None:
         """Unit index that submodule ``name`` belongs to (0 = stem), or None for the head."""
         top = name.split(".")[0]

@@ -39,24 +39,8 @@ _FILTER_IDS = {"nearest": 0, "bilinear": 1, "bicubic": 2, "area": 3, "bilinear_a
 _DTYPE_TAGS = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.uint8: 3}
 _CPP_DTYPES = (torch.float32, torch.uint8)
 _MAX_LEVELS = 8
-# Level table fields, in csrc/include/mrface/resize.h order.
-(
-    F_SOURCE,
-    F_OUT_H,
-    F_OUT_W,
-    F_SRC_H,
-    F_SRC_W,
-    F_Y_OFF,
-    F_Y_TAPS,
-    F_X_OFF,
-    F_X_TAPS,
-    F_UP_Y_OFF,
-    F_UP_Y_TAPS,
-    F_UP_X_OFF,
-    F_UP_X_TAPS,
-    F_BUF_OFF,
-    NUM_FIELDS,
-) = range(15)
+# Level-table fields read here: indices of csrc/include/mrface/resize.h's LevelField (rows from _level_row).
+F_OUT_H, F_OUT_W, F_SRC_H, F_Y_TAPS, F_X_TAPS, F_UP_Y_TAPS = 1, 2, 3, 6, 8, 10
 
 
 class DegradedBatch(NamedTuple):
@@ -92,7 +76,7 @@ class _TapBank:
 
 @dataclass(frozen=True, eq=False)
 class _Plan:
-    levels: torch.Tensor  # int32 (sets, num_levels, NUM_FIELDS)
+    levels: torch.Tensor  # int32 (sets, num_levels, 14): one _level_row per level
     tap_index: torch.Tensor  # int32 flat
     tap_weight: torch.Tensor  # float32 flat
     buffer_floats: int  # per-plane scratch holding every level

@@ -11,13 +11,18 @@ import torch
 import torch.nn.functional as F
 
 from mrface.export.exporter import synthface_images
-from mrface.export.onnx import graph_op_types, read_onnx_metadata
+from mrface.export.onnx import read_onnx_metadata
 from mrface.export.session import ort_session
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a, b = a.astype(np.float64), b.astype(np.float64)
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def graph_op_types(path) -> set[str]:
+    """Node types of an ONNX file's main graph, read with the onnx package."""
+    return {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
 
 
 def torch_embedding(model, x: torch.Tensor, r: int) -> np.ndarray:

@@ -22,7 +22,7 @@ from mrface.export.errors import ExportError
 from mrface.export.paths import resolution_path
 from mrface.export.spec import GraphSpec
 from mrface.export.tensorrt import TensorRTEmbedder
-from mrface.export.trt_config import BatchProfile, EngineBuildConfig, build_mode, check_precision_supported
+from mrface.export.trt_config import BatchProfile, EngineBuildConfig, build_mode
 from mrface.models import MultiResolutionFaceModel
 
 FLOAT28 = GraphSpec(name="m_r28", resolution=28, kind="branch")
@@ -65,12 +65,12 @@ def test_build_config_validation():
 
 def test_precision_rules_by_tensorrt_version():
     for precision in ("fp32", "fp16", "int8"):
-        check_precision_supported(precision, "10.3.0")
-    check_precision_supported("fp32", "11.1.0")
+        build_mode(precision, "fp32", "10.3.0")
+    build_mode("fp32", "fp32", "11.1.0")
     with pytest.raises(ExportError, match="TensorRT 11 removed"):
-        check_precision_supported("fp16", "11.1.0")
+        build_mode("fp16", "fp32", "11.1.0")
     with pytest.raises(ExportError, match="TensorRT 8.6.1"):
-        check_precision_supported("fp32", "8.6.1")
+        build_mode("fp32", "fp32", "8.6.1")
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from mrface.losses import CentreLoss, get_head
+from mrface.losses import get_head
 
 D, C, N = 16, 23, 10  # embedding size, classes (odd: shards 12/11 at W=2), global batch
 
@@ -67,23 +67,6 @@ def run_step(head, emb: torch.Tensor, labels: torch.Tensor) -> dict:
     }
 
 
-def centre_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Centres (C, D), embeddings (N, D), labels (N,) with repeats across the two halves."""
-    g = torch.Generator().manual_seed(99)
-    return (
-        torch.randn(C, D, generator=g),
-        torch.randn(N, D, generator=g),
-        torch.tensor([1, 4, 4, 9, 1, 4, 22, 9, 0, 1]),
-    )
-
-
-def centre_update(centres, emb, labels) -> torch.Tensor:
-    loss = CentreLoss(C, D, alpha=0.6)
-    loss.centres.copy_(centres)
-    loss.update(emb, labels)
-    return loss.centres.clone()
-
-
 def _error_of(fn) -> str:
     try:
         fn()
@@ -112,9 +95,6 @@ def main(rank: int, world: int, port: int, outdir: str) -> None:
         out[key] = res
 
     out["centres_for"] = head.centres_for(torch.tensor([0, 22, -1, 11, 12]))
-
-    centres, cemb, clabels = centre_inputs()
-    out["centres"] = centre_update(centres, cemb[sl], clabels[sl])
 
     head = build("arcface", {}, {}, weight)
     out["err_batch"] = _error_of(lambda: head(emb[: (5 if rank == 0 else 4)], labels[: (5 if rank == 0 else 4)]))

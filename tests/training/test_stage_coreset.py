@@ -13,7 +13,7 @@ from torch.utils.data import default_collate
 from mrface.models import load_model
 from mrface.training.config import RecipeError, load_recipe
 from mrface.training.distributed import DistEnv
-from mrface.training.stage_coreset import CoresetModel, coreset_stage, load_coreset_model
+from mrface.training.stage_coreset import CoresetModel, coreset_stage
 from mrface.training.templates import TemplateKey
 from mrface.training.trainer import train
 
@@ -96,7 +96,7 @@ def test_trainer_trains_aggregator_and_head_on_a_trunk_run(tmp_path, trunk_run):
     head_last = weights(out / "checkpoints" / "step_00000003" / "head_rank0.safetensors")["weight"]
     assert head_last.shape == (8, 32) and not torch.equal(head_first, head_last)
 
-    model = load_coreset_model(out / "model.safetensors")
+    model = load_model(out / "model.safetensors")
     x = torch.randn(3, 4, 3, 112, 112)
     lengths = torch.tensor([1, 3, 4])
     with torch.no_grad():
