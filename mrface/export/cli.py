@@ -157,6 +157,6 @@ def _run_tensorrt(args: argparse.Namespace) -> int:
     if reason:
         print(f"mrface export: error: --format tensorrt: {reason}", file=sys.stderr)
         return 2
-    from mrface.export.tensorrt_cli import build_engines_from_args
+    from mrface.export.tensorrt.cli import build_engines_from_args
 
     return build_engines_from_args(args, _options(args), Path(args.out))

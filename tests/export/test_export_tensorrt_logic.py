@@ -8,21 +8,22 @@ import numpy as np
 import pytest
 import torch
 
-import mrface.export.tensorrt as trt_module
+import mrface.export.tensorrt.engine as trt_module
 from mrface.cli import main
-from mrface.export.calibration import CalibrationBatches, CalibratorFeed, load_face_folder, synthface_calibration
-from mrface.export.engine_meta import (
+from mrface.export.calibration import CalibrationBatches, load_face_folder, synthface_calibration
+from mrface.export.errors import ExportError
+from mrface.export.paths import resolution_path
+from mrface.export.spec import GraphSpec
+from mrface.export.tensorrt import TensorRTEmbedder
+from mrface.export.tensorrt.calibration import CalibratorFeed
+from mrface.export.tensorrt.config import BatchProfile, EngineBuildConfig, build_mode, check_precision_supported
+from mrface.export.tensorrt.metadata import (
     EngineMetadata,
     check_compatible,
     metadata_path,
     read_engine_metadata,
     write_engine_metadata,
 )
-from mrface.export.errors import ExportError
-from mrface.export.paths import resolution_path
-from mrface.export.spec import GraphSpec
-from mrface.export.tensorrt import TensorRTEmbedder
-from mrface.export.trt_config import BatchProfile, EngineBuildConfig, build_mode, check_precision_supported
 from mrface.models import MultiResolutionFaceModel
 
 FLOAT28 = GraphSpec(name="m_r28", resolution=28, kind="branch")

@@ -19,13 +19,13 @@ import torch
 
 from mrface.export.artefacts import MANIFEST, staged_output, write_json_atomic
 from mrface.export.calibration import CalibrationBatches, load_face_folder, synthface_calibration
-from mrface.export.engine_meta import write_engine_metadata
 from mrface.export.errors import ExportError
 from mrface.export.exporter import ExportOptions, export_model, synthface_images
 from mrface.export.loading import load_for_export
 from mrface.export.parity import compare_runtime
-from mrface.export.tensorrt import TensorRTEngine, build_engine
-from mrface.export.trt_config import BatchProfile, EngineBuildConfig
+from mrface.export.tensorrt.config import BatchProfile, EngineBuildConfig
+from mrface.export.tensorrt.engine import TensorRTEngine, build_engine
+from mrface.export.tensorrt.metadata import write_engine_metadata
 
 
 def build_engines_from_args(args: argparse.Namespace, options: ExportOptions, out: Path) -> int:
