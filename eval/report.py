@@ -29,6 +29,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from mrface.io import save_figure, write_text
+
 SCHEMA = "mrface.eval.report/1"
 REQUIRED = ("schema", "kind", "title", "created", "settings", "model", "versions", "results", "tables", "plots")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -164,9 +166,7 @@ def plot_png(plot: dict[str, Any], path: Path) -> None:
         if plot["series"]:
             ax.legend(fontsize=8)
         fig.tight_layout()
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        fig.savefig(tmp)
-        os.replace(tmp, path)
+        save_figure(fig, path)
     finally:
         plt.close(fig)
 
@@ -183,7 +183,7 @@ def render_report(run_dir: str | os.PathLike) -> list[Path]:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
     validate_report(report, str(path))
     written = [run_dir / "report.md"]
-    written[0].write_text(markdown(report))
+    write_text(written[0], markdown(report))
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -203,7 +203,5 @@ def write_report(run_dir: str | os.PathLike, report: dict[str, Any]) -> list[Pat
     report = _jsonable(report)
     validate_report(report)
     path = run_dir / "results.json"
-    tmp = run_dir / ".results.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(report, indent=2))
     return [path, *render_report(run_dir)]

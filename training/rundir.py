@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from mrface.errors import UserError
+from mrface.io import write_text
 from mrface.training.config import TrainConfig, to_yaml
 
 LOGGER_NAME = "mrface.training"
@@ -192,9 +193,7 @@ def read_json_lines(path: str | Path, warn: Callable[[str], None] | None = None)
 
 def rewrite_json_lines(path: Path, rows: list[dict[str, Any]]) -> None:
     """Replace ``path`` with ``rows`` atomically (temp file + rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, path)
+    write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def read_metrics(out: str | Path) -> list[dict[str, Any]]:

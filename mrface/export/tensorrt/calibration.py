@@ -17,6 +17,7 @@ import torch
 
 from mrface.export.calibration import CalibrationBatches
 from mrface.export.errors import ExportError
+from mrface.io import write_bytes
 
 
 class CalibratorFeed:
@@ -51,9 +52,7 @@ class CalibratorFeed:
 
     def write_cache(self, data: bytes) -> None:
         if self.cache_file is not None:
-            tmp = self.cache_file.with_name(f".{self.cache_file.name}.tmp")
-            tmp.write_bytes(bytes(data))
-            tmp.replace(self.cache_file)
+            write_bytes(self.cache_file, bytes(data))
 
 
 def make_calibrator(trt: Any, feed: CalibratorFeed, kind: str) -> Any:

@@ -34,6 +34,7 @@ from mrface.export.tensorrt.metadata import (
     sha256_file,
     write_engine_metadata,
 )
+from mrface.io import write_bytes
 from mrface.models.metadata import ModelMetadata
 from mrface.models.multires import check_route_options, normalised_faces
 
@@ -110,9 +111,9 @@ def build_engine(
     if plan is None:
         raise ExportError(f"{onnx_path}: TensorRT engine build failed (see the TensorRT log above)")
     engine_path = Path(engine_path)
-    engine_path.write_bytes(bytes(plan))
+    write_bytes(engine_path, bytes(plan))
     if cache_path is not None:
-        cache_path.write_bytes(bytes(build.get_timing_cache().serialize()))
+        write_bytes(cache_path, bytes(build.get_timing_cache().serialize()))
     meta = EngineMetadata(
         engine_file=engine_path.name,
         onnx_file=Path(onnx_path).name,
