@@ -157,7 +157,7 @@ def write_json(name: str, rows: list[dict], out: str | None, extra: dict | None 
     path = Path(out) if out else Path("bench_results") / f"{name}-{stamp}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "date": stamp, "machine": machine(), "rows": rows} | (extra or {})
-    path.write_text(json.dumps(payload, indent=2))
+    write_text(path, json.dumps(payload, indent=2))
     print(f"wrote {path}")
     return path
 

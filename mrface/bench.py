@@ -356,8 +356,10 @@ def run_suite(
 
     report["plots"] = write_plots(report, out_dir, base)
     path = out_dir / f"{base}.json"
-    path.write_text(json.dumps(report, indent=2))
-    (out_dir / f"{base}.md").write_text(markdown(report))
+    from mrface.io import write_text
+
+    write_text(path, json.dumps(report, indent=2))
+    write_text(out_dir / f"{base}.md", markdown(report))
     print_tables(report)
     print(f"wrote {path}, {out_dir / (base + '.md')} (per-script JSON and logs in {run_dir})")
     return path

@@ -522,6 +522,8 @@ def run_gpu_suite(
         "benchmarks": {},
     }
     path = out_dir / f"{base}.json"
+    from mrface.io import write_text
+
     for section in SECTIONS:
         left = budget_s - (time.perf_counter() - started)
         script = f"benchmarks/{section.spec.script}" if section.spec else "pytest"
@@ -547,10 +549,10 @@ def run_gpu_suite(
                 env_extra=section.env or None,
             )
         report["benchmarks"][section.name] = entry | {"budget_s": section.budget_s * slack}
-        path.write_text(json.dumps(report, indent=2))  # what ran so far survives an interrupted suite
+        write_text(path, json.dumps(report, indent=2))  # what ran so far survives an interrupted suite
     report["benchmarks"]["goals"] = goals_entry(report)
     report["seconds"] = round(time.perf_counter() - started, 1)
-    path.write_text(json.dumps(report, indent=2))
+    write_text(path, json.dumps(report, indent=2))
     print_tables(report)
     spent = ", ".join(
         f"{k} {e.get('seconds', 0)}/{e.get('budget_s', '-')}" for k, e in report["benchmarks"].items() if k != "goals"

@@ -59,7 +59,9 @@ def _draw(
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(title)
-    fig.savefig(path, dpi=110)
+    from mrface.io import save_figure
+
+    save_figure(fig, path, dpi=110)
     return path
 
 

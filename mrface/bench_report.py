@@ -700,7 +700,9 @@ def store_run(report_path: Path, folder: Path, prune: bool = True) -> tuple[Path
     payload.pop("plots", None)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / stored_name(run)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    from mrface.io import write_text
+
+    write_text(path, json.dumps(payload, indent=2) + "\n")
     removed: list[Path] = []
     if prune:
         for old in superseded(load_runs([folder])):
@@ -737,6 +739,8 @@ def write_report(
         all_runs,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    from mrface.io import write_text
+
+    write_text(out, text)
     print(f"wrote {out} from {len(runs)} result file(s)" + (f"; plots in {plots_dir}" if plots_dir.is_dir() else ""))
     return out

@@ -109,7 +109,7 @@ def setup_run_dir(cfg: TrainConfig, world_size: int, is_main: bool) -> tuple[Pat
     moved = claim_output(out, cfg.resume, cfg.overwrite)
     out.mkdir(parents=True, exist_ok=True)
     stale = clean_stale_temporaries(out)
-    (out / "config.yaml").write_text(to_yaml(cfg))
+    write_text(out / "config.yaml", to_yaml(cfg))
     info = {
         "seed": cfg.seed,
         "world_size": world_size,
@@ -117,7 +117,7 @@ def setup_run_dir(cfg: TrainConfig, world_size: int, is_main: bool) -> tuple[Pat
         "argv": sys.argv,
         "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    (out / "run.json").write_text(json.dumps(info, indent=2))
+    write_text(out / "run.json", json.dumps(info, indent=2))
     fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
     for handler in (logging.FileHandler(out / "train.log"), logging.StreamHandler(sys.stderr)):
         handler.setFormatter(fmt)
