@@ -28,12 +28,9 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from mrface.data.protocols.align import ARCFACE_TEMPLATE
+
 SIZE = 112
-#: ArcFace 5-point template (x, y) at 112x112: left eye, right eye, nose tip, mouth left, mouth right.
-ARCFACE_TEMPLATE = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
-    dtype=np.float32,
-)
 
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xBF58476D1CE4E5B9)
