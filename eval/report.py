@@ -19,41 +19,33 @@ Layout of a run directory::
 from __future__ import annotations
 
 import datetime as _dt
-import importlib.metadata
 import json
 import math
 import os
-import platform
 import re
 import warnings
 from pathlib import Path
 from typing import Any
 
 from mrface.io import save_figure, write_text
+from mrface.versions import versions
 
 SCHEMA = "mrface.eval.report/1"
 REQUIRED = ("schema", "kind", "title", "created", "settings", "model", "versions", "results", "tables", "plots")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-def versions() -> dict[str, str]:
-    """Versions of the packages that shape the numbers."""
-    out = {"python": platform.python_version()}
-    for pkg in (
-        "mrface",
-        "torch",
-        "numpy",
-        "scikit-learn",
-        "scipy",
-        "opencv-python-headless",
-        "faiss-cpu",
-        "matplotlib",
-    ):
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
+#: Packages that shape the numbers; every report records their versions.
+REPORT_PACKAGES = (
+    "mrface",
+    "torch",
+    "numpy",
+    "scikit-learn",
+    "scipy",
+    "opencv-python-headless",
+    "faiss-cpu",
+    "matplotlib",
+)
 
 
 def _jsonable(value: Any) -> Any:
@@ -85,7 +77,7 @@ def new_report(
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "settings": settings,
         "model": model,
-        "versions": versions(),
+        "versions": versions(REPORT_PACKAGES),
         "results": results or {},
         "tables": [],
         "plots": [],

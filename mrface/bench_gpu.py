@@ -36,7 +36,6 @@ stored unless ``--store`` is given. Exit code 0 when every section ran and every
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
 import re
@@ -463,25 +462,18 @@ def goals_entry(report: dict) -> dict:
 # ----------------------------------------------------------------------------- the suite
 
 
-def versions() -> dict:
-    """Installed versions of the packages the suite's sections use (None when absent)."""
-    out = {}
-    for name in (
-        "torch",
-        "triton",
-        "numpy",
-        "onnx",
-        "onnxruntime",
-        "onnxruntime-gpu",
-        "tensorrt",
-        "liger-kernel",
-        "pytest",
-    ):
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+#: Packages the suite's sections use; their versions go into the result's machine entry (None when absent).
+SUITE_PACKAGES = (
+    "torch",
+    "triton",
+    "numpy",
+    "onnx",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "tensorrt",
+    "liger-kernel",
+    "pytest",
+)
 
 
 def run_gpu_suite(
@@ -502,7 +494,9 @@ def run_gpu_suite(
     started = time.perf_counter()
     stamp, run_dir = new_run_dir(out_dir)
     out_dir, base = run_dir.parent, run_dir.name
-    machine = machine_info(bench_dir) | {"versions": versions()}
+    from mrface.versions import versions
+
+    machine = machine_info(bench_dir) | {"versions": versions(SUITE_PACKAGES, missing=None, python=False)}
     built = machine.get("mrface_C")
     if not dry_run and not (isinstance(built, dict) and built.get("cuda")):
         print(

@@ -19,11 +19,9 @@ in a torn line after a crash or a full disk: it is dropped with a warning.
 from __future__ import annotations
 
 import datetime as _dt
-import importlib.metadata
 import json
 import logging
 import os
-import platform
 import shutil
 import sys
 import warnings
@@ -34,18 +32,13 @@ from typing import Any
 from mrface.errors import UserError
 from mrface.io import write_text
 from mrface.training.config import TrainConfig, to_yaml
+from mrface.versions import versions
 
 LOGGER_NAME = "mrface.training"
 
 
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for pkg in ("mrface", "torch", "numpy", "omegaconf", "safetensors", "tensorboard"):
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
+#: Packages whose versions every run records in run.json.
+RUN_PACKAGES = ("mrface", "torch", "numpy", "omegaconf", "safetensors", "tensorboard")
 
 
 class RunFolderInUse(UserError):
@@ -113,7 +106,7 @@ def setup_run_dir(cfg: TrainConfig, world_size: int, is_main: bool) -> tuple[Pat
     info = {
         "seed": cfg.seed,
         "world_size": world_size,
-        "versions": versions(),
+        "versions": versions(RUN_PACKAGES),
         "argv": sys.argv,
         "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
