@@ -453,3 +453,19 @@ class SynthFace:
             ok, buf = cv2.imencode(".jpg", out[k], [cv2.IMWRITE_JPEG_QUALITY, int(nz.jpeg[k])])
             out[k] = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
         return out
+
+
+def verification_pairs(
+    num_identities: int, num_pairs: int, first_identity: int, images_per_identity: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Alternating same/different SynthFace pairs: (identities (P, 2), image ids (P, 2), issame (P,))."""
+    rng = np.random.default_rng(seed)
+    ids = np.empty((num_pairs, 2), np.int64)
+    imgs = rng.integers(0, images_per_identity, (num_pairs, 2))
+    issame = np.arange(num_pairs) % 2 == 0
+    ids[:, 0] = first_identity + rng.integers(0, num_identities, num_pairs)
+    other = first_identity + (ids[:, 0] - first_identity + rng.integers(1, num_identities, num_pairs)) % num_identities
+    ids[:, 1] = np.where(issame, ids[:, 0], other)
+    same_img = issame & (imgs[:, 0] == imgs[:, 1])
+    imgs[same_img, 1] = (imgs[same_img, 1] + 1) % images_per_identity
+    return ids, imgs, issame

@@ -57,7 +57,8 @@ def build_engines_from_args(args: argparse.Namespace, options: ExportOptions, ou
             if args.calib_dir
             else synthface_calibration(args.calib_count)
         )
-    with staged_output(out / f"trt_{precision}", "--out") as staging:
+    published = out / f"trt_{precision}"
+    with staged_output(published, "--out") as staging:
         entries = []
         for graph in onnx.graphs:
             engine_path = staging / f"{graph.spec.name}.engine"
@@ -88,7 +89,7 @@ def build_engines_from_args(args: argparse.Namespace, options: ExportOptions, ou
             entries.append(
                 {"engine": engine_path.name, "resolution": graph.spec.resolution, "parity": report.to_dict()}
             )
-            print(f"{out / f'trt_{precision}' / engine_path.name}  {report.summary()}")
+            print(f"{published / engine_path.name}  {report.summary()}")
         write_json_atomic(staging / MANIFEST, {"format": "mrface-trt/1", "precision": precision, "engines": entries})
-    print(f"wrote {out / f'trt_{precision}' / MANIFEST}")
+    print(f"wrote {published / MANIFEST}")
     return 0
