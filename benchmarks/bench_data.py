@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mrface.io import write_text
+
 
 def bench_synthface(n: int, seed: int = 0) -> float:
     from mrface.data.synthface import SynthFace
@@ -67,7 +69,7 @@ def main() -> None:
         "results": [{"name": n, "images_per_s": v} for n, v in rows],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_text(args.out, json.dumps(result, indent=2))
     print(f"wrote {args.out}")
 
 

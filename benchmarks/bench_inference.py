@@ -132,7 +132,7 @@ def bench_path(name: str, model, r: int, args, tmp: Path) -> list[dict]:
 def bench_tensorrt(label: str, r: int, onnx_file: Path, args, tmp: Path) -> list[dict]:
     """TensorRT FP16 engine timing (needs TensorRT + a GPU; unverified in our CI)."""
     from mrface.export.tensorrt import TensorRTEngine, build_engine, tensorrt_unavailable_reason
-    from mrface.export.trt_config import BatchProfile, EngineBuildConfig
+    from mrface.export.tensorrt.config import BatchProfile, EngineBuildConfig
 
     reason = tensorrt_unavailable_reason()
     if reason:

@@ -33,6 +33,8 @@ import torch.distributed as dist
 from bench_train import VARIANTS, build_model, make_train_step
 from common import print_table, sync, write_json
 
+from mrface.io import write_text
+
 
 def resolve_device(requested: str) -> tuple[str, str | None]:
     """("cuda" | "cpu", a note when the request could not be honoured)."""
@@ -83,7 +85,7 @@ def worker(rank: int, world: int, port: int, cfg: dict, result: str) -> None:
         slowest = torch.tensor(times, dtype=torch.float64, device=device)
         dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
         if rank == 0:
-            Path(result).write_text(json.dumps({"step_s": slowest.cpu().tolist()}))
+            write_text(result, json.dumps({"step_s": slowest.cpu().tolist()}))
     finally:
         dist.destroy_process_group()
 

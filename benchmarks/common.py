@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from mrface.io import write_text
+
 
 def machine() -> dict:
     """CPU model, cores, GPU, driver and versions, recorded with every result."""
@@ -155,7 +157,7 @@ def write_json(name: str, rows: list[dict], out: str | None, extra: dict | None 
     path = Path(out) if out else Path("bench_results") / f"{name}-{stamp}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "date": stamp, "machine": machine(), "rows": rows} | (extra or {})
-    path.write_text(json.dumps(payload, indent=2))
+    write_text(path, json.dumps(payload, indent=2))
     print(f"wrote {path}")
     return path
 
@@ -166,6 +168,4 @@ def write_partial(name: str, rows: list[dict], out: str | None) -> None:
         return
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"benchmark": name, "partial": True, "rows": rows}, indent=2))
-    os.replace(tmp, path)
+    write_text(path, json.dumps({"benchmark": name, "partial": True, "rows": rows}, indent=2))

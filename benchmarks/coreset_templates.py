@@ -27,6 +27,7 @@ import torch
 
 from mrface.data.synthface import SynthFace
 from mrface.eval.metrics import tar_at_far
+from mrface.io import write_text
 from mrface.losses import get_head
 from mrface.models import load_model
 from mrface.models.coreset import FaceCoresetNet
@@ -170,7 +171,7 @@ def main() -> None:
         print(f"| {name} | {value:.4f} |")
     if args.json:
         summary = {"steps": args.steps, "max_size": args.max_size, "tar_at_far_1e-2": results}
-        Path(args.json).write_text(json.dumps(summary, indent=2))
+        write_text(args.json, json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -31,17 +30,12 @@ import torch
 
 from mrface.eval.synthface_bench import synthface_pairs
 from mrface.eval.verification import ExtractOptions, embed_at, score_pairs
+from mrface.io import write_text
 from mrface.models import load_model
 from mrface.training.config import load_recipe
 from mrface.training.trainer import train
 
 PAIRS = ((112, 112), (112, 14), (112, 7), (14, 14))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def common(args: argparse.Namespace, seed: int, out: Path) -> list[str]:
@@ -149,7 +143,7 @@ def main() -> None:
             for method in ("adaface", "qgface"):
                 results.append(run(method, args, seed, Path(tmp)))
                 print(json.dumps(results[-1]), flush=True)
-                atomic_write_text(
+                write_text(
                     args.out,
                     json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=1),
                 )

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from mrface.data.images import decode_image
 from mrface.eval.extract import FLIP_MODES, extract_embeddings
+from mrface.io import atomic_path, atomic_write, write_text
 from mrface.models.branch_select import DEFAULT_RESIZER
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -115,20 +116,19 @@ class EmbeddingSet:
         if path.suffix == ".safetensors":
             from safetensors.numpy import save_file
 
-            tmp = path.with_name(f".{path.name}.tmp")
-            save_file(
-                {"embeddings": np.ascontiguousarray(self.embeddings, np.float32)}, str(tmp), metadata={"mrface": meta}
-            )
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                save_file(
+                    {"embeddings": np.ascontiguousarray(self.embeddings, np.float32)},
+                    str(tmp),
+                    metadata={"mrface": meta},
+                )
             return [path]
         if path.suffix != ".npy":
             raise ValueError(f"--out {path}: expected a .npy (with a .json beside it) or .safetensors file name")
         side = path.with_suffix(".json")
-        tmp_npy, tmp_json = path.with_name(f".{path.name}.tmp.npy"), side.with_name(f".{side.name}.tmp")
-        np.save(tmp_npy, np.ascontiguousarray(self.embeddings, np.float32))
-        tmp_json.write_text(meta)
-        os.replace(tmp_npy, path)
-        os.replace(tmp_json, side)
+        with atomic_write(path, "wb") as f:
+            np.save(f, np.ascontiguousarray(self.embeddings, np.float32))
+        write_text(side, meta)
         return [path, side]
 
     @classmethod

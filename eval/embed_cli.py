@@ -16,6 +16,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from mrface.io import write_text
+
 MAX_SKIPPED_SHOWN = 20
 
 
@@ -78,8 +80,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(
+        write_text(
+            out,
             json.dumps(
                 {
                     "gallery": str(args.gallery),
@@ -89,9 +91,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
                     "results": rows,
                 },
                 indent=1,
-            )
+            ),
         )
-        os.replace(tmp, out)
         print(f"wrote {out}")
     return 0
 

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from mrface.io import write_text
 from mrface.models.branch_select import DEFAULT_RESIZER, RESIZERS, choose_branches, run_by_branch
 
 FLIP_MODES = ("none", "sum", "pre_norm_vector_add", "concat")
@@ -183,9 +184,7 @@ class _Cache:
         self._write_meta()
 
     def _write_meta(self) -> None:
-        tmp = self.meta_path.with_name(".meta.json.tmp")
-        tmp.write_text(json.dumps(self.meta, indent=2, sort_keys=True))
-        os.replace(tmp, self.meta_path)
+        write_text(self.meta_path, json.dumps(self.meta, indent=2, sort_keys=True))
 
 
 def data_fingerprint(images: Any) -> str:

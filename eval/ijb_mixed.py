@@ -48,6 +48,7 @@ from mrface.eval.ijb import IjbFlags, _rows_of, identify_1toN, template_features
 from mrface.eval.ijb_protocol import IjbResult, ijb_one_to_n, one_to_n_lists
 from mrface.eval.metrics import ROC_FARS, OpenSetResult, tar_at_far
 from mrface.eval.verification import ExtractOptions
+from mrface.io import save_figure
 
 ALIGNED = 112
 MODES = ("aggregate", "cross")
@@ -324,8 +325,6 @@ def plot_matrix_png(rows: list[dict[str, Any]], path: str | os.PathLike, title: 
         if metrics:
             ax.legend(fontsize=8, loc="upper center", ncol=2)
         fig.tight_layout()
-        tmp = os.fspath(path) + ".tmp.png"
-        fig.savefig(tmp)
-        os.replace(tmp, path)
+        save_figure(fig, path)
     finally:
         plt.close(fig)

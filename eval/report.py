@@ -19,39 +19,33 @@ Layout of a run directory::
 from __future__ import annotations
 
 import datetime as _dt
-import importlib.metadata
 import json
 import math
 import os
-import platform
 import re
 import warnings
 from pathlib import Path
 from typing import Any
+
+from mrface.io import save_figure, write_text
+from mrface.versions import versions
 
 SCHEMA = "mrface.eval.report/1"
 REQUIRED = ("schema", "kind", "title", "created", "settings", "model", "versions", "results", "tables", "plots")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-def versions() -> dict[str, str]:
-    """Versions of the packages that shape the numbers."""
-    out = {"python": platform.python_version()}
-    for pkg in (
-        "mrface",
-        "torch",
-        "numpy",
-        "scikit-learn",
-        "scipy",
-        "opencv-python-headless",
-        "faiss-cpu",
-        "matplotlib",
-    ):
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
+#: Packages that shape the numbers; every report records their versions.
+REPORT_PACKAGES = (
+    "mrface",
+    "torch",
+    "numpy",
+    "scikit-learn",
+    "scipy",
+    "opencv-python-headless",
+    "faiss-cpu",
+    "matplotlib",
+)
 
 
 def _jsonable(value: Any) -> Any:
@@ -83,7 +77,7 @@ def new_report(
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "settings": settings,
         "model": model,
-        "versions": versions(),
+        "versions": versions(REPORT_PACKAGES),
         "results": results or {},
         "tables": [],
         "plots": [],
@@ -164,9 +158,7 @@ def plot_png(plot: dict[str, Any], path: Path) -> None:
         if plot["series"]:
             ax.legend(fontsize=8)
         fig.tight_layout()
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        fig.savefig(tmp)
-        os.replace(tmp, path)
+        save_figure(fig, path)
     finally:
         plt.close(fig)
 
@@ -183,7 +175,7 @@ def render_report(run_dir: str | os.PathLike) -> list[Path]:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
     validate_report(report, str(path))
     written = [run_dir / "report.md"]
-    written[0].write_text(markdown(report))
+    write_text(written[0], markdown(report))
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -203,7 +195,5 @@ def write_report(run_dir: str | os.PathLike, report: dict[str, Any]) -> list[Pat
     report = _jsonable(report)
     validate_report(report)
     path = run_dir / "results.json"
-    tmp = run_dir / ".results.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(report, indent=2))
     return [path, *render_report(run_dir)]

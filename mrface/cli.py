@@ -29,26 +29,20 @@ SUBCOMMAND_MODULES = {
 }
 
 
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def info_lines() -> list[str]:
     """Versions, compiled backends and visible GPUs, one 'key: value' per line."""
     import torch
 
     import mrface
     from mrface.ops import available_backends, build_info
+    from mrface.versions import package_version
 
     lines = [
         f"mrface: {mrface.__version__}",
         f"python: {platform.python_version()} ({platform.machine()})",
         f"torch: {torch.__version__} (CUDA runtime {torch.version.cuda or 'none'})",
     ]
-    lines += [f"{pkg}: {_version(pkg)}" for pkg in ("triton", "onnx", "onnxruntime", "tensorrt", "faiss-cpu")]
+    lines += [f"{pkg}: {package_version(pkg)}" for pkg in ("triton", "onnx", "onnxruntime", "tensorrt", "faiss-cpu")]
     info = build_info()
     if info:
         cuda = f"yes (archs {info['cuda_archs']}, nvcc {info['cuda_version']})" if info["cuda"] else "no"

@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mrface.errors import safe_torch_load
+from mrface.io import atomic_path, torch_save, write_text
 from mrface.losses import PartialFC, reshard_state_dicts, shard_range
 from mrface.models import FaceModel, load_weights, save_model
 from mrface.training.distributed import DistEnv, barrier
@@ -71,18 +72,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------------------- write
-def _atomic_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def head_tensors(head: PartialFC) -> dict[str, torch.Tensor]:
     """Shard tensors of a Partial FC state dict (without its ``_extra_state`` bookkeeping)."""
     return {k: v.detach().cpu().contiguous().clone() for k, v in head.state_dict().items() if k != "_extra_state"}
@@ -131,9 +120,9 @@ def _write_checkpoint(
     barrier(env)
     if head is not None:
         file = tmp / f"head_rank{env.rank}.safetensors"
-        save_file(head_tensors(head), str(file.with_name(file.name + ".tmp")))
-        os.replace(file.with_name(file.name + ".tmp"), file)
-    _atomic_torch_save(state, tmp / f"state_rank{env.rank}.pt")
+        with atomic_path(file) as part:
+            save_file(head_tensors(head), str(part))
+    torch_save(state, tmp / f"state_rank{env.rank}.pt")
     if env.is_main:
         save_model(model, tmp / "model.safetensors")
     barrier(env)
@@ -145,7 +134,7 @@ def _write_checkpoint(
             "embedding_size": head.embedding_size if head is not None else None,
             "run_id": run_id,
         }
-        _atomic_json(tmp / MANIFEST, manifest)
+        write_text(tmp / MANIFEST, json.dumps(manifest, indent=2))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         ours = [c for c in complete_checkpoints(root) if run_id is None or _run_id(c) == run_id]

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from mrface.io import write_text
 from mrface.training.demo_report import PAIRS_ORDER, TABLE_COLUMNS, format_table
 
 __all__ = ["PAIRS_ORDER", "register", "run", "run_demo", "format_table"]
@@ -260,7 +261,7 @@ def run(args: argparse.Namespace) -> int:
     if moved is not None:
         _say(f"--overwrite: the previous contents of {out} were moved to {moved}")
     out.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps(settings) + "\n")
+    write_text(marker, json.dumps(settings) + "\n")
     try:
         result = run_demo(out, args.quick, args.seed, export=not args.no_export, resume=same)
     except DemoInterrupted as err:

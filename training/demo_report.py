@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from mrface.io import save_figure
+
 PAIRS_ORDER = ("112&28", "112&14", "112&7", "28&28", "14&14", "7&7", "112&112")
 T95 = 2.262157162798205  # scipy.stats.t.ppf(0.975, 9): 10 folds -> 9 degrees of freedom
 
@@ -137,8 +139,6 @@ def plot_table_png(summary: dict[str, dict[str, Any]], path: str | os.PathLike, 
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         fig.tight_layout()
-        tmp = os.fspath(path) + ".tmp.png"
-        fig.savefig(tmp)
-        os.replace(tmp, path)
+        save_figure(fig, path)
     finally:
         plt.close(fig)

@@ -19,11 +19,9 @@ in a torn line after a crash or a full disk: it is dropped with a warning.
 from __future__ import annotations
 
 import datetime as _dt
-import importlib.metadata
 import json
 import logging
 import os
-import platform
 import shutil
 import sys
 import warnings
@@ -32,19 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from mrface.errors import UserError
+from mrface.io import write_text
 from mrface.training.config import TrainConfig, to_yaml
+from mrface.versions import versions
 
 LOGGER_NAME = "mrface.training"
 
 
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for pkg in ("mrface", "torch", "numpy", "omegaconf", "safetensors", "tensorboard"):
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
+#: Packages whose versions every run records in run.json.
+RUN_PACKAGES = ("mrface", "torch", "numpy", "omegaconf", "safetensors", "tensorboard")
 
 
 class RunFolderInUse(UserError):
@@ -108,15 +102,15 @@ def setup_run_dir(cfg: TrainConfig, world_size: int, is_main: bool) -> tuple[Pat
     moved = claim_output(out, cfg.resume, cfg.overwrite)
     out.mkdir(parents=True, exist_ok=True)
     stale = clean_stale_temporaries(out)
-    (out / "config.yaml").write_text(to_yaml(cfg))
+    write_text(out / "config.yaml", to_yaml(cfg))
     info = {
         "seed": cfg.seed,
         "world_size": world_size,
-        "versions": versions(),
+        "versions": versions(RUN_PACKAGES),
         "argv": sys.argv,
         "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    (out / "run.json").write_text(json.dumps(info, indent=2))
+    write_text(out / "run.json", json.dumps(info, indent=2))
     fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
     for handler in (logging.FileHandler(out / "train.log"), logging.StreamHandler(sys.stderr)):
         handler.setFormatter(fmt)
@@ -192,6 +186,4 @@ def read_json_lines(path: str | Path, warn: Callable[[str], None] | None = None)
 
 def rewrite_json_lines(path: Path, rows: list[dict[str, Any]]) -> None:
     """Replace ``path`` with ``rows`` atomically (temp file + rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, path)
+    write_text(path, "".join(json.dumps(r) + "\n" for r in rows))

@@ -36,7 +36,6 @@ stored unless ``--store`` is given. Exit code 0 when every section ran and every
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import re
@@ -48,6 +47,8 @@ from pathlib import Path
 from mrface.bench.specs import SECTIONS, Section
 from mrface.bench.suite import machine_info, new_run_dir, run_logged, run_spec
 from mrface.bench.tables import print_tables
+from mrface.io import write_text
+from mrface.versions import versions
 
 TOTAL_BUDGET_S = 460  # under 8 minutes on one H100 with start-up and rendering (a 15-minute GPU slot
 
@@ -226,25 +227,18 @@ def goals_entry(report: dict) -> dict:
 # ----------------------------------------------------------------------------- the suite
 
 
-def versions() -> dict:
-    """Installed versions of the packages the suite's sections use (None when absent)."""
-    out = {}
-    for name in (
-        "torch",
-        "triton",
-        "numpy",
-        "onnx",
-        "onnxruntime",
-        "onnxruntime-gpu",
-        "tensorrt",
-        "liger-kernel",
-        "pytest",
-    ):
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+#: Packages the suite's sections use; their versions go into the result's machine entry (None when absent).
+SUITE_PACKAGES = (
+    "torch",
+    "triton",
+    "numpy",
+    "onnx",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "tensorrt",
+    "liger-kernel",
+    "pytest",
+)
 
 
 def run_gpu_suite(
@@ -265,7 +259,7 @@ def run_gpu_suite(
     started = time.perf_counter()
     stamp, run_dir = new_run_dir(out_dir)
     out_dir, base = run_dir.parent, run_dir.name
-    machine = machine_info(bench_dir) | {"versions": versions()}
+    machine = machine_info(bench_dir) | {"versions": versions(SUITE_PACKAGES, missing=None, python=False)}
     built = machine.get("mrface_C")
     if not dry_run and not (isinstance(built, dict) and built.get("cuda")):
         print(
@@ -310,10 +304,10 @@ def run_gpu_suite(
                 env_extra=section.env or None,
             )
         report["benchmarks"][section.name] = entry | {"budget_s": section.budget_s * slack}
-        path.write_text(json.dumps(report, indent=2))  # what ran so far survives an interrupted suite
+        write_text(path, json.dumps(report, indent=2))  # what ran so far survives an interrupted suite
     report["benchmarks"]["goals"] = goals_entry(report)
     report["seconds"] = round(time.perf_counter() - started, 1)
-    path.write_text(json.dumps(report, indent=2))
+    write_text(path, json.dumps(report, indent=2))
     print_tables(report)
     spent = ", ".join(
         f"{k} {e.get('seconds', 0)}/{e.get('budget_s', '-')}" for k, e in report["benchmarks"].items() if k != "goals"

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from mrface.io import save_figure
+
 
 def _series(rows: list[dict], x: str, y: str, label_keys: tuple[str, ...]) -> dict[str, list[tuple[float, float]]]:
     """label -> sorted (x, y) points, skipping rows where y was not measured."""
@@ -59,7 +61,7 @@ def _draw(
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(title)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     return path
 
 

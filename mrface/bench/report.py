@@ -34,6 +34,7 @@ from mrface.bench.errors import BenchError
 from mrface.bench.plots import have_matplotlib, plots_for
 from mrface.bench.specs import AREAS, SECTION_NAMES, SPECS, area_of, declared_headlines
 from mrface.bench.tables import fmt_cell, format_table
+from mrface.io import write_text
 
 GENERAL_KEYS = ("intro", "headline", "runs")
 NOTE_HEADING = re.compile(r"^## +(?P<key>[A-Za-z0-9_-]+)(?: +\[until (?P<until>cpu|cuda)\])? *$")
@@ -449,7 +450,7 @@ def store_run(report_path: Path, folder: Path, prune: bool = True) -> tuple[Path
     payload.pop("plots", None)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / stored_name(run)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    write_text(path, json.dumps(payload, indent=2) + "\n")
     removed: list[Path] = []
     if prune:
         for old in superseded(load_runs([folder])):
@@ -486,6 +487,6 @@ def write_report(
         all_runs,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    write_text(out, text)
     print(f"wrote {out} from {len(runs)} result file(s)" + (f"; plots in {plots_dir}" if plots_dir.is_dir() else ""))
     return out

@@ -28,6 +28,7 @@ from mrface.bench.errors import BenchError
 from mrface.bench.plots import write_plots
 from mrface.bench.specs import SPECS, Spec
 from mrface.bench.tables import print_tables, run_markdown
+from mrface.io import write_text
 
 MARKER = "bench_degrade.py"
 
@@ -215,8 +216,8 @@ def run_suite(
     }
     report["plots"] = write_plots(report, out_dir, base)
     path = out_dir / f"{base}.json"
-    path.write_text(json.dumps(report, indent=2))
-    (out_dir / f"{base}.md").write_text(run_markdown(report))
+    write_text(path, json.dumps(report, indent=2))
+    write_text(out_dir / f"{base}.md", run_markdown(report))
     print_tables(report)
     print(f"wrote {path}, {out_dir / (base + '.md')} (per-script JSON and logs in {run_dir})")
     return path

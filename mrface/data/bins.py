@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from mrface.data.images import decode_image, encode_image, resize_image
+from mrface.io import atomic_write
 
 # (module, name) pairs a verification .bin may reference. numpy's array pickles call
 # _reconstruct/scalar and build dtypes; Python-2 pickles of lists/tuples need nothing else.
@@ -191,10 +192,6 @@ def write_bin(
         encoded = [encode_image(im, ext, quality, color) for im in images]
     else:
         encoded = [bytes(im) for im in images]
-    tmp = path.with_name(f".{path.name}.tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(tmp, "wb") as f:
+    with atomic_write(path, "wb") as f:
         pickle.dump((encoded, flags), f, protocol=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

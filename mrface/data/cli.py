@@ -15,6 +15,7 @@ import numpy as np
 
 from mrface.data.recordio import RecordIOError
 from mrface.errors import UserError
+from mrface.io import write_bytes
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -128,8 +129,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         print(f"  {msg}")
     if samples:
         try:
-            written = cv2.imwrite(str(grid_path), _grid(samples))
-        except cv2.error:
+            written, encoded = cv2.imencode(grid_path.suffix, _grid(samples))
+            if written:
+                write_bytes(grid_path, encoded.tobytes())
+        except (cv2.error, OSError):
             written = False
         if not written:
             raise UserError(f"--grid {grid_path}", "could not be written (expected a writable .png path)")

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from mrface.data.recordio import RecordIOError, RecordIOReader, RecordIOWriter
+from mrface.io import write_text
 
 _HEADER = struct.Struct("<IfQQ")
 HEADER_SIZE = _HEADER.size  # 24
@@ -120,10 +121,7 @@ def read_property(path: str | os.PathLike) -> tuple[int, int, int]:
 
 def write_property(path: str | os.PathLike, num_classes: int, height: int = 112, width: int = 112) -> None:
     """Write a ``property`` file atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(f"{num_classes},{height},{width}\n")
-    os.replace(tmp, path)
+    write_text(path, f"{num_classes},{height},{width}\n")
 
 
 class InsightFaceRecord:

@@ -16,11 +16,10 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from mrface.errors import published_mode
+from mrface.io import publish, temporary_sibling
 
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -221,10 +220,8 @@ class RecordIOWriter:
         self.path = Path(path)
         self.idx_path = Path(idx_path) if idx_path is not None else idx_path_for(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._rec = tempfile.NamedTemporaryFile(dir=self.path.parent, prefix=f".{self.path.name}.", delete=False)
-        self._idx = tempfile.NamedTemporaryFile(
-            "w", dir=self.idx_path.parent, prefix=f".{self.idx_path.name}.", delete=False, encoding="ascii"
-        )
+        self._rec = open(temporary_sibling(self.path), "w+b")  # closed by close() or abort()
+        self._idx = open(temporary_sibling(self.idx_path), "w", encoding="ascii")
         self._keys: set[int] = set()
         self.closed = False
 
@@ -260,13 +257,9 @@ class RecordIOWriter:
         if self.closed:
             return
         for f in (self._rec, self._idx):
-            f.flush()
-            os.fsync(f.fileno())
             f.close()
-        published_mode(self._rec.name)  # NamedTemporaryFile makes 0600
-        published_mode(self._idx.name)
-        os.replace(self._rec.name, self.path)
-        os.replace(self._idx.name, self.idx_path)
+        publish(self._rec.name, self.path)
+        publish(self._idx.name, self.idx_path)
         self.closed = True
 
     def abort(self) -> None:

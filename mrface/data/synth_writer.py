@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from mrface.data.bins import write_bin
-from mrface.data.calibration import verification_pairs
 from mrface.data.images import encode_image, resize_image
 from mrface.data.insightface import write_insightface
-from mrface.data.synthface import SynthFace
+from mrface.data.synthface import SynthFace, verification_pairs
 
 
 @dataclass

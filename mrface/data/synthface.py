@@ -28,12 +28,9 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from mrface.data.protocols.align import ARCFACE_TEMPLATE
+
 SIZE = 112
-#: ArcFace 5-point template (x, y) at 112x112: left eye, right eye, nose tip, mouth left, mouth right.
-ARCFACE_TEMPLATE = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
-    dtype=np.float32,
-)
 
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xBF58476D1CE4E5B9)
@@ -456,3 +453,19 @@ class SynthFace:
             ok, buf = cv2.imencode(".jpg", out[k], [cv2.IMWRITE_JPEG_QUALITY, int(nz.jpeg[k])])
             out[k] = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
         return out
+
+
+def verification_pairs(
+    num_identities: int, num_pairs: int, first_identity: int, images_per_identity: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Alternating same/different SynthFace pairs: (identities (P, 2), image ids (P, 2), issame (P,))."""
+    rng = np.random.default_rng(seed)
+    ids = np.empty((num_pairs, 2), np.int64)
+    imgs = rng.integers(0, images_per_identity, (num_pairs, 2))
+    issame = np.arange(num_pairs) % 2 == 0
+    ids[:, 0] = first_identity + rng.integers(0, num_identities, num_pairs)
+    other = first_identity + (ids[:, 0] - first_identity + rng.integers(1, num_identities, num_pairs)) % num_identities
+    ids[:, 1] = np.where(issame, ids[:, 0], other)
+    same_img = issame & (imgs[:, 0] == imgs[:, 1])
+    imgs[same_img, 1] = (imgs[same_img, 1] + 1) % images_per_identity
+    return ids, imgs, issame

@@ -13,9 +13,9 @@ Modules, one job each: ``paths`` (deployable per-resolution modules), ``spec`` (
 (export + metadata props), ``precision`` (FP16 graphs), ``quantize`` (INT8 Q/DQ graphs),
 ``session`` (onnxruntime), ``parity`` (checks vs PyTorch), ``accuracy`` (10-fold on held-out pairs),
 ``artefacts`` (atomic publishing, manifest), ``exporter`` (export_model), ``loading`` (--model),
-``runner`` (OnnxFaceRunner, routed by :mod:`mrface.models.branch_select`), ``trt_config``,
-``calibration``, ``engine_meta`` (TensorRT-free logic), ``tensorrt`` (thin TensorRT layer,
-TensorRTEmbedder), ``tensorrt_cli`` and ``cli`` (``mrface export``).
+``runner`` (OnnxFaceRunner, routed by :mod:`mrface.models.branch_select`), ``calibration`` (INT8
+calibration faces and batches), ``tensorrt/`` (engines: config, metadata, calibration, engine,
+cli; TensorRTEmbedder) and ``cli`` (``mrface export``).
 
 Heavy optional dependencies (onnx, onnxruntime, onnxscript, tensorrt) are imported on use.
 """

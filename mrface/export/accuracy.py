@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mrface.data.calibration import fold_accuracy, verification_pairs
+from mrface.data.synthface import verification_pairs
 from mrface.export.errors import ExportError
 from mrface.export.parity import graph_inputs, reference_embedding
 from mrface.export.spec import GraphSpec
@@ -34,6 +34,20 @@ def heldout_pairs(num_pairs: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray
         raise ExportError(f"accuracy pairs={num_pairs}: 10-fold accuracy needs at least 10 pairs")
     ids, imgs, issame = verification_pairs(IDENTITIES, num_pairs, FIRST_IDENTITY, 1000, seed)
     return SynthFace(seed).render(ids.ravel(), imgs.ravel()), issame
+
+
+def fold_accuracy(scores: np.ndarray, issame: np.ndarray, folds: int = 10) -> tuple[float, float]:
+    """Mean and std of k-fold accuracy with the threshold on similarity ``scores`` fitted on k-1 folds."""
+    scores, issame = np.asarray(scores, np.float64), np.asarray(issame, bool)
+    idx = np.array_split(np.arange(len(scores)), folds)
+    accs = []
+    for k in range(folds):
+        train = np.concatenate([idx[j] for j in range(folds) if j != k])
+        cand = np.unique(scores[train])
+        acc_train = [((scores[train] >= t) == issame[train]).mean() for t in cand]
+        t = cand[int(np.argmax(acc_train))]
+        accs.append(((scores[idx[k]] >= t) == issame[idx[k]]).mean())
+    return float(np.mean(accs)), float(np.std(accs))
 
 
 def _cosine_scores(emb: np.ndarray) -> np.ndarray:

@@ -12,10 +12,8 @@ the parity check prepares graph inputs (:func:`mrface.export.parity.graph_inputs
 calibrator sees what the deployed graph will see. Full batches only (TensorRT's calibrator
 interface has a fixed batch size); the remainder is dropped and reported by ``dropped``.
 
-:class:`CalibratorFeed` is the TensorRT-independent half of a calibrator: it copies the next batch
-into a device buffer the caller allocated (a torch tensor) and returns its address, and reads and
-writes the calibration cache file. ``mrface.export.tensorrt`` wraps it in TensorRT's calibrator
-classes.
+These faces serve both quantisers: the ONNX Q/DQ graphs (:mod:`mrface.export.quantize`) and
+TensorRT's INT8 calibrators (:mod:`mrface.export.tensorrt.calibration`).
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from mrface.export.errors import ExportError
 from mrface.export.parity import graph_inputs
@@ -153,40 +150,3 @@ class CalibrationBatches:
             chunk = self._images[i * self.batch_size : (i + 1) * self.batch_size]
             feed, _ = graph_inputs(chunk, self.spec, self.metadata)
             yield np.ascontiguousarray(feed, dtype=self.dtype)
-
-
-class CalibratorFeed:
-    """Batches -> device buffer pointers, plus the calibration cache (see module docstring)."""
-
-    def __init__(self, batches: CalibrationBatches, buffer: torch.Tensor, cache_file: str | Path | None) -> None:
-        expected = (tuple(batches.shape), torch.from_numpy(np.empty(0, batches.dtype)).dtype)
-        if (tuple(buffer.shape), buffer.dtype) != expected:
-            raise ExportError(f"calibration buffer {tuple(buffer.shape)} {buffer.dtype}: expected {expected}")
-        self.batches, self.buffer = batches, buffer
-        self.cache_file = Path(cache_file) if cache_file else None
-        self._iter: Iterator[np.ndarray] = iter(batches)
-        self.served = 0
-
-    def batch_size(self) -> int:
-        return self.batches.batch_size
-
-    def next_pointers(self) -> list[int] | None:
-        """Copy the next batch into the buffer and return ``[address]``; None when exhausted."""
-        batch = next(self._iter, None)
-        if batch is None:
-            return None
-        self.buffer.copy_(torch.from_numpy(batch))
-        self.served += 1
-        return [int(self.buffer.data_ptr())]
-
-    def read_cache(self) -> bytes | None:
-        """Cached calibration table, if a cache file exists (TensorRT then skips calibration)."""
-        if self.cache_file is not None and self.cache_file.is_file():
-            return self.cache_file.read_bytes()
-        return None
-
-    def write_cache(self, data: bytes) -> None:
-        if self.cache_file is not None:
-            tmp = self.cache_file.with_name(f".{self.cache_file.name}.tmp")
-            tmp.write_bytes(bytes(data))
-            tmp.replace(self.cache_file)

@@ -112,17 +112,17 @@ def _options(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry point of ``mrface export`` (see module docstring for exit codes)."""
+    """Entry point of ``mrface export`` (see module docstring for exit codes).
+
+    Bad input raises (``ExportError``, ``ValueError``, ``FileNotFoundError``) and reaches the
+    ``mrface`` CLI's :func:`~mrface.errors.run_command`, which prints the one error line and returns 2;
+    only a failed parity check has its own exit code.
+    """
     try:
-        if args.format == "tensorrt":
-            return _run_tensorrt(args)
-        return _run_onnx(args)
+        return _run_tensorrt(args) if args.format == "tensorrt" else _run_onnx(args)
     except ParityError as exc:
         print(f"mrface export: error: {exc}; nothing was written to {args.out}", file=sys.stderr)
         return 1
-    except (ExportError, ValueError, FileNotFoundError) as exc:
-        print(f"mrface export: error: {exc}", file=sys.stderr)
-        return 2
 
 
 def _run_onnx(args: argparse.Namespace) -> int:
@@ -155,8 +155,7 @@ def _run_tensorrt(args: argparse.Namespace) -> int:
 
     reason = tensorrt_unavailable_reason()
     if reason:
-        print(f"mrface export: error: --format tensorrt: {reason}", file=sys.stderr)
-        return 2
-    from mrface.export.tensorrt_cli import build_engines_from_args
+        raise ExportError(f"--format tensorrt: {reason}")
+    from mrface.export.tensorrt.cli import build_engines_from_args
 
     return build_engines_from_args(args, _options(args), Path(args.out))

@@ -18,7 +18,6 @@ optionally an accuracy drop no larger than ``max_accuracy_drop``.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from mrface.export.accuracy import heldout_pairs, verification_accuracy
 from mrface.export.artefacts import MANIFEST, staged_output, write_json_atomic
@@ -47,9 +45,12 @@ from mrface.export.quantize import CALIBRATION_METHODS, quantize_int8
 from mrface.export.session import ort_session
 from mrface.export.spec import INPUT_NAME, PRECISIONS, GraphSpec
 from mrface.models import BTNet, FaceModel
+from mrface.versions import versions
 
 MANIFEST_FORMAT = "mrface-onnx/1"
 CALIBRATION_BATCH = 16
+#: Packages whose versions the manifest records ("unknown" when absent).
+EXPORT_PACKAGES = ("torch", "mrface", "onnx", "onnxruntime", "onnxscript")
 
 
 @dataclass(frozen=True)
@@ -161,16 +162,6 @@ def graph_specs(model: FaceModel, options: ExportOptions) -> list[GraphSpec]:
     return specs
 
 
-def _versions() -> dict[str, str]:
-    out = {"torch": torch.__version__}
-    for pkg in ("mrface", "onnx", "onnxruntime", "onnxscript"):
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            out[pkg] = "unknown"
-    return out
-
-
 def export_model(model: FaceModel, out_dir: str | Path, options: ExportOptions | None = None) -> ExportResult:
     """Export, verify and publish every selected path of ``model`` into ``out_dir`` (see module docstring).
 
@@ -239,7 +230,7 @@ def export_model(model: FaceModel, out_dir: str | Path, options: ExportOptions |
                 "precision": options.precision,
                 "model": _metadata_dict(meta),
                 "graphs": entries,
-                "versions": _versions(),
+                "versions": versions(EXPORT_PACKAGES, missing="unknown", python=False),
             },
         )
     out = Path(out_dir)

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from mrface.errors import published_mode
+from mrface.io import atomic_path, write_text
 from mrface.models.base import FaceModel
 from mrface.models.metadata import ModelMetadata
 
@@ -67,18 +66,6 @@ def metadata_path(path: str | os.PathLike) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        published_mode(tmp)  # mkstemp makes 0600; published weights get the usual umask permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_model(model: FaceModel, path: str | os.PathLike) -> Path:
     """Write ``path`` (must end in .safetensors) and its ``.json`` metadata; returns ``path``."""
     path = Path(path)
@@ -90,8 +77,9 @@ def save_model(model: FaceModel, path: str | os.PathLike) -> Path:
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     text = meta.to_json()
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda tmp: save_file(state, tmp, metadata={METADATA_KEY: text}))
-    _atomic_write(metadata_path(path), lambda tmp: Path(tmp).write_text(text + "\n"))
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={METADATA_KEY: text})
+    write_text(metadata_path(path), text + "\n")
     return path
 
 

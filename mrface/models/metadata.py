@@ -27,15 +27,6 @@ import torch
 
 COLOR_ORDERS = ("RGB", "BGR")
 
-# ArcFace 5-point alignment template for 112x112 crops (REFERENCE.md §8): eyes, nose, mouth corners.
-ARCFACE_TEMPLATE_112 = (
-    (38.2946, 51.6963),
-    (73.5318, 51.5014),
-    (56.0252, 71.7366),
-    (41.5493, 92.3655),
-    (70.7299, 92.2041),
-)
-
 
 @dataclass(frozen=True)
 class Preprocessing:

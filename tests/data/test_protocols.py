@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import scipy.io
 
-from mrface.data.protocols.align import align_face, similarity_transform
+from mrface.data.protocols.align import ARCFACE_TEMPLATE, align_face, similarity_transform
 from mrface.data.protocols.common import MissingFilesError
 from mrface.data.protocols.ijb import load_ijb
 from mrface.data.protocols.scface import load_scface
 from mrface.data.protocols.survface import load_survface
 from mrface.data.protocols.tinyface import load_tinyface
-from mrface.data.synthface import ARCFACE_TEMPLATE, SynthFace
+from mrface.data.synthface import SynthFace
 
 
 def _touch_png(path, seed=0, size=8):

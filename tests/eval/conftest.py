@@ -9,7 +9,8 @@ import scipy.io
 import torch
 import torch.nn.functional as F
 
-from mrface.data.synthface import ARCFACE_TEMPLATE, SynthFace
+from mrface.data.protocols.align import ARCFACE_TEMPLATE
+from mrface.data.synthface import SynthFace
 from mrface.eval.synthface_bench import Fisherfaces
 from mrface.models import FaceModel, ModelMetadata
 

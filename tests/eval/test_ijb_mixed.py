@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_curve
 
 from mrface.cli import main
-from mrface.data.synthface import ARCFACE_TEMPLATE
+from mrface.data.protocols.align import ARCFACE_TEMPLATE
 from mrface.eval.ijb import IjbFlags
 from mrface.eval.ijb_mixed import BTNET_PAIRS, MixedSetting, evaluate_ijb_mixed
 from mrface.models import FaceModel, ModelMetadata

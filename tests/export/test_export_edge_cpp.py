@@ -53,9 +53,9 @@ def test_cpp_preprocessing_matches_python(edge_build, tmp_path, size, r):
 @pytest.mark.parametrize(("precision", "io_dtype", "order"), [("int8", "float32", "RGB"), ("fp16", "float16", "BGR")])
 def test_cpp_reads_engine_metadata_written_by_python(edge_build, tmp_path, precision, io_dtype, order):
     """The runner's metadata reader parses the <engine>.json Python writes (precision, I/O dtype)."""
-    from mrface.export.engine_meta import EngineMetadata, write_engine_metadata
     from mrface.export.spec import GraphSpec
-    from mrface.export.trt_config import BatchProfile, EngineBuildConfig
+    from mrface.export.tensorrt.config import BatchProfile, EngineBuildConfig
+    from mrface.export.tensorrt.metadata import EngineMetadata, write_engine_metadata
 
     spec = GraphSpec(name=f"m_r14_{precision}", resolution=14, kind="branch", precision=precision, io_dtype=io_dtype)
     build = EngineBuildConfig(precision=precision, graph_precision=precision).to_dict()

@@ -8,7 +8,7 @@ import torch
 from mrface.export.calibration import CalibrationBatches, synthface_calibration
 from mrface.export.parity import compare_runtime
 from mrface.export.tensorrt import TensorRTEmbedder, TensorRTEngine, build_engine
-from mrface.export.trt_config import BatchProfile, EngineBuildConfig
+from mrface.export.tensorrt.config import BatchProfile, EngineBuildConfig
 
 pytestmark = pytest.mark.gpu
 
@@ -29,7 +29,7 @@ def _run(engine):
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_engine_parity(trt, float_export, btnet, faces, tmp_path, precision):
-    from mrface.export.trt_config import tensorrt_major
+    from mrface.export.tensorrt.config import tensorrt_major
 
     if tensorrt_major(trt.__version__) >= 11 and precision != "fp32":
         pytest.skip("TensorRT 11 has no builder flags: reduced precision comes from the graph (next test)")

@@ -8,21 +8,22 @@ import numpy as np
 import pytest
 import torch
 
-import mrface.export.tensorrt as trt_module
+import mrface.export.tensorrt.engine as trt_module
 from mrface.cli import main
-from mrface.export.calibration import CalibrationBatches, CalibratorFeed, load_face_folder, synthface_calibration
-from mrface.export.engine_meta import (
+from mrface.export.calibration import CalibrationBatches, load_face_folder, synthface_calibration
+from mrface.export.errors import ExportError
+from mrface.export.paths import resolution_path
+from mrface.export.spec import GraphSpec
+from mrface.export.tensorrt import TensorRTEmbedder
+from mrface.export.tensorrt.calibration import CalibratorFeed, make_calibrator
+from mrface.export.tensorrt.config import BatchProfile, EngineBuildConfig, build_mode
+from mrface.export.tensorrt.metadata import (
     EngineMetadata,
     check_compatible,
     metadata_path,
     read_engine_metadata,
     write_engine_metadata,
 )
-from mrface.export.errors import ExportError
-from mrface.export.paths import resolution_path
-from mrface.export.spec import GraphSpec
-from mrface.export.tensorrt import TensorRTEmbedder
-from mrface.export.trt_config import BatchProfile, EngineBuildConfig, build_mode
 from mrface.models import MultiResolutionFaceModel
 
 FLOAT28 = GraphSpec(name="m_r28", resolution=28, kind="branch")
@@ -171,6 +172,32 @@ def test_calibrator_feed_serves_each_batch_then_stops(btnet, tmp_path):
     assert feed.read_cache() == b"table"
     with pytest.raises(ExportError, match="calibration buffer"):
         CalibratorFeed(batches, torch.empty(4, 3, 14, 14), None)
+
+
+@pytest.mark.parametrize(
+    ("kind", "base"), [("entropy", "IInt8EntropyCalibrator2"), ("minmax", "IInt8MinMaxCalibrator")]
+)
+def test_make_calibrator_subclasses_the_documented_class_and_serves_the_feed(btnet, tmp_path, kind, base):
+    """A stand-in ``tensorrt`` module with the two documented calibrator base classes."""
+
+    class Base:
+        def __init__(self) -> None:
+            self.base_initialised = True
+
+    fake_trt = type(
+        "trt", (), {"IInt8EntropyCalibrator2": type("E", (Base,), {}), "IInt8MinMaxCalibrator": type("M", (Base,), {})}
+    )
+    batches = CalibrationBatches(synthface_calibration(8), FLOAT28, btnet.metadata, 4)
+    buffer = torch.empty(batches.shape)
+    calibrator = make_calibrator(fake_trt, CalibratorFeed(batches, buffer, tmp_path / "c.cache"), kind)
+    assert isinstance(calibrator, getattr(fake_trt, base)) and calibrator.base_initialised
+    assert calibrator.get_batch_size() == 4
+    assert calibrator.get_batch(["input"]) == [buffer.data_ptr()]
+    assert calibrator.get_batch(["input"]) == [buffer.data_ptr()]
+    assert calibrator.get_batch(["input"]) is None
+    assert calibrator.read_calibration_cache() is None
+    calibrator.write_calibration_cache(memoryview(b"scales"))
+    assert (tmp_path / "c.cache").read_bytes() == b"scales" == calibrator.read_calibration_cache()
 
 
 # ------------------------------------------------------------------------------- engine metadata

@@ -10,8 +10,7 @@ import torch
 from scipy import stats
 
 from mrface.data.bins import VerificationPairs
-from mrface.data.calibration import verification_pairs
-from mrface.data.synthface import SynthFace
+from mrface.data.synthface import SynthFace, verification_pairs
 from mrface.eval.verification import ExtractOptions, crossres_matrix
 from mrface.models.registry import get_model
 from mrface.training.demo_report import PAIRS_ORDER, T95, fold_matrix, format_table, plot_table_png, summarise

@@ -246,14 +246,14 @@ def test_a_damaged_line_before_the_last_is_an_error(tmp_path):
 
 
 def test_a_full_disk_ends_in_one_line_and_the_retry_resumes(tmp_path, faces, monkeypatch, capsys):
-    real = ckpt_io._atomic_torch_save
+    real = ckpt_io.torch_save
 
     def disk_full(obj, path):
         if "step_00000002" in str(path):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         return real(obj, path)
 
-    monkeypatch.setattr(ckpt_io, "_atomic_torch_save", disk_full)
+    monkeypatch.setattr(ckpt_io, "torch_save", disk_full)
     cfg = _cfg(tmp_path, "train.max_steps=3", "checkpoint.every=1")
     assert run_command("train", lambda: train(cfg, dataset=faces)) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
@@ -261,7 +261,7 @@ def test_a_full_disk_ends_in_one_line_and_the_retry_resumes(tmp_path, faces, mon
     assert not (tmp_path / "checkpoints" / ".step_00000002.tmp").exists()  # nothing half-written blocks a retry
     assert [p.name for p in ckpt_io.complete_checkpoints(tmp_path / "checkpoints")] == ["step_00000001"]
 
-    monkeypatch.setattr(ckpt_io, "_atomic_torch_save", real)
+    monkeypatch.setattr(ckpt_io, "torch_save", real)
     result = train(_cfg(tmp_path, "train.max_steps=3", "checkpoint.every=1", "resume=auto"), dataset=faces)
     assert result.steps == 3 and len(losses(tmp_path)) == 3
 

@@ -1,11 +1,15 @@
-"""5-point similarity alignment to the 112x112 ArcFace template (Umeyama least squares, as skimage)."""
+"""The ArcFace 5-point alignment template and similarity alignment to it (Umeyama least squares, as skimage)."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-from mrface.data.synthface import ARCFACE_TEMPLATE
+#: ArcFace (insightface) 5-point template (x, y) at 112x112: left eye, right eye, nose tip, mouth left, mouth right.
+ARCFACE_TEMPLATE = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    dtype=np.float32,
+)
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

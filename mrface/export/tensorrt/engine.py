@@ -2,8 +2,8 @@
 
 A thin layer over TensorRT's documented Python API (10.x and 11.x), imported lazily so this
 module imports without TensorRT. What needs TensorRT and a GPU -- :func:`build_engine`,
-:class:`TensorRTEngine`, :func:`make_calibrator` -- is exercised only by ``gpu``-marked tests; all
-logic around it (profiles, calibration batching, metadata, routing) lives in TensorRT-free modules
+:class:`TensorRTEngine`, ``calibration.make_calibrator`` -- is exercised only by ``gpu``-marked
+tests; all logic around it (profiles, calibration batching, metadata, routing) lives in TensorRT-free modules
 and in :class:`TensorRTEmbedder`, which runs any object with ``max_batch``/``device``/``run``.
 
 Runtime: buffers are torch tensors on the engine's device; ``execute_async_v3`` is enqueued on
@@ -20,18 +20,20 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from mrface.export.calibration import CalibrationBatches, CalibratorFeed
-from mrface.export.engine_meta import (
+from mrface.export.calibration import CalibrationBatches
+from mrface.export.errors import ExportError
+from mrface.export.onnx import read_onnx_metadata
+from mrface.export.spec import INPUT_NAME
+from mrface.export.tensorrt.calibration import CalibratorFeed, make_calibrator
+from mrface.export.tensorrt.config import EngineBuildConfig, build_mode
+from mrface.export.tensorrt.metadata import (
     EngineMetadata,
     check_compatible,
     read_engine_metadata,
     sha256_file,
     write_engine_metadata,
 )
-from mrface.export.errors import ExportError
-from mrface.export.onnx import read_onnx_metadata
-from mrface.export.spec import INPUT_NAME
-from mrface.export.trt_config import EngineBuildConfig, build_mode
+from mrface.io import write_bytes
 from mrface.models.branch_select import DEFAULT_RESIZER, check_route_options, route_and_run
 from mrface.models.metadata import ModelMetadata
 
@@ -62,30 +64,6 @@ def _logger(trt: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------------- build
-def make_calibrator(trt: Any, feed: CalibratorFeed, kind: str) -> Any:
-    """A TensorRT 10 INT8 calibrator (entropy: IInt8EntropyCalibrator2, minmax: IInt8MinMaxCalibrator)."""
-    base = trt.IInt8EntropyCalibrator2 if kind == "entropy" else trt.IInt8MinMaxCalibrator
-
-    class Calibrator(base):  # type: ignore[misc, valid-type]
-        def __init__(self) -> None:
-            base.__init__(self)
-            self.feed = feed
-
-        def get_batch_size(self) -> int:
-            return self.feed.batch_size()
-
-        def get_batch(self, names: list[str]) -> list[int] | None:
-            return self.feed.next_pointers()
-
-        def read_calibration_cache(self) -> bytes | None:
-            return self.feed.read_cache()
-
-        def write_calibration_cache(self, cache: Any) -> None:
-            self.feed.write_cache(bytes(cache))
-
-    return Calibrator()
-
-
 def build_engine(
     onnx_path: str | Path,
     engine_path: str | Path,
@@ -132,9 +110,9 @@ def build_engine(
     if plan is None:
         raise ExportError(f"{onnx_path}: TensorRT engine build failed (see the TensorRT log above)")
     engine_path = Path(engine_path)
-    engine_path.write_bytes(bytes(plan))
+    write_bytes(engine_path, bytes(plan))
     if cache_path is not None:
-        cache_path.write_bytes(bytes(build.get_timing_cache().serialize()))
+        write_bytes(cache_path, bytes(build.get_timing_cache().serialize()))
     meta = EngineMetadata(
         engine_file=engine_path.name,
         onnx_file=Path(onnx_path).name,

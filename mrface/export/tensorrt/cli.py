@@ -19,13 +19,13 @@ import torch
 
 from mrface.export.artefacts import MANIFEST, staged_output, write_json_atomic
 from mrface.export.calibration import CalibrationBatches, load_face_folder, synthface_calibration
-from mrface.export.engine_meta import write_engine_metadata
 from mrface.export.errors import ExportError
 from mrface.export.exporter import ExportOptions, export_model, synthface_images
 from mrface.export.loading import load_for_export
 from mrface.export.parity import compare_runtime
-from mrface.export.tensorrt import TensorRTEngine, build_engine
-from mrface.export.trt_config import BatchProfile, EngineBuildConfig
+from mrface.export.tensorrt.config import BatchProfile, EngineBuildConfig
+from mrface.export.tensorrt.engine import TensorRTEngine, build_engine
+from mrface.export.tensorrt.metadata import write_engine_metadata
 
 
 def build_engines_from_args(args: argparse.Namespace, options: ExportOptions, out: Path) -> int:
@@ -57,7 +57,8 @@ def build_engines_from_args(args: argparse.Namespace, options: ExportOptions, ou
             if args.calib_dir
             else synthface_calibration(args.calib_count)
         )
-    with staged_output(out / f"trt_{precision}", "--out") as staging:
+    published = out / f"trt_{precision}"
+    with staged_output(published, "--out") as staging:
         entries = []
         for graph in onnx.graphs:
             engine_path = staging / f"{graph.spec.name}.engine"
@@ -88,7 +89,7 @@ def build_engines_from_args(args: argparse.Namespace, options: ExportOptions, ou
             entries.append(
                 {"engine": engine_path.name, "resolution": graph.spec.resolution, "parity": report.to_dict()}
             )
-            print(f"{out / f'trt_{precision}' / engine_path.name}  {report.summary()}")
+            print(f"{published / engine_path.name}  {report.summary()}")
         write_json_atomic(staging / MANIFEST, {"format": "mrface-trt/1", "precision": precision, "engines": entries})
-    print(f"wrote {out / f'trt_{precision}' / MANIFEST}")
+    print(f"wrote {published / MANIFEST}")
     return 0

@@ -15,7 +15,7 @@ from typing import Any
 from mrface.export.artefacts import write_json_atomic
 from mrface.export.errors import ExportError
 from mrface.export.spec import GraphSpec
-from mrface.export.trt_config import BatchProfile
+from mrface.export.tensorrt.config import BatchProfile
 from mrface.models.metadata import ModelMetadata
 
 FORMAT = "mrface-trt-engine/1"
