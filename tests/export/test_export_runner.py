@@ -11,7 +11,7 @@ import torch
 from mrface.eval.extract import extract_embeddings
 from mrface.export.errors import ExportError
 from mrface.export.runner import OnnxFaceRunner
-from mrface.export.tensorrt import split_batches
+from mrface.export.tensorrt.engine import split_batches
 from mrface.models import MultiResolutionFaceModel
 from mrface.models.branch_select import route_and_run
 
