@@ -86,6 +86,8 @@ SPECS: tuple[Spec, ...] = (
         full_only=True,
         full=("--batches", "256", "--filters", "area", "--random", "--busy", "2", "--repeats", "5"),
     ),
+    # Load rows (issue 22): 2 gloo ranks x 2 threads, fused head and degrade against their torch paths.
+    Spec("load", "kernels", "bench_load.py", full_only=True, full=("--ranks", "2", "--threads", "2")),
     Spec(
         "gumbel_fps", "kernels", "bench_gumbel_fps.py", quick=("--quick", "--dim", "32", "--max-gib", "0.0001")
     ),  # --max-gib keeps only the B=1 sets
