@@ -45,8 +45,8 @@ void resize_rows_fixed(const float* src, int64_t rows, int64_t src_w, const int3
   }
 }
 
-// Resize rows: dst[r, j] = sum_t w[j, t] * src[r, idx[j, t]] for r < rows.
-void resize_rows(const float* src, int64_t rows, int64_t src_w, const int32_t* idx, const float* w,
+// Resize rows by gathering: dst[r, j] = sum_t w[j, t] * src[r, idx[j, t]] for r < rows.
+void resize_rows_gather(const float* src, int64_t rows, int64_t src_w, const int32_t* idx, const float* w,
                  int64_t taps, int64_t out_w, float* dst) {
   switch (taps) {
     case 1: return resize_rows_fixed<1>(src, rows, src_w, idx, w, out_w, dst);
@@ -118,6 +118,27 @@ MRFACE_ROW_CLONES void resize_column_row(const float* src, int64_t width, const 
     if (weight == 0.0f) continue;
     const float* __restrict__ s = src + static_cast<int64_t>(idx[t]) * width;
     for (int64_t j = 0; j < width; ++j) dst[j] += weight * s[j];
+  }
+}
+
+// Resize rows: dst[r, j] = sum_t w[j, t] * src[r, idx[j, t]] for r < rows. The gather above is scalar
+// (each output its own index list); with three or more taps it costs more than transposing the block,
+// running the taps as contiguous column passes over all rows at once (vectorised) and transposing back.
+// Each output sums its taps in the same order either way.
+void resize_rows(const float* src, int64_t rows, int64_t src_w, const int32_t* idx, const float* w, int64_t taps,
+                 int64_t out_w, float* dst) {
+  if (taps < 3 || rows < 8) return resize_rows_gather(src, rows, src_w, idx, w, taps, out_w, dst);
+  thread_local std::vector<float> t_in, t_out;
+  t_in.resize(static_cast<size_t>(rows * src_w));
+  t_out.resize(static_cast<size_t>(rows * out_w));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t x = 0; x < src_w; ++x) t_in[x * rows + r] = src[r * src_w + x];
+  }
+  for (int64_t j = 0; j < out_w; ++j) {
+    resize_column_row(t_in.data(), rows, idx + j * taps, w + j * taps, taps, t_out.data() + j * rows);
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = 0; j < out_w; ++j) dst[r * out_w + j] = t_out[j * rows + r];
   }
 }
 
