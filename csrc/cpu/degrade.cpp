@@ -96,6 +96,24 @@ void narrow_row(const float* __restrict__ src, int64_t n, uint8_t* __restrict__ 
   for (; i < n; ++i) store_from_float(dst, i, src[i]);
 }
 
+// resize_column_row for a tap count known at compile time: every output sums its taps in registers
+// (0 + w0 s0 + w1 s1 + ..., the order of the general loop) and is stored once.
+template <int Taps>
+inline void column_row_fixed(const float* src, int64_t width, const int32_t* idx, const float* w,
+                             float* __restrict__ dst) {
+  const float* rows[Taps];
+  float weight[Taps];
+  for (int t = 0; t < Taps; ++t) {
+    rows[t] = src + static_cast<int64_t>(idx[t]) * width;
+    weight[t] = w[t];
+  }
+  for (int64_t j = 0; j < width; ++j) {
+    float acc = 0.0f;
+    for (int t = 0; t < Taps; ++t) acc += weight[t] * rows[t][j];
+    dst[j] = acc;
+  }
+}
+
 // Resize columns of one output row: dst[j] = sum_t w[t] * src[idx[t], j]. Contiguous in j and
 // written in one pass for the common tap counts, so the loops vectorise.
 MRFACE_ROW_CLONES void resize_column_row(const float* src, int64_t width, const int32_t* idx, const float* w, int64_t taps,
@@ -111,6 +129,15 @@ MRFACE_ROW_CLONES void resize_column_row(const float* src, int64_t width, const 
     const float w0 = w[0], w1 = w[1];
     for (int64_t j = 0; j < width; ++j) dst[j] = w0 * s0[j] + w1 * s1[j];
     return;
+  }
+  switch (taps) {
+    case 3: return column_row_fixed<3>(src, width, idx, w, dst);
+    case 4: return column_row_fixed<4>(src, width, idx, w, dst);
+    case 5: return column_row_fixed<5>(src, width, idx, w, dst);
+    case 6: return column_row_fixed<6>(src, width, idx, w, dst);
+    case 8: return column_row_fixed<8>(src, width, idx, w, dst);
+    case 9: return column_row_fixed<9>(src, width, idx, w, dst);
+    default: break;
   }
   std::fill(dst, dst + width, 0.0f);
   for (int64_t t = 0; t < taps; ++t) {
