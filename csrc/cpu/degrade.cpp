@@ -21,7 +21,8 @@
 
 // The wide row loops get an AVX2 clone picked at load time (the package is built for baseline x86-64,
 // whose SSE2 handles 4 floats per instruction). No FMA: results stay those of the baseline build.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+// Clones need glibc (ifunc); elsewhere the baseline code runs.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__)
 #define MRFACE_ROW_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define MRFACE_ROW_CLONES
