@@ -86,6 +86,8 @@ SPECS: tuple[Spec, ...] = (
         full_only=True,
         full=("--batches", "256", "--filters", "area", "--random", "--busy", "2", "--repeats", "5"),
     ),
+    # Under load: 2 gloo ranks x 2 threads, the fused head and degrade against their torch paths.
+    Spec("load", "kernels", "bench_load.py", full_only=True, full=("--ranks", "2", "--threads", "2")),
     Spec(
         "gumbel_fps",
         "kernels",

@@ -485,8 +485,8 @@ def degrade_per_sample(
         x: (N, C, H, W); sides: (N,) int in [1, H]; filter_ids: (N,) int indexing ``filters``.
         up: an up filter, or ``same`` (nearest->nearest, bicubic->bicubic, area/bilinear->bilinear).
         out: optional (N, C, H, W) buffer of x's dtype and device, written and returned (no autograd);
-            reusing one across batches avoids page-faulting a fresh output every call (on CPU a fresh
-            112x112 float32 batch of 256 costs about as much as the resize itself).
+            reusing one across batches avoids page-faulting a fresh output every call (the C++ kernel
+            asks for huge pages on fresh outputs, which makes those faults cheaper, not free).
     Returns: (N, C, H, W), dtype of x (``out`` when given). The width keeps the aspect ratio.
     """
     op = "degrade_per_sample"

@@ -371,3 +371,20 @@ def test_resize_matrix_rows_sum_to_one():
     for filter in FILTERS:
         m = resize_matrix(112, 17, filter)
         torch.testing.assert_close(m.sum(1), torch.ones(17, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("filter", ["lanczos", "bicubic"])
+def test_uint8_overshoot_saturates_like_rounded_float(filter):
+    """uint8 stores round half up and saturate: hard 0/255 stripes overshoot under lanczos/bicubic; the
+    result is the float64 reference rounded and clipped by numpy, within one grey level. Odd widths
+    exercise the vector store's tail."""
+    stripes = ((np.arange(53) // 3) % 2 * 255).astype(np.uint8)
+    x = torch.from_numpy(np.broadcast_to(stripes, (2, 3, 37, 53)).copy())
+    sides, ids = torch.tensor([17, 29]), torch.tensor([0, 0])
+    with use_backend("cpp"):
+        got = degrade_per_sample(x, sides, ids, (filter,), "same").numpy().astype(int)
+    exact = degrade_per_sample_reference(x.double(), sides, [filter, filter], "same").numpy()
+    assert exact.min() < -1 and exact.max() > 256  # the stripes do overshoot
+    expected = np.clip(np.floor(exact + 0.5), 0, 255).astype(int)
+    assert np.abs(got - expected).max() <= 1
+    assert (got[exact < -1] == 0).all() and (got[exact > 256] == 255).all()
