@@ -26,9 +26,8 @@ import torch
 import torch.nn.functional as F
 from common import copy_bandwidth, machine, median_time, peak_memory, print_table, roofline, roofs_line, write_json
 
-import mrface
 from mrface.ops import degrade_resolution, use_backend
-from mrface.ops.backend import backend_runs_on
+from mrface.ops.backend import KERNEL_BACKENDS, backend_runs_on
 
 SIZES = (56, 28, 14, 7)
 _TORCH_MODE = {"area": ("area", False), "bilinear_aa": ("bilinear", True), "bilinear": ("bilinear", False)}
@@ -162,7 +161,7 @@ def main() -> None:
 def _measure(args: argparse.Namespace) -> None:
     device = args.device
     dtype = getattr(torch, args.dtype)
-    backends = [b for b in mrface.ops.BACKENDS if b != "reference" and backend_runs_on(b, device)]
+    backends = [b for b in KERNEL_BACKENDS if b != "reference" and backend_runs_on(b, device)]
     bandwidth = copy_bandwidth(device)
     rows = []
     for filter in args.filters:

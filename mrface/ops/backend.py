@@ -18,7 +18,7 @@ from types import ModuleType
 import torch
 
 BACKENDS = ("cuda", "triton", "cpp", "chunked", "reference")
-_KERNEL_BACKENDS = ("cuda", "triton", "cpp", "reference")  # what an op without a chunked path supports
+KERNEL_BACKENDS = ("cuda", "triton", "cpp", "reference")  # what an op without a chunked path supports
 _DEFAULT_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpp", "reference")}
 _forced: str | None = None
 
@@ -91,7 +91,7 @@ def use_backend(name: str | None) -> Iterator[None]:
         _forced = previous
 
 
-def choose_backend(op: str, device: torch.device, supported: tuple[str, ...] = _KERNEL_BACKENDS) -> str:
+def choose_backend(op: str, device: torch.device, supported: tuple[str, ...] = KERNEL_BACKENDS) -> str:
     """The backend that runs ``op`` on ``device``: the forced one, else the first usable by default order."""
     forced = forced_backend()
     if forced is not None:
