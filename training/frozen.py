@@ -13,7 +13,7 @@ from torch import Tensor
 
 from mrface.models import FaceModel, ModelMetadata
 from mrface.models.checkpoint import load_state_dict_checked, read_metadata, read_safetensors
-from mrface.training.stages import _weights_file
+from mrface.training.stages.base import _weights_file
 
 # Arguments of a BTNet's metadata that describe its branches, not its trunk.
 _BRANCH_ARGUMENTS = ("resolutions", "branch_bn")

@@ -54,10 +54,10 @@ from mrface.training.rundir import (
     setup_run_dir,
 )
 from mrface.training.schedule import build_scheduler
-from mrface.training.stage_coreset import coreset_stage
-from mrface.training.stage_dcr import dcr_stage
-from mrface.training.stage_qgface import qgface_stage
 from mrface.training.stages import Stage, distill_stage, trunk_stage
+from mrface.training.stages.coreset import coreset_stage
+from mrface.training.stages.dcr import dcr_stage
+from mrface.training.stages.qgface import qgface_stage
 from mrface.training.validation import Validator
 
 INTERRUPTED_EXIT_CODE = 143

@@ -120,7 +120,7 @@ def test_dcr_from_a_trunk_run_saves_a_loadable_model(tmp_path, trunk_run):
 def test_si_initialisation_copies_the_trunk_classifier(tmp_path, trunk_run):
     from safetensors.torch import load_file
 
-    from mrface.training.stage_dcr import dcr_stage
+    from mrface.training.stages.dcr import dcr_stage
 
     stage, _ = dcr_stage(_cfg(f"dcr.trunk={trunk_run}"), CPU, faces())
     ckpt = sorted((trunk_run / "checkpoints").iterdir())[-1]

@@ -13,7 +13,7 @@
   the classifier's margin state (CurricularFace's t) updates once per branch and step (once per
   step in a one-branch run, ``distill.resolutions=[r]``, the public set-up).
 * ``dcr`` (DCR coupled branches) and ``coreset`` (FaceCoresetNet set aggregation) live in
-  :mod:`mrface.training.stage_dcr` and :mod:`mrface.training.stage_coreset`.
+  :mod:`mrface.training.stages.dcr` and :mod:`mrface.training.stages.coreset`.
 
 A :class:`Stage` holds the saved model, the module run under DDP (``net``), the head, the loss
 function and how to put everything in training mode.

@@ -21,7 +21,7 @@ from torch.utils.data import TensorDataset
 from mrface.data.synthface import SynthFace
 from mrface.models import load_model
 from mrface.training.config import RecipeError, load_recipe
-from mrface.training.stage_qgface import DOWN_FILTERS, UP_FILTERS, PairedViews, jpeg_roundtrip
+from mrface.training.stages.qgface import DOWN_FILTERS, UP_FILTERS, PairedViews, jpeg_roundtrip
 from mrface.training.trainer import train
 
 RUN = [*TINY, "head.name=qgface", "qgface.queue_size=24"]

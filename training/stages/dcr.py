@@ -36,7 +36,7 @@ from mrface.training.config import TrainConfig
 from mrface.training.data import build_dataset, dataset_classes
 from mrface.training.distributed import DistEnv
 from mrface.training.frozen import load_frozen, trunk_arguments, trunk_weights
-from mrface.training.stages import Stage
+from mrface.training.stages.base import Stage
 
 
 class CoupledBranches(nn.Module):

@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from mrface.eval.crops import CropRouting
-from mrface.eval.survface import pil_bicubic_to_branch, score_survface
+from mrface.eval.protocols.survface import pil_bicubic_to_branch, score_survface
 
 
 def test_raw_prototypes_average_raw_features_then_normalise():

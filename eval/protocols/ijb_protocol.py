@@ -1,6 +1,6 @@
 """IJB-B/C end to end from the files: loader -> 5-point aligned 112x112 crops -> features -> 1:1 and 1:N.
 
-Steps (REFERENCE.md §9; the feature-level parts are :mod:`mrface.eval.ijb`):
+Steps (REFERENCE.md §9; the feature-level parts are :mod:`mrface.eval.protocols.ijb`):
 
 1. :func:`mrface.data.protocols.ijb.load_ijb` parses ``meta/`` (every missing file is listed).
 2. Each ``loose_crop`` image is aligned to the ArcFace template (RGB uint8 112x112), in chunks of
@@ -8,8 +8,8 @@ Steps (REFERENCE.md §9; the feature-level parts are :mod:`mrface.eval.ijb`):
 3. Optionally degraded to ``resolution`` (``options.filter``) and routed to that branch, or resized
    back to 112 for the trunk with ``upsample`` (:func:`mrface.eval.verification.embed_at`).
 4. With ``flags.flip`` each image's mirror is embedded too (the image and its mirror in one pass);
-   the raw (un-normalised) features go to :func:`mrface.eval.ijb.template_features` with the explicit
-   :class:`~mrface.eval.ijb.IjbFlags` (``flip`` F2, ``norm_weighting`` N1, ``detector_score`` D1).
+   the raw (un-normalised) features go to :func:`mrface.eval.protocols.ijb.template_features` with the explicit
+   :class:`~mrface.eval.protocols.ijb.IjbFlags` (``flip`` F2, ``norm_weighting`` N1, ``detector_score`` D1).
 5. 1:1: cosine of the two templates of every pair, TAR at the ROC point nearest each FAR.
 6. 1:N (optional): gallery/probe templates from the 1:N csv files. ``nist`` and ``btnet_survface``
    search each gallery (G1, G2 for IJB-C; S1, S2 for IJB-B) separately — probes of the other
@@ -30,8 +30,8 @@ from tqdm import tqdm
 
 from mrface.data.protocols.common import MissingFilesError
 from mrface.data.protocols.ijb import IJB, ONE_TO_N, load_ijb
-from mrface.eval.ijb import IjbFlags, identify_1toN, template_features, verify_1to1
 from mrface.eval.metrics import ROC_FARS, OpenSetResult, RocResult
+from mrface.eval.protocols.ijb import IjbFlags, identify_1toN, template_features, verify_1to1
 from mrface.eval.verification import ExtractOptions, embed_at
 
 

@@ -13,7 +13,7 @@ from torch.utils.data import default_collate
 from mrface.models import load_model
 from mrface.training.config import RecipeError, load_recipe
 from mrface.training.distributed import DistEnv
-from mrface.training.stage_coreset import CoresetModel, coreset_stage, load_coreset_model
+from mrface.training.stages.coreset import CoresetModel, coreset_stage, load_coreset_model
 from mrface.training.templates import TemplateKey
 from mrface.training.trainer import train
 
