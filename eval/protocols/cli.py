@@ -215,8 +215,8 @@ def ijb_flags_from_args(args: argparse.Namespace) -> IjbFlags:
 
 
 def _cmd_ijb(args: argparse.Namespace) -> int:
-    from mrface.eval import ijb_mixed_cli
-    from mrface.eval.protocols.ijb_protocol import evaluate_ijb
+    from mrface.eval.protocols import ijb_mixed_cli
+    from mrface.eval.protocols.ijb import evaluate_ijb
 
     flags = ijb_flags_from_args(args)
     if ijb_mixed_cli.wants_mixed(args):
@@ -372,7 +372,7 @@ def register(sub: argparse._SubParsersAction, clear_errors: Any) -> None:
     j.add_argument("--rank", type=int, default=1)
     j.add_argument("--fpirs", type=_fractions, default=(0.01, 0.1))
     j.add_argument("--chunk", type=int, default=2048, help="images aligned and embedded at a time")
-    from mrface.eval import ijb_mixed_cli
+    from mrface.eval.protocols import ijb_mixed_cli
 
     ijb_mixed_cli.add_arguments(j)
     j.set_defaults(func=clear_errors(_cmd_ijb))

@@ -84,7 +84,8 @@ def _nearest(table: dict[float, float], key: float) -> float:
 
 def run(args: argparse.Namespace, flags: IjbFlags) -> int:
     """The ``--pair`` / ``--matrix`` command (called from ``mrface eval ijb``)."""
-    from mrface.eval import cli, protocol_cli
+    from mrface.eval import cli
+    from mrface.eval.protocols import cli as protocol_cli
     from mrface.eval.protocols.ijb_mixed import evaluate_ijb_mixed, plot_matrix_png
     from mrface.eval.report import new_report, write_report
 

@@ -11,8 +11,7 @@ import pytest
 from mrface.cli import main
 from mrface.data.bins import write_bin
 from mrface.eval import cli as eval_cli
-from mrface.eval.protocols.ijb import IjbFlags
-from mrface.eval.protocols.ijb_protocol import evaluate_ijb
+from mrface.eval.protocols.ijb import IjbFlags, evaluate_ijb
 from mrface.eval.protocols.scface import evaluate_scface
 from mrface.eval.protocols.survface import evaluate_survface
 from mrface.eval.protocols.tinyface import evaluate_tinyface

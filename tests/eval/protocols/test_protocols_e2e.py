@@ -16,8 +16,7 @@ from mrface.data.protocols.common import MissingFilesError
 from mrface.data.protocols.ijb import load_ijb
 from mrface.eval.crops import CropRouting
 from mrface.eval.metrics import open_set_identification, tar_at_far
-from mrface.eval.protocols.ijb import IjbFlags
-from mrface.eval.protocols.ijb_protocol import evaluate_ijb, ijb_features
+from mrface.eval.protocols.ijb import IjbFlags, evaluate_ijb, ijb_features
 from mrface.eval.protocols.scface import evaluate_scface
 from mrface.eval.protocols.survface import evaluate_survface
 from mrface.eval.protocols.tinyface import evaluate_tinyface
