@@ -181,7 +181,7 @@ def make_distill_step(
 
     from mrface.losses.distill import BTNetDistillLoss
     from mrface.models import BTNet
-    from mrface.training.stages import BranchStudents
+    from mrface.training.stages.distill import BranchStudents
 
     torch.manual_seed(0)
     model = build_model(name, width)

@@ -349,7 +349,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(s)
     s.set_defaults(func=_clear_errors(_cmd_synthface))
 
-    from mrface.eval.protocol_cli import register as register_protocols
+    from mrface.eval.protocols.cli import register as register_protocols
 
     register_protocols(sub, _clear_errors)
 

@@ -184,6 +184,13 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     return latest
 
 
+def weights_file(path: str) -> str:
+    """A .safetensors file, or a run / checkpoint folder -> its model.safetensors."""
+    if path.endswith(".safetensors"):
+        return path
+    return str(resolve_checkpoint(path) / "model.safetensors")
+
+
 def read_manifest(ckpt: Path) -> dict[str, Any]:
     try:
         return json.loads((ckpt / MANIFEST).read_text())

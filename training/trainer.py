@@ -40,11 +40,10 @@ from mrface.training.data import (
     UNREPLACEABLE,
     CheckedSamples,
     GlobalBatchSampler,
-    build_dataset,
     dataset_classes,
     make_loader,
 )
-from mrface.training.distributed import DistEnv, all_agree, barrier, init_distributed
+from mrface.training.distributed import all_agree, barrier, init_distributed
 from mrface.training.rundir import (
     MetricsWriter,
     RunFolderInUse,
@@ -54,10 +53,7 @@ from mrface.training.rundir import (
     setup_run_dir,
 )
 from mrface.training.schedule import build_scheduler
-from mrface.training.stage_coreset import coreset_stage
-from mrface.training.stage_dcr import dcr_stage
-from mrface.training.stage_qgface import qgface_stage
-from mrface.training.stages import Stage, distill_stage, trunk_stage
+from mrface.training.stages import build_stage
 from mrface.training.validation import Validator
 
 INTERRUPTED_EXIT_CODE = 143
@@ -138,31 +134,6 @@ def _build_optimizer(
     return torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
 
 
-def _build_stage(cfg: TrainConfig, env: DistEnv, dataset: Dataset | None) -> tuple[Stage, Dataset]:
-    if cfg.stage == "dcr":
-        return dcr_stage(cfg, env, dataset)
-    if cfg.stage == "coreset":
-        return coreset_stage(cfg, env, dataset)
-    if cfg.stage == "qgface":
-        return qgface_stage(cfg, env, dataset)
-    if cfg.stage == "distill":
-        stage, num_classes = distill_stage(cfg, env)
-    else:
-        num_classes = 0
-    color = cfg.data.color
-    if dataset is None:
-        meta = stage.model.metadata if cfg.stage == "distill" else None
-        color = color or (meta.color_order if meta else "RGB")
-        dataset, data_classes = build_dataset(cfg.data, color)
-    else:
-        data_classes = dataset_classes(dataset)
-    if cfg.stage == "trunk":
-        stage = trunk_stage(cfg, env, data_classes)
-    elif data_classes > num_classes:
-        raise ValueError(f"data has {data_classes} classes but the teacher's classifier only {num_classes}")
-    return stage, dataset
-
-
 def _classes_or_none(dataset: Dataset) -> int | None:
     try:
         return dataset_classes(dataset)
@@ -193,7 +164,7 @@ def _train(cfg: TrainConfig, dataset: Dataset | None) -> TrainResult:
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True)
     out, log = setup_run_dir(cfg, env.world_size, env.is_main)
-    stage, dataset = _build_stage(cfg, env, dataset)
+    stage, dataset = build_stage(cfg, env, dataset)
     if stage.sampler is None:  # (image, label) samples: checked, and replaced with data.skip_corrupt
         classes_known = stage.head.num_classes if stage.head is not None else _classes_or_none(dataset)
         dataset = CheckedSamples(dataset, classes_known, cfg.data.skip_corrupt)

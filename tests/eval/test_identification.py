@@ -7,10 +7,10 @@ import pytest
 
 from mrface.eval.identification import closed_set_cmc, open_set_search, subject_prototypes
 from mrface.eval.metrics import open_set_identification
-from mrface.eval.scface import score_scface
-from mrface.eval.survface import score_survface
+from mrface.eval.protocols.scface import score_scface
+from mrface.eval.protocols.survface import score_survface
+from mrface.eval.protocols.tinyface import score_tinyface
 from mrface.eval.synthface_bench import identity_oracle
-from mrface.eval.tinyface import score_tinyface
 
 
 def _at_cosines(cosines):

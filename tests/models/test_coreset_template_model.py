@@ -12,7 +12,7 @@ import torch
 from mrface.models import CoresetModel, ModelMetadata, get_model, list_models, load_model, save_model
 from mrface.models.registry import model_entry
 
-# The arguments a coreset run stores (training.stage_coreset.coreset_arguments): all keys explicit.
+# The arguments a coreset run stores (training.stages.coreset.coreset_arguments): all keys explicit.
 ARGUMENTS = {
     "backbone": "iresnet_tiny",
     "backbone_args": {"width": 0.125, "embedding_size": 32, "preprocessing": "adaface"},

@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 from helpers import env_1thread, losses, weights
-from stage_helpers import TINY_DATA, tiny_trunk_file
+from stage_helpers import TINY_DATA, extra_state, tiny_trunk_file
 
 pytestmark = pytest.mark.distributed
 
@@ -62,9 +62,6 @@ def test_nproc_2_matches_one_process(tmp_path):
         assert (w1[f"branches.{r}.mapping.weight"] - torch.eye(32)).abs().max() > 1e-3
 
     for scale in (112, 8, 12, 16, 20):  # one centre table per scale
-        centres = [
-            torch.load(d / last / f"state_rank{r}.pt", weights_only=True)["extra"][f"centres_{scale}"]
-            for d, r in ((one, 0), (two, 0), (two, 1))
-        ]
+        centres = [extra_state(d, 3, rank=r)[f"centres_{scale}"] for d, r in ((one, 0), (two, 0), (two, 1))]
         assert torch.equal(centres[1], centres[2])  # every rank applies the same global-batch update
         torch.testing.assert_close(centres[1], centres[0], rtol=1e-5, atol=1e-6)

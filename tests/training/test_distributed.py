@@ -9,12 +9,9 @@ resolution augmentation, gradient clipping, warm-up + poly schedule.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
-from helpers import TINY, env_1thread, losses, run_module, weights
+from helpers import TINY, assert_weights_close, losses, run_module, run_torchrun
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.distributed
@@ -33,34 +30,13 @@ RUN = [
 def test_two_gloo_ranks_match_one_process(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     run_module(["synthface_tiny_trunk", *RUN, "data.batch_size=16", f"output={one}"])
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "mrface.training",
-            "synthface_tiny_trunk",
-            *RUN,
-            "data.batch_size=8",
-            f"output={two}",
-        ],
-        capture_output=True,
-        text=True,
-        env=env_1thread(),
-    )
-    assert proc.returncode == 0, proc.stderr[-5000:]
+    run_torchrun(["synthface_tiny_trunk", *RUN, "data.batch_size=8", f"output={two}"])
     assert losses(two) == pytest.approx(losses(one), rel=1e-4, abs=1e-5)
 
     # float32 reductions run in another order over 2 ranks and CurricularFace's hard-example test is a
     # threshold, so allow 1e-3 of each tensor's scale; a wrong gradient scale or a missed all-reduce
     # moves the weights by a sizeable fraction of lr * grad (most tensors here are a few updates old).
-    w1, w2 = weights(one / "model.safetensors"), weights(two / "model.safetensors")
-    for key in w1:
-        scale = float(w1[key].float().abs().max())
-        torch.testing.assert_close(w2[key], w1[key], rtol=0, atol=1e-3 * scale + 1e-6, msg=key)
+    assert_weights_close(two / "model.safetensors", one / "model.safetensors", rel=1e-3)
     # The classifier: rank shards of the 2-process run, concatenated, equal the 1-process centres.
     ck1, ck2 = one / "checkpoints" / "step_00000003", two / "checkpoints" / "step_00000003"
     full = load_file(str(ck1 / "head_rank0.safetensors"))["weight"]

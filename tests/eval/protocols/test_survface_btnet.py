@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from mrface.eval.crops import CropRouting, embed_crops
-from mrface.eval.survface import score_survface
+from mrface.eval.protocols.survface import score_survface
 from mrface.eval.verification import ExtractOptions
 from mrface.models import FaceModel
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mrface.eval.ijb import IjbFlags, identify_1toN, template_features, verify_1to1
+from mrface.eval.protocols.ijb import IjbFlags, identify_1toN, template_features, verify_1to1
 
 
 def _slow_templates(feats, flip_feats, faceness, templates, medias, flags):

@@ -44,9 +44,17 @@ from tqdm import tqdm
 
 from mrface.data.protocols.ijb import IJB, load_ijb
 from mrface.eval.extract import extract_embeddings
-from mrface.eval.ijb import IjbFlags, _rows_of, identify_1toN, template_features, verify_1to1
-from mrface.eval.ijb_protocol import IjbResult, ijb_one_to_n, one_to_n_lists
 from mrface.eval.metrics import ROC_FARS, OpenSetResult, tar_at_far
+from mrface.eval.protocols.ijb import (
+    IjbFlags,
+    IjbResult,
+    _rows_of,
+    identify_1toN,
+    ijb_one_to_n,
+    one_to_n_lists,
+    template_features,
+    verify_1to1,
+)
 from mrface.eval.verification import ExtractOptions
 from mrface.io import save_figure
 

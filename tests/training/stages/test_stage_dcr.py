@@ -7,9 +7,16 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import losses, weights
-from stage_helpers import TINY_DATA, faces, sigterm_after_step, tiny_trunk_file, tiny_trunk_run
-from torch.utils.data import TensorDataset
+from helpers import assert_same_weights, losses, weights
+from stage_helpers import (
+    TINY_DATA,
+    extra_state,
+    faces,
+    one_batch,
+    straight_and_resumed,
+    tiny_trunk_file,
+    tiny_trunk_run,
+)
 
 from mrface.models import DCR, load_model
 from mrface.training.config import RecipeError, load_recipe
@@ -28,15 +35,6 @@ def trunk_run(tmp_path_factory):
 
 def _cfg(*overrides):
     return load_recipe("synthface_tiny_dcr", [*DCR_RUN, *overrides])
-
-
-def _one_batch() -> TensorDataset:
-    """8 faces of 8 identities: a dataset of exactly one batch, so every step sees the same images."""
-    data = faces()
-    pick = torch.arange(0, 32, 4)
-    ds = TensorDataset(data.tensors[0][pick], data.tensors[1][pick])
-    ds.num_classes = 8
-    return ds
 
 
 def _dcr_loss_by_hand(model: DCR, centres: dict[int, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> float:
@@ -66,7 +64,7 @@ def _dcr_loss_by_hand(model: DCR, centres: dict[int, torch.Tensor], x: torch.Ten
 def test_branches_learn_on_a_fixed_batch_and_the_trunk_stays_frozen(tmp_path):
     trunk_file = tiny_trunk_file(tmp_path / "trunk.safetensors")
     out = tmp_path / "run"
-    data = _one_batch()
+    data = one_batch()
     cfg = _cfg(
         f"dcr.trunk={trunk_file}",
         "augment.flip=false",
@@ -97,7 +95,7 @@ def test_branches_learn_on_a_fixed_batch_and_the_trunk_stays_frozen(tmp_path):
     # Step 6's logged loss, recomputed from the weights and centres saved after step 5.
     step5 = out / "checkpoints" / "step_00000005"
     model = load_model(step5 / "model.safetensors")
-    extra = torch.load(step5 / "state_rank0.pt", weights_only=True)["extra"]
+    extra = extra_state(out, 5)
     centres = {k: extra[f"centres_{k}"] for k in (112, *RESOLUTIONS)}
     assert all(c.shape == (8, 32) for c in centres.values())
     x, y = data.tensors
@@ -120,7 +118,7 @@ def test_dcr_from_a_trunk_run_saves_a_loadable_model(tmp_path, trunk_run):
 def test_si_initialisation_copies_the_trunk_classifier(tmp_path, trunk_run):
     from safetensors.torch import load_file
 
-    from mrface.training.stage_dcr import dcr_stage
+    from mrface.training.stages.dcr import dcr_stage
 
     stage, _ = dcr_stage(_cfg(f"dcr.trunk={trunk_run}"), CPU, faces())
     ckpt = sorted((trunk_run / "checkpoints").iterdir())[-1]
@@ -135,30 +133,19 @@ def test_si_initialisation_copies_the_trunk_classifier(tmp_path, trunk_run):
 
 def test_interrupted_run_resumes_exactly_with_its_centres(tmp_path, monkeypatch):
     trunk_file = tiny_trunk_file(tmp_path / "trunk.safetensors")
-    data = faces()  # 32 images, batch 8: 4 steps per epoch, the resumed part crosses an epoch
     common = [
         f"dcr.trunk={trunk_file}",
         "train.max_steps=5",
         "schedule.warmup_epochs=0.5",
         "dcr.classifier_init=random",
     ]
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train(_cfg(*common, f"output={straight}"), dataset=data)
-    with monkeypatch.context() as m:
-        sigterm_after_step(m, 2)
-        first = train(_cfg(*common, f"output={resumed}"), dataset=data)
-    assert first.interrupted and first.steps == 2
-    train(_cfg(*common, f"output={resumed}", "resume=auto"), dataset=data)
-
+    # 32 images, batch 8: 4 steps per epoch, the resumed part crosses an epoch
+    straight, resumed = straight_and_resumed(_cfg, common, faces(), tmp_path, monkeypatch)
     assert losses(resumed) == losses(straight)
-    a, b = weights(resumed / "model.safetensors"), weights(straight / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    states = [
-        torch.load(r / "checkpoints" / "step_00000005" / "state_rank0.pt", weights_only=True)
-        for r in (resumed, straight)
-    ]
-    assert states[0]["extra"].keys() == states[1]["extra"].keys() and len(states[0]["extra"]) == 5
-    assert all(torch.equal(states[0]["extra"][k], states[1]["extra"][k]) for k in states[0]["extra"])
+    assert_same_weights(resumed / "model.safetensors", straight / "model.safetensors")
+    states = [extra_state(r, 5) for r in (resumed, straight)]
+    assert states[0].keys() == states[1].keys() and len(states[0]) == 5
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
 def test_configuration_errors_name_the_problem(tmp_path):

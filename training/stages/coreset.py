@@ -32,8 +32,8 @@ from mrface.training.augment import ResolutionAugment
 from mrface.training.config import TrainConfig
 from mrface.training.data import build_dataset, dataset_classes
 from mrface.training.distributed import DistEnv
-from mrface.training.frozen import load_frozen, trunk_arguments, trunk_weights
-from mrface.training.stages import Stage, _make_head
+from mrface.training.stages.base import Stage, _make_head
+from mrface.training.stages.frozen import load_frozen, trunk_arguments, trunk_weights
 from mrface.training.templates import PAD_LABEL, TemplateBatchSampler, TemplateDataset, seeded_generator
 
 _GUMBEL_STREAM = 3

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from mrface.models import FaceModel, ModelMetadata
 from mrface.models.checkpoint import load_state_dict_checked, read_metadata, read_safetensors
-from mrface.training.stages import _weights_file
+from mrface.training.checkpoint import weights_file
 
 # Arguments of a BTNet's metadata that describe its branches, not its trunk.
 _BRANCH_ARGUMENTS = ("resolutions", "branch_bn")
@@ -21,7 +21,7 @@ _BRANCH_ARGUMENTS = ("resolutions", "branch_bn")
 
 def trunk_weights(path: str) -> tuple[dict[str, Tensor], ModelMetadata, str]:
     """(trunk state dict, the file's metadata, the weights file) for a run, checkpoint or weights file."""
-    file = _weights_file(path)
+    file = weights_file(path)
     state, _ = read_safetensors(file)
     meta = read_metadata(file)
     if meta.architecture.startswith("btnet"):

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import losses, weights
-from stage_helpers import TINY_DATA, faces, sigterm_after_step, tiny_trunk_file, tiny_trunk_run
+from helpers import assert_same_weights, losses, weights
+from stage_helpers import TINY_DATA, faces, straight_and_resumed, tiny_trunk_file, tiny_trunk_run
 from torch.utils.data import default_collate
 
 from mrface.models import load_model
 from mrface.training.config import RecipeError, load_recipe
 from mrface.training.distributed import DistEnv
-from mrface.training.stage_coreset import CoresetModel, coreset_stage
+from mrface.training.stages.coreset import CoresetModel, coreset_stage
 from mrface.training.templates import TemplateKey
 from mrface.training.trainer import train
 
@@ -114,7 +114,6 @@ def test_trainer_trains_aggregator_and_head_on_a_trunk_run(tmp_path, trunk_run):
 
 def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
     backbone_file = tiny_trunk_file(tmp_path / "backbone.safetensors")
-    data = faces()
     common = [
         f"coreset.backbone={backbone_file}",
         "train.max_steps=5",
@@ -122,18 +121,10 @@ def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
         "augment.kind=btnet",
         "augment.prob=0.5",
     ]
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train(_cfg(*common, f"output={straight}"), dataset=data)
-
-    with monkeypatch.context() as m:
-        sigterm_after_step(m, 2)
-        first = train(_cfg(*common, f"output={resumed}"), dataset=data)
-    assert first.interrupted and first.steps == 2
-    train(_cfg(*common, f"output={resumed}", "resume=auto"), dataset=data)
+    straight, resumed = straight_and_resumed(_cfg, common, faces(), tmp_path, monkeypatch)
     assert losses(resumed) == losses(straight)
     for name in ("model.safetensors", "checkpoints/step_00000005/head_rank0.safetensors"):
-        a, b = weights(resumed / name), weights(straight / name)
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+        assert_same_weights(resumed / name, straight / name)
 
 
 def test_recipe_needs_a_backbone():

@@ -35,8 +35,8 @@ from mrface.training.checkpoint import CheckpointNotFound, read_manifest, resolv
 from mrface.training.config import TrainConfig
 from mrface.training.data import build_dataset, dataset_classes
 from mrface.training.distributed import DistEnv
-from mrface.training.frozen import load_frozen, trunk_arguments, trunk_weights
-from mrface.training.stages import Stage
+from mrface.training.stages.base import Stage
+from mrface.training.stages.frozen import load_frozen, trunk_arguments, trunk_weights
 
 
 class CoupledBranches(nn.Module):

@@ -1,4 +1,5 @@
-"""``mrface eval ijb --pair R1,R2`` / ``--matrix``: BTNet's mixed-resolution IJB tables (:mod:`mrface.eval.ijb_mixed`).
+"""``mrface eval ijb --pair R1,R2`` / ``--matrix``: BTNet's mixed-resolution IJB tables
+(:mod:`mrface.eval.protocols.ijb_mixed`).
 
 Adds its arguments to the ``ijb`` parser (:func:`add_arguments`); ``mrface eval ijb`` hands over to
 :func:`run` when ``--pair`` or ``--matrix`` is given. Writes results.json, report.md, roc.png and
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mrface.eval.ijb import IjbFlags
+from mrface.eval.protocols.ijb import IjbFlags
 
 PRIMARY_FAR = 1e-4  # BTNet's IJB-C 1:1 column
 PRIMARY_FPIR = 0.1  # BTNet's IJB-C 1:N column
@@ -33,7 +34,7 @@ def _flag01(text: str) -> bool:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The mixed-resolution options of ``mrface eval ijb``."""
-    from mrface.eval.ijb_mixed import MODES
+    from mrface.eval.protocols.ijb_mixed import MODES
 
     g = p.add_argument_group("mixed resolutions (BTNet's IJB-C tables)")
     g.add_argument(
@@ -68,7 +69,7 @@ def wants_mixed(args: argparse.Namespace) -> bool:
 
 
 def settings_from_args(args: argparse.Namespace) -> list[Any]:
-    from mrface.eval.ijb_mixed import BTNET_PAIRS, MixedSetting
+    from mrface.eval.protocols.ijb_mixed import BTNET_PAIRS, MixedSetting
 
     if args.matrix and args.pair:
         raise ValueError("--pair and --matrix: pass one of them (--matrix runs every BTNet pair)")
@@ -83,8 +84,9 @@ def _nearest(table: dict[float, float], key: float) -> float:
 
 def run(args: argparse.Namespace, flags: IjbFlags) -> int:
     """The ``--pair`` / ``--matrix`` command (called from ``mrface eval ijb``)."""
-    from mrface.eval import cli, protocol_cli
-    from mrface.eval.ijb_mixed import evaluate_ijb_mixed, plot_matrix_png
+    from mrface.eval import cli
+    from mrface.eval.protocols import cli as protocol_cli
+    from mrface.eval.protocols.ijb_mixed import evaluate_ijb_mixed, plot_matrix_png
     from mrface.eval.report import new_report, write_report
 
     settings = settings_from_args(args)

@@ -29,7 +29,7 @@ from mrface.training.augment import step_batch_slice, step_generator
 from mrface.training.config import TrainConfig
 from mrface.training.data import build_dataset, dataset_classes
 from mrface.training.distributed import DistEnv
-from mrface.training.stages import Stage, _freeze_bn, _make_head
+from mrface.training.stages.base import Stage, _freeze_bn, _make_head
 
 # The public RandomRescale draws from [BICUBIC, BILINEAR, NEAREST, BOX, LANCZOS] (PIL, antialiased when
 # shrinking) for the way down and again for the way up; our filters of the same names. PIL's BOX upscale

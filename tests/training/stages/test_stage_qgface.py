@@ -5,23 +5,19 @@ active; an interrupted run resumes exactly, queue included; the recipes load; ba
 from __future__ import annotations
 
 import io
-import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import TINY, env_1thread, losses, run_module, weights
+from helpers import TINY, assert_same_weights, assert_weights_close, losses, metrics_rows, run_module, run_torchrun
 from PIL import Image
-from stage_helpers import faces, sigterm_after_step
-from torch.utils.data import TensorDataset
+from stage_helpers import extra_state, faces, one_batch, straight_and_resumed
 
 from mrface.data.synthface import SynthFace
 from mrface.models import load_model
 from mrface.training.config import RecipeError, load_recipe
-from mrface.training.stage_qgface import DOWN_FILTERS, UP_FILTERS, PairedViews, jpeg_roundtrip
+from mrface.training.stages.qgface import DOWN_FILTERS, UP_FILTERS, PairedViews, jpeg_roundtrip
 from mrface.training.trainer import train
 
 RUN = [*TINY, "head.name=qgface", "qgface.queue_size=24"]
@@ -88,14 +84,6 @@ def test_jpeg_step_equals_pil_and_sits_between_down_and_up():
         torch.testing.assert_close(low[i], ref, rtol=0, atol=2e-2)  # 2.5 grey levels: uint8 rounding before the JPEG
 
 
-def _one_batch() -> TensorDataset:
-    data = faces()
-    pick = torch.arange(0, 32, 4)
-    ds = TensorDataset(data.tensors[0][pick], data.tensors[1][pick])
-    ds.num_classes = 8
-    return ds
-
-
 def test_loss_drops_on_a_fixed_batch_with_the_contrastive_term_active(tmp_path):
     out = tmp_path / "run"
     # momentum 1: the norm statistics are the batch's own, so about half of the pairs fall under q_thr 0.6
@@ -107,10 +95,10 @@ def test_loss_drops_on_a_fixed_batch_with_the_contrastive_term_active(tmp_path):
         "train.max_steps=8",
         f"output={out}",
     )
-    result = train(cfg, dataset=_one_batch())
+    result = train(cfg, dataset=one_batch())
     assert result.steps == 8
     assert result.losses[-1] < result.losses[0] - 0.3, result.losses
-    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines() if r.strip()]
+    rows = metrics_rows(out)
     gates = [r["qgface/pair_gate"] for r in rows if "qgface/pair_gate" in r]
     assert max(gates) > 0, gates
     assert rows[-1]["qgface/queue_fill"] == 1.0  # 16 entries per step into 24 slots
@@ -119,30 +107,22 @@ def test_loss_drops_on_a_fixed_batch_with_the_contrastive_term_active(tmp_path):
 
 
 def test_interrupted_run_resumes_exactly_with_its_queue(tmp_path, monkeypatch):
-    data = faces()  # 32 images, batch 8: 4 steps per epoch
     common = [
         "train.max_steps=5",
         "schedule.warmup_epochs=0.5",
         "head.args.momentum=1.0",
         "head.args.gate_threshold=0.6",
     ]
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train(_cfg(*common, f"output={straight}"), dataset=data)
-    with monkeypatch.context() as m:
-        sigterm_after_step(m, 2)
-        first = train(_cfg(*common, f"output={resumed}"), dataset=data)
-    assert first.interrupted and first.steps == 2
-    state2 = torch.load(resumed / "checkpoints" / "step_00000002" / "state_rank0.pt", weights_only=True)["extra"]
-    assert int(state2["fill"]) == 24 and (state2["queue_labels"] >= 0).all()  # wrapped after 2 steps of 16
-    train(_cfg(*common, f"output={resumed}", "resume=auto"), dataset=data)
 
+    def queue_wrapped(run):
+        state2 = extra_state(run, 2)
+        assert int(state2["fill"]) == 24 and (state2["queue_labels"] >= 0).all()  # wrapped after 2 steps of 16
+
+    # 32 images, batch 8: 4 steps per epoch
+    straight, resumed = straight_and_resumed(_cfg, common, faces(), tmp_path, monkeypatch, while_stopped=queue_wrapped)
     assert losses(resumed) == losses(straight)
-    a, b = weights(resumed / "model.safetensors"), weights(straight / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    states = [
-        torch.load(r / "checkpoints" / "step_00000005" / "state_rank0.pt", weights_only=True)["extra"]
-        for r in (resumed, straight)
-    ]
+    assert_same_weights(resumed / "model.safetensors", straight / "model.safetensors")
+    states = [extra_state(r, 5) for r in (resumed, straight)]
     for key in ("queue", "queue_labels", "queue_proxies", "fill", "batch_mean"):
         assert torch.equal(states[0][key], states[1][key]), key
 
@@ -182,36 +162,13 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
     the 32 entries enqueued per step, so the truncated block must be ordered as one process orders it."""
     one, two = tmp_path / "one", tmp_path / "two"
     run_module(["synthface_tiny_qgface", *DIST_RUN, "data.batch_size=16", f"output={one}"])
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "mrface.training",
-            "synthface_tiny_qgface",
-            *DIST_RUN,
-            "data.batch_size=8",
-            f"output={two}",
-        ],
-        capture_output=True,
-        text=True,
-        env=env_1thread(),
-    )
-    assert proc.returncode == 0, proc.stderr[-5000:]
+    run_torchrun(["synthface_tiny_qgface", *DIST_RUN, "data.batch_size=8", f"output={two}"])
     assert losses(two) == pytest.approx(losses(one), rel=1e-4, abs=1e-5)
-    rows = [json.loads(r) for r in (one / "metrics.jsonl").read_text().splitlines() if r.strip()]
-    assert max(r.get("qgface/pair_gate", 0) for r in rows) > 0  # the contrastive term took part
-    w1, w2 = weights(one / "model.safetensors"), weights(two / "model.safetensors")
-    for key in w1:
-        scale = float(w1[key].float().abs().max())
-        torch.testing.assert_close(w2[key], w1[key], rtol=0, atol=1e-3 * scale + 1e-6, msg=key)
-    ck1, ck2 = one / "checkpoints" / "step_00000003", two / "checkpoints" / "step_00000003"
-    q1 = torch.load(ck1 / "state_rank0.pt", weights_only=True)["extra"]
+    assert max(r.get("qgface/pair_gate", 0) for r in metrics_rows(one)) > 0  # the contrastive term took part
+    assert_weights_close(two / "model.safetensors", one / "model.safetensors", rel=1e-3)
+    q1 = extra_state(one, 3)
     for r in range(2):
-        q2 = torch.load(ck2 / f"state_rank{r}.pt", weights_only=True)["extra"]
+        q2 = extra_state(two, 3, rank=r)
         assert torch.equal(q2["queue_labels"], q1["queue_labels"]), r
         torch.testing.assert_close(q2["queue"], q1["queue"], rtol=0, atol=1e-4)
         torch.testing.assert_close(q2["queue_proxies"], q1["queue_proxies"], rtol=0, atol=1e-4)

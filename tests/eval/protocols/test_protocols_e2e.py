@@ -15,12 +15,11 @@ import torch
 from mrface.data.protocols.common import MissingFilesError
 from mrface.data.protocols.ijb import load_ijb
 from mrface.eval.crops import CropRouting
-from mrface.eval.ijb import IjbFlags
-from mrface.eval.ijb_protocol import evaluate_ijb, ijb_features
 from mrface.eval.metrics import open_set_identification, tar_at_far
-from mrface.eval.scface import evaluate_scface
-from mrface.eval.survface import evaluate_survface
-from mrface.eval.tinyface import evaluate_tinyface
+from mrface.eval.protocols.ijb import IjbFlags, evaluate_ijb, ijb_features
+from mrface.eval.protocols.scface import evaluate_scface
+from mrface.eval.protocols.survface import evaluate_survface
+from mrface.eval.protocols.tinyface import evaluate_tinyface
 from mrface.eval.verification import ExtractOptions
 
 OPTS = ExtractOptions(batch_size=64)

@@ -11,11 +11,10 @@ import pytest
 from mrface.cli import main
 from mrface.data.bins import write_bin
 from mrface.eval import cli as eval_cli
-from mrface.eval.ijb import IjbFlags
-from mrface.eval.ijb_protocol import evaluate_ijb
-from mrface.eval.scface import evaluate_scface
-from mrface.eval.survface import evaluate_survface
-from mrface.eval.tinyface import evaluate_tinyface
+from mrface.eval.protocols.ijb import IjbFlags, evaluate_ijb
+from mrface.eval.protocols.scface import evaluate_scface
+from mrface.eval.protocols.survface import evaluate_survface
+from mrface.eval.protocols.tinyface import evaluate_tinyface
 from mrface.eval.verification import ExtractOptions
 
 

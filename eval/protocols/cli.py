@@ -14,8 +14,8 @@ import numpy as np
 
 from mrface.eval.extract import FLIP_MODES
 from mrface.eval.identification import CMC_LEVELS, GALLERY_MODES
-from mrface.eval.ijb import IjbFlags
 from mrface.eval.metrics import OPEN_SET_VARIANTS, ROC_FARS
+from mrface.eval.protocols.ijb import IjbFlags
 from mrface.eval.search import BACKENDS
 from mrface.models.branch_select import INDICATORS, STRATEGIES
 
@@ -106,7 +106,7 @@ def _write(
 
 # ----------------------------------------------------------------------------------------- commands
 def _cmd_tinyface(args: argparse.Namespace) -> int:
-    from mrface.eval.tinyface import evaluate_tinyface
+    from mrface.eval.protocols.tinyface import evaluate_tinyface
 
     model = _start(args)
     res = evaluate_tinyface(
@@ -136,7 +136,7 @@ def _cmd_tinyface(args: argparse.Namespace) -> int:
 
 
 def _cmd_scface(args: argparse.Namespace) -> int:
-    from mrface.eval.scface import evaluate_scface
+    from mrface.eval.protocols.scface import evaluate_scface
 
     model = _start(args)
     res = evaluate_scface(
@@ -166,7 +166,7 @@ def _cmd_scface(args: argparse.Namespace) -> int:
 
 
 def _cmd_survface(args: argparse.Namespace) -> int:
-    from mrface.eval.survface import evaluate_survface
+    from mrface.eval.protocols.survface import evaluate_survface
 
     model = _start(args)
     res = evaluate_survface(
@@ -201,7 +201,7 @@ def _cmd_survface(args: argparse.Namespace) -> int:
 
 def ijb_flags_from_args(args: argparse.Namespace) -> IjbFlags:
     """The IJB test-mode flags: a ``--preset`` with any explicit flag overriding it, or all three flags."""
-    from mrface.eval.ijb import IjbFlags
+    from mrface.eval.protocols.ijb import IjbFlags
 
     given = {"flip": args.test_flip, "norm_weighting": args.norm_weighting, "detector_score": args.detector_score}
     base = IjbFlags.preset(args.preset).as_dict() if args.preset else {}
@@ -215,8 +215,8 @@ def ijb_flags_from_args(args: argparse.Namespace) -> IjbFlags:
 
 
 def _cmd_ijb(args: argparse.Namespace) -> int:
-    from mrface.eval import ijb_mixed_cli
-    from mrface.eval.ijb_protocol import evaluate_ijb
+    from mrface.eval.protocols import ijb_mixed_cli
+    from mrface.eval.protocols.ijb import evaluate_ijb
 
     flags = ijb_flags_from_args(args)
     if ijb_mixed_cli.wants_mixed(args):
@@ -372,7 +372,7 @@ def register(sub: argparse._SubParsersAction, clear_errors: Any) -> None:
     j.add_argument("--rank", type=int, default=1)
     j.add_argument("--fpirs", type=_fractions, default=(0.01, 0.1))
     j.add_argument("--chunk", type=int, default=2048, help="images aligned and embedded at a time")
-    from mrface.eval import ijb_mixed_cli
+    from mrface.eval.protocols import ijb_mixed_cli
 
     ijb_mixed_cli.add_arguments(j)
     j.set_defaults(func=clear_errors(_cmd_ijb))

@@ -16,8 +16,8 @@ from sklearn.metrics import roc_curve
 
 from mrface.cli import main
 from mrface.data.protocols.align import ARCFACE_TEMPLATE
-from mrface.eval.ijb import IjbFlags
-from mrface.eval.ijb_mixed import BTNET_PAIRS, MixedSetting, evaluate_ijb_mixed
+from mrface.eval.protocols.ijb import IjbFlags
+from mrface.eval.protocols.ijb_mixed import BTNET_PAIRS, MixedSetting, evaluate_ijb_mixed
 from mrface.models import FaceModel, ModelMetadata
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
