@@ -7,51 +7,12 @@ Every command writes a run directory (``--out``) holding results.json, report.md
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
+from mrface.eval import cli_common as common
 from mrface.eval.extract import FLIP_MODES
-
-
-def _resolutions(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 112,28,14,7, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive resolutions, got {text!r}")
-    return values
-
-
-def _pair(text: str) -> tuple[int, int]:
-    values = _resolutions(text.replace("&", ","))
-    if len(values) != 2:
-        raise argparse.ArgumentTypeError(f"expected a resolution pair like 112,7 or 112&7, got {text!r}")
-    return values[0], values[1]
-
-
-def load_eval_model(spec: str) -> Any:
-    """A checkpoint path (.safetensors + metadata JSON) or a registry name (random init, with a warning)."""
-    from mrface.models import list_models, load_model
-    from mrface.models.registry import get_model
-
-    path = Path(spec)
-    if path.suffix == ".safetensors" or path.exists():
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"--model {spec}: no such checkpoint file (expected a .safetensors file "
-                "written by mrface.models.save_model)"
-            )
-        return load_model(path)
-    if spec in list_models():
-        warnings.warn(
-            f"--model {spec}: a registry name, so the weights are RANDOM (pass a checkpoint path)", stacklevel=2
-        )
-        return get_model(spec).eval()
-    raise ValueError(f"--model {spec!r}: neither an existing checkpoint file nor a registered model {list_models()}")
 
 
 def _load_bins(paths: list[str], skip_corrupt: bool = False) -> dict[str, Any]:
@@ -68,38 +29,6 @@ def _load_bins(paths: list[str], skip_corrupt: bool = False) -> dict[str, Any]:
         for msg in sets[path.stem].skipped:
             print(f"mrface eval: warning: corrupt pair skipped: {msg}", file=sys.stderr)
     return sets
-
-
-def _options(args: argparse.Namespace) -> Any:
-    from mrface.eval.verification import ExtractOptions
-
-    return ExtractOptions(
-        flip=args.flip,
-        filter=args.filter,
-        batch_size=args.batch_size,
-        amp=args.amp,
-        device=args.device,
-        progress=not args.quiet,
-    )
-
-
-def _model_json(model: Any) -> dict[str, Any] | None:
-    meta = getattr(model, "metadata", None)
-    return json.loads(meta.to_json()) if meta is not None else None
-
-
-def _finish(files: list[Path], table: str | None = None) -> int:
-    if table:
-        print(table)
-    for f in files:
-        print(f"wrote {f}")
-    return 0
-
-
-def _table_text(columns: list[str], rows: list[list[Any]]) -> str:
-    cells = [[str(c) for c in columns]] + [[f"{c:.2f}" if isinstance(c, float) else str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells)
 
 
 def _check_common(args: argparse.Namespace) -> None:
@@ -164,9 +93,9 @@ def _cmd_verification(args: argparse.Namespace) -> int:
     from mrface.eval.report import new_report, write_report
     from mrface.eval.verification import evaluate_pairs
 
-    model = load_eval_model(args.model)
+    model = common.load_eval_model(args.model)
     sets = _load_bins(args.bins, args.skip_corrupt)
-    options = _options(args)
+    options = common.extract_options(args)
     r1, r2 = args.pair
     results, rows, plots = {}, [], []
     quality = _erc_quality(args, sets)
@@ -205,7 +134,9 @@ def _cmd_verification(args: argparse.Namespace) -> int:
         "erc_fmr": args.erc_fmr,
         "corrupt_pairs_skipped": {n: p.skipped for n, p in sets.items()},
     }
-    report = new_report("verification", "Verification", settings=settings, model=_model_json(model), results=results)
+    report = new_report(
+        "verification", "Verification", settings=settings, model=common.model_json(model), results=results
+    )
     report["tables"].append({"title": "Verification (10-fold)", "columns": columns, "rows": rows})
     report["plots"].append(
         {
@@ -227,16 +158,16 @@ def _cmd_verification(args: argparse.Namespace) -> int:
                 "series": erc_series,
             }
         )
-    return _finish(write_report(args.out, report), _table_text(columns, rows))
+    return common.finish(write_report(args.out, report), common.table_text(columns, rows))
 
 
 def _cmd_crossres(args: argparse.Namespace) -> int:
     from mrface.eval.report import new_report, write_report
     from mrface.eval.verification import crossres_matrix
 
-    model = load_eval_model(args.model)
+    model = common.load_eval_model(args.model)
     sets = _load_bins(args.bins, args.skip_corrupt)
-    options = _options(args)
+    options = common.extract_options(args)
     rows_data = crossres_matrix(model, sets, args.resolutions, baseline=args.baseline, options=options)
     names = list(sets)
     columns = ["pair", "mode", *[f"{n} %" for n in names], "average %"]
@@ -256,7 +187,7 @@ def _cmd_crossres(args: argparse.Namespace) -> int:
         "crossres",
         "Cross-resolution verification matrix",
         settings=settings,
-        model=_model_json(model),
+        model=common.model_json(model),
         results={"rows": rows_data},
     )
     report["tables"].append({"title": "Accuracy by resolution pair", "columns": columns, "rows": rows})
@@ -278,23 +209,27 @@ def _cmd_crossres(args: argparse.Namespace) -> int:
             "series": series,
         }
     )
-    return _finish(write_report(args.out, report), _table_text(columns, rows))
+    return common.finish(write_report(args.out, report), common.table_text(columns, rows))
 
 
 def _cmd_synthface(args: argparse.Namespace) -> int:
     from mrface.eval.synthface_report import synthface_report
 
     files = synthface_report(
-        args.out, num_pairs=args.pairs, seed=args.seed, options=_options(args), include_random_cnn=not args.no_cnn
+        args.out,
+        num_pairs=args.pairs,
+        seed=args.seed,
+        options=common.extract_options(args),
+        include_random_cnn=not args.no_cnn,
     )
     print((Path(args.out) / "report.md").read_text())
-    return _finish(files)
+    return common.finish(files)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from mrface.eval.report import render_report
 
-    return _finish(render_report(args.run_dir))
+    return common.finish(render_report(args.run_dir))
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -322,7 +257,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v = sub.add_parser("verification", help="10-fold verification on .bin sets at a resolution pair")
     v.add_argument("--model", required=True, help="checkpoint .safetensors or registry name (random weights)")
     v.add_argument("--bins", nargs="+", required=True, help="verification .bin files")
-    v.add_argument("--pair", type=_pair, default=(112, 112), help="resolutions of image 1 and 2, e.g. 112,7")
+    v.add_argument(
+        "--pair", type=common.parse_pair, default=(112, 112), help="resolutions of image 1 and 2, e.g. 112,7"
+    )
     v.add_argument("--upsample", action="store_true", help="resize degraded images back to 112 (trunk only)")
     v.add_argument(
         "--erc",
@@ -337,7 +274,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c = sub.add_parser("crossres", help="BTNet-style matrix: rows 112&r, r&r, 112&112")
     c.add_argument("--model", required=True)
     c.add_argument("--bins", "--pairs", nargs="+", required=True, dest="bins", help="verification .bin files")
-    c.add_argument("--resolutions", type=_resolutions, default=(112, 28, 14, 7))
+    c.add_argument("--resolutions", type=common.parse_resolutions, default=(112, 28, 14, 7))
     c.add_argument("--baseline", action="store_true", help="also the trunk-only baseline (inputs upsampled)")
     _common(c)
     c.set_defaults(func=_clear_errors(_cmd_crossres))

@@ -12,14 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from mrface.eval import cli_common as common
 from mrface.eval.extract import FLIP_MODES
 from mrface.eval.identification import CMC_LEVELS, GALLERY_MODES
 from mrface.eval.metrics import OPEN_SET_VARIANTS, ROC_FARS
 from mrface.eval.protocols.ijb import IjbFlags
 from mrface.eval.search import BACKENDS
 from mrface.models.branch_select import INDICATORS, STRATEGIES
-
-MAX_CURVE_POINTS = 400
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -50,26 +49,6 @@ def _yes_no(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected yes or no, got {text!r}")
 
 
-def _curve(x: np.ndarray, y: np.ndarray, n: int = MAX_CURVE_POINTS) -> tuple[list[float], list[float]]:
-    """At most ``n`` evenly spaced points of a curve (first and last kept), for JSON and plots."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    idx = np.unique(np.linspace(0, len(x) - 1, min(n, len(x))).round().astype(int)) if len(x) else np.arange(0)
-    return x[idx].tolist(), y[idx].tolist()
-
-
-def _options(args: argparse.Namespace, flip: str | None = None) -> Any:
-    from mrface.eval.verification import ExtractOptions
-
-    return ExtractOptions(
-        flip=flip or args.flip,
-        filter=args.filter,
-        batch_size=args.batch_size,
-        amp=args.amp,
-        device=args.device,
-        progress=not args.quiet,
-    )
-
-
 def _routing(args: argparse.Namespace) -> Any:
     from mrface.eval.crops import CropRouting
 
@@ -77,9 +56,7 @@ def _routing(args: argparse.Namespace) -> Any:
 
 
 def _start(args: argparse.Namespace) -> Any:
-    from mrface.eval import cli
-
-    return cli.load_eval_model(args.model)
+    return common.load_eval_model(args.model)
 
 
 def _write(
@@ -92,16 +69,15 @@ def _write(
     tables: list[dict[str, Any]],
     plots: list[dict[str, Any]],
 ) -> int:
-    from mrface.eval import cli
     from mrface.eval.report import new_report, write_report
 
     report = new_report(
-        kind, title, settings={"model": args.model, **settings}, model=cli._model_json(model), results=results
+        kind, title, settings={"model": args.model, **settings}, model=common.model_json(model), results=results
     )
     report["tables"] += tables
     report["plots"] += plots
-    text = "\n\n".join(f"{t['title']}\n{cli._table_text(t['columns'], t['rows'])}" for t in tables)
-    return cli._finish(write_report(args.out, report), text)
+    text = "\n\n".join(f"{t['title']}\n{common.table_text(t['columns'], t['rows'])}" for t in tables)
+    return common.finish(write_report(args.out, report), text)
 
 
 # ----------------------------------------------------------------------------------------- commands
@@ -112,7 +88,7 @@ def _cmd_tinyface(args: argparse.Namespace) -> int:
     res = evaluate_tinyface(
         model,
         args.root,
-        options=_options(args),
+        options=common.extract_options(args),
         routing=_routing(args),
         ranks=args.ranks,
         level=args.level,
@@ -144,7 +120,7 @@ def _cmd_scface(args: argparse.Namespace) -> int:
         args.root,
         protocol=args.protocol,
         cams=args.cams,
-        options=_options(args),
+        options=common.extract_options(args),
         routing=_routing(args),
         ranks=args.ranks,
         subjects=args.subjects,
@@ -172,7 +148,7 @@ def _cmd_survface(args: argparse.Namespace) -> int:
     res = evaluate_survface(
         model,
         args.root,
-        options=_options(args),
+        options=common.extract_options(args),
         routing=_routing(args),
         fpirs=args.fpirs,
         rank=args.rank,
@@ -188,7 +164,7 @@ def _cmd_survface(args: argparse.Namespace) -> int:
         "columns": ["FPIR", "TPIR %", "threshold"],
         "rows": rows,
     }
-    x, y = _curve(o.curve_fpir, 100 * np.asarray(o.curve_tpir))
+    x, y = common.thin_curve(o.curve_fpir, 100 * np.asarray(o.curve_tpir))
     plot = {
         "name": "tpir_fpir",
         "title": "SurvFace TPIR vs FPIR",
@@ -230,7 +206,7 @@ def _cmd_ijb(args: argparse.Namespace) -> int:
         name=args.name,
         resolution=args.resolution,
         upsample=args.upsample,
-        options=_options(args, flip="none"),
+        options=common.extract_options(args, flip="none"),
         fars=args.fars,
         one_to_n=not args.no_1n,
         variant=args.variant,
@@ -258,7 +234,7 @@ def _cmd_ijb(args: argparse.Namespace) -> int:
             }
         )
     keep = res.roc.fpr > 0
-    x, y = _curve(res.roc.fpr[keep], 100 * res.roc.tpr[keep])
+    x, y = common.thin_curve(res.roc.fpr[keep], 100 * res.roc.tpr[keep])
     plot = {
         "name": "roc",
         "title": f"{args.name.upper()} 1:1 ROC",

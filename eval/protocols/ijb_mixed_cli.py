@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from mrface.eval import cli_common as common
 from mrface.eval.protocols.ijb import IjbFlags
 
 PRIMARY_FAR = 1e-4  # BTNet's IJB-C 1:1 column
@@ -21,9 +22,8 @@ PRIMARY_FPIR = 0.1  # BTNet's IJB-C 1:N column
 
 
 def _pair(text: str) -> tuple[int, int]:
-    from mrface.eval.cli import _pair as parse
 
-    return parse(text)
+    return common.parse_pair(text)
 
 
 def _flag01(text: str) -> bool:
@@ -84,21 +84,19 @@ def _nearest(table: dict[float, float], key: float) -> float:
 
 def run(args: argparse.Namespace, flags: IjbFlags) -> int:
     """The ``--pair`` / ``--matrix`` command (called from ``mrface eval ijb``)."""
-    from mrface.eval import cli
-    from mrface.eval.protocols import cli as protocol_cli
     from mrface.eval.protocols.ijb_mixed import evaluate_ijb_mixed, plot_matrix_png
     from mrface.eval.report import new_report, write_report
 
     settings = settings_from_args(args)
     variant = args.variant or "insightface_1n"  # the public 1:N script: G1 ∪ G2, every probe mated
-    model = cli.load_eval_model(args.model)
+    model = common.load_eval_model(args.model)
     results = evaluate_ijb_mixed(
         model,
         args.root,
         flags,
         settings,
         name=args.name,
-        options=protocol_cli._options(args, flip="none"),
+        options=common.extract_options(args, flip="none"),
         fars=args.fars,
         one_to_n=not args.no_1n,
         variant=variant,
@@ -118,7 +116,7 @@ def run(args: argparse.Namespace, flags: IjbFlags) -> int:
         rows.append(row)
         bars.append(bar)
         keep = res.roc.fpr > 0
-        x, y = protocol_cli._curve(res.roc.fpr[keep], 100 * res.roc.tpr[keep])
+        x, y = common.thin_curve(res.roc.fpr[keep], 100 * res.roc.tpr[keep])
         series.append({"label": label, "x": x, "y": y})
     columns = ["setting", *far_cols]
     first = next(iter(results.values()))
@@ -133,7 +131,7 @@ def run(args: argparse.Namespace, flags: IjbFlags) -> int:
         "ijb_mixed",
         f"{name} mixed resolutions",
         settings={"model": args.model, "settings": {k: r.settings for k, r in results.items()}},
-        model=cli._model_json(model),
+        model=common.model_json(model),
         results={k: r.summary() for k, r in results.items()},
     )
     report["tables"].append({"title": title, "columns": columns, "rows": rows})
@@ -154,4 +152,4 @@ def run(args: argparse.Namespace, flags: IjbFlags) -> int:
         files.append(png)
     except ImportError:
         print("matplotlib is not installed: matrix.png skipped (pip install 'mrface[plot]')")
-    return cli._finish(files, f"{title}\n{cli._table_text(columns, rows)}")
+    return common.finish(files, f"{title}\n{common.table_text(columns, rows)}")

@@ -9,7 +9,7 @@ import pytest
 
 from mrface.cli import main
 from mrface.data.bins import write_bin
-from mrface.eval import cli as eval_cli
+from mrface.eval import cli_common as eval_common
 from mrface.eval.report import SCHEMA, new_report, render_report, validate_report, write_report
 
 
@@ -106,7 +106,7 @@ def test_cli_crossres_and_verification(tmp_path, monkeypatch, capsys, synth_imag
     pair_images = np.stack([first, second], 1).reshape(-1, 112, 112, 3)
     issame = np.array([True] * 10 + [False] * 10)
     write_bin(tmp_path / "s.bin", pair_images, issame, ext=".png")
-    monkeypatch.setattr(eval_cli, "load_eval_model", lambda spec: pooled_linear)
+    monkeypatch.setattr(eval_common, "load_eval_model", lambda spec: pooled_linear)
     out = tmp_path / "cr"
     assert (
         main(

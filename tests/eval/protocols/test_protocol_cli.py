@@ -10,7 +10,7 @@ import pytest
 
 from mrface.cli import main
 from mrface.data.bins import write_bin
-from mrface.eval import cli as eval_cli
+from mrface.eval import cli_common as eval_common
 from mrface.eval.protocols.ijb import IjbFlags, evaluate_ijb
 from mrface.eval.protocols.scface import evaluate_scface
 from mrface.eval.protocols.survface import evaluate_survface
@@ -20,7 +20,7 @@ from mrface.eval.verification import ExtractOptions
 
 @pytest.fixture
 def use_model(monkeypatch, pooled_linear):
-    monkeypatch.setattr(eval_cli, "load_eval_model", lambda spec: pooled_linear)
+    monkeypatch.setattr(eval_common, "load_eval_model", lambda spec: pooled_linear)
     return pooled_linear
 
 
