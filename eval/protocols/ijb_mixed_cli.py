@@ -21,11 +21,6 @@ PRIMARY_FAR = 1e-4  # BTNet's IJB-C 1:1 column
 PRIMARY_FPIR = 0.1  # BTNet's IJB-C 1:N column
 
 
-def _pair(text: str) -> tuple[int, int]:
-
-    return common.parse_pair(text)
-
-
 def _flag01(text: str) -> bool:
     if text not in ("0", "1"):
         raise argparse.ArgumentTypeError(f"expected 0 or 1 (the public scripts' --upsample values), got {text!r}")
@@ -39,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("mixed resolutions (BTNet's IJB-C tables)")
     g.add_argument(
         "--pair",
-        type=_pair,
+        type=common.parse_pair,
         default=None,
         metavar="R1,R2",
         help="view 1 at R1 and view 2 at R2 px, e.g. 112,7 (see --mixed-mode)",

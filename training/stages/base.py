@@ -16,7 +16,10 @@ from torch.utils.data import Sampler
 
 from mrface.losses import PartialFC, get_head
 from mrface.models import FaceModel
+from mrface.models.metadata import ModelMetadata
+from mrface.training.augment import ResolutionAugment
 from mrface.training.config import TrainConfig
+from mrface.training.distributed import DistEnv
 
 LossFn = Callable[[nn.Module, Tensor, Tensor, int, int], tuple[Tensor, dict[str, Tensor]]]
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm)
@@ -35,7 +38,7 @@ class Stage:
     clip_groups: list[list[nn.Parameter]] | None = None
 
 
-def _freeze_bn(module: nn.Module) -> None:
+def freeze_bn(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, _BN):
             m.eval()
@@ -61,7 +64,7 @@ def init_centres(head: PartialFC, seed: int, std: float = 0.01) -> None:
         head.weight[a - start : b - start] = rows[a - lo : b - lo].to(head.weight)
 
 
-def _make_head(cfg: TrainConfig, embedding_size: int, num_classes: int) -> PartialFC:
+def make_head(cfg: TrainConfig, embedding_size: int, num_classes: int) -> PartialFC:
     try:
         head = get_head(
             cfg.head.name,
@@ -75,3 +78,18 @@ def _make_head(cfg: TrainConfig, embedding_size: int, num_classes: int) -> Parti
         raise ValueError(f"head.args={dict(cfg.head.args)} do not fit head.name={cfg.head.name!r}: {err}") from None
     init_centres(head, cfg.seed)
     return head
+
+
+def make_augment(cfg: TrainConfig, env: DistEnv, meta: ModelMetadata) -> ResolutionAugment:
+    """The on-device augmentation of ``cfg.augment`` for this rank, normalising with the model's mean/std
+    and colour order (``cfg.data.color`` overrides the order)."""
+    return ResolutionAugment(
+        cfg.augment,
+        cfg.seed,
+        env.rank,
+        env.world_size,
+        cfg.optim.accumulate,
+        meta.mean,
+        meta.std,
+        cfg.data.color or meta.color_order,
+    )

@@ -28,11 +28,10 @@ from torch.utils.data import Dataset
 
 from mrface.models import FaceModel, get_model
 from mrface.models.coreset_template_model import ARCHITECTURE, CoresetModel
-from mrface.training.augment import ResolutionAugment
 from mrface.training.config import TrainConfig
 from mrface.training.data import build_dataset, dataset_classes
 from mrface.training.distributed import DistEnv
-from mrface.training.stages.base import Stage, _make_head
+from mrface.training.stages.base import Stage, make_augment, make_head
 from mrface.training.stages.frozen import load_frozen, trunk_arguments, trunk_weights
 from mrface.training.templates import PAD_LABEL, TemplateBatchSampler, TemplateDataset, seeded_generator
 
@@ -77,18 +76,9 @@ def coreset_stage(cfg: TrainConfig, env: DistEnv, dataset: Dataset | None) -> tu
     else:
         num_classes = dataset_classes(dataset)
     templates = TemplateDataset(dataset, num_classes)
-    head = _make_head(cfg, model.embedding_size, num_classes)
+    head = make_head(cfg, model.embedding_size, num_classes)
     meta = model.metadata
-    augment = ResolutionAugment(
-        cfg.augment,
-        cfg.seed,
-        env.rank,
-        env.world_size,
-        cfg.optim.accumulate,
-        meta.mean,
-        meta.std,
-        cfg.data.color or meta.color_order,
-    )
+    augment = make_augment(cfg, env, meta)
 
     def loss_fn(net: nn.Module, images: Tensor, labels: Tensor, step: int, micro: int) -> tuple[Tensor, dict]:
         """images (B, W, 3, S, S), labels (B, W) (-1 at padding) -> AdaFace loss of the B template embeddings."""

@@ -30,12 +30,11 @@ from torch.utils.data import Dataset
 from mrface.models import DCR, get_model
 from mrface.models.dcr import DCRCentres, DCROutput, dcr_loss
 from mrface.ops import degrade_resolution
-from mrface.training.augment import ResolutionAugment
 from mrface.training.checkpoint import CheckpointNotFound, read_manifest, resolve_checkpoint
 from mrface.training.config import TrainConfig
 from mrface.training.data import build_dataset, dataset_classes
 from mrface.training.distributed import DistEnv
-from mrface.training.stages.base import Stage
+from mrface.training.stages.base import Stage, make_augment
 from mrface.training.stages.frozen import load_frozen, trunk_arguments, trunk_weights
 
 
@@ -114,16 +113,7 @@ def dcr_stage(cfg: TrainConfig, env: DistEnv, dataset: Dataset | None) -> tuple[
         model.init_classifiers(torch.nn.functional.normalize(weight, dim=1) * cfg.dcr.classifier_scale)
     scales = ([model.hr_resolution] if model.hr_resolution is not None else []) + list(model.resolutions)
     criterion = DCRCentres(scales, num_classes, model.embedding_size, cfg.dcr.centre_rate, seed=cfg.seed)
-    augment = ResolutionAugment(
-        cfg.augment,
-        cfg.seed,
-        env.rank,
-        env.world_size,
-        cfg.optim.accumulate,
-        trunk_meta.mean,
-        trunk_meta.std,
-        cfg.data.color or trunk_meta.color_order,
-    )
+    augment = make_augment(cfg, env, trunk_meta)
     resolutions = model.resolutions
 
     def loss_fn(net: nn.Module, images: Tensor, labels: Tensor, step: int, micro: int) -> tuple[Tensor, dict]:

@@ -19,11 +19,11 @@ from mrface.losses import BTNetDistillLoss
 from mrface.models import BTNet, DistillOutput, get_model
 from mrface.models.btnet import norm_key
 from mrface.models.checkpoint import read_metadata, read_safetensors
-from mrface.training.augment import ResolutionAugment, StudentResize
+from mrface.training.augment import StudentResize
 from mrface.training.checkpoint import load_head, read_manifest, resolve_checkpoint
 from mrface.training.config import TrainConfig
 from mrface.training.distributed import DistEnv
-from mrface.training.stages.base import Stage, _freeze_bn, _make_head
+from mrface.training.stages.base import Stage, freeze_bn, make_augment, make_head
 
 
 class BranchStudents(nn.Module):
@@ -95,21 +95,12 @@ def distill_stage(cfg: TrainConfig, env: DistEnv) -> tuple[Stage, int]:
             copy_tail_norms(model, int(r))
     model.trunk.requires_grad_(False)
 
-    head = _make_head(cfg, model.embedding_size, int(manifest["num_classes"]))
+    head = make_head(cfg, model.embedding_size, int(manifest["num_classes"]))
     load_head(ckpt, head)
     criterion = BTNetDistillLoss(head, cfg.distill.feature_weight, cfg.distill.embedding_weight, freeze_classifier=True)
     net = BranchStudents(model, list(cfg.distill.resolutions))
     meta = model.metadata
-    augment = ResolutionAugment(
-        cfg.augment,
-        cfg.seed,
-        env.rank,
-        env.world_size,
-        cfg.optim.accumulate,
-        meta.mean,
-        meta.std,
-        cfg.data.color or meta.color_order,
-    )
+    augment = make_augment(cfg, env, meta)
     student_inputs = StudentResize(
         list(cfg.distill.resolutions),
         list(cfg.distill.filters),
@@ -137,7 +128,7 @@ def distill_stage(cfg: TrainConfig, env: DistEnv) -> tuple[Stage, int]:
         model.trunk.eval()
         criterion.train()
         if cfg.model.freeze_bn:
-            _freeze_bn(model)
+            freeze_bn(model)
 
     clip_groups = [model.branch_parameters(int(r)) for r in cfg.distill.resolutions]
     return Stage(model, net, head, loss_fn, train_mode, clip_groups=clip_groups), int(manifest["num_classes"])

@@ -29,7 +29,7 @@ from mrface.training.augment import step_batch_slice, step_generator
 from mrface.training.config import TrainConfig
 from mrface.training.data import build_dataset, dataset_classes
 from mrface.training.distributed import DistEnv
-from mrface.training.stages.base import Stage, _freeze_bn, _make_head
+from mrface.training.stages.base import Stage, freeze_bn, make_head
 
 # The public RandomRescale draws from [BICUBIC, BILINEAR, NEAREST, BOX, LANCZOS] (PIL, antialiased when
 # shrinking) for the way down and again for the way up; our filters of the same names. PIL's BOX upscale
@@ -144,7 +144,7 @@ def qgface_stage(cfg: TrainConfig, env: DistEnv, dataset: Dataset | None) -> tup
         dataset, num_classes = build_dataset(cfg.data, cfg.data.color or model.metadata.color_order)
     else:
         num_classes = dataset_classes(dataset)
-    head = _make_head(cfg, model.embedding_size, num_classes)
+    head = make_head(cfg, model.embedding_size, num_classes)
     if not isinstance(head.margin, QGFace):
         raise ValueError(
             f"stage=qgface: head.name={cfg.head.name!r} must be qgface (the quality-gated AdaFace "
@@ -184,6 +184,6 @@ def qgface_stage(cfg: TrainConfig, env: DistEnv, dataset: Dataset | None) -> tup
         head.train()
         criterion.train()
         if cfg.model.freeze_bn:
-            _freeze_bn(model)
+            freeze_bn(model)
 
     return Stage(model, model, head, loss_fn, train_mode, extra=criterion), dataset

@@ -8,11 +8,10 @@ from torch import Tensor, nn
 
 from mrface.models import get_model
 from mrface.models.checkpoint import read_safetensors
-from mrface.training.augment import ResolutionAugment
 from mrface.training.checkpoint import weights_file
 from mrface.training.config import TrainConfig
 from mrface.training.distributed import DistEnv
-from mrface.training.stages.base import Stage, _freeze_bn, _make_head
+from mrface.training.stages.base import Stage, freeze_bn, make_augment, make_head
 
 
 def trunk_stage(cfg: TrainConfig, env: DistEnv, num_classes: int) -> Stage:
@@ -25,18 +24,9 @@ def trunk_stage(cfg: TrainConfig, env: DistEnv, num_classes: int) -> Stage:
                 f"model.init={cfg.model.init}: weights do not fit {cfg.model.name} "
                 f"(unexpected {unexpected[:5]}, missing {missing[:5]})"
             )
-    head = _make_head(cfg, model.embedding_size, num_classes)
+    head = make_head(cfg, model.embedding_size, num_classes)
     meta = model.metadata
-    augment = ResolutionAugment(
-        cfg.augment,
-        cfg.seed,
-        env.rank,
-        env.world_size,
-        cfg.optim.accumulate,
-        meta.mean,
-        meta.std,
-        cfg.data.color or meta.color_order,
-    )
+    augment = make_augment(cfg, env, meta)
 
     def loss_fn(net: nn.Module, images: Tensor, labels: Tensor, step: int, micro: int) -> tuple[Tensor, dict]:
         embeddings = net(augment(images, step, micro))
@@ -46,6 +36,6 @@ def trunk_stage(cfg: TrainConfig, env: DistEnv, num_classes: int) -> Stage:
         model.train()
         head.train()
         if cfg.model.freeze_bn:
-            _freeze_bn(model)
+            freeze_bn(model)
 
     return Stage(model, model, head, loss_fn, train_mode)
