@@ -256,39 +256,40 @@ def dcr_loss(
 
 
 # ------------------------------------------------------------------------------ registrations
-@register_model("dcr_iresnet50", description="DCR: iResNet-50 trunk + coupled branches 8/12/16/20")
-def _dcr_iresnet50(
+def _dcr_over(
+    trunk: FaceModel,
     num_classes: int,
     resolutions: Any = (8, 12, 16, 20),
     identity_init: bool = True,
     normalized_embeddings: bool = False,
     hr_branch: bool = True,
-    **kwargs: Any,
 ) -> FaceModel:
     return DCR(
-        iresnet(50, **kwargs),
+        trunk,
         num_classes,
         tuple(resolutions),
         identity_init=identity_init,
         normalized_embeddings=normalized_embeddings,
         hr_branch=hr_branch,
     )
+
+
+_DCR_OPTIONS = ("resolutions", "identity_init", "normalized_embeddings", "hr_branch")
+
+
+def _split_dcr_options(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(DCR options, trunk keyword arguments) from one keyword dict."""
+    options = {k: kwargs.pop(k) for k in _DCR_OPTIONS if k in kwargs}
+    return options, kwargs
+
+
+@register_model("dcr_iresnet50", description="DCR: iResNet-50 trunk + coupled branches 8/12/16/20")
+def _dcr_iresnet50(num_classes: int, **kwargs: Any) -> FaceModel:
+    options, trunk_args = _split_dcr_options(kwargs)
+    return _dcr_over(iresnet(50, **trunk_args), num_classes, **options)
 
 
 @register_model("dcr_tiny", description="DCR over iresnet_tiny")
-def _dcr_tiny(
-    num_classes: int,
-    resolutions: Any = (8, 12, 16, 20),
-    identity_init: bool = True,
-    normalized_embeddings: bool = False,
-    hr_branch: bool = True,
-    **kwargs: Any,
-) -> FaceModel:
-    return DCR(
-        iresnet(**{**TINY, **kwargs}),
-        num_classes,
-        tuple(resolutions),
-        identity_init=identity_init,
-        normalized_embeddings=normalized_embeddings,
-        hr_branch=hr_branch,
-    )
+def _dcr_tiny(num_classes: int, **kwargs: Any) -> FaceModel:
+    options, trunk_args = _split_dcr_options(kwargs)
+    return _dcr_over(iresnet(**{**TINY, **trunk_args}), num_classes, **options)
