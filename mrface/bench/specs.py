@@ -124,7 +124,7 @@ SPECS: tuple[Spec, ...] = (
         "kernels",
         "bench_margin_softmax.py",
         full_only=True,
-        full=("--device", "cpu", "--margins", "arcface", "--shapes", "512,20000,512", "--busy", "2"),
+        full=("--margins", "arcface", "--shapes", "512,20000,512", "--busy", "2"),
     ),
     Spec(
         "margin_softmax_classes",
