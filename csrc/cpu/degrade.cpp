@@ -18,6 +18,7 @@
 #endif
 #if defined(__SSE2__)
 #include <emmintrin.h>
+#include <xmmintrin.h>
 #endif
 
 // The wide row loops get an AVX2 clone picked at load time (the package is built for baseline x86-64,
@@ -141,12 +142,51 @@ MRFACE_ROW_CLONES void resize_column_row(const float* src, int64_t width, const 
     case 9: return column_row_fixed<9>(src, width, idx, w, dst);
     default: break;
   }
-  std::fill(dst, dst + width, 0.0f);
+  // Wide windows (antialiased filters at large factors): blocks of kBlock outputs stay in registers
+  // across all taps instead of being loaded and stored once per tap.
+  constexpr int64_t kBlock = 32;
+  int64_t j0 = 0;
+  for (; j0 + kBlock <= width; j0 += kBlock) {
+    float acc[kBlock] = {};
+    for (int64_t t = 0; t < taps; ++t) {
+      const float weight = w[t];
+      if (weight == 0.0f) continue;
+      const float* __restrict__ s = src + static_cast<int64_t>(idx[t]) * width + j0;
+      for (int64_t j = 0; j < kBlock; ++j) acc[j] += weight * s[j];
+    }
+    for (int64_t j = 0; j < kBlock; ++j) dst[j0 + j] = acc[j];
+  }
+  std::fill(dst + j0, dst + width, 0.0f);
   for (int64_t t = 0; t < taps; ++t) {
     const float weight = w[t];
     if (weight == 0.0f) continue;
     const float* __restrict__ s = src + static_cast<int64_t>(idx[t]) * width;
-    for (int64_t j = 0; j < width; ++j) dst[j] += weight * s[j];
+    for (int64_t j = j0; j < width; ++j) dst[j] += weight * s[j];
+  }
+}
+
+// dst[x * rows + r] = src[r * cols + x]: a (rows, cols) block transposed, 4 x 4 tiles through SSE2.
+void transpose_block(const float* __restrict__ src, int64_t rows, int64_t cols, float* __restrict__ dst) {
+  int64_t r = 0;
+#if defined(__SSE2__)
+  for (; r + 4 <= rows; r += 4) {
+    int64_t x = 0;
+    for (; x + 4 <= cols; x += 4) {
+      __m128 a = _mm_loadu_ps(src + r * cols + x), b = _mm_loadu_ps(src + (r + 1) * cols + x);
+      __m128 c = _mm_loadu_ps(src + (r + 2) * cols + x), d = _mm_loadu_ps(src + (r + 3) * cols + x);
+      _MM_TRANSPOSE4_PS(a, b, c, d);
+      _mm_storeu_ps(dst + x * rows + r, a);
+      _mm_storeu_ps(dst + (x + 1) * rows + r, b);
+      _mm_storeu_ps(dst + (x + 2) * rows + r, c);
+      _mm_storeu_ps(dst + (x + 3) * rows + r, d);
+    }
+    for (; x < cols; ++x) {
+      for (int64_t k = 0; k < 4; ++k) dst[x * rows + r + k] = src[(r + k) * cols + x];
+    }
+  }
+#endif
+  for (; r < rows; ++r) {
+    for (int64_t x = 0; x < cols; ++x) dst[x * rows + r] = src[r * cols + x];
   }
 }
 
@@ -160,15 +200,11 @@ void resize_rows(const float* src, int64_t rows, int64_t src_w, const int32_t* i
   thread_local std::vector<float> t_in, t_out;
   t_in.resize(static_cast<size_t>(rows * src_w));
   t_out.resize(static_cast<size_t>(rows * out_w));
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t x = 0; x < src_w; ++x) t_in[x * rows + r] = src[r * src_w + x];
-  }
+  transpose_block(src, rows, src_w, t_in.data());
   for (int64_t j = 0; j < out_w; ++j) {
     resize_column_row(t_in.data(), rows, idx + j * taps, w + j * taps, taps, t_out.data() + j * rows);
   }
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t j = 0; j < out_w; ++j) dst[r * out_w + j] = t_out[j * rows + r];
-  }
+  transpose_block(t_out.data(), out_w, rows, dst);
 }
 
 // ---- uint8 fixed point --------------------------------------------------------------------------
