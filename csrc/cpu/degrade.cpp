@@ -300,6 +300,43 @@ void gather_rows_q(const q16* src, int64_t rows, int64_t src_w, const int32_t* i
   }
 }
 
+// dst[x * rows + r] = src[r * cols + x] for int16: 8 x 8 tiles through SSE2 unpacks.
+void transpose_block_q(const q16* __restrict__ src, int64_t rows, int64_t cols, q16* __restrict__ dst) {
+  int64_t r = 0;
+#if defined(__SSE2__)
+  for (; r + 8 <= rows; r += 8) {
+    int64_t x = 0;
+    for (; x + 8 <= cols; x += 8) {
+      __m128i v[8];
+      for (int k = 0; k < 8; ++k) v[k] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + (r + k) * cols + x));
+      __m128i a[8], b[8];
+      for (int k = 0; k < 4; ++k) {
+        a[2 * k] = _mm_unpacklo_epi16(v[2 * k], v[2 * k + 1]);
+        a[2 * k + 1] = _mm_unpackhi_epi16(v[2 * k], v[2 * k + 1]);
+      }
+      for (int h = 0; h < 2; ++h) {  // rows 0-3 (h = 0) and 4-7 (h = 1)
+        const __m128i* ah = a + 4 * h;
+        b[4 * h + 0] = _mm_unpacklo_epi32(ah[0], ah[2]);  // columns 0, 1
+        b[4 * h + 1] = _mm_unpackhi_epi32(ah[0], ah[2]);  // columns 2, 3
+        b[4 * h + 2] = _mm_unpacklo_epi32(ah[1], ah[3]);  // columns 4, 5
+        b[4 * h + 3] = _mm_unpackhi_epi32(ah[1], ah[3]);  // columns 6, 7
+      }
+      for (int k = 0; k < 4; ++k) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (x + 2 * k) * rows + r), _mm_unpacklo_epi64(b[k], b[4 + k]));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (x + 2 * k + 1) * rows + r),
+                         _mm_unpackhi_epi64(b[k], b[4 + k]));
+      }
+    }
+    for (; x < cols; ++x) {
+      for (int64_t k = 0; k < 8; ++k) dst[x * rows + r + k] = src[(r + k) * cols + x];
+    }
+  }
+#endif
+  for (; r < rows; ++r) {
+    for (int64_t x = 0; x < cols; ++x) dst[x * rows + r] = src[r * cols + x];
+  }
+}
+
 // resize_rows in Q7/Q15: gathers for one or two taps, otherwise through a transpose (see resize_rows).
 void resize_rows_q(const q16* src, int64_t rows, int64_t src_w, const int32_t* idx, const q16* w, int64_t taps,
                    int64_t out_w, q16* dst) {
@@ -315,15 +352,11 @@ void resize_rows_q(const q16* src, int64_t rows, int64_t src_w, const int32_t* i
   thread_local std::vector<q16> t_in, t_out;
   t_in.resize(static_cast<size_t>(rows * src_w));
   t_out.resize(static_cast<size_t>(rows * out_w));
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t x = 0; x < src_w; ++x) t_in[x * rows + r] = src[r * src_w + x];
-  }
+  transpose_block_q(src, rows, src_w, t_in.data());
   for (int64_t j = 0; j < out_w; ++j) {
     resize_column_row_q(t_in.data(), rows, idx + j * taps, w + j * taps, taps, t_out.data() + j * rows);
   }
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t j = 0; j < out_w; ++j) dst[r * out_w + j] = t_out[j * rows + r];
-  }
+  transpose_block_q(t_out.data(), out_w, rows, dst);
 }
 
 MRFACE_ROW_CLONES void widen_row_q(const uint8_t* __restrict__ src, int64_t n, q16* __restrict__ dst) {
