@@ -23,6 +23,10 @@ matmul in the benchmark's dtype). ``achieved`` = floor / time.
 
     python benchmarks/bench_margin_softmax.py                      # default shapes, this device
     python benchmarks/bench_margin_softmax.py --device cpu --shapes 512,100000,512
+    python benchmarks/bench_margin_softmax.py --device cpu --shapes 512,20000,512 --margins arcface --busy 2
+
+``--busy N`` times every path while N other processes spin on the CPU (bench_degrade.py's helper): the
+fused chunked head against the materialised one under oversubscription; compare within one run only.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import sys
 from pathlib import Path
 
 import torch
+from bench_degrade import busy_processes
 from common import (
     copy_bandwidth,
     machine,
@@ -154,6 +159,9 @@ def main() -> None:
         "so only indicative): the suite's quick checks",
     )
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--busy", type=int, default=0, help="CPU: other processes spinning during the timed paths (load rows)"
+    )
     parser.add_argument("--out", default=None)
     parser.add_argument("--child", nargs=7, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -180,7 +188,8 @@ def main() -> None:
             for margin in args.margins:
                 results = {}
                 for path in paths:
-                    res = _run(path, margin, b, c, d, device, dtype, args.repeats, args.in_process)
+                    with busy_processes(args.busy):  # the roofs above are measured without the load
+                        res = _run(path, margin, b, c, d, device, dtype, args.repeats, args.in_process)
                     results[path] = res
                     rows.append(
                         {
@@ -196,6 +205,7 @@ def main() -> None:
                             "logits_MiB": b * c * 4 / 2**20,
                             "speedup_vs_ref": None,
                             "mem_ratio_vs_ref": None,
+                            "busy": args.busy,
                         }
                     )
                 ref = results.get("reference", {})
@@ -212,7 +222,7 @@ def main() -> None:
                     )
                     row["note"] = results[row["path"]].get("note") or note
                 write_partial("margin_softmax", rows, args.out)
-    print(f"machine: {machine()}  device={device}  dtypes={dtypes}")
+    print(f"machine: {machine()}  device={device}  dtypes={dtypes}  busy_processes={args.busy}")
     for dtype in dtypes:
         print(roofs_line(bandwidth, peaks[dtype], dtype))
     print_table(
@@ -247,6 +257,7 @@ def main() -> None:
             "copy_bandwidth": bandwidth,
             "matmul_peak_flops": peaks[dtypes[0]] if len(dtypes) == 1 else peaks,
             "margin_triton_half": os.environ.get("MRFACE_MARGIN_TRITON_HALF"),
+            "busy_processes": args.busy,
         },
     )
 

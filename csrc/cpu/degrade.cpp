@@ -1,6 +1,7 @@
 // CPU degradation kernel: one pass over each input plane produces every down level (cascading
 // from an earlier level where the level table says so) and every down-then-up image.
 #include <algorithm>
+#include <cmath>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -17,6 +18,7 @@
 #endif
 #if defined(__SSE2__)
 #include <emmintrin.h>
+#include <xmmintrin.h>
 #endif
 
 // The wide row loops get an AVX2 clone picked at load time (the package is built for baseline x86-64,
@@ -140,12 +142,51 @@ MRFACE_ROW_CLONES void resize_column_row(const float* src, int64_t width, const 
     case 9: return column_row_fixed<9>(src, width, idx, w, dst);
     default: break;
   }
-  std::fill(dst, dst + width, 0.0f);
+  // Wide windows (antialiased filters at large factors): blocks of kBlock outputs stay in registers
+  // across all taps instead of being loaded and stored once per tap.
+  constexpr int64_t kBlock = 32;
+  int64_t j0 = 0;
+  for (; j0 + kBlock <= width; j0 += kBlock) {
+    float acc[kBlock] = {};
+    for (int64_t t = 0; t < taps; ++t) {
+      const float weight = w[t];
+      if (weight == 0.0f) continue;
+      const float* __restrict__ s = src + static_cast<int64_t>(idx[t]) * width + j0;
+      for (int64_t j = 0; j < kBlock; ++j) acc[j] += weight * s[j];
+    }
+    for (int64_t j = 0; j < kBlock; ++j) dst[j0 + j] = acc[j];
+  }
+  std::fill(dst + j0, dst + width, 0.0f);
   for (int64_t t = 0; t < taps; ++t) {
     const float weight = w[t];
     if (weight == 0.0f) continue;
     const float* __restrict__ s = src + static_cast<int64_t>(idx[t]) * width;
-    for (int64_t j = 0; j < width; ++j) dst[j] += weight * s[j];
+    for (int64_t j = j0; j < width; ++j) dst[j] += weight * s[j];
+  }
+}
+
+// dst[x * rows + r] = src[r * cols + x]: a (rows, cols) block transposed, 4 x 4 tiles through SSE2.
+void transpose_block(const float* __restrict__ src, int64_t rows, int64_t cols, float* __restrict__ dst) {
+  int64_t r = 0;
+#if defined(__SSE2__)
+  for (; r + 4 <= rows; r += 4) {
+    int64_t x = 0;
+    for (; x + 4 <= cols; x += 4) {
+      __m128 a = _mm_loadu_ps(src + r * cols + x), b = _mm_loadu_ps(src + (r + 1) * cols + x);
+      __m128 c = _mm_loadu_ps(src + (r + 2) * cols + x), d = _mm_loadu_ps(src + (r + 3) * cols + x);
+      _MM_TRANSPOSE4_PS(a, b, c, d);
+      _mm_storeu_ps(dst + x * rows + r, a);
+      _mm_storeu_ps(dst + (x + 1) * rows + r, b);
+      _mm_storeu_ps(dst + (x + 2) * rows + r, c);
+      _mm_storeu_ps(dst + (x + 3) * rows + r, d);
+    }
+    for (; x < cols; ++x) {
+      for (int64_t k = 0; k < 4; ++k) dst[x * rows + r + k] = src[(r + k) * cols + x];
+    }
+  }
+#endif
+  for (; r < rows; ++r) {
+    for (int64_t x = 0; x < cols; ++x) dst[x * rows + r] = src[r * cols + x];
   }
 }
 
@@ -159,14 +200,258 @@ void resize_rows(const float* src, int64_t rows, int64_t src_w, const int32_t* i
   thread_local std::vector<float> t_in, t_out;
   t_in.resize(static_cast<size_t>(rows * src_w));
   t_out.resize(static_cast<size_t>(rows * out_w));
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t x = 0; x < src_w; ++x) t_in[x * rows + r] = src[r * src_w + x];
-  }
+  transpose_block(src, rows, src_w, t_in.data());
   for (int64_t j = 0; j < out_w; ++j) {
     resize_column_row(t_in.data(), rows, idx + j * taps, w + j * taps, taps, t_out.data() + j * rows);
   }
+  transpose_block(t_out.data(), out_w, rows, dst);
+}
+
+// ---- uint8 fixed point --------------------------------------------------------------------------
+// uint8 planes with non-negative tap weights (nearest, bilinear, area, the antialiased bilinear) run in
+// int16 arithmetic: samples and levels are Q7 (grey level * 128, at most 32640), weights Q15
+// (round(w * 32768), 1.0 saturating to 32767), and each tap's product is rounded to Q7 as
+// pmulhrsw does ((v * w >> 14) + 1) >> 1, which the compiler emits for the AVX2 clone: 16 lanes per
+// instruction where float32 has 8 (row gathers stay scalar and accumulate in int32, rounding once).
+// The result is stored rounding half up, saturated. Error: half a Q7 step (1/256 grey level) per
+// column tap and per stored level, plus the Q15 weight rounding: every output is within one grey
+// level of the float result rounded and equals it unless that result lies within 0.1 of a half
+// (measured: within 0.05 for 112 -> 7 bilinear_aa, 33 taps; tests/ops/test_degrade_uint8_fixed.py).
+// Not more accurate than that. Filters with negative lobes (bicubic, lanczos) overshoot [0, 255]
+// and keep the float32 path, chosen per image where filters are drawn per image.
+using q16 = int16_t;
+constexpr int kQ = 7;  // fractional bits of the samples
+
+inline q16 mul_q15(q16 v, q16 w) { return static_cast<q16>(((static_cast<int32_t>(v) * w >> 14) + 1) >> 1); }
+
+template <int Taps>
+inline void column_row_fixed_q(const q16* src, int64_t width, const int32_t* idx, const q16* w, q16* __restrict__ dst) {
+  const q16* rows[Taps];
+  q16 weight[Taps];
+  for (int t = 0; t < Taps; ++t) {
+    rows[t] = src + static_cast<int64_t>(idx[t]) * width;
+    weight[t] = w[t];
+  }
+  for (int64_t j = 0; j < width; ++j) {
+    q16 acc = 0;
+    for (int t = 0; t < Taps; ++t) acc = static_cast<q16>(acc + mul_q15(rows[t][j], weight[t]));
+    dst[j] = acc;
+  }
+}
+
+// resize_column_row in Q7/Q15: dst[j] = sum_t w[t] * src[idx[t], j].
+MRFACE_ROW_CLONES void resize_column_row_q(const q16* src, int64_t width, const int32_t* idx, const q16* w,
+                                           int64_t taps, q16* __restrict__ dst) {
+  if (taps == 1) {
+    const q16* __restrict__ s0 = src + static_cast<int64_t>(idx[0]) * width;
+    const q16 w0 = w[0];
+    if (w0 == 32767) {
+      std::copy(s0, s0 + width, dst);  // weight 1: the sample itself
+      return;
+    }
+    for (int64_t j = 0; j < width; ++j) dst[j] = mul_q15(s0[j], w0);
+    return;
+  }
+  if (taps == 2) {
+    const q16* __restrict__ s0 = src + static_cast<int64_t>(idx[0]) * width;
+    const q16* __restrict__ s1 = src + static_cast<int64_t>(idx[1]) * width;
+    const q16 w0 = w[0], w1 = w[1];
+    for (int64_t j = 0; j < width; ++j) dst[j] = static_cast<q16>(mul_q15(s0[j], w0) + mul_q15(s1[j], w1));
+    return;
+  }
+  switch (taps) {
+    case 3: return column_row_fixed_q<3>(src, width, idx, w, dst);
+    case 4: return column_row_fixed_q<4>(src, width, idx, w, dst);
+    case 5: return column_row_fixed_q<5>(src, width, idx, w, dst);
+    case 6: return column_row_fixed_q<6>(src, width, idx, w, dst);
+    case 7: return column_row_fixed_q<7>(src, width, idx, w, dst);
+    case 8: return column_row_fixed_q<8>(src, width, idx, w, dst);
+    case 9: return column_row_fixed_q<9>(src, width, idx, w, dst);
+    default: break;
+  }
+  std::fill(dst, dst + width, q16{0});
+  for (int64_t t = 0; t < taps; ++t) {
+    const q16 weight = w[t];
+    if (weight == 0) continue;
+    const q16* __restrict__ s = src + static_cast<int64_t>(idx[t]) * width;
+    for (int64_t j = 0; j < width; ++j) dst[j] = static_cast<q16>(dst[j] + mul_q15(s[j], weight));
+  }
+}
+
+// Gathering row resize in Q7/Q15 (Taps 0: tap count given at run time). One rounding per output: scalar
+// code gains nothing from 16-bit products.
+constexpr int64_t kTransposeTapsQ = 3;  // as resize_rows: measured, two-tap transposes cost more than they save
+
+template <int Taps>
+void gather_rows_q(const q16* src, int64_t rows, int64_t src_w, const int32_t* idx, const q16* w, int64_t out_w,
+                   q16* dst, int64_t taps = Taps) {
   for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t j = 0; j < out_w; ++j) dst[r * out_w + j] = t_out[j * rows + r];
+    const q16* s = src + r * src_w;
+    q16* d = dst + r * out_w;
+    for (int64_t j = 0; j < out_w; ++j) {
+      int32_t acc = 1 << 14;
+      if constexpr (Taps > 0) {
+        for (int t = 0; t < Taps; ++t) acc += static_cast<int32_t>(s[idx[j * Taps + t]]) * w[j * Taps + t];
+      } else {
+        for (int64_t t = 0; t < taps; ++t) acc += static_cast<int32_t>(s[idx[j * taps + t]]) * w[j * taps + t];
+      }
+      d[j] = static_cast<q16>(acc >> 15);
+    }
+  }
+}
+
+// dst[x * rows + r] = src[r * cols + x] for int16: 8 x 8 tiles through SSE2 unpacks.
+void transpose_block_q(const q16* __restrict__ src, int64_t rows, int64_t cols, q16* __restrict__ dst) {
+  int64_t r = 0;
+#if defined(__SSE2__)
+  for (; r + 8 <= rows; r += 8) {
+    int64_t x = 0;
+    for (; x + 8 <= cols; x += 8) {
+      __m128i v[8];
+      for (int k = 0; k < 8; ++k) v[k] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + (r + k) * cols + x));
+      __m128i a[8], b[8];
+      for (int k = 0; k < 4; ++k) {
+        a[2 * k] = _mm_unpacklo_epi16(v[2 * k], v[2 * k + 1]);
+        a[2 * k + 1] = _mm_unpackhi_epi16(v[2 * k], v[2 * k + 1]);
+      }
+      for (int h = 0; h < 2; ++h) {  // rows 0-3 (h = 0) and 4-7 (h = 1)
+        const __m128i* ah = a + 4 * h;
+        b[4 * h + 0] = _mm_unpacklo_epi32(ah[0], ah[2]);  // columns 0, 1
+        b[4 * h + 1] = _mm_unpackhi_epi32(ah[0], ah[2]);  // columns 2, 3
+        b[4 * h + 2] = _mm_unpacklo_epi32(ah[1], ah[3]);  // columns 4, 5
+        b[4 * h + 3] = _mm_unpackhi_epi32(ah[1], ah[3]);  // columns 6, 7
+      }
+      for (int k = 0; k < 4; ++k) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (x + 2 * k) * rows + r), _mm_unpacklo_epi64(b[k], b[4 + k]));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (x + 2 * k + 1) * rows + r),
+                         _mm_unpackhi_epi64(b[k], b[4 + k]));
+      }
+    }
+    for (; x < cols; ++x) {
+      for (int64_t k = 0; k < 8; ++k) dst[x * rows + r + k] = src[(r + k) * cols + x];
+    }
+  }
+#endif
+  for (; r < rows; ++r) {
+    for (int64_t x = 0; x < cols; ++x) dst[x * rows + r] = src[r * cols + x];
+  }
+}
+
+// resize_rows in Q7/Q15: gathers for one or two taps, otherwise through a transpose (see resize_rows).
+void resize_rows_q(const q16* src, int64_t rows, int64_t src_w, const int32_t* idx, const q16* w, int64_t taps,
+                   int64_t out_w, q16* dst) {
+  if (taps < kTransposeTapsQ || rows < 8) {
+    switch (taps) {
+      case 1: return gather_rows_q<1>(src, rows, src_w, idx, w, out_w, dst);
+      case 2: return gather_rows_q<2>(src, rows, src_w, idx, w, out_w, dst);
+      case 3: return gather_rows_q<3>(src, rows, src_w, idx, w, out_w, dst);
+      case 4: return gather_rows_q<4>(src, rows, src_w, idx, w, out_w, dst);
+      default: return gather_rows_q<0>(src, rows, src_w, idx, w, out_w, dst, taps);
+    }
+  }
+  thread_local std::vector<q16> t_in, t_out;
+  t_in.resize(static_cast<size_t>(rows * src_w));
+  t_out.resize(static_cast<size_t>(rows * out_w));
+  transpose_block_q(src, rows, src_w, t_in.data());
+  for (int64_t j = 0; j < out_w; ++j) {
+    resize_column_row_q(t_in.data(), rows, idx + j * taps, w + j * taps, taps, t_out.data() + j * rows);
+  }
+  transpose_block_q(t_out.data(), out_w, rows, dst);
+}
+
+MRFACE_ROW_CLONES void widen_row_q(const uint8_t* __restrict__ src, int64_t n, q16* __restrict__ dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<q16>(src[i] << kQ);
+}
+
+// Q7 -> uint8, rounding half up and saturating (negative sums cannot occur with non-negative weights;
+// the clamp keeps the store defined anyway).
+MRFACE_ROW_CLONES void narrow_row_q(const q16* __restrict__ src, int64_t n, uint8_t* __restrict__ dst) {
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t v = (static_cast<int32_t>(src[i]) + (1 << (kQ - 1))) >> kQ;
+    dst[i] = static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));
+  }
+}
+
+// Whether every tap weight a level table set uses is non-negative (the fixed-point path's condition).
+bool non_negative_taps(const DegradeArgs& a, const int32_t* desc) {
+  auto ok = [&](int32_t off, int64_t count) {
+    const float* w = a.tap_weight + off;
+    bool good = true;
+    for (int64_t i = 0; i < count; ++i) good &= w[i] >= 0.0f;
+    return good;
+  };
+  for (int k = 0; k < a.num_levels; ++k) {
+    const int32_t* L = desc + k * kLevelFields;
+    if (!ok(L[kYOff], int64_t{L[kOutH]} * L[kYTaps]) || !ok(L[kXOff], int64_t{L[kOutW]} * L[kXTaps])) return false;
+    if (L[kUpYTaps] > 0 && (!ok(L[kUpYOff], a.h * L[kUpYTaps]) || !ok(L[kUpXOff], a.w * L[kUpXTaps]))) return false;
+  }
+  return true;
+}
+
+// Every tap weight in Q15. The table is small (under 10^5 entries for the per-image bank).
+std::vector<q16> q15_weights(const DegradeArgs& a) {
+  int64_t size = 0;
+  const int64_t sets = a.per_image ? a.n : 1;
+  for (int64_t s = 0; s < sets; ++s) {
+    for (int k = 0; k < a.num_levels; ++k) {
+      const int32_t* L = a.levels + (s * a.num_levels + k) * kLevelFields;
+      size = std::max({size, int64_t{L[kYOff]} + int64_t{L[kOutH]} * L[kYTaps],
+                       int64_t{L[kXOff]} + int64_t{L[kOutW]} * L[kXTaps]});
+      if (L[kUpYTaps] > 0) {
+        size = std::max({size, int64_t{L[kUpYOff]} + a.h * L[kUpYTaps], int64_t{L[kUpXOff]} + a.w * L[kUpXTaps]});
+      }
+    }
+  }
+  std::vector<q16> q(static_cast<size_t>(size));
+  for (int64_t i = 0; i < size; ++i) {
+    const float v = std::nearbyint(a.tap_weight[i] * 32768.0f);
+    q[i] = static_cast<q16>(std::clamp(v, -32768.0f, 32767.0f));
+  }
+  return q;
+}
+
+// One uint8 plane through every level in Q7 (the fixed-point twin of degrade_typed's loop body).
+struct FixedScratch {
+  std::vector<q16> plane, levels, tmp, row;
+};
+
+void degrade_plane_fixed(const DegradeArgs& a, const int32_t* desc, const q16* wq, int64_t p, FixedScratch& s) {
+  const int64_t hw = a.h * a.w;
+  s.plane.resize(static_cast<size_t>(hw));
+  s.levels.resize(static_cast<size_t>(a.buffer_floats));
+  widen_row_q(static_cast<const uint8_t*>(a.input) + p * hw, hw, s.plane.data());
+  for (int k = 0; k < a.num_levels; ++k) {
+    const int32_t* L = desc + k * kLevelFields;
+    const int64_t out_h = L[kOutH], out_w = L[kOutW], src_h = L[kSrcH], src_w = L[kSrcW];
+    const q16* src = L[kSource] < 0 ? s.plane.data() : s.levels.data() + desc[L[kSource] * kLevelFields + kBufOff];
+    q16* level = s.levels.data() + L[kBufOff];
+    s.tmp.resize(static_cast<size_t>(std::max({src_h * out_w, out_h * src_w, out_h * a.w})));
+    if (out_h < src_h) {
+      for (int64_t i = 0; i < out_h; ++i) {
+        resize_column_row_q(src, src_w, a.tap_index + L[kYOff] + i * L[kYTaps], wq + L[kYOff] + i * L[kYTaps],
+                            L[kYTaps], s.tmp.data() + i * src_w);
+      }
+      resize_rows_q(s.tmp.data(), out_h, src_w, a.tap_index + L[kXOff], wq + L[kXOff], L[kXTaps], out_w, level);
+    } else {
+      resize_rows_q(src, src_h, src_w, a.tap_index + L[kXOff], wq + L[kXOff], L[kXTaps], out_w, s.tmp.data());
+      for (int64_t i = 0; i < out_h; ++i) {
+        resize_column_row_q(s.tmp.data(), out_w, a.tap_index + L[kYOff] + i * L[kYTaps],
+                            wq + L[kYOff] + i * L[kYTaps], L[kYTaps], level + i * out_w);
+      }
+    }
+    if (a.out.down[k] != nullptr) {
+      narrow_row_q(level, out_h * out_w, static_cast<uint8_t*>(a.out.down[k]) + p * out_h * out_w);
+    }
+    if (a.out.up[k] != nullptr && L[kUpYTaps] > 0) {
+      uint8_t* up = static_cast<uint8_t*>(a.out.up[k]) + p * hw;
+      s.row.resize(static_cast<size_t>(a.w));
+      resize_rows_q(level, out_h, out_w, a.tap_index + L[kUpXOff], wq + L[kUpXOff], L[kUpXTaps], a.w, s.tmp.data());
+      for (int64_t y = 0; y < a.h; ++y) {
+        resize_column_row_q(s.tmp.data(), a.w, a.tap_index + L[kUpYOff] + y * L[kUpYTaps],
+                            wq + L[kUpYOff] + y * L[kUpYTaps], L[kUpYTaps], s.row.data());
+        narrow_row_q(s.row.data(), a.w, up + y * a.w);
+      }
+    }
   }
 }
 
@@ -207,6 +492,9 @@ void degrade_typed(const DegradeArgs& a) {
   // Small batches stay on one thread: starting a parallel region costs more than they take.
   const bool parallel = planes > 1 && planes * hw >= (1 << 16);
   const int threads = a.num_threads > 0 ? a.num_threads : 1;
+  constexpr bool kUInt8 = std::is_same_v<T, uint8_t>;
+  const std::vector<q16> weight_q15 = kUInt8 ? q15_weights(a) : std::vector<q16>{};
+  const bool batched_fixed = kUInt8 && !a.per_image && non_negative_taps(a, a.levels);
 #ifdef MRFACE_WITH_OPENMP
 #pragma omp parallel num_threads(threads) if (parallel)
 #endif
@@ -215,12 +503,25 @@ void degrade_typed(const DegradeArgs& a) {
     std::vector<float> levels(static_cast<size_t>(a.buffer_floats));
     std::vector<float> tmp;
     std::vector<float> row(static_cast<size_t>(a.w));
+    FixedScratch fixed;
+    int64_t checked_image = -1;
+    bool image_fixed = false;
 #ifdef MRFACE_WITH_OPENMP
 #pragma omp for schedule(static)
 #endif
     for (int64_t p = 0; p < planes; ++p) {
       const int64_t image = p / a.c;
       const int32_t* desc = a.levels + (a.per_image ? image * a.num_levels * kLevelFields : 0);
+      if constexpr (kUInt8) {
+        if (a.per_image && image != checked_image) {
+          checked_image = image;
+          image_fixed = non_negative_taps(a, desc);
+        }
+        if (a.per_image ? image_fixed : batched_fixed) {
+          degrade_plane_fixed(a, desc, weight_q15.data(), p, fixed);
+          continue;
+        }
+      }
       const float* source_plane = plane.data();
       if constexpr (std::is_same_v<T, float>) {
         source_plane = input + p * hw;  // float32 input is read in place

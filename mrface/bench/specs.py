@@ -118,6 +118,14 @@ SPECS: tuple[Spec, ...] = (
         quick=("--shapes", "16,2000,64", "--margins", "arcface", "--repeats", "2"),
         headline=MARGIN_SOFTMAX_HEADLINE,
     ),  # a process per path on CPU
+    # Under load: the fused chunked head against the materialised one while two processes spin on the CPU.
+    Spec(
+        "margin_softmax_busy",
+        "kernels",
+        "bench_margin_softmax.py",
+        full_only=True,
+        full=("--margins", "arcface", "--shapes", "512,20000,512", "--busy", "2"),
+    ),
     Spec(
         "margin_softmax_classes",
         "kernels",

@@ -451,7 +451,10 @@ def degrade_resolution(
     """Downsample a batch to every target size, optionally resizing each back up, in one pass.
 
     Args:
-        x: (N, C, H, W) float32/float16/bfloat16, or uint8 (rounded half up, saturated).
+        x: (N, C, H, W) float32/float16/bfloat16, or uint8 (rounded half up, saturated). On the C++
+            backend uint8 with nearest/bilinear/area/bilinear_aa (down and up) runs in fixed point
+            (Q7 samples, Q15 weights): within one grey level of the float result rounded, equal to it
+            unless that result lies within 0.1 of a half; other filters compute in float32.
         sizes: target sizes; an int s means s x s, a pair (h, w) a rectangle. At most 8, each <= input.
         filter: down filter, one of :data:`DEGRADE_FILTERS`.
         up: None, or one of :data:`UP_FILTERS` to also return each level resized back to (H, W).
