@@ -21,25 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from common import machine, print_table, write_json
+from common import free_port, machine, print_table, slowest_rank_times, write_json
 
 SIZES = (56, 28, 14, 7)
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 at the time of asking."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def head_steps(cfg: dict) -> dict:
@@ -80,21 +71,6 @@ def degrade_steps(cfg: dict) -> dict:
     return {"fused": lambda: degrade_resolution(x, SIZES, "area", "bilinear"), "reference": loop}
 
 
-def timed(step, cfg: dict) -> list[float]:
-    """Step times in seconds, the slowest rank's per step."""
-    for _ in range(cfg["warmup"]):
-        step()
-    times = []
-    for _ in range(cfg["repeats"]):
-        dist.barrier()
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    slowest = torch.tensor(times, dtype=torch.float64)
-    dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
-    return slowest.tolist()
-
-
 def worker(rank: int, world: int, port: int, cfg: dict, result: str) -> None:
     """One rank: join the group, time every op's two paths in turn; rank 0 writes the medians."""
     torch.set_num_threads(cfg["threads"])
@@ -103,7 +79,7 @@ def worker(rank: int, world: int, port: int, cfg: dict, result: str) -> None:
         medians = {}
         for op, make in (("margin_softmax", head_steps), ("degrade", degrade_steps)):
             for path, step in make(cfg).items():
-                medians[op, path] = statistics.median(timed(step, cfg))
+                medians[op, path] = statistics.median(slowest_rank_times(step, "cpu", cfg["repeats"], cfg["warmup"]))
         if rank == 0:
             Path(result).write_text(json.dumps([[op, path, s] for (op, path), s in medians.items()]))
     finally:

@@ -22,16 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from bench_train import VARIANTS, build_model, make_train_step
-from common import print_table, sync, write_json
+from common import free_port, print_table, slowest_rank_times, write_json
 
 from mrface.io import write_text
 
@@ -44,13 +42,6 @@ def resolve_device(requested: str) -> tuple[str, str | None]:
     if requested == "cuda" and gpus < 2:
         return "cpu", f"--device cuda: {gpus} GPU(s) visible, a scaling curve needs 2 or more; gloo on the CPU"
     return requested, None
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 at the time of asking."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def worker(rank: int, world: int, port: int, cfg: dict, result: str) -> None:
@@ -73,19 +64,9 @@ def worker(rank: int, world: int, port: int, cfg: dict, result: str) -> None:
         step = make_train_step(
             model, device, cfg["batch"], cfg["classes"], VARIANTS["base"], rank=rank, world_size=world, wrap=wrap
         )
-        for _ in range(cfg["warmup"]):
-            step()
-        times = []
-        for _ in range(cfg["repeats"]):
-            dist.barrier()
-            start = time.perf_counter()
-            step()
-            sync("cuda" if cuda else "cpu")
-            times.append(time.perf_counter() - start)
-        slowest = torch.tensor(times, dtype=torch.float64, device=device)
-        dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
+        slowest = slowest_rank_times(step, device, cfg["repeats"], cfg["warmup"])
         if rank == 0:
-            write_text(result, json.dumps({"step_s": slowest.cpu().tolist()}))
+            write_text(result, json.dumps({"step_s": slowest}))
     finally:
         dist.destroy_process_group()
 

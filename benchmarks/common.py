@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import socket
 import statistics
 import time
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 from mrface.io import write_text
 
@@ -62,6 +64,30 @@ def median_time(fn: Callable[[], object], device: str, repeats: int, warmup: int
         sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 at the time of asking (for a torch.distributed rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def slowest_rank_times(step: Callable[[], object], device: str, repeats: int, warmup: int) -> list[float]:
+    """Seconds per step over ``repeats`` steps after ``warmup``, each the slowest rank's (a collective:
+    every rank of the initialised process group calls it; ranks start each step together)."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        dist.barrier()
+        start = time.perf_counter()
+        step()
+        sync(torch.device(device).type)
+        times.append(time.perf_counter() - start)
+    slowest = torch.tensor(times, dtype=torch.float64, device=device)
+    dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
+    return slowest.cpu().tolist()
 
 
 def peak_memory(fn: Callable[[], object], device: str) -> float | None:
