@@ -156,6 +156,11 @@ def _notes_path(args: argparse.Namespace) -> Path | None:
     return found if found.is_file() else None
 
 
+def _given_flags(args: argparse.Namespace, *names: str) -> list[str]:
+    """The ``--name`` flags among ``names`` that were given a value (to refuse those a command ignores)."""
+    return [f"--{name.replace('_', '-')}" for name in names if getattr(args, name)]
+
+
 def _report(args: argparse.Namespace) -> int:
     """``mrface bench report RESULTS... --out DOC.md``: render the document, run nothing."""
     if args.out and args.markdown and args.out != args.markdown:
@@ -163,17 +168,7 @@ def _report(args: argparse.Namespace) -> int:
     out = args.out or args.markdown
     if not args.inputs or not out:
         raise BenchError("usage: mrface bench report RESULTS.json|FOLDER [...] --out BENCHMARKS.md")
-    given = [
-        flag
-        for flag, value in (
-            ("--quick", args.quick),
-            ("--only", args.only),
-            ("--compare", args.compare),
-            ("--store", args.store),
-            ("--device", args.device),
-        )
-        if value
-    ]
+    given = _given_flags(args, "quick", "only", "compare", "store", "device")
     if given:
         raise BenchError(f"report renders saved results; {', '.join(given)} does not apply")
     command = shlex.join(["mrface", "bench", "report", *args.inputs, "--out", out, *_document_flags(args)])
@@ -240,16 +235,7 @@ def _run_gpu(args: argparse.Namespace) -> int:
     """``mrface bench gpu``: run the suite, store the JSON and re-render the document (defaults on a GPU)."""
     import torch
 
-    given = [
-        flag
-        for flag, value in (
-            ("--quick", args.quick),
-            ("--only", args.only),
-            ("--compare", args.compare),
-            ("--device", args.device),
-        )
-        if value
-    ]
+    given = _given_flags(args, "quick", "only", "compare", "device")
     if given:
         raise BenchError(f"gpu: {', '.join(given)} does not apply (the suite fixes its sizes; --dry-run for CPU)")
     if args.budget_s is not None and args.budget_s <= 0:
