@@ -8,6 +8,7 @@
 
 #include "mrface/dtype_convert.h"
 #include "mrface/resize.h"
+#include "mrface/window_gather.h"
 
 #ifdef MRFACE_WITH_OPENMP
 #include <omp.h>
@@ -195,7 +196,8 @@ void transpose_block(const float* __restrict__ src, int64_t rows, int64_t cols, 
 // running the taps as contiguous column passes over all rows at once (vectorised) and transposing back.
 // Each output sums its taps in the same order either way.
 void resize_rows(const float* src, int64_t rows, int64_t src_w, const int32_t* idx, const float* w, int64_t taps,
-                 int64_t out_w, float* dst) {
+                 int64_t out_w, float* dst, const RowWindowPlanF32* window = nullptr) {
+  if (window != nullptr && window->usable()) return gather_rows_window_f32(*window, src, rows, dst);
   if (taps < 3 || rows < 8) return resize_rows_gather(src, rows, src_w, idx, w, taps, out_w, dst);
   thread_local std::vector<float> t_in, t_out;
   t_in.resize(static_cast<size_t>(rows * src_w));
@@ -339,7 +341,8 @@ void transpose_block_q(const q16* __restrict__ src, int64_t rows, int64_t cols, 
 
 // resize_rows in Q7/Q15: gathers for one or two taps, otherwise through a transpose (see resize_rows).
 void resize_rows_q(const q16* src, int64_t rows, int64_t src_w, const int32_t* idx, const q16* w, int64_t taps,
-                   int64_t out_w, q16* dst) {
+                   int64_t out_w, q16* dst, const RowWindowPlanQ15* window = nullptr) {
+  if (window != nullptr && window->usable()) return gather_rows_window_q15(*window, src, rows, dst);
   if (taps < kTransposeTapsQ || rows < 8) {
     switch (taps) {
       case 1: return gather_rows_q<1>(src, rows, src_w, idx, w, out_w, dst);
@@ -410,12 +413,34 @@ std::vector<q16> q15_weights(const DegradeArgs& a) {
   return q;
 }
 
+// Windowed-gather plans of a level table set's x passes, one per level and direction; a plan that is not
+// usable leaves its pass to the transpose or scalar path.
+template <typename Plan>
+struct LevelWindows {
+  std::vector<Plan> down, up;
+};
+
+template <typename Plan, typename Weight>
+LevelWindows<Plan> level_windows(const DegradeArgs& a, const int32_t* desc, const Weight* w,
+                                 Plan (*make)(const int32_t*, const Weight*, int64_t, int64_t, int64_t)) {
+  LevelWindows<Plan> windows;
+  windows.down.resize(static_cast<size_t>(a.num_levels));
+  windows.up.resize(static_cast<size_t>(a.num_levels));
+  for (int k = 0; k < a.num_levels; ++k) {
+    const int32_t* L = desc + k * kLevelFields;
+    windows.down[k] = make(a.tap_index + L[kXOff], w + L[kXOff], L[kXTaps], L[kSrcW], L[kOutW]);
+    if (L[kUpYTaps] > 0) windows.up[k] = make(a.tap_index + L[kUpXOff], w + L[kUpXOff], L[kUpXTaps], L[kOutW], a.w);
+  }
+  return windows;
+}
+
 // One uint8 plane through every level in Q7 (the fixed-point twin of degrade_typed's loop body).
 struct FixedScratch {
   std::vector<q16> plane, levels, tmp, row;
 };
 
-void degrade_plane_fixed(const DegradeArgs& a, const int32_t* desc, const q16* wq, int64_t p, FixedScratch& s) {
+void degrade_plane_fixed(const DegradeArgs& a, const int32_t* desc, const q16* wq,
+                         const LevelWindows<RowWindowPlanQ15>& windows, int64_t p, FixedScratch& s) {
   const int64_t hw = a.h * a.w;
   s.plane.resize(static_cast<size_t>(hw));
   s.levels.resize(static_cast<size_t>(a.buffer_floats));
@@ -431,9 +456,11 @@ void degrade_plane_fixed(const DegradeArgs& a, const int32_t* desc, const q16* w
         resize_column_row_q(src, src_w, a.tap_index + L[kYOff] + i * L[kYTaps], wq + L[kYOff] + i * L[kYTaps],
                             L[kYTaps], s.tmp.data() + i * src_w);
       }
-      resize_rows_q(s.tmp.data(), out_h, src_w, a.tap_index + L[kXOff], wq + L[kXOff], L[kXTaps], out_w, level);
+      resize_rows_q(s.tmp.data(), out_h, src_w, a.tap_index + L[kXOff], wq + L[kXOff], L[kXTaps], out_w, level,
+                    &windows.down[k]);
     } else {
-      resize_rows_q(src, src_h, src_w, a.tap_index + L[kXOff], wq + L[kXOff], L[kXTaps], out_w, s.tmp.data());
+      resize_rows_q(src, src_h, src_w, a.tap_index + L[kXOff], wq + L[kXOff], L[kXTaps], out_w, s.tmp.data(),
+                    &windows.down[k]);
       for (int64_t i = 0; i < out_h; ++i) {
         resize_column_row_q(s.tmp.data(), out_w, a.tap_index + L[kYOff] + i * L[kYTaps],
                             wq + L[kYOff] + i * L[kYTaps], L[kYTaps], level + i * out_w);
@@ -445,7 +472,8 @@ void degrade_plane_fixed(const DegradeArgs& a, const int32_t* desc, const q16* w
     if (a.out.up[k] != nullptr && L[kUpYTaps] > 0) {
       uint8_t* up = static_cast<uint8_t*>(a.out.up[k]) + p * hw;
       s.row.resize(static_cast<size_t>(a.w));
-      resize_rows_q(level, out_h, out_w, a.tap_index + L[kUpXOff], wq + L[kUpXOff], L[kUpXTaps], a.w, s.tmp.data());
+      resize_rows_q(level, out_h, out_w, a.tap_index + L[kUpXOff], wq + L[kUpXOff], L[kUpXTaps], a.w, s.tmp.data(),
+                    &windows.up[k]);
       for (int64_t y = 0; y < a.h; ++y) {
         resize_column_row_q(s.tmp.data(), a.w, a.tap_index + L[kUpYOff] + y * L[kUpYTaps],
                             wq + L[kUpYOff] + y * L[kUpYTaps], L[kUpYTaps], s.row.data());
@@ -495,6 +523,13 @@ void degrade_typed(const DegradeArgs& a) {
   constexpr bool kUInt8 = std::is_same_v<T, uint8_t>;
   const std::vector<q16> weight_q15 = kUInt8 ? q15_weights(a) : std::vector<q16>{};
   const bool batched_fixed = kUInt8 && !a.per_image && non_negative_taps(a, a.levels);
+  // One level table for the whole batch: its gather plans are built once and shared by the threads.
+  const LevelWindows<RowWindowPlanQ15> batch_windows_q =
+      batched_fixed ? level_windows(a, a.levels, weight_q15.data(), plan_row_window_q15)
+                    : LevelWindows<RowWindowPlanQ15>{};
+  const LevelWindows<RowWindowPlanF32> batch_windows =
+      !a.per_image && !batched_fixed ? level_windows(a, a.levels, a.tap_weight, plan_row_window_f32)
+                                     : LevelWindows<RowWindowPlanF32>{};
 #ifdef MRFACE_WITH_OPENMP
 #pragma omp parallel num_threads(threads) if (parallel)
 #endif
@@ -506,22 +541,30 @@ void degrade_typed(const DegradeArgs& a) {
     FixedScratch fixed;
     int64_t checked_image = -1;
     bool image_fixed = false;
+    LevelWindows<RowWindowPlanQ15> image_windows_q;  // per-image tables: the current image's plans
+    LevelWindows<RowWindowPlanF32> image_windows;
 #ifdef MRFACE_WITH_OPENMP
 #pragma omp for schedule(static)
 #endif
     for (int64_t p = 0; p < planes; ++p) {
       const int64_t image = p / a.c;
       const int32_t* desc = a.levels + (a.per_image ? image * a.num_levels * kLevelFields : 0);
-      if constexpr (kUInt8) {
-        if (a.per_image && image != checked_image) {
-          checked_image = image;
-          image_fixed = non_negative_taps(a, desc);
+      if (a.per_image && image != checked_image) {
+        checked_image = image;
+        image_fixed = kUInt8 && non_negative_taps(a, desc);
+        if (image_fixed) {
+          image_windows_q = level_windows(a, desc, weight_q15.data(), plan_row_window_q15);
+        } else {
+          image_windows = level_windows(a, desc, a.tap_weight, plan_row_window_f32);
         }
+      }
+      if constexpr (kUInt8) {
         if (a.per_image ? image_fixed : batched_fixed) {
-          degrade_plane_fixed(a, desc, weight_q15.data(), p, fixed);
+          degrade_plane_fixed(a, desc, weight_q15.data(), a.per_image ? image_windows_q : batch_windows_q, p, fixed);
           continue;
         }
       }
+      const LevelWindows<RowWindowPlanF32>& windows = a.per_image ? image_windows : batch_windows;
       const float* source_plane = plane.data();
       if constexpr (std::is_same_v<T, float>) {
         source_plane = input + p * hw;  // float32 input is read in place
@@ -544,10 +587,10 @@ void degrade_typed(const DegradeArgs& a) {
                               a.tap_weight + L[kYOff] + i * L[kYTaps], L[kYTaps], tmp.data() + i * src_w);
           }
           resize_rows(tmp.data(), out_h, src_w, a.tap_index + L[kXOff], a.tap_weight + L[kXOff], L[kXTaps], out_w,
-                      level);
+                      level, &windows.down[k]);
         } else {
           resize_rows(src, src_h, src_w, a.tap_index + L[kXOff], a.tap_weight + L[kXOff], L[kXTaps], out_w,
-                      tmp.data());
+                      tmp.data(), &windows.down[k]);
           for (int64_t i = 0; i < out_h; ++i) {
             resize_column_row(tmp.data(), out_w, a.tap_index + L[kYOff] + i * L[kYTaps],
                               a.tap_weight + L[kYOff] + i * L[kYTaps], L[kYTaps], level + i * out_w);
@@ -559,7 +602,7 @@ void degrade_typed(const DegradeArgs& a) {
         if (a.out.up[k] != nullptr && L[kUpYTaps] > 0) {
           T* up = static_cast<T*>(a.out.up[k]) + p * hw;
           resize_rows(level, out_h, out_w, a.tap_index + L[kUpXOff], a.tap_weight + L[kUpXOff], L[kUpXTaps], a.w,
-                      tmp.data());
+                      tmp.data(), &windows.up[k]);
           for (int64_t y = 0; y < a.h; ++y) {
             const int32_t* idx = a.tap_index + L[kUpYOff] + y * L[kUpYTaps];
             const float* w = a.tap_weight + L[kUpYOff] + y * L[kUpYTaps];
