@@ -37,7 +37,7 @@ UP_FILTERS = ("bilinear", "bicubic", "nearest", "lanczos")
 ADAFACE_FILTERS = ("nearest", "bilinear", "area", "bicubic", "lanczos")
 _FILTER_IDS = {"nearest": 0, "bilinear": 1, "bicubic": 2, "area": 3, "bilinear_aa": 4, "bicubic_aa": 5, "lanczos": 6}
 _DTYPE_TAGS = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.uint8: 3}
-_CPP_DTYPES = (torch.float32, torch.uint8)
+_CPP_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.uint8)
 _MAX_LEVELS = 8
 # Level-table fields read here: indices of csrc/include/mrface/resize.h's LevelField (rows from _level_row).
 F_OUT_H, F_OUT_W, F_SRC_H, F_Y_TAPS, F_X_TAPS, F_UP_Y_TAPS = 1, 2, 3, 6, 8, 10
@@ -220,7 +220,9 @@ def _run_kernel(
 
 
 def _compute_dtype(backend: str, dtype: torch.dtype) -> torch.dtype:
-    """The C++ CPU kernel takes float32/uint8; fp16/bf16 run through float32 there."""
+    """Dtype the kernel is handed: x's own for every dtype in ``_CPP_DTYPES`` (all four today; the C++
+    kernel widens fp16/bf16 planes to float32, computes in float32 and rounds each stored value to
+    nearest even, so its outputs equal the float32 route's cast back), float32 for any other."""
     return dtype if backend != "cpp" or dtype in _CPP_DTYPES else torch.float32
 
 
@@ -451,7 +453,10 @@ def degrade_resolution(
     """Downsample a batch to every target size, optionally resizing each back up, in one pass.
 
     Args:
-        x: (N, C, H, W) float32/float16/bfloat16, or uint8 (rounded half up, saturated). On the C++
+        x: (N, C, H, W) float32/float16/bfloat16, or uint8 (rounded half up, saturated). The C++ CPU
+            backend takes all four natively (no converted copy): float16/bfloat16 planes are widened to
+            float32 inside the kernel and every output rounded to nearest even, bit-identical to
+            computing on ``x.float()`` and casting back. On the C++
             backend uint8 with nearest/bilinear/area/bilinear_aa (down and up) runs in fixed point
             (Q7 samples, Q15 weights): within one grey level of the float result rounded, equal to it
             unless that result lies within 0.1 of a half; other filters compute in float32.
