@@ -25,7 +25,17 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import copy_bandwidth, machine, median_time, peak_memory, print_table, roofline, roofs_line, write_json
+from common import (
+    copy_bandwidth,
+    machine,
+    median_time,
+    peak_memory,
+    print_table,
+    roofline,
+    roofs_line,
+    touch_host_memory,
+    write_json,
+)
 
 from mrface.ops import degrade_resolution, use_backend
 from mrface.ops.backend import KERNEL_BACKENDS, backend_runs_on
@@ -172,6 +182,8 @@ def _measure(args: argparse.Namespace) -> None:
     device = args.device
     dtype = getattr(torch, args.dtype)
     backends = [b for b in KERNEL_BACKENDS if b != "reference" and backend_runs_on(b, device)]
+    if device == "cpu":
+        touch_host_memory()
     bandwidth = copy_bandwidth(device)
     rows = []
     for filter in args.filters:

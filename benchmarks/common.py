@@ -102,6 +102,14 @@ def peak_memory(fn: Callable[[], object], device: str) -> float | None:
     return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
+def touch_host_memory(nbytes: int = 3 << 30) -> None:
+    """Write ``nbytes`` of fresh host memory once, then free it. On a virtual machine the first write to
+    guest memory the host has not backed yet costs several ordinary page faults; kernels that write
+    fresh outputs would otherwise pay it in whichever rows run first (measured on the 2-core VM: area
+    down N=1024 took 65-90 ms for its first ~10 calls, 16-20 ms after)."""
+    torch.ones(nbytes // 4).sum()
+
+
 def copy_bandwidth(device: str, nbytes: int = 1 << 30) -> float:
     """Measured device-to-device copy bandwidth in bytes/s (read + write counted)."""
     n = nbytes // 4 if device == "cuda" else nbytes // 16
