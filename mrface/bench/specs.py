@@ -80,6 +80,13 @@ SPECS: tuple[Spec, ...] = (
         full=("--dtype", "uint8", "--batches", "1024", "--repeats", "5"),
     ),
     Spec(
+        "degrade_bf16",
+        "kernels",
+        "bench_degrade.py",
+        full_only=True,
+        full=("--dtype", "bfloat16", "--batches", "1024", "--repeats", "5"),
+    ),
+    Spec(
         "degrade_busy",
         "kernels",
         "bench_degrade.py",
