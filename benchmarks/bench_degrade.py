@@ -39,6 +39,7 @@ from common import (
 
 from mrface.ops import degrade_resolution, use_backend
 from mrface.ops.backend import KERNEL_BACKENDS, backend_runs_on
+from mrface.ops.degrade import DegradedBatch
 
 SIZES = (56, 28, 14, 7)
 _TORCH_MODE = {"area": ("area", False), "bilinear_aa": ("bilinear", True), "bilinear": ("bilinear", False)}
@@ -151,9 +152,9 @@ def loop_input(x: torch.Tensor, filter: str) -> torch.Tensor:
     return x.float() if needs_float32 else x
 
 
-def run_op(x: torch.Tensor, filter: str, up: bool, backend: str) -> object:
+def run_op(x: torch.Tensor, filter: str, up: bool, backend: str, out: DegradedBatch | None = None) -> object:
     with use_backend(backend):
-        return degrade_resolution(x, SIZES, filter, "bilinear" if up else None)
+        return degrade_resolution(x, SIZES, filter, "bilinear" if up else None, out=out)
 
 
 def bytes_moved(x: torch.Tensor, up: bool) -> int:
@@ -161,6 +162,16 @@ def bytes_moved(x: torch.Tensor, up: bool) -> int:
     n, c, h, w = x.shape
     elems = n * c * (h * w + sum(s * s for s in SIZES) + (len(SIZES) * h * w if up else 0))
     return elems * x.element_size()
+
+
+def _out_buffer_row(x: torch.Tensor, filter: str, up: bool, backend: str, repeats: int, bandwidth: float) -> dict:
+    """The op writing into buffers reused across calls (no loop column: the loop has no out= form)."""
+    buffers = run_op(x, filter, up, backend)
+    seconds = median_time(functools.partial(run_op, x, filter, up, backend, buffers), x.device.type, repeats)
+    row = {"filter": filter, "up": up, "batch": x.shape[0], "backend": f"{backend} out=", "ours_ms": seconds * 1e3}
+    row |= roofline(seconds, nbytes=bytes_moved(x, up), bandwidth=bandwidth)
+    row.pop("bound")
+    return row
 
 
 def main() -> None:
@@ -173,6 +184,9 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     parser.add_argument("--random", action="store_true", help="add the per-image random degradation rows vs cv2")
     parser.add_argument("--busy", type=int, default=0, help="other processes spinning during the run (load rows)")
+    parser.add_argument(
+        "--out-buffers", action="store_true", help="add rows writing into reused buffers (degrade_resolution out=)"
+    )
     args = parser.parse_args()
     with busy_processes(args.busy):
         _measure(args)
@@ -214,6 +228,8 @@ def _measure(args: argparse.Namespace) -> None:
                     if loop_ok and loop_x.dtype != x.dtype:
                         row["loop"] = "interpolate on a float32 copy"
                     rows.append(row)
+                    if args.out_buffers:
+                        rows.append(_out_buffer_row(x, filter, up, backend, args.repeats, bandwidth))
     if args.random and device == "cpu":
         for n in args.batches:
             rows.extend(random_rows(n, args.repeats, bandwidth))

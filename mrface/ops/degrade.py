@@ -231,8 +231,12 @@ def _pairs(flat: list[int]) -> tuple[tuple[int, int], ...]:
     return tuple((int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2))
 
 
-@torch.library.custom_op("mrface::degrade_resolution", mutates_args=())
-def _degrade_op(x: torch.Tensor, sizes: list[int], filter: str, up: str) -> list[torch.Tensor]:
+def _degrade_into(
+    x: torch.Tensor, sizes: list[int], filter: str, up: str, out: list[torch.Tensor] | None
+) -> list[torch.Tensor]:
+    """Every down level, then every up level (when ``up`` is not "none"); written into ``out`` (the same
+    list of x's dtype, checked by the caller) when given, which the kernel fills in place where its
+    compute dtype is x's and the buffer is contiguous."""
     pairs = _pairs(sizes)
     up_filter = None if up == "none" else up
     n, c, height, width = x.shape
@@ -240,13 +244,39 @@ def _degrade_op(x: torch.Tensor, sizes: list[int], filter: str, up: str) -> list
     backend = _pick_backend("degrade_resolution", x, plan)
     if backend == "reference":
         downs, ups = degrade_reference(x, list(pairs), filter, up_filter)
-        return downs + ups
+        results = downs + ups
+        return results if out is None else [o.copy_(r) for o, r in zip(out, results, strict=True)]
     work = x.contiguous().to(_compute_dtype(backend, x.dtype))
-    downs = [work.new_empty(n, c, h, w) for h, w in pairs]
-    ups = [work.new_empty(n, c, height, width) for _ in pairs] if up_filter else [None] * len(pairs)
+    shapes = [(n, c, h, w) for h, w in pairs] + ([(n, c, height, width)] * len(pairs) if up_filter else [])
+    given = out if out is not None else [None] * len(shapes)
+    targets = [
+        o if o is not None and o.dtype == work.dtype and o.is_contiguous() else work.new_empty(shape)
+        for o, shape in zip(given, shapes, strict=True)
+    ]
+    k = len(pairs)
     device_plan = _plan_on(x.device, plan)
-    _run_kernel(backend, work, device_plan, device_plan.levels, False, downs, ups)
-    return [t.to(x.dtype) for t in downs + ups if t is not None]
+    ups = targets[k:] if up_filter else [None] * k
+    _run_kernel(backend, work, device_plan, device_plan.levels, False, targets[:k], ups)
+    if out is None:
+        return [t.to(x.dtype) for t in targets]
+    return [o if o is t else o.copy_(t) for o, t in zip(out, targets, strict=True)]
+
+
+@torch.library.custom_op("mrface::degrade_resolution", mutates_args=())
+def _degrade_op(x: torch.Tensor, sizes: list[int], filter: str, up: str) -> list[torch.Tensor]:
+    return _degrade_into(x, sizes, filter, up, None)
+
+
+@torch.library.custom_op("mrface::degrade_resolution_out", mutates_args=("out",))
+def _degrade_out_op(x: torch.Tensor, sizes: list[int], filter: str, up: str, out: list[torch.Tensor]) -> None:
+    """Into a caller's buffers (down levels, then up levels): reused across batches, they skip the page
+    faults of fresh outputs."""
+    _degrade_into(x, sizes, filter, up, out)
+
+
+@_degrade_out_op.register_fake
+def _(x, sizes, filter, up, out):
+    return None
 
 
 @_degrade_op.register_fake
@@ -449,6 +479,7 @@ def degrade_resolution(
     sizes: int | list[int] | list[tuple[int, int]] = (56, 28, 14, 7),
     filter: str = "area",
     up: str | None = None,
+    out: DegradedBatch | None = None,
 ) -> DegradedBatch:
     """Downsample a batch to every target size, optionally resizing each back up, in one pass.
 
@@ -463,10 +494,13 @@ def degrade_resolution(
         sizes: target sizes; an int s means s x s, a pair (h, w) a rectangle. At most 8, each <= input.
         filter: down filter, one of :data:`DEGRADE_FILTERS`.
         up: None, or one of :data:`UP_FILTERS` to also return each level resized back to (H, W).
+        out: optional DegradedBatch of buffers shaped like the result (x's dtype and device; ``up`` None
+            exactly when ``up`` is), written and returned (no autograd). Reusing one across batches
+            skips page-faulting fresh outputs every call, most of the cost of ``up`` on a CPU.
 
     Returns:
-        DegradedBatch(down=[(N, C, h_k, w_k)], up=[(N, C, H, W)] or None), dtype of x. Differentiable
-        with respect to float inputs.
+        DegradedBatch(down=[(N, C, h_k, w_k)], up=[(N, C, H, W)] or None), dtype of x (``out`` when
+        given). Differentiable with respect to float inputs.
     """
     op = "degrade_resolution"
     x = _check_image_batch(x, op)
@@ -474,9 +508,45 @@ def degrade_resolution(
     _check_choice(filter, DEGRADE_FILTERS, "filter", op)
     if up is not None:
         _check_choice(up, UP_FILTERS, "up", op)
-    outputs = _degrade_op(x, [v for p in pairs for v in p], filter, up or "none")
+    flat_sizes = [v for p in pairs for v in p]
+    if out is not None:
+        buffers = _check_out_batch(out, x, pairs, up is not None, op)
+        _degrade_out_op(x, flat_sizes, filter, up or "none", buffers)
+        return out
+    outputs = _degrade_op(x, flat_sizes, filter, up or "none")
     k = len(pairs)
     return DegradedBatch(list(outputs[:k]), list(outputs[k:]) if up else None)
+
+
+def _check_out_batch(
+    out: object, x: torch.Tensor, pairs: tuple[tuple[int, int], ...], with_up: bool, op: str
+) -> list[torch.Tensor]:
+    """The buffers of ``out`` (down levels, then up levels) after checking them against the result."""
+    n, c, height, width = x.shape
+    if not isinstance(out, DegradedBatch):
+        raise TypeError(f"{op}: out must be a DegradedBatch, got {type(out).__name__}")
+    if (out.up is not None) != with_up:
+        raise ValueError(
+            f"{op}: out.up must be {'a list' if with_up else 'None'} when up is {'set' if with_up else 'None'}"
+        )
+    shapes = [(n, c, h, w) for h, w in pairs] + ([(n, c, height, width)] * len(pairs) if with_up else [])
+    buffers = list(out.down) + list(out.up or [])
+    if len(buffers) != len(shapes):
+        raise ValueError(
+            f"{op}: out holds {len(out.down)} down and {len(out.up or [])} up buffers, expected {len(pairs)} each"
+        )
+    for i, (t, shape) in enumerate(zip(buffers, shapes, strict=True)):
+        where = f"out.down[{i}]" if i < len(pairs) else f"out.up[{i - len(pairs)}]"
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape or t.dtype != x.dtype or t.device != x.device:
+            got = f"{tuple(t.shape)} {t.dtype} on {t.device}" if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{op}: {where} must be a tensor {shape} {x.dtype} on {x.device}, got {got}")
+        if torch.is_grad_enabled() and (x.requires_grad or t.requires_grad):
+            raise ValueError(f"{op}: out= does not support autograd; call without out to differentiate")
+        if t.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+            raise ValueError(f"{op}: {where} must not share memory with x")
+    if len({t.untyped_storage().data_ptr() for t in buffers}) != len(buffers):
+        raise ValueError(f"{op}: out's buffers must not share memory with each other")
+    return buffers
 
 
 def degrade_per_sample(
