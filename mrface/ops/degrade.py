@@ -220,7 +220,7 @@ def _run_kernel(
 
 
 def _compute_dtype(backend: str, dtype: torch.dtype) -> torch.dtype:
-    """Dtype the kernel is handed: x's own for every dtype in ``_CPP_DTYPES`` (all four today; the C++
+    """Dtype the kernel is handed: x's own for every dtype in ``_CPP_DTYPES`` (all four; the C++
     kernel widens fp16/bf16 planes to float32, computes in float32 and rounds each stored value to
     nearest even, so its outputs equal the float32 route's cast back), float32 for any other."""
     return dtype if backend != "cpp" or dtype in _CPP_DTYPES else torch.float32
@@ -542,11 +542,23 @@ def _check_out_batch(
             raise ValueError(f"{op}: {where} must be a tensor {shape} {x.dtype} on {x.device}, got {got}")
         if torch.is_grad_enabled() and (x.requires_grad or t.requires_grad):
             raise ValueError(f"{op}: out= does not support autograd; call without out to differentiate")
-        if t.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+        if _overlap(t, x):
             raise ValueError(f"{op}: {where} must not share memory with x")
-    if len({t.untyped_storage().data_ptr() for t in buffers}) != len(buffers):
-        raise ValueError(f"{op}: out's buffers must not share memory with each other")
+    for i, a in enumerate(buffers):
+        if any(_overlap(a, b) for b in buffers[i + 1 :]):
+            raise ValueError(f"{op}: out's buffers must not share memory with each other")
     return buffers
+
+
+def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether the byte ranges two tensors span intersect (views of one storage may sit side by side)."""
+
+    def span(t: torch.Tensor) -> tuple[int, int]:
+        last = sum((size - 1) * stride for size, stride in zip(t.shape, t.stride(), strict=True)) if t.numel() else -1
+        return t.data_ptr(), t.data_ptr() + (last + 1) * t.element_size()
+
+    (a0, a1), (b0, b1) = span(a), span(b)
+    return a.device == b.device and a0 < b1 and b0 < a1
 
 
 def degrade_per_sample(

@@ -97,6 +97,24 @@ def test_bad_out_arguments_name_the_buffer():
         degrade_resolution(x, full, "bilinear", None, out=aliasing)
 
 
+def test_slices_of_one_allocation_are_accepted_and_filled():
+    """Buffers cut side by side from one tensor share a storage but no byte: allowed."""
+    x = _input(torch.float32, 4)
+    want = degrade_resolution(x, SIZES, "bilinear", None)
+    n, c = x.shape[:2]
+    arena = torch.full((sum(h * w for h, w in SIZES) * n * c,), float("nan"))
+    down, start = [], 0
+    for h, w in SIZES:
+        down.append(arena[start : start + n * c * h * w].view(n, c, h, w))
+        start += n * c * h * w
+    degrade_resolution(x, SIZES, "bilinear", None, out=DegradedBatch(down, None))
+    for got, ref in zip(down, want.down, strict=True):
+        assert torch.equal(got, ref)
+    overlapping = DegradedBatch([down[0], arena[1 : 1 + n * c * 35].view(n, c, 5, 7), down[2]], None)
+    with pytest.raises(ValueError, match="must not share memory with each other"):
+        degrade_resolution(x, SIZES, "bilinear", None, out=overlapping)
+
+
 def test_opcheck_out_op():
     x = torch.rand(2, 3, 16, 16)
     buffers = [torch.empty(2, 3, 8, 8), torch.empty(2, 3, 4, 4), torch.empty(2, 3, 16, 16), torch.empty(2, 3, 16, 16)]
