@@ -24,9 +24,22 @@ bool avx2_available() {
 // Window width (8 or 16 samples) holding every span, or 0 when one is wider.
 int window_for(int64_t widest) { return widest <= 8 ? 8 : (widest <= 16 ? 16 : 0); }
 
-// Where a block's window starts: at its lowest sample, moved left so the window stays inside the row.
-int32_t window_start(int64_t lowest, int64_t src_w, int window, bool padded) {
-  return padded ? 0 : static_cast<int32_t>(std::min<int64_t>(lowest, src_w - window));
+// Fill the shared fields from each (group, block)'s lowest sample and the widest span; false when a span
+// is wider than 16. A window starts at its lowest sample, moved left so that it stays inside the row.
+bool lay_out(RowWindowLayout& plan, int64_t src_w, int64_t out_w, int64_t blocks, int64_t widest,
+             const std::vector<int32_t>& lowest) {
+  const int window = window_for(widest);
+  if (window == 0) return false;
+  plan.src_w = src_w;
+  plan.out_w = out_w;
+  plan.blocks = blocks;
+  plan.window = window;
+  plan.padded = src_w < window;
+  plan.start.resize(lowest.size());
+  for (size_t o = 0; o < lowest.size(); ++o) {
+    plan.start[o] = plan.padded ? 0 : static_cast<int32_t>(std::min<int64_t>(lowest[o], src_w - window));
+  }
+  return true;
 }
 
 }  // namespace
@@ -60,23 +73,14 @@ RowWindowPlanQ15 plan_row_window_q15(const int32_t* idx, const int16_t* w, int64
       widest = std::max(widest, hi - lo + 1);
     }
   }
-  const int window = window_for(widest);
-  if (window == 0) return plan;
-
-  plan.src_w = src_w;
-  plan.out_w = out_w;
-  plan.blocks = blocks;
+  if (!lay_out(plan, src_w, out_w, blocks, widest, lowest)) return plan;
   plan.pairs = pairs;
-  plan.window = window;
-  plan.padded = src_w < window;
-  plan.start.resize(static_cast<size_t>(pairs * blocks));
   plan.mask_lo.assign(static_cast<size_t>(pairs * blocks * 16), 0x80);
   plan.mask_hi.assign(static_cast<size_t>(pairs * blocks * 16), 0x80);
   plan.weight.assign(static_cast<size_t>(pairs * blocks * 8), 0);
   for (int64_t o = 0; o < pairs * blocks; ++o) {
     const int64_t p = o / blocks, b = o % blocks;
-    const int32_t start = window_start(lowest[o], src_w, window, plan.padded);
-    plan.start[o] = start;
+    const int32_t start = plan.start[o];
     for (int64_t k = 0; k < 8; ++k) {  // int16 lane k = output 4b + k / 2, tap 2p + k % 2
       int32_t i = start;
       const int16_t weight = tap(4 * b + k / 2, 2 * p + k % 2, &i);
@@ -110,22 +114,13 @@ RowWindowPlanF32 plan_row_window_f32(const int32_t* idx, const float* w, int64_t
       widest = std::max(widest, hi - lo + 1);
     }
   }
-  const int window = window_for(widest);
-  if (window == 0) return plan;
-
-  plan.src_w = src_w;
-  plan.out_w = out_w;
-  plan.blocks = blocks;
+  if (!lay_out(plan, src_w, out_w, blocks, widest, lowest)) return plan;
   plan.taps = taps;
-  plan.window = window;
-  plan.padded = src_w < window;
-  plan.start.resize(static_cast<size_t>(taps * blocks));
   plan.lane.resize(static_cast<size_t>(taps * blocks * 8));
   plan.weight.resize(static_cast<size_t>(taps * blocks * 8));
   for (int64_t o = 0; o < taps * blocks; ++o) {
     const int64_t t = o / blocks, b = o % blocks;
-    const int32_t start = window_start(lowest[o], src_w, window, plan.padded);
-    plan.start[o] = start;
+    const int32_t start = plan.start[o];
     for (int64_t k = 0; k < 8; ++k) {
       const int64_t j = 8 * b + k;
       plan.lane[o * 8 + k] = index(j, t) - start;

@@ -16,23 +16,13 @@ pytestmark = pytest.mark.skipif(not backend_runs_on("cpp", "cpu"), reason="C++ e
 FIXED_FILTERS = ("area", "bilinear", "bilinear_aa", "nearest")
 
 
-def _check(got: torch.Tensor, ref64: torch.Tensor, what: str) -> None:
-    """got: uint8; ref64: the float64 result before rounding."""
-    rounded = torch.floor(ref64 + 0.5).clamp(0, 255)
-    diff = (got.double() - rounded).abs()
-    assert diff.max() <= 1, f"{what}: max grey-level difference {diff.max()}"
-    # A mismatch needs the reference within the fixed-point error of a half (documented: < 0.1 grey level).
-    near_half = ((ref64 - torch.floor(ref64)) - 0.5).abs() < 0.1
-    assert not bool((diff > 0)[~near_half].any()), f"{what}: mismatch away from a half"
-
-
 def _ref64(x: torch.Tensor, sizes, filter: str, up: str | None):
     return degrade_reference(x.double(), sizes, filter, up)
 
 
 @pytest.mark.parametrize("filter", FIXED_FILTERS)
 @pytest.mark.parametrize("shape", [(2, 3, 112, 112), (3, 1, 37, 53)], ids=str)
-def test_batched_levels_and_up_within_one_grey_level(filter, shape):
+def test_batched_levels_and_up_within_one_grey_level(filter, shape, grey_check):
     gen = torch.Generator().manual_seed(hash((filter, shape)) % 2**31)  # fresh draws per case
     x = torch.randint(0, 256, shape, generator=gen, dtype=torch.uint8)
     h, w = shape[-2:]
@@ -44,7 +34,7 @@ def test_batched_levels_and_up_within_one_grey_level(filter, shape):
     ref_down, ref_up = _ref64(x, sizes, filter, "bilinear")
     for k, (got, want) in enumerate(zip(out.down + out.up, ref_down + ref_up, strict=True)):
         assert got.dtype == torch.uint8 and got.shape == want.shape
-        _check(got, want, f"{filter} {shape} output {k}")
+        grey_check(got, want, f"{filter} {shape} output {k}")
 
 
 @pytest.mark.parametrize("filter", ["area", "bilinear_aa"])
@@ -58,7 +48,7 @@ def test_extremes_saturate_and_stay_exact(filter):
         assert bool((got[0] == 0).all()) and bool((got[1] == 255).all())
 
 
-def test_per_image_mix_of_fixed_and_float_filters_into_poisoned_out():
+def test_per_image_mix_of_fixed_and_float_filters_into_poisoned_out(grey_check):
     """Per-image filters mix the fixed-point (area, bilinear) and float (bicubic) paths in one call;
     a poisoned out= buffer is fully overwritten."""
     gen = torch.Generator().manual_seed(11)
@@ -77,4 +67,4 @@ def test_per_image_mix_of_fixed_and_float_filters_into_poisoned_out():
             rounded = torch.floor(ref[i] + 0.5).clamp(0, 255)
             assert (out[i].double() - rounded).abs().max() <= 1
         else:
-            _check(out[i], ref[i], f"image {i} {names[i]} side {int(sides[i])}")
+            grey_check(out[i], ref[i], f"image {i} {names[i]} side {int(sides[i])}")

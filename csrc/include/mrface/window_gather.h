@@ -13,20 +13,25 @@
 
 namespace mrface {
 
-// Q7 samples (int16), Q15 weights (int16), int32 sums: blocks of 4 outputs per 128-bit lane, taps in
-// pairs (pmaddwd), each pair's samples inside a window of 8 or 16 int16 per block.
-struct RowWindowPlanQ15 {
+// What both plans share: output blocks, per (tap group, block) the start of its window in the row.
+struct RowWindowLayout {
   int64_t src_w = 0, out_w = 0;
-  int64_t blocks = 0;  // 4-output blocks, rounded up to an even count (two per AVX2 register)
-  int64_t pairs = 0;   // tap pairs (an odd tap count gains a zero-weight tap)
-  int window = 0;      // int16 per window: 8 or 16; 0 = the table does not fit (use another path)
-  bool padded = false;  // src_w < window: each row is copied into a zero-padded window first
-  std::vector<int32_t> start;    // [pairs][blocks] window start in the source row
+  int64_t blocks = 0;           // output blocks
+  int window = 0;               // samples per window: 8 or 16; 0 = the table does not fit (use another path)
+  bool padded = false;          // src_w < window: each row is copied into a zero-padded window first
+  std::vector<int32_t> start;   // [groups][blocks] window start in the source row
+
+  bool usable() const { return window > 0; }
+};
+
+// Q7 samples (int16), Q15 weights (int16), int32 sums: blocks of 4 outputs per 128-bit lane (their
+// count rounded up to even, two per AVX2 register), taps in pairs (pmaddwd; an odd tap count gains a
+// zero-weight tap), each pair's samples inside a window of 8 or 16 int16 per block. Groups = pairs.
+struct RowWindowPlanQ15 : RowWindowLayout {
+  int64_t pairs = 0;
   std::vector<uint8_t> mask_lo;  // [pairs][blocks][16] pshufb masks on the window's first 8 int16
   std::vector<uint8_t> mask_hi;  // [pairs][blocks][16] on its second 8 (window 16 only)
   std::vector<int16_t> weight;   // [pairs][blocks][8] (w[j, 2p], w[j, 2p + 1]) for the block's outputs
-
-  bool usable() const { return window > 0; }
 };
 
 // Plan for the tap table (idx, w: [out_w, taps]) over rows of src_w samples. Not usable when AVX2 is
@@ -39,18 +44,11 @@ RowWindowPlanQ15 plan_row_window_q15(const int32_t* idx, const int16_t* w, int64
 void gather_rows_window_q15(const RowWindowPlanQ15& plan, const int16_t* src, int64_t rows, int16_t* dst);
 
 // float32: blocks of 8 outputs per AVX2 register, one tap at a time (vpermps), each tap's samples
-// inside a window of 8 or 16 floats per block.
-struct RowWindowPlanF32 {
-  int64_t src_w = 0, out_w = 0;
-  int64_t blocks = 0;  // 8-output blocks, rounded up
+// inside a window of 8 or 16 floats per block. Groups = taps.
+struct RowWindowPlanF32 : RowWindowLayout {
   int64_t taps = 0;
-  int window = 0;      // floats per window: 8 or 16; 0 = the table does not fit
-  bool padded = false;
-  std::vector<int32_t> start;   // [taps][blocks]
   std::vector<int32_t> lane;    // [taps][blocks][8] sample position in the window (0..window-1)
   std::vector<float> weight;    // [taps][blocks][8]
-
-  bool usable() const { return window > 0; }
 };
 
 RowWindowPlanF32 plan_row_window_f32(const int32_t* idx, const float* w, int64_t taps, int64_t src_w, int64_t out_w);
