@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "mrface/dtype_convert.h"
+#include "mrface/column_pass.h"
 #include "mrface/resize.h"
 #include "mrface/window_gather.h"
 
@@ -203,8 +204,10 @@ MRFACE_ROW_CLONES void resize_column_row(const float* src, int64_t width, const 
     case 9: return column_row_fixed<9>(src, width, idx, w, dst);
     default: break;
   }
-  // Wide windows (antialiased filters at large factors): blocks of kBlock outputs stay in registers
-  // across all taps instead of being loaded and stored once per tap.
+  // Wide windows (antialiased filters at large factors): blocks of outputs stay in registers across all
+  // taps instead of being loaded and stored once per tap (explicitly on AVX2, column_pass.h; here the
+  // compiler's version of the same loop).
+  if (column_pass_avx2_available()) return column_row_wide_f32(src, width, idx, w, taps, dst);
   constexpr int64_t kBlock = 32;
   int64_t j0 = 0;
   for (; j0 + kBlock <= width; j0 += kBlock) {
@@ -331,6 +334,7 @@ MRFACE_ROW_CLONES void resize_column_row_q(const q16* src, int64_t width, const 
     case 9: return column_row_fixed_q<9>(src, width, idx, w, dst);
     default: break;
   }
+  if (column_pass_avx2_available()) return column_row_wide_q15(src, width, idx, w, taps, dst);  // registers
   std::fill(dst, dst + width, q16{0});
   for (int64_t t = 0; t < taps; ++t) {
     const q16 weight = w[t];

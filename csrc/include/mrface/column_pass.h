@@ -1,0 +1,23 @@
+// Column passes of the separable resize with wide windows, written for AVX2 (chosen at run time).
+//
+// dst[j] = sum_t w[t] * src[idx[t] * width + j]: one output row from `taps` rows of a plane, contiguous
+// in j. Blocks of outputs stay in registers across all taps; taps of weight 0 are skipped. Sums run
+// in tap order, as the portable loops do, so results are bit for bit theirs.
+#pragma once
+
+#include <cstdint>
+
+namespace mrface {
+
+// Whether the AVX2 column passes can run on this CPU.
+bool column_pass_avx2_available();
+
+// float32 samples and weights, ((0 + w0 s0) + w1 s1) + ... without FMA. Requires AVX2.
+void column_row_wide_f32(const float* src, int64_t width, const int32_t* idx, const float* w, int64_t taps,
+                         float* dst);
+
+// Q7 int16 samples, Q15 weights: acc = (acc + pmulhrsw(s, w)) mod 2^16 per tap. Requires AVX2.
+void column_row_wide_q15(const int16_t* src, int64_t width, const int32_t* idx, const int16_t* w, int64_t taps,
+                         int16_t* dst);
+
+}  // namespace mrface
