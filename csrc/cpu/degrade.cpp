@@ -254,10 +254,11 @@ void transpose_block(const float* __restrict__ src, int64_t rows, int64_t cols, 
   }
 }
 
-// Resize rows: dst[r, j] = sum_t w[j, t] * src[r, idx[j, t]] for r < rows. The gather above is scalar
-// (each output its own index list); with three or more taps it costs more than transposing the block,
-// running the taps as contiguous column passes over all rows at once (vectorised) and transposing back.
-// Each output sums its taps in the same order either way.
+// Resize rows: dst[r, j] = sum_t w[j, t] * src[r, idx[j, t]] for r < rows. With a usable window plan
+// (AVX2, every block's taps within 16 samples) the windowed gather runs; otherwise the gather above is
+// scalar (each output its own index list), and with three or more taps it costs more than transposing
+// the block, running the taps as contiguous column passes over all rows at once (vectorised) and
+// transposing back. Each output sums its taps in the same order on every route.
 void resize_rows(const float* src, int64_t rows, int64_t src_w, const int32_t* idx, const float* w, int64_t taps,
                  int64_t out_w, float* dst, const RowWindowPlanF32* window = nullptr) {
   if (window != nullptr && window->usable()) return gather_rows_window_f32(*window, src, rows, dst);
@@ -275,11 +276,13 @@ void resize_rows(const float* src, int64_t rows, int64_t src_w, const int32_t* i
 // ---- uint8 fixed point --------------------------------------------------------------------------
 // uint8 planes with non-negative tap weights (nearest, bilinear, area, the antialiased bilinear) run in
 // int16 arithmetic: samples and levels are Q7 (grey level * 128, at most 32640), weights Q15
-// (round(w * 32768), 1.0 saturating to 32767), and each tap's product is rounded to Q7 as
-// pmulhrsw does ((v * w >> 14) + 1) >> 1, which the compiler emits for the AVX2 clone: 16 lanes per
-// instruction where float32 has 8 (row gathers stay scalar and accumulate in int32, rounding once).
-// The result is stored rounding half up, saturated. Error: half a Q7 step (1/256 grey level) per
-// column tap and per stored level, plus the Q15 weight rounding: every output is within one grey
+// (round(w * 32768), 1.0 saturating to 32767). Column passes round each tap's product to Q7 as
+// pmulhrsw does ((v * w >> 14) + 1) >> 1: 16 lanes per AVX2 instruction where float32 has 8. Row
+// passes whose windows fit 16 samples (the windowed gathers on AVX2, the scalar gathers elsewhere)
+// accumulate exact products in int32 and round once per output; wider windows go through a transpose
+// and the column passes, rounding per tap. The result is stored rounding half up, saturated. Error:
+// half a Q7 step (1/256 grey level) per rounded tap and per stored level, plus the Q15 weight
+// rounding: every output is within one grey
 // level of the float result rounded and equals it unless that result lies within 0.1 of a half
 // (measured: within 0.05 for 112 -> 7 bilinear_aa, 33 taps; tests/ops/test_degrade_uint8_fixed.py).
 // Not more accurate than that. Filters with negative lobes (bicubic, lanczos) overshoot [0, 255]
@@ -403,7 +406,8 @@ void transpose_block_q(const q16* __restrict__ src, int64_t rows, int64_t cols, 
   }
 }
 
-// resize_rows in Q7/Q15: gathers for one or two taps, otherwise through a transpose (see resize_rows).
+// resize_rows in Q7/Q15: the windowed gather when its plan fits, else scalar gathers for one or two taps
+// (or fewer than 8 rows), else through a transpose (see resize_rows).
 void resize_rows_q(const q16* src, int64_t rows, int64_t src_w, const int32_t* idx, const q16* w, int64_t taps,
                    int64_t out_w, q16* dst, const RowWindowPlanQ15* window = nullptr) {
   if (window != nullptr && window->usable()) return gather_rows_window_q15(*window, src, rows, dst);
@@ -433,6 +437,7 @@ MRFACE_ROW_CLONES void widen_row_q(const uint8_t* __restrict__ src, int64_t n, q
 // Q7 -> uint8, rounding half up and saturating (negative sums cannot occur with non-negative weights;
 // the clamp keeps the store defined anyway).
 MRFACE_ROW_CLONES void narrow_row_q(const q16* __restrict__ src, int64_t n, uint8_t* __restrict__ dst) {
+  if (column_pass_avx2_available()) return narrow_q7_u8(src, n, dst);  // 16-bit lanes throughout
   for (int64_t i = 0; i < n; ++i) {
     const int32_t v = (static_cast<int32_t>(src[i]) + (1 << (kQ - 1))) >> kQ;
     dst[i] = static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));
@@ -539,9 +544,14 @@ void degrade_plane_fixed(const DegradeArgs& a, const int32_t* desc, const q16* w
       resize_rows_q(level, out_h, out_w, a.tap_index + L[kUpXOff], wq + L[kUpXOff], L[kUpXTaps], a.w, s.tmp.data(),
                     &windows.up[k]);
       for (int64_t y = 0; y < a.h; ++y) {
-        resize_column_row_q(s.tmp.data(), a.w, a.tap_index + L[kUpYOff] + y * L[kUpYTaps],
-                            wq + L[kUpYOff] + y * L[kUpYTaps], L[kUpYTaps], s.row.data());
-        narrow_row_q(s.row.data(), a.w, up + y * a.w);
+        const int32_t* idx = a.tap_index + L[kUpYOff] + y * L[kUpYTaps];
+        const q16* w = wq + L[kUpYOff] + y * L[kUpYTaps];
+        if (column_pass_avx2_available()) {  // the column row narrowed in registers, straight to the output
+          column_row_narrow_q15(s.tmp.data(), a.w, idx, w, L[kUpYTaps], up + y * a.w);
+        } else {
+          resize_column_row_q(s.tmp.data(), a.w, idx, w, L[kUpYTaps], s.row.data());
+          narrow_row_q(s.row.data(), a.w, up + y * a.w);
+        }
       }
     }
   }
