@@ -77,14 +77,14 @@ SPECS: tuple[Spec, ...] = (
         "kernels",
         "bench_degrade.py",
         full_only=True,
-        full=("--dtype", "uint8", "--batches", "1024", "--repeats", "5", "--out-buffers"),
+        full=("--dtype", "uint8", "--batches", "1024", "--repeats", "10", "--out-buffers"),
     ),
     Spec(
         "degrade_bf16",
         "kernels",
         "bench_degrade.py",
         full_only=True,
-        full=("--dtype", "bfloat16", "--batches", "1024", "--repeats", "5", "--out-buffers"),
+        full=("--dtype", "bfloat16", "--batches", "1024", "--repeats", "10", "--out-buffers"),
     ),
     Spec(
         "degrade_busy",
