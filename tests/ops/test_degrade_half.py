@@ -8,7 +8,10 @@ import pytest
 import torch
 
 from mrface.ops import degrade_per_sample, degrade_resolution, degrade_resolution_random, use_backend
+from mrface.ops.backend import backend_runs_on
 from mrface.ops.reference.degrade import degrade_reference
+
+pytestmark = pytest.mark.skipif(not backend_runs_on("cpp", "cpu"), reason="C++ extension not built")
 
 HALF_DTYPES = [torch.bfloat16, torch.float16]
 ALL_FILTERS = ("nearest", "bilinear", "bicubic", "area", "bilinear_aa", "bicubic_aa", "lanczos")
