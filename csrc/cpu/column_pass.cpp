@@ -8,15 +8,6 @@
 
 namespace mrface {
 
-bool column_pass_avx2_available() {
-#if defined(MRFACE_COLUMN_AVX2)
-  static const bool available = __builtin_cpu_supports("avx2");
-  return available;
-#else
-  return false;
-#endif
-}
-
 #if defined(MRFACE_COLUMN_AVX2)
 namespace {
 

@@ -8,6 +8,7 @@
 
 #include "mrface/dtype_convert.h"
 #include "mrface/column_pass.h"
+#include "mrface/cpu_features.h"
 #include "mrface/resize.h"
 #include "mrface/window_gather.h"
 
@@ -119,10 +120,6 @@ __attribute__((target("avx,f16c"))) void narrow_row_f16c(const float* __restrict
   for (; i < n; ++i) dst[i] = float_to_float16(src[i]);
 }
 
-bool cpu_has_f16c() {
-  static const bool has = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
-  return has;
-}
 #endif
 
 void widen_row(const Float16* __restrict__ src, int64_t n, float* __restrict__ dst) {
@@ -207,7 +204,7 @@ MRFACE_ROW_CLONES void resize_column_row(const float* src, int64_t width, const 
   // Wide windows (antialiased filters at large factors): blocks of outputs stay in registers across all
   // taps instead of being loaded and stored once per tap (explicitly on AVX2, column_pass.h; here the
   // compiler's version of the same loop).
-  if (column_pass_avx2_available()) return column_row_wide_f32(src, width, idx, w, taps, dst);
+  if (cpu_has_avx2()) return column_row_wide_f32(src, width, idx, w, taps, dst);
   constexpr int64_t kBlock = 32;
   int64_t j0 = 0;
   for (; j0 + kBlock <= width; j0 += kBlock) {
@@ -337,7 +334,7 @@ MRFACE_ROW_CLONES void resize_column_row_q(const q16* src, int64_t width, const 
     case 9: return column_row_fixed_q<9>(src, width, idx, w, dst);
     default: break;
   }
-  if (column_pass_avx2_available()) return column_row_wide_q15(src, width, idx, w, taps, dst);  // registers
+  if (cpu_has_avx2()) return column_row_wide_q15(src, width, idx, w, taps, dst);  // registers
   std::fill(dst, dst + width, q16{0});
   for (int64_t t = 0; t < taps; ++t) {
     const q16 weight = w[t];
@@ -437,7 +434,7 @@ MRFACE_ROW_CLONES void widen_row_q(const uint8_t* __restrict__ src, int64_t n, q
 // Q7 -> uint8, rounding half up and saturating (negative sums cannot occur with non-negative weights;
 // the clamp keeps the store defined anyway).
 MRFACE_ROW_CLONES void narrow_row_q(const q16* __restrict__ src, int64_t n, uint8_t* __restrict__ dst) {
-  if (column_pass_avx2_available()) return narrow_q7_u8(src, n, dst);  // 16-bit lanes throughout
+  if (cpu_has_avx2()) return narrow_q7_u8(src, n, dst);  // 16-bit lanes throughout
   for (int64_t i = 0; i < n; ++i) {
     const int32_t v = (static_cast<int32_t>(src[i]) + (1 << (kQ - 1))) >> kQ;
     dst[i] = static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));
@@ -546,7 +543,7 @@ void degrade_plane_fixed(const DegradeArgs& a, const int32_t* desc, const q16* w
       for (int64_t y = 0; y < a.h; ++y) {
         const int32_t* idx = a.tap_index + L[kUpYOff] + y * L[kUpYTaps];
         const q16* w = wq + L[kUpYOff] + y * L[kUpYTaps];
-        if (column_pass_avx2_available()) {  // the column row narrowed in registers, straight to the output
+        if (cpu_has_avx2()) {  // the column row narrowed in registers, straight to the output
           column_row_narrow_q15(s.tmp.data(), a.w, idx, w, L[kUpYTaps], up + y * a.w);
         } else {
           resize_column_row_q(s.tmp.data(), a.w, idx, w, L[kUpYTaps], s.row.data());

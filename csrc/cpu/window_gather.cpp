@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "mrface/cpu_features.h"
+
 #if defined(__GNUC__) && defined(__x86_64__)
 #define MRFACE_WINDOW_AVX2 1
 #include <immintrin.h>
@@ -11,15 +13,6 @@
 
 namespace mrface {
 namespace {
-
-bool avx2_available() {
-#if defined(MRFACE_WINDOW_AVX2)
-  static const bool available = __builtin_cpu_supports("avx2");
-  return available;
-#else
-  return false;
-#endif
-}
 
 // Window width (8 or 16 samples) holding every span, or 0 when one is wider.
 int window_for(int64_t widest) { return widest <= 8 ? 8 : (widest <= 16 ? 16 : 0); }
@@ -47,7 +40,7 @@ bool lay_out(RowWindowLayout& plan, int64_t src_w, int64_t out_w, int64_t blocks
 RowWindowPlanQ15 plan_row_window_q15(const int32_t* idx, const int16_t* w, int64_t taps, int64_t src_w,
                                      int64_t out_w) {
   RowWindowPlanQ15 plan;
-  if (!avx2_available() || taps < 1 || src_w < 1 || out_w < 1) return plan;
+  if (!cpu_has_avx2() || taps < 1 || src_w < 1 || out_w < 1) return plan;
   for (int64_t i = 0; i < out_w * taps; ++i) {
     if (w[i] < 0) return plan;  // pmaddwd sums could then leave the int16 range the scalar path wraps in
   }
@@ -96,7 +89,7 @@ RowWindowPlanQ15 plan_row_window_q15(const int32_t* idx, const int16_t* w, int64
 
 RowWindowPlanF32 plan_row_window_f32(const int32_t* idx, const float* w, int64_t taps, int64_t src_w, int64_t out_w) {
   RowWindowPlanF32 plan;
-  if (!avx2_available() || taps < 1 || src_w < 1 || out_w < 1) return plan;
+  if (!cpu_has_avx2() || taps < 1 || src_w < 1 || out_w < 1) return plan;
   const int64_t blocks = (out_w + 7) / 8;
   // Every tap's sample counts, weight 0 included: 0 * inf is NaN in the scalar sum too. Padding
   // outputs repeat the last output's taps.

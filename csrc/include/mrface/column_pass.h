@@ -1,5 +1,5 @@
 // Column passes of the separable resize with wide windows, and the uint8 stores of the fixed-point path,
-// written for AVX2 (chosen at run time).
+// written for AVX2 (callers check cpu_has_avx2(), cpu_features.h).
 //
 // dst[j] = sum_t w[t] * src[idx[t] * width + j]: one output row from `taps` rows of a plane, contiguous
 // in j. Blocks of outputs stay in registers across all taps; taps of weight 0 are skipped. Sums run
@@ -9,9 +9,6 @@
 #include <cstdint>
 
 namespace mrface {
-
-// Whether the AVX2 column passes can run on this CPU.
-bool column_pass_avx2_available();
 
 // float32 samples and weights, ((0 + w0 s0) + w1 s1) + ... without FMA. Requires AVX2.
 void column_row_wide_f32(const float* src, int64_t width, const int32_t* idx, const float* w, int64_t taps,
