@@ -432,8 +432,8 @@ MRFACE_ROW_CLONES void widen_row_q(const uint8_t* __restrict__ src, int64_t n, q
 }
 
 // Q7 -> uint8, rounding half up and saturating (negative sums cannot occur with non-negative weights;
-// the clamp keeps the store defined anyway).
-MRFACE_ROW_CLONES void narrow_row_q(const q16* __restrict__ src, int64_t n, uint8_t* __restrict__ dst) {
+// the clamp keeps the store defined anyway). AVX2 CPUs take narrow_q7_u8, so the loop needs no clone.
+void narrow_row_q(const q16* __restrict__ src, int64_t n, uint8_t* __restrict__ dst) {
   if (cpu_has_avx2()) return narrow_q7_u8(src, n, dst);  // 16-bit lanes throughout
   for (int64_t i = 0; i < n; ++i) {
     const int32_t v = (static_cast<int32_t>(src[i]) + (1 << (kQ - 1))) >> kQ;

@@ -66,6 +66,13 @@ class IjbFlags:
     def as_dict(self) -> dict[str, bool]:
         return asdict(self)
 
+    @staticmethod
+    def require(flags: object) -> IjbFlags:
+        """``flags`` itself, or a TypeError: the evaluations take no implicit defaults."""
+        if not isinstance(flags, IjbFlags):
+            raise TypeError("flags: pass an explicit IjbFlags(flip=..., norm_weighting=..., detector_score=...)")
+        return flags
+
     @classmethod
     def preset(cls, name: str) -> IjbFlags:
         """Flags of a public set-up by name (see :data:`IJB_PRESETS`)."""
@@ -257,8 +264,7 @@ def evaluate_ijb(
     chunk: int = 2048,
 ) -> IjbResult:
     """IJB-B/C 1:1 (and 1:N when ``one_to_n``) from the files under ``root``; see module docstring."""
-    if not isinstance(flags, IjbFlags):
-        raise TypeError("flags: pass an explicit IjbFlags(flip=..., norm_weighting=..., detector_score=...)")
+    IjbFlags.require(flags)
     options = options or ExtractOptions()
     ijb = load_ijb(root, name)
     lists = one_to_n_lists(ijb, name) if one_to_n else {}  # fail on missing csv files before extracting

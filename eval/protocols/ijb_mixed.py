@@ -262,8 +262,7 @@ def evaluate_ijb_mixed(
     chunk: int = 2048,
 ) -> dict[str, IjbResult]:
     """IJB 1:1 (and 1:N) for each setting, every needed view extracted once; {setting label: result}."""
-    if not isinstance(flags, IjbFlags):
-        raise TypeError("flags: pass an explicit IjbFlags(flip=..., norm_weighting=..., detector_score=...)")
+    IjbFlags.require(flags)
     if not settings:
         raise ValueError("settings: expected at least one MixedSetting")
     options = options or ExtractOptions()
