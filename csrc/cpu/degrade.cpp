@@ -6,8 +6,9 @@
 #include <type_traits>
 #include <vector>
 
-#include "mrface/dtype_convert.h"
+#include "mrface/box_pass.h"
 #include "mrface/column_pass.h"
+#include "mrface/dtype_convert.h"
 #include "mrface/cpu_features.h"
 #include "mrface/resize.h"
 #include "mrface/window_gather.h"
@@ -480,10 +481,12 @@ std::vector<q16> q15_weights(const DegradeArgs& a) {
 }
 
 // Windowed-gather plans of a level table set's x passes, one per level and direction; a plan that is not
-// usable leaves its pass to the transpose or scalar path.
+// usable leaves its pass to the transpose or scalar path. box2[k]: level k is the 2 x 2 box (box_pass.h).
 template <typename Plan>
 struct LevelWindows {
   std::vector<Plan> down, up;
+  std::vector<char> box2;
+  bool reads_plane = false;  // some level other than a 2 x 2 box reads the input plane
 };
 
 template <typename Plan, typename Weight>
@@ -492,8 +495,12 @@ LevelWindows<Plan> level_windows(const DegradeArgs& a, const int32_t* desc, cons
   LevelWindows<Plan> windows;
   windows.down.resize(static_cast<size_t>(a.num_levels));
   windows.up.resize(static_cast<size_t>(a.num_levels));
+  windows.box2.resize(static_cast<size_t>(a.num_levels));
   for (int k = 0; k < a.num_levels; ++k) {
     const int32_t* L = desc + k * kLevelFields;
+    windows.box2[k] = is_box2_table(a.tap_index + L[kYOff], a.tap_weight + L[kYOff], L[kYTaps], L[kSrcH], L[kOutH]) &&
+                      is_box2_table(a.tap_index + L[kXOff], a.tap_weight + L[kXOff], L[kXTaps], L[kSrcW], L[kOutW]);
+    windows.reads_plane |= L[kSource] < 0 && !windows.box2[k];
     windows.down[k] = make(a.tap_index + L[kXOff], w + L[kXOff], L[kXTaps], L[kSrcW], L[kOutW]);
     if (L[kUpYTaps] > 0) windows.up[k] = make(a.tap_index + L[kUpXOff], w + L[kUpXOff], L[kUpXTaps], L[kOutW], a.w);
   }
@@ -510,14 +517,19 @@ void degrade_plane_fixed(const DegradeArgs& a, const int32_t* desc, const q16* w
   const int64_t hw = a.h * a.w;
   s.plane.resize(static_cast<size_t>(hw));
   s.levels.resize(static_cast<size_t>(a.buffer_floats));
-  widen_row_q(static_cast<const uint8_t*>(a.input) + p * hw, hw, s.plane.data());
+  const uint8_t* input = static_cast<const uint8_t*>(a.input) + p * hw;
+  if (windows.reads_plane) widen_row_q(input, hw, s.plane.data());
   for (int k = 0; k < a.num_levels; ++k) {
     const int32_t* L = desc + k * kLevelFields;
     const int64_t out_h = L[kOutH], out_w = L[kOutW], src_h = L[kSrcH], src_w = L[kSrcW];
     const q16* src = L[kSource] < 0 ? s.plane.data() : s.levels.data() + desc[L[kSource] * kLevelFields + kBufOff];
     q16* level = s.levels.data() + L[kBufOff];
     s.tmp.resize(static_cast<size_t>(std::max({src_h * out_w, out_h * src_w, out_h * a.w})));
-    if (out_h < src_h) {
+    if (windows.box2[k] && L[kSource] < 0) {
+      box2_level(input, out_h, out_w, level);  // straight from the uint8 plane
+    } else if (windows.box2[k]) {
+      box2_level(src, out_h, out_w, level);
+    } else if (out_h < src_h) {
       for (int64_t i = 0; i < out_h; ++i) {
         resize_column_row_q(src, src_w, a.tap_index + L[kYOff] + i * L[kYTaps], wq + L[kYOff] + i * L[kYTaps],
                             L[kYTaps], s.tmp.data() + i * src_w);
@@ -639,7 +651,7 @@ void degrade_typed(const DegradeArgs& a) {
       const float* source_plane = plane.data();
       if constexpr (std::is_same_v<T, float>) {
         source_plane = input + p * hw;  // float32 input is read in place
-      } else {
+      } else if (kUInt8 || windows.reads_plane) {  // uint8 here (filters with negative lobes) reads the plane
         widen_row(input + p * hw, hw, plane.data());
       }
 
@@ -650,7 +662,15 @@ void degrade_typed(const DegradeArgs& a) {
         float* level = levels.data() + L[kBufOff];
 
         tmp.resize(static_cast<size_t>(std::max({src_h * out_w, out_h * src_w, out_h * a.w})));
-        if (out_h < src_h) {
+        if (windows.box2[k]) {
+          if constexpr (kUInt8) {
+            box2_level(src, out_h, out_w, level);
+          } else if (L[kSource] < 0) {
+            box2_level(input + p * hw, out_h, out_w, level);  // 16-bit floats widened as they are read
+          } else {
+            box2_level(src, out_h, out_w, level);
+          }
+        } else if (out_h < src_h) {
           // Fewer output rows: reduce the rows first (contiguous, vectorised, wide windows included),
           // so the gathering pass along x runs over out_h rows instead of src_h.
           for (int64_t i = 0; i < out_h; ++i) {
