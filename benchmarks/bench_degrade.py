@@ -29,6 +29,7 @@ from common import (
     copy_bandwidth,
     machine,
     median_time,
+    median_times_alternating,
     peak_memory,
     print_table,
     roofline,
@@ -164,12 +165,28 @@ def bytes_moved(x: torch.Tensor, up: bool) -> int:
     return elems * x.element_size()
 
 
+def timed_with_float32(x: torch.Tensor, filter: str, up: bool, backend: str, repeats: int, out: bool) -> dict:
+    """Seconds of the op on x, and for a non-float32 x also on x.float() with the two calls alternating
+    (side by side in one run): ``f32_ms`` and ``per_byte_vs_f32`` = (time / bytes) over float32's, so at
+    most 1 means x's dtype is not slower per byte. ``out``: both write into buffers reused across calls."""
+    x32 = x.float() if x.dtype != torch.float32 else None
+    calls = []
+    for inp in (x, x32) if x32 is not None else (x,):
+        buffers = run_op(inp, filter, up, backend) if out else None
+        calls.append(functools.partial(run_op, inp, filter, up, backend, buffers))
+    if x32 is None:
+        return {"seconds": median_time(calls[0], x.device.type, repeats)}
+    seconds, f32_seconds = median_times_alternating(calls, x.device.type, repeats)
+    ratio = (seconds / f32_seconds) * (x32.element_size() / x.element_size())
+    return {"seconds": seconds, "f32_ms": f32_seconds * 1e3, "per_byte_vs_f32": ratio}
+
+
 def _out_buffer_row(x: torch.Tensor, filter: str, up: bool, backend: str, repeats: int, bandwidth: float) -> dict:
     """The op writing into buffers reused across calls (no loop column: the loop has no out= form)."""
-    buffers = run_op(x, filter, up, backend)
-    seconds = median_time(functools.partial(run_op, x, filter, up, backend, buffers), x.device.type, repeats)
+    timed = timed_with_float32(x, filter, up, backend, repeats, out=True)
+    seconds = timed.pop("seconds")
     row = {"filter": filter, "up": up, "batch": x.shape[0], "backend": f"{backend} out=", "ours_ms": seconds * 1e3}
-    row |= roofline(seconds, nbytes=bytes_moved(x, up), bandwidth=bandwidth)
+    row |= timed | roofline(seconds, nbytes=bytes_moved(x, up), bandwidth=bandwidth)
     row.pop("bound")
     return row
 
@@ -212,7 +229,8 @@ def _measure(args: argparse.Namespace) -> None:
                 loop_mib = peak_memory(loop, device) if loop_ok else None
                 for backend in backends:
                     run = functools.partial(run_op, x, filter, up, backend)
-                    ours_s = median_time(run, device, args.repeats)
+                    timed = timed_with_float32(x, filter, up, backend, args.repeats, out=False)
+                    ours_s = timed.pop("seconds")
                     row = {
                         "filter": filter,
                         "up": up,
@@ -223,7 +241,7 @@ def _measure(args: argparse.Namespace) -> None:
                         "speedup": loop_s / ours_s if loop_s else None,
                         "ours_MiB": peak_memory(run, device),
                         "loop_MiB": loop_mib,
-                    } | roofline(ours_s, nbytes=bytes_moved(x, up), bandwidth=bandwidth)
+                    } | timed | roofline(ours_s, nbytes=bytes_moved(x, up), bandwidth=bandwidth)
                     row.pop("bound")  # always memory
                     if loop_ok and loop_x.dtype != x.dtype:
                         row["loop"] = "interpolate on a float32 copy"
@@ -248,8 +266,10 @@ def _measure(args: argparse.Namespace) -> None:
         "floor_ms",
         "of_floor",
         "achieved",
+        "f32_ms",
+        "per_byte_vs_f32",
     ]
-    print_table(rows, columns)
+    print_table(rows, [c for c in columns if any(r.get(c) is not None for r in rows)])
     if any(r.get("loop") == "interpolate on a float32 copy" for r in rows):
         print(
             f"note: PyTorch's CPU antialiased interpolate has no {args.dtype} kernel: those loop_ms/loop_MiB "

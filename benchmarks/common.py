@@ -66,6 +66,26 @@ def median_time(fn: Callable[[], object], device: str, repeats: int, warmup: int
     return statistics.median(times)
 
 
+def median_times_alternating(
+    fns: list[Callable[[], object]], device: str, repeats: int, warmup: int = 2
+) -> list[float]:
+    """Median wall time in seconds of each fn, the fns run in turn ``repeats`` times after ``warmup``
+    rounds: a drift of the machine during the run (a busy neighbour, memory the host reclaims) hits them
+    alike, so their ratio holds where back-to-back medians would not."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    sync(device)
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, seconds in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            seconds.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 at the time of asking (for a torch.distributed rendezvous)."""
     with socket.socket() as s:

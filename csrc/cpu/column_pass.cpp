@@ -113,6 +113,8 @@ inline int16_t mul_q15(int16_t v, int16_t w) {
 __attribute__((target("avx2"))) void column_row_wide_f32(const float* src, int64_t width, const int32_t* idx,
                                                          const float* w, int64_t taps, float* dst) {
   int64_t j = 0;
+  for (; j + 112 <= width; j += 112) column_block_f32<14>(src, width, idx, w, taps, j, dst);
+  for (; j + 56 <= width; j += 56) column_block_f32<7>(src, width, idx, w, taps, j, dst);
   for (; j + 32 <= width; j += 32) column_block_f32<4>(src, width, idx, w, taps, j, dst);
   for (; j + 8 <= width; j += 8) column_block_f32<1>(src, width, idx, w, taps, j, dst);
   for (; j < width; ++j) {
@@ -127,6 +129,7 @@ __attribute__((target("avx2"))) void column_row_wide_f32(const float* src, int64
 __attribute__((target("avx2"))) void column_row_wide_q15(const int16_t* src, int64_t width, const int32_t* idx,
                                                          const int16_t* w, int64_t taps, int16_t* dst) {
   int64_t j = 0;
+  for (; j + 112 <= width; j += 112) column_block_q15<7>(src, width, idx, w, taps, j, dst);
   for (; j + 64 <= width; j += 64) column_block_q15<4>(src, width, idx, w, taps, j, dst);
   for (; j + 16 <= width; j += 16) column_block_q15<1>(src, width, idx, w, taps, j, dst);
   for (; j + 8 <= width; j += 8) column_half_q15(src, width, idx, w, taps, j, dst);
