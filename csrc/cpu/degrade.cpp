@@ -512,7 +512,8 @@ template <typename Plan>
 struct LevelWindows {
   std::vector<Plan> down, up;
   std::vector<char> box2;
-  bool reads_plane = false;  // some level other than a 2 x 2 box reads the input plane
+  std::vector<char> is_source;  // a later level reads level k (cascade)
+  bool reads_plane = false;     // some level other than a 2 x 2 box reads the input plane
 };
 
 template <typename Plan, typename Weight>
@@ -522,8 +523,10 @@ LevelWindows<Plan> level_windows(const DegradeArgs& a, const int32_t* desc, cons
   windows.down.resize(static_cast<size_t>(a.num_levels));
   windows.up.resize(static_cast<size_t>(a.num_levels));
   windows.box2.resize(static_cast<size_t>(a.num_levels));
+  windows.is_source.resize(static_cast<size_t>(a.num_levels));
   for (int k = 0; k < a.num_levels; ++k) {
     const int32_t* L = desc + k * kLevelFields;
+    if (L[kSource] >= 0) windows.is_source[L[kSource]] = 1;
     windows.box2[k] = is_box2_table(a.tap_index + L[kYOff], a.tap_weight + L[kYOff], L[kYTaps], L[kSrcH], L[kOutH]) &&
                       is_box2_table(a.tap_index + L[kXOff], a.tap_weight + L[kXOff], L[kXTaps], L[kSrcW], L[kOutW]);
     windows.reads_plane |= L[kSource] < 0 && !windows.box2[k];
@@ -685,7 +688,11 @@ void degrade_typed(const DegradeArgs& a) {
         const int32_t* L = desc + k * kLevelFields;
         const int64_t out_h = L[kOutH], out_w = L[kOutW], src_h = L[kSrcH], src_w = L[kSrcW];
         const float* src = L[kSource] < 0 ? source_plane : levels.data() + desc[L[kSource] * kLevelFields + kBufOff];
-        float* level = levels.data() + L[kBufOff];
+        // float32 levels no other level reads are computed in their output (no copy); the up pass reads
+        // them there.
+        const bool in_output = std::is_same_v<T, float> && a.out.down[k] != nullptr && !windows.is_source[k];
+        float* level = in_output ? reinterpret_cast<float*>(static_cast<T*>(a.out.down[k]) + p * out_h * out_w)
+                                 : levels.data() + L[kBufOff];
 
         tmp.resize(static_cast<size_t>(std::max({src_h * out_w, out_h * src_w, out_h * a.w})));
         if (windows.box2[k]) {
@@ -713,7 +720,7 @@ void degrade_typed(const DegradeArgs& a) {
                               a.tap_weight + L[kYOff] + i * L[kYTaps], L[kYTaps], level + i * out_w);
           }
         }
-        if (a.out.down[k] != nullptr) {
+        if (a.out.down[k] != nullptr && !in_output) {
           narrow_row(level, out_h * out_w, static_cast<T*>(a.out.down[k]) + p * out_h * out_w);
         }
         if (a.out.up[k] != nullptr && L[kUpYTaps] > 0) {
