@@ -231,17 +231,21 @@ def _measure(args: argparse.Namespace) -> None:
                     run = functools.partial(run_op, x, filter, up, backend)
                     timed = timed_with_float32(x, filter, up, backend, args.repeats, out=False)
                     ours_s = timed.pop("seconds")
-                    row = {
-                        "filter": filter,
-                        "up": up,
-                        "batch": n,
-                        "backend": backend,
-                        "ours_ms": ours_s * 1e3,
-                        "loop_ms": loop_s * 1e3 if loop_s else None,
-                        "speedup": loop_s / ours_s if loop_s else None,
-                        "ours_MiB": peak_memory(run, device),
-                        "loop_MiB": loop_mib,
-                    } | timed | roofline(ours_s, nbytes=bytes_moved(x, up), bandwidth=bandwidth)
+                    row = (
+                        {
+                            "filter": filter,
+                            "up": up,
+                            "batch": n,
+                            "backend": backend,
+                            "ours_ms": ours_s * 1e3,
+                            "loop_ms": loop_s * 1e3 if loop_s else None,
+                            "speedup": loop_s / ours_s if loop_s else None,
+                            "ours_MiB": peak_memory(run, device),
+                            "loop_MiB": loop_mib,
+                        }
+                        | timed
+                        | roofline(ours_s, nbytes=bytes_moved(x, up), bandwidth=bandwidth)
+                    )
                     row.pop("bound")  # always memory
                     if loop_ok and loop_x.dtype != x.dtype:
                         row["loop"] = "interpolate on a float32 copy"
