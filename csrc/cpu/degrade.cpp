@@ -253,28 +253,29 @@ MRFACE_ROW_CLONES void resize_column_row(const float* src, int64_t width, const 
   }
 }
 
-// dst[x * rows + r] = src[r * cols + x]: a (rows, cols) block transposed, 4 x 4 tiles through SSE2.
-void transpose_block(const float* __restrict__ src, int64_t rows, int64_t cols, float* __restrict__ dst) {
+// dst[x * dst_stride + r] = src[r * src_stride + x]: a (rows, cols) block transposed, 4 x 4 tiles through SSE2.
+void transpose_block(const float* __restrict__ src, int64_t rows, int64_t cols, int64_t src_stride, float* __restrict__ dst,
+                     int64_t dst_stride) {
   int64_t r = 0;
 #if defined(__SSE2__)
   for (; r + 4 <= rows; r += 4) {
     int64_t x = 0;
     for (; x + 4 <= cols; x += 4) {
-      __m128 a = _mm_loadu_ps(src + r * cols + x), b = _mm_loadu_ps(src + (r + 1) * cols + x);
-      __m128 c = _mm_loadu_ps(src + (r + 2) * cols + x), d = _mm_loadu_ps(src + (r + 3) * cols + x);
+      __m128 a = _mm_loadu_ps(src + r * src_stride + x), b = _mm_loadu_ps(src + (r + 1) * src_stride + x);
+      __m128 c = _mm_loadu_ps(src + (r + 2) * src_stride + x), d = _mm_loadu_ps(src + (r + 3) * src_stride + x);
       _MM_TRANSPOSE4_PS(a, b, c, d);
-      _mm_storeu_ps(dst + x * rows + r, a);
-      _mm_storeu_ps(dst + (x + 1) * rows + r, b);
-      _mm_storeu_ps(dst + (x + 2) * rows + r, c);
-      _mm_storeu_ps(dst + (x + 3) * rows + r, d);
+      _mm_storeu_ps(dst + x * dst_stride + r, a);
+      _mm_storeu_ps(dst + (x + 1) * dst_stride + r, b);
+      _mm_storeu_ps(dst + (x + 2) * dst_stride + r, c);
+      _mm_storeu_ps(dst + (x + 3) * dst_stride + r, d);
     }
     for (; x < cols; ++x) {
-      for (int64_t k = 0; k < 4; ++k) dst[x * rows + r + k] = src[(r + k) * cols + x];
+      for (int64_t k = 0; k < 4; ++k) dst[x * dst_stride + r + k] = src[(r + k) * src_stride + x];
     }
   }
 #endif
   for (; r < rows; ++r) {
-    for (int64_t x = 0; x < cols; ++x) dst[x * rows + r] = src[r * cols + x];
+    for (int64_t x = 0; x < cols; ++x) dst[x * dst_stride + r] = src[r * src_stride + x];
   }
 }
 
@@ -287,14 +288,19 @@ void resize_rows(const float* src, int64_t rows, int64_t src_w, const int32_t* i
                  int64_t out_w, float* dst, const RowWindowPlanF32* window = nullptr) {
   if (window != nullptr && window->usable()) return gather_rows_window_f32(*window, src, rows, dst);
   if (taps < 3 || rows < 8) return resize_rows_gather(src, rows, src_w, idx, w, taps, out_w, dst);
+  // Transposed rows are padded with zeros to a multiple of 8 samples, so the column passes run whole
+  // vector blocks (no scalar tails on the 7-, 14- and 28-row blocks of a 112 -> 7/14/28 level); the
+  // padding's outputs are dropped.
+  const int64_t padded = (rows + 7) / 8 * 8;
   thread_local std::vector<float> t_in, t_out;
-  t_in.resize(static_cast<size_t>(rows * src_w));
-  t_out.resize(static_cast<size_t>(rows * out_w));
-  transpose_block(src, rows, src_w, t_in.data());
+  t_in.resize(static_cast<size_t>(padded * src_w));
+  t_out.resize(static_cast<size_t>(padded * out_w));
+  transpose_block(src, rows, src_w, src_w, t_in.data(), padded);
+  for (int64_t x = 0; x < src_w && padded > rows; ++x) std::fill_n(t_in.data() + x * padded + rows, padded - rows, 0.0f);
   for (int64_t j = 0; j < out_w; ++j) {
-    resize_column_row(t_in.data(), rows, idx + j * taps, w + j * taps, taps, t_out.data() + j * rows);
+    resize_column_row(t_in.data(), padded, idx + j * taps, w + j * taps, taps, t_out.data() + j * padded);
   }
-  transpose_block(t_out.data(), out_w, rows, dst);
+  transpose_block(t_out.data(), out_w, rows, padded, dst, out_w);
 }
 
 // ---- uint8 fixed point --------------------------------------------------------------------------
@@ -393,15 +399,16 @@ void gather_rows_q(const q16* src, int64_t rows, int64_t src_w, const int32_t* i
   }
 }
 
-// dst[x * rows + r] = src[r * cols + x] for int16: 8 x 8 tiles through SSE2 unpacks.
-void transpose_block_q(const q16* __restrict__ src, int64_t rows, int64_t cols, q16* __restrict__ dst) {
+// dst[x * dst_stride + r] = src[r * src_stride + x] for int16: 8 x 8 tiles through SSE2 unpacks.
+void transpose_block_q(const q16* __restrict__ src, int64_t rows, int64_t cols, int64_t src_stride, q16* __restrict__ dst,
+                       int64_t dst_stride) {
   int64_t r = 0;
 #if defined(__SSE2__)
   for (; r + 8 <= rows; r += 8) {
     int64_t x = 0;
     for (; x + 8 <= cols; x += 8) {
       __m128i v[8];
-      for (int k = 0; k < 8; ++k) v[k] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + (r + k) * cols + x));
+      for (int k = 0; k < 8; ++k) v[k] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + (r + k) * src_stride + x));
       __m128i a[8], b[8];
       for (int k = 0; k < 4; ++k) {
         a[2 * k] = _mm_unpacklo_epi16(v[2 * k], v[2 * k + 1]);
@@ -415,18 +422,18 @@ void transpose_block_q(const q16* __restrict__ src, int64_t rows, int64_t cols, 
         b[4 * h + 3] = _mm_unpackhi_epi32(ah[1], ah[3]);  // columns 6, 7
       }
       for (int k = 0; k < 4; ++k) {
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (x + 2 * k) * rows + r), _mm_unpacklo_epi64(b[k], b[4 + k]));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (x + 2 * k + 1) * rows + r),
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (x + 2 * k) * dst_stride + r), _mm_unpacklo_epi64(b[k], b[4 + k]));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (x + 2 * k + 1) * dst_stride + r),
                          _mm_unpackhi_epi64(b[k], b[4 + k]));
       }
     }
     for (; x < cols; ++x) {
-      for (int64_t k = 0; k < 8; ++k) dst[x * rows + r + k] = src[(r + k) * cols + x];
+      for (int64_t k = 0; k < 8; ++k) dst[x * dst_stride + r + k] = src[(r + k) * src_stride + x];
     }
   }
 #endif
   for (; r < rows; ++r) {
-    for (int64_t x = 0; x < cols; ++x) dst[x * rows + r] = src[r * cols + x];
+    for (int64_t x = 0; x < cols; ++x) dst[x * dst_stride + r] = src[r * src_stride + x];
   }
 }
 
@@ -444,14 +451,16 @@ void resize_rows_q(const q16* src, int64_t rows, int64_t src_w, const int32_t* i
       default: return gather_rows_q<0>(src, rows, src_w, idx, w, out_w, dst, taps);
     }
   }
+  const int64_t padded = (rows + 7) / 8 * 8;  // as resize_rows: whole vector blocks, padding dropped
   thread_local std::vector<q16> t_in, t_out;
-  t_in.resize(static_cast<size_t>(rows * src_w));
-  t_out.resize(static_cast<size_t>(rows * out_w));
-  transpose_block_q(src, rows, src_w, t_in.data());
+  t_in.resize(static_cast<size_t>(padded * src_w));
+  t_out.resize(static_cast<size_t>(padded * out_w));
+  transpose_block_q(src, rows, src_w, src_w, t_in.data(), padded);
+  for (int64_t x = 0; x < src_w && padded > rows; ++x) std::fill_n(t_in.data() + x * padded + rows, padded - rows, q16{0});
   for (int64_t j = 0; j < out_w; ++j) {
-    resize_column_row_q(t_in.data(), rows, idx + j * taps, w + j * taps, taps, t_out.data() + j * rows);
+    resize_column_row_q(t_in.data(), padded, idx + j * taps, w + j * taps, taps, t_out.data() + j * padded);
   }
-  transpose_block_q(t_out.data(), out_w, rows, dst);
+  transpose_block_q(t_out.data(), out_w, rows, padded, dst, out_w);
 }
 
 MRFACE_ROW_CLONES void widen_row_q(const uint8_t* __restrict__ src, int64_t n, q16* __restrict__ dst) {
