@@ -62,7 +62,7 @@ ResizeTaps resize_taps(int64_t in_size, int64_t out_size, ResizeFilter filter) {
     }
     default: check_arg(false, "resize_taps: unknown filter id " + std::to_string(static_cast<int>(filter)));
   }
-  t.index.assign(static_cast<size_t>(out_size * t.taps), 0);
+  t.index.assign(static_cast<size_t>(out_size * t.taps), -1);
   t.weight.assign(static_cast<size_t>(out_size * t.taps), 0.0f);
 
   for (int64_t i = 0; i < out_size; ++i) {
@@ -138,6 +138,12 @@ ResizeTaps resize_taps(int64_t in_size, int64_t out_size, ResizeFilter filter) {
         }
         break;
       }
+    }
+    // Slots an output does not use (weight 0) repeat its last sample: their products add nothing, and
+    // the slot stays inside the output's own window (what the windowed gathers fit in a register).
+    int32_t* row = t.index.data() + i * t.taps;
+    for (int64_t k = 0; k < t.taps; ++k) {
+      if (row[k] < 0) row[k] = k > 0 ? row[k - 1] : 0;
     }
   }
   return t;

@@ -67,3 +67,17 @@ def test_per_image_rows_every_side(dtype, grey_check):
         grey_check(got, want, "per-image")
     else:
         torch.testing.assert_close(got.double(), want, rtol=0, atol=2e-3)
+
+
+@pytest.mark.parametrize("size", [56, 37, 28, 7])
+def test_non_finite_samples_stay_in_their_windows(size):
+    """Tap slots an output does not use read its own last sample, not sample 0: an inf in the first
+    column makes only the outputs whose windows hold it non-finite, where PyTorch's antialiased resize
+    puts them (it gives inf there; the kernel's zero-weight products make those NaN)."""
+    x = torch.rand(1, 2, 112, 112, generator=torch.Generator().manual_seed(size))
+    x[..., 0] = float("inf")
+    with use_backend("cpp"):
+        got = degrade_resolution(x, [size], "bilinear_aa").down[0]
+    want = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+    assert torch.equal(torch.isfinite(got), torch.isfinite(want))
+    torch.testing.assert_close(got[..., 1:], want[..., 1:], rtol=1e-5, atol=1e-5)
