@@ -139,14 +139,32 @@ ResizeTaps resize_taps(int64_t in_size, int64_t out_size, ResizeFilter filter) {
         break;
       }
     }
-    // Slots an output does not use (weight 0) repeat its last sample: their products add nothing, and
-    // the slot stays inside the output's own window (what the windowed gathers fit in a register).
-    int32_t* row = t.index.data() + i * t.taps;
-    for (int64_t k = 0; k < t.taps; ++k) {
-      if (row[k] < 0) row[k] = k > 0 ? row[k - 1] : 0;
+  }
+  // The table keeps as many slots as the widest output uses (the bounds above are upper bounds: 2x
+  // antialiased windows take 4 of 5). Slots an output does not use (weight 0) repeat its last sample:
+  // their products add nothing, and the slot stays inside the output's own window (what the windowed
+  // gathers fit in a register).
+  int64_t used = 1;
+  for (int64_t i = 0; i < out_size; ++i) {
+    for (int64_t k = t.taps; k > used; --k) {
+      if (t.index[i * t.taps + k - 1] >= 0) {
+        used = k;
+        break;
+      }
     }
   }
-  return t;
+  ResizeTaps trimmed;
+  trimmed.taps = used;
+  trimmed.index.resize(static_cast<size_t>(out_size * used));
+  trimmed.weight.resize(static_cast<size_t>(out_size * used));
+  for (int64_t i = 0; i < out_size; ++i) {
+    for (int64_t k = 0; k < used; ++k) {
+      const int32_t index = t.index[i * t.taps + k];
+      trimmed.index[i * used + k] = index >= 0 ? index : (k > 0 ? trimmed.index[i * used + k - 1] : 0);
+      trimmed.weight[i * used + k] = t.weight[i * t.taps + k];
+    }
+  }
+  return trimmed;
 }
 
 }  // namespace mrface
