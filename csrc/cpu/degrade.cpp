@@ -8,8 +8,8 @@
 
 #include "mrface/box_pass.h"
 #include "mrface/column_pass.h"
-#include "mrface/dtype_convert.h"
 #include "mrface/cpu_features.h"
+#include "mrface/dtype_convert.h"
 #include "mrface/resize.h"
 #include "mrface/window_gather.h"
 
@@ -700,8 +700,10 @@ void degrade_typed(const DegradeArgs& a) {
         // float32 levels no other level reads are computed in their output (no copy); the up pass reads
         // them there.
         const bool in_output = std::is_same_v<T, float> && a.out.down[k] != nullptr && !windows.is_source[k];
-        float* level = in_output ? reinterpret_cast<float*>(static_cast<T*>(a.out.down[k]) + p * out_h * out_w)
-                                 : levels.data() + L[kBufOff];
+        float* level = levels.data() + L[kBufOff];
+        if constexpr (std::is_same_v<T, float>) {
+          if (in_output) level = static_cast<float*>(a.out.down[k]) + p * out_h * out_w;
+        }
 
         tmp.resize(static_cast<size_t>(std::max({src_h * out_w, out_h * src_w, out_h * a.w})));
         if (windows.box2[k]) {
