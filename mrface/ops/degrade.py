@@ -247,7 +247,7 @@ def _degrade_into(
         results = downs + ups
         return results if out is None else [o.copy_(r) for o, r in zip(out, results, strict=True)]
     work = x.contiguous().to(_compute_dtype(backend, x.dtype))
-    shapes = [(n, c, h, w) for h, w in pairs] + ([(n, c, height, width)] * len(pairs) if up_filter else [])
+    shapes = _result_shapes(x.shape, pairs, up_filter is not None)
     given = out if out is not None else [None] * len(shapes)
     targets = [
         o if o is not None and o.dtype == work.dtype and o.is_contiguous() else work.new_empty(shape)
@@ -518,32 +518,45 @@ def degrade_resolution(
     return DegradedBatch(list(outputs[:k]), list(outputs[k:]) if up else None)
 
 
+def _result_shapes(
+    shape: torch.Size, pairs: tuple[tuple[int, int], ...], with_up: bool
+) -> list[tuple[int, int, int, int]]:
+    """Shapes of degrade_resolution's outputs for an (N, C, H, W) input: every down level, then (with
+    ``with_up``) one (N, C, H, W) image per level."""
+    n, c, height, width = shape
+    return [(n, c, h, w) for h, w in pairs] + ([(n, c, height, width)] * len(pairs) if with_up else [])
+
+
+def _check_out_tensor(t: object, shape: tuple[int, ...], x: torch.Tensor, where: str, op: str) -> None:
+    """One out= buffer: a tensor of ``shape`` with x's dtype and device, outside autograd, not
+    overlapping x. ``where`` names it in the error."""
+    if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(shape) or t.dtype != x.dtype or t.device != x.device:
+        got = f"{tuple(t.shape)} {t.dtype} on {t.device}" if isinstance(t, torch.Tensor) else type(t).__name__
+        raise ValueError(f"{op}: {where} must be a tensor {tuple(shape)} {x.dtype} on {x.device}, got {got}")
+    if torch.is_grad_enabled() and (x.requires_grad or t.requires_grad):
+        raise ValueError(f"{op}: out= does not support autograd; call without out to differentiate")
+    if _overlap(t, x):
+        raise ValueError(f"{op}: {where} must not share memory with x")
+
+
 def _check_out_batch(
     out: object, x: torch.Tensor, pairs: tuple[tuple[int, int], ...], with_up: bool, op: str
 ) -> list[torch.Tensor]:
     """The buffers of ``out`` (down levels, then up levels) after checking them against the result."""
-    n, c, height, width = x.shape
     if not isinstance(out, DegradedBatch):
         raise TypeError(f"{op}: out must be a DegradedBatch, got {type(out).__name__}")
     if (out.up is not None) != with_up:
         raise ValueError(
             f"{op}: out.up must be {'a list' if with_up else 'None'} when up is {'set' if with_up else 'None'}"
         )
-    shapes = [(n, c, h, w) for h, w in pairs] + ([(n, c, height, width)] * len(pairs) if with_up else [])
+    shapes = _result_shapes(x.shape, pairs, with_up)
     buffers = list(out.down) + list(out.up or [])
     if len(buffers) != len(shapes):
         raise ValueError(
             f"{op}: out holds {len(out.down)} down and {len(out.up or [])} up buffers, expected {len(pairs)} each"
         )
     for i, (t, shape) in enumerate(zip(buffers, shapes, strict=True)):
-        where = f"out.down[{i}]" if i < len(pairs) else f"out.up[{i - len(pairs)}]"
-        if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape or t.dtype != x.dtype or t.device != x.device:
-            got = f"{tuple(t.shape)} {t.dtype} on {t.device}" if isinstance(t, torch.Tensor) else type(t).__name__
-            raise ValueError(f"{op}: {where} must be a tensor {shape} {x.dtype} on {x.device}, got {got}")
-        if torch.is_grad_enabled() and (x.requires_grad or t.requires_grad):
-            raise ValueError(f"{op}: out= does not support autograd; call without out to differentiate")
-        if _overlap(t, x):
-            raise ValueError(f"{op}: {where} must not share memory with x")
+        _check_out_tensor(t, shape, x, f"out.down[{i}]" if i < len(pairs) else f"out.up[{i - len(pairs)}]", op)
     for i, a in enumerate(buffers):
         if any(_overlap(a, b) for b in buffers[i + 1 :]):
             raise ValueError(f"{op}: out's buffers must not share memory with each other")
@@ -592,18 +605,7 @@ def degrade_per_sample(
     if x.shape[0] and (int(filter_ids.min()) < 0 or int(filter_ids.max()) >= len(filters)):
         raise ValueError(f"{op}: filter_ids must index filters (0..{len(filters) - 1})")
     if out is not None:
-        if (
-            not isinstance(out, torch.Tensor)
-            or out.shape != x.shape
-            or out.dtype != x.dtype
-            or (out.device != x.device)
-        ):
-            got = f"{tuple(out.shape)} {out.dtype} on {out.device}" if isinstance(out, torch.Tensor) else type(out)
-            raise ValueError(f"{op}: out must be a tensor {tuple(x.shape)} {x.dtype} on {x.device}, got {got}")
-        if torch.is_grad_enabled() and (x.requires_grad or out.requires_grad):
-            raise ValueError(f"{op}: out= does not support autograd; call without out to differentiate")
-        if out.data_ptr() == x.data_ptr():
-            raise ValueError(f"{op}: out must not share memory with x")
+        _check_out_tensor(out, tuple(x.shape), x, "out", op)
         _degrade_per_sample_out_op(x, sides.long(), filter_ids.long(), ",".join(filters), up, out)
         return out
     return _degrade_per_sample_op(x, sides.long(), filter_ids.long(), ",".join(filters), up)

@@ -247,6 +247,9 @@ def test_per_sample_out_buffer_bad_arguments():
         degrade_per_sample(x.requires_grad_(), sides, ids, out=torch.empty(2, 3, 8, 8))
     with pytest.raises(ValueError, match="must not share memory"):
         degrade_per_sample(x.detach(), sides, ids, out=x.detach())
+    arena = torch.empty(2 * 3 * 8 * 8 + 64)  # out starts inside x: a partial overlap, not the same pointer
+    with pytest.raises(ValueError, match="out must not share memory with x"):
+        degrade_per_sample(arena[:384].view(2, 3, 8, 8), sides, ids, out=arena[64:].view(2, 3, 8, 8))
 
 
 @pytest.mark.parametrize("filter,interp", [("bilinear", cv2.INTER_LINEAR), ("nearest", cv2.INTER_NEAREST)])
